@@ -1,0 +1,253 @@
+"""Typed configuration tree: dataclasses, YAML loading, dotted ``key=value`` overrides.
+
+A config is plain data: it is saved next to every run and inside every checkpoint, so a run can
+always be reproduced from its own directory. Unknown keys and invalid values fail at start with a
+message that names the key (``ConfigError``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or override names an unknown key or holds an invalid value."""
+
+
+@dataclass
+class DataConfig:
+    shards: str = "data/digits_lt"          # directory written by `python -m adpm_dist.data.prepare`
+    eval_part: str = "test"                 # the part we report on; never trained on, never selected on
+    train_parts: list[str] = field(default_factory=list)  # empty: every part but eval_part and "test"
+    val_fraction: float = 0.15              # stratified validation carve-out of the training parts
+    image_size: int = 224
+    hflip: bool = True                      # ADPM_SPEC 2.1 augmentations
+    vflip: bool = False
+    rotation: float = 30.0
+    num_workers: int = 0
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "resnet18"              # timm name of the prior network's backbone
+    encoder: str = "resnet18"               # timm name of the denoiser's image encoder (DiffMIC: ResNet-18)
+    backbone_level: int = -1                # feature stage used (index into timm feature_info; -1 deepest)
+    encoder_level: int = -1
+    pretrained: str = ""                    # local checkpoint for the prior backbone ("" = random init)
+    encoder_pretrained: str = ""            # local checkpoint for the denoiser's encoder
+    hidden_dim: int = 6144                  # DiffMIC/ADPM width of the denoiser (ADPM_SPEC 2.3)
+    token_dim: int = 512                    # width of the cross-attention tokens (ADPM_SPEC 3.4)
+    heads: int = 8
+    feature_product: bool = True            # keep DiffMIC's element-wise product with pooled features
+    reverse_prior: bool = True              # cross-attention over image tokens (paper "reverse prior")
+    forward_prior: bool = True              # global and local prior chains in the loss (eq. 16)
+
+
+@dataclass
+class NoiseConfig:
+    alpha: float = 1.0 / 6.0                # eq. 14; alpha = 0 is the isotropic DiffMIC model
+    beta: float = 5.0
+    formula: str = "A"                      # ADPM_SPEC 3.2: A (default), B, power
+    n_floor: int = 0                        # counts below are raised to this before eq. 14 (Hyper-Kvasir: 10)
+    test_rule: str = "expected"             # ADPM_SPEC 3.6: expected (sum p_j lambda_j) or argmax
+
+
+@dataclass
+class DiffusionConfig:
+    timesteps: int = 1000
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    test_timesteps: int = 250
+    sampler: str = "truncated"              # ADPM_SPEC 3.8
+    mmd_weight: float = 0.5                 # eq. 17
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 1000
+    prior_warmup_epochs: int = 15
+    batch_size: int = 32
+    lr: float = 1e-3                        # denoiser (ADPM_SPEC 2.4)
+    warmup_epochs: int = 40                 # linear LR warm-up, then half-cycle cosine
+    prior_lr: float = 2e-4                  # DCG Adam (amsgrad) lr (ADPM_SPEC 2.2)
+    grad_clip: float = 1.0
+    val_every: int = 10                     # epochs between validations on the carve-out
+    mixed_precision: str = "no"             # no | bf16 | fp16
+    log_every: int = 10
+
+
+@dataclass
+class RunConfig:
+    output_dir: str = "runs/default"
+    seed: int = 0
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+# Allowed values for string options: one place, checked by validate().
+CHOICES = {
+    "noise.formula": ("A", "B", "power"),
+    "noise.test_rule": ("expected", "argmax"),
+    "diffusion.sampler": ("truncated",),
+    "train.mixed_precision": ("no", "bf16", "fp16"),
+}
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """Coerce a YAML/CLI value to the annotated type, or raise ConfigError naming the key."""
+    origin = typing.get_origin(tp)
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v] if value else []
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_convert(v, item_tp, key) for v in value]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
+            return value.lower() in ("true", "1", "yes", "on")
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        try:
+            as_float = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}") from None
+        if not as_float.is_integer():
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return int(as_float)
+    if tp is float:
+        if isinstance(value, str) and "/" in value:  # "1/6" reads as the paper writes alpha
+            num, _, den = value.partition("/")
+            try:
+                return float(num) / float(den)
+            except (ValueError, ZeroDivisionError):
+                raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+    if tp is str:
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return "" if value is None else str(value)
+    raise ConfigError(f"{key}: unsupported type {tp}")
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _apply(section: Any, values: dict, prefix: str) -> None:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or '<root>'}: expected a mapping, got {values!r}")
+    types_ = _field_types(type(section))
+    for name, value in values.items():
+        key = f"{prefix}{name}"
+        if name not in types_:
+            known = ", ".join(sorted(types_))
+            raise ConfigError(f"unknown config key '{key}' (known here: {known})")
+        current = getattr(section, name)
+        if dataclasses.is_dataclass(current):
+            _apply(current, value, key + ".")
+        else:
+            setattr(section, name, _convert(value, types_[name], key))
+
+
+def set_key(cfg: Config, dotted: str, value: Any) -> None:
+    """Set one dotted key (``train.lr``) with type conversion; ConfigError names a bad key."""
+    *path, leaf = dotted.split(".")
+    nested: dict = {leaf: value}
+    for part in reversed(path):
+        nested = {part: nested}
+    _apply(cfg, nested, "")
+
+
+def parse_overrides(items: list[str]) -> list[tuple[str, str]]:
+    pairs = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        pairs.append((key.strip(), yaml.safe_load(value) if value.strip() else ""))
+    return pairs
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults < YAML file < ``key=value`` overrides, then validated."""
+    cfg = Config()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        with open(path) as f:
+            data = yaml.safe_load(f) or {}
+        try:
+            _apply(cfg, data, "")
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None
+    for key, value in parse_overrides(overrides or []):
+        set_key(cfg, key, value)
+    validate(cfg)
+    return cfg
+
+
+def from_dict(data: dict) -> Config:
+    """Rebuild a Config from ``to_dict`` output (e.g. the copy stored in a checkpoint)."""
+    cfg = Config()
+    _apply(cfg, data, "")
+    validate(cfg)
+    return cfg
+
+
+def to_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def validate(cfg: Config) -> None:
+    for key, allowed in CHOICES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value not in allowed:
+            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(allowed)}")
+    checks = {
+        "data.val_fraction": 0.0 <= cfg.data.val_fraction < 1.0,
+        "data.image_size": cfg.data.image_size >= 8,
+        "noise.alpha": cfg.noise.alpha >= 0,
+        "noise.beta": cfg.noise.beta >= 0,
+        "diffusion.timesteps": cfg.diffusion.timesteps >= 2,
+        "diffusion.test_timesteps": 1 <= cfg.diffusion.test_timesteps <= cfg.diffusion.timesteps,
+        "diffusion.beta_end": 0 < cfg.diffusion.beta_start < cfg.diffusion.beta_end < 1,
+        "train.epochs": cfg.train.epochs >= 1,
+        "train.batch_size": cfg.train.batch_size >= 1,
+        "train.lr": cfg.train.lr > 0,
+        "train.prior_warmup_epochs": cfg.train.prior_warmup_epochs >= 0,
+        "train.val_every": cfg.train.val_every >= 1,
+        "model.token_dim": cfg.model.token_dim % cfg.model.heads == 0,
+        "model.hidden_dim": cfg.model.hidden_dim % cfg.model.token_dim == 0,
+    }
+    for key, ok in checks.items():
+        if not ok:
+            section, name = key.split(".")
+            value = getattr(getattr(cfg, section), name)
+            raise ConfigError(f"{key}: invalid value {value!r}")

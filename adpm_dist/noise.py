@@ -1,0 +1,56 @@
+"""Imbalance-sensitive noise levels lambda_j: pure functions (ADPM_SPEC 3.2 and 3.6).
+
+lambda_j scales the noise standard deviation of class j's forward process (eq. 5, ADPM_SPEC 3.1):
+rarer classes diffuse faster, so the denoiser must learn wider basins for them.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+FORMULAS = ("A", "B", "power")
+
+
+def class_noise_levels(counts: Sequence[float], alpha: float, beta: float, formula: str = "A",
+                       n_floor: float = 0) -> torch.Tensor:
+    """Per-class noise level lambda_j from the training counts n_j (eq. 14, reconstructed).
+
+    Power law of the expected loss (eq. 7): L(n) = beta * n^-alpha + c. lambda_j is the ratio of
+    class j's expected loss to the head class's, so the head class keeps the isotropic DDPM noise:
+      A:     (1 + beta (n_max/n_j)^alpha) / (1 + beta)                 c = n_max^-alpha (default)
+      B:     (beta n_j^-alpha + 1) / (beta n_max^-alpha + 1)           c = 1
+      power: (n_max/n_j)^alpha                                         c = 0 (beta cancels)
+    All give 1 for the head class, 1 everywhere when alpha = 0, and lie in [1, IR^alpha].
+    n_floor raises tiny classes first (ADPM_SPEC 3.2: Hyper-Kvasir's undifferentiable tail).
+    """
+    if formula not in FORMULAS:
+        raise ValueError(f"noise.formula: {formula!r} is not one of {', '.join(FORMULAS)}")
+    n = torch.as_tensor(counts, dtype=torch.float64)
+    if n.ndim != 1 or n.numel() == 0:
+        raise ValueError(f"class counts must be a non-empty 1-D sequence, got {counts!r}")
+    n = n.clamp(min=max(float(n_floor), 1.0))  # an empty class would give an infinite level
+    n_max = n.max()
+    if formula == "A":
+        levels = (1 + beta * (n_max / n) ** alpha) / (1 + beta)
+    elif formula == "B":
+        levels = (beta * n ** -alpha + 1) / (beta * n_max ** -alpha + 1)
+    else:
+        levels = (n_max / n) ** alpha
+    return levels.float()
+
+
+def estimated_noise_level(probs: torch.Tensor, levels: torch.Tensor, rule: str = "expected") -> torch.Tensor:
+    """lambda_hat(x) for an unlabelled image from the prior's class probabilities (eq. 18, ADPM_SPEC 3.6).
+
+    expected: sum_j p_j lambda_j (in [1, max lambda]);  argmax: lambda of the prior's predicted class.
+    Returns shape (B, 1) so it broadcasts over the K label dimensions.
+    """
+    levels = levels.to(probs.device, probs.dtype)
+    if rule == "expected":
+        lam = probs @ levels
+    elif rule == "argmax":
+        lam = levels[probs.argmax(dim=1)]
+    else:
+        raise ValueError(f"noise.test_rule: {rule!r} is not one of expected, argmax")
+    return lam.unsqueeze(1)
