@@ -46,6 +46,12 @@ class ModelConfig:
     feature_product: bool = True            # keep DiffMIC's element-wise product with pooled features
     reverse_prior: bool = True              # cross-attention over image tokens (paper "reverse prior")
     forward_prior: bool = True              # global and local prior chains in the loss (eq. 16)
+    local_backbone: str = ""                # timm name of the DCG local branch ("" = same as backbone)
+    local_level: int = -1
+    local_pretrained: str = ""              # local checkpoint for the local backbone ("" = random init)
+    crop_size: int = 32                     # DCG local crops in pixels (paper: 32 of 224; digits-LT: 8 of 32)
+    num_crops: int = 6                      # DCG top-k saliency windows (ADPM_SPEC 2.2)
+    crop_channels: str = "channel0"         # channel0 (DiffMIC quirk) or rgb
 
 
 @dataclass
@@ -55,6 +61,8 @@ class NoiseConfig:
     formula: str = "A"                      # ADPM_SPEC 3.2: A (default), B, power
     n_floor: int = 0                        # counts below are raised to this before eq. 14 (Hyper-Kvasir: 10)
     test_rule: str = "expected"             # ADPM_SPEC 3.6: expected (sum p_j lambda_j) or argmax
+    apply: str = "std"                      # ADPM_SPEC 4.1: lambda scales the noise std, or the variance
+    test_levels: str = "train"              # ADPM_SPEC 3.6: lambda_j from train counts, or soft_counts of eval
 
 
 @dataclass
@@ -65,6 +73,7 @@ class DiffusionConfig:
     test_timesteps: int = 250
     sampler: str = "truncated"              # ADPM_SPEC 3.8
     mmd_weight: float = 0.5                 # eq. 17
+    samples: int = 1                        # samples per image; > 1: CARD majority vote (ADPM_SPEC 1.5)
 
 
 @dataclass
@@ -72,6 +81,7 @@ class TrainConfig:
     epochs: int = 1000
     prior_warmup_epochs: int = 15
     batch_size: int = 32
+    eval_batch_size: int = 256              # sampling batch: only the MLP runs per step, so go wide
     lr: float = 1e-3                        # denoiser (ADPM_SPEC 2.4)
     warmup_epochs: int = 40                 # linear LR warm-up, then half-cycle cosine
     prior_lr: float = 2e-4                  # DCG Adam (amsgrad) lr (ADPM_SPEC 2.2)
@@ -101,7 +111,10 @@ class Config:
 CHOICES = {
     "noise.formula": ("A", "B", "power"),
     "noise.test_rule": ("expected", "argmax"),
-    "diffusion.sampler": ("truncated",),
+    "noise.apply": ("std", "variance"),
+    "noise.test_levels": ("train", "soft_counts"),
+    "diffusion.sampler": ("truncated", "respaced", "ddim"),
+    "model.crop_channels": ("channel0", "rgb"),
     "train.mixed_precision": ("no", "bf16", "fp16"),
 }
 
@@ -240,11 +253,15 @@ def validate(cfg: Config) -> None:
         "diffusion.beta_end": 0 < cfg.diffusion.beta_start < cfg.diffusion.beta_end < 1,
         "train.epochs": cfg.train.epochs >= 1,
         "train.batch_size": cfg.train.batch_size >= 1,
+        "train.eval_batch_size": cfg.train.eval_batch_size >= 1,
         "train.lr": cfg.train.lr > 0,
         "train.prior_warmup_epochs": cfg.train.prior_warmup_epochs >= 0,
         "train.val_every": cfg.train.val_every >= 1,
         "model.token_dim": cfg.model.token_dim % cfg.model.heads == 0,
         "model.hidden_dim": cfg.model.hidden_dim % cfg.model.token_dim == 0,
+        "model.crop_size": 1 <= cfg.model.crop_size <= cfg.data.image_size,
+        "model.num_crops": cfg.model.num_crops >= 1,
+        "diffusion.samples": cfg.diffusion.samples >= 1,
     }
     for key, ok in checks.items():
         if not ok:

@@ -96,17 +96,94 @@ class ADPMScheduler:
         z = torch.randn(y_t.shape, generator=generator, device="cpu").to(y_t.device, y_t.dtype)
         return mean + var.sqrt() * z
 
+    def _start(self, mu: torch.Tensor, lam: torch.Tensor | float, generator: torch.Generator | None,
+               start_noise: torch.Tensor | None) -> torch.Tensor:
+        """y = mu + lambda z, z ~ N(0, I): the chain's starting point (ADPM_SPEC 1.3, 3.8)."""
+        z = (torch.randn(mu.shape, generator=generator, device="cpu") if start_noise is None else start_noise)
+        return mu + lam * z.to(mu.device, mu.dtype)
+
+    def _t(self, i: int, mu: torch.Tensor) -> torch.Tensor:
+        """The network's time index of position i, one per row of the batch."""
+        return self.timestep_ids[i].expand(mu.shape[0]).to(mu.device)
+
     def sample(self, eps_fn: EpsFn, mu: torch.Tensor, lam: torch.Tensor | float, steps: int | None = None,
-               generator: torch.Generator | None = None) -> torch.Tensor:
-        """Run the chain from position steps-1 down to 0 and return y0 (ADPM_SPEC 3.8).
+               generator: torch.Generator | None = None, start_noise: torch.Tensor | None = None) -> torch.Tensor:
+        """Ancestral sampling from position steps-1 down to 0; returns y0 (ADPM_SPEC 3.8).
 
         With the full T-step schedule and steps < T this is DiffMIC's truncated chain: it starts at
         y = mu + lambda z (not the true marginal) and uses the T-step posterior (ADPM_SPEC 1.4).
+        On a respaced scheduler (``respaced``) with steps = len(self) it is the respaced chain.
         """
         steps = len(self) if steps is None else steps
-        z = torch.randn(mu.shape, generator=generator, device="cpu").to(mu.device, mu.dtype)
-        y = mu + lam * z
+        if not 1 <= steps <= len(self):
+            raise ValueError(f"diffusion.test_timesteps: {steps} steps on a {len(self)}-position schedule")
+        y = self._start(mu, lam, generator, start_noise)
         for i in range(steps - 1, -1, -1):
-            t = self.timestep_ids[i].expand(mu.shape[0]).to(mu.device)
-            y = self.step(eps_fn(y, t), i, y, mu, lam, generator)
+            y = self.step(eps_fn(y, self._t(i, mu)), i, y, mu, lam, generator)
         return y
+
+    def ddim_sample(self, eps_fn: EpsFn, mu: torch.Tensor, lam: torch.Tensor | float,
+                    generator: torch.Generator | None = None, start_noise: torch.Tensor | None = None
+                    ) -> torch.Tensor:
+        """Deterministic DDIM (eta = 0) over every position of this scheduler (ADPM_SPEC 1.1, 3.8).
+
+        On the centred variable yc = y - mu the process is a standard DDPM with noise scale lambda:
+        yc_i = sab_i yc_0 + lambda sdev_i eps. One step: y0_hat from eq. 5 inverted, then
+          yc_{i-1} = sab_{i-1} yc0_hat + lambda sdev_{i-1} eps_hat   (== add_noise(y0_hat, mu, eps_hat, i-1)).
+        The only randomness is the starting point; no noise is drawn per step.
+        """
+        y = self._start(mu, lam, generator, start_noise)
+        for i in range(len(self) - 1, -1, -1):
+            eps_hat = eps_fn(y, self._t(i, mu))
+            y0_hat = self.predict_start(y, mu, eps_hat, i, lam)
+            y = y0_hat if i == 0 else self.add_noise(y0_hat, mu, eps_hat, i - 1, lam)
+        return y
+
+    def respaced(self, steps: int) -> "ADPMScheduler":
+        """The S-position sub-schedule abar'_k = abar_{tau_k}, tau = respaced_timesteps (ADPM_SPEC 3.8).
+
+        beta'_k = 1 - abar'_k / abar'_{k-1} follows in __init__; the network still sees tau_k.
+        """
+        tau = respaced_timesteps(len(self), steps)
+        return ADPMScheduler(self.abar[tau], self.timestep_ids[tau])
+
+
+def respaced_timesteps(timesteps: int, steps: int) -> torch.Tensor:
+    """tau_k = round(linspace(0, T-1, S)), k = 0..S-1 (ADPM_SPEC 3.8); distinct because S <= T."""
+    if not 1 <= steps <= timesteps:
+        raise ValueError(f"diffusion.test_timesteps: {steps} must be in [1, {timesteps}] for a respaced sampler")
+    return torch.linspace(0, timesteps - 1, steps, dtype=torch.float64).round().long()
+
+
+SAMPLERS = ("truncated", "respaced", "ddim")
+
+
+def sample_labels(scheduler: ADPMScheduler, sampler: str, eps_fn: EpsFn, mu: torch.Tensor,
+                  lam: torch.Tensor | float, steps: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """y0 by one of the samplers of ADPM_SPEC 3.8 with ``steps`` network calls.
+
+    truncated: DiffMIC's chain (T-step posterior, positions steps-1..0; the lineage default, 250).
+    respaced:  ancestral sampling on the S-step respaced schedule (starts at tau = T-1).
+    ddim:      eta = 0 on the same respaced schedule.
+    """
+    if sampler == "truncated":
+        return scheduler.sample(eps_fn, mu, lam, steps, generator)
+    if sampler == "respaced":
+        return scheduler.respaced(steps).sample(eps_fn, mu, lam, None, generator)
+    if sampler == "ddim":
+        return scheduler.respaced(steps).ddim_sample(eps_fn, mu, lam, generator)
+    raise ValueError(f"diffusion.sampler: {sampler!r} is not one of {', '.join(SAMPLERS)}")
+
+
+def vote_readout(y0: torch.Tensor) -> torch.Tensor:
+    """CARD's majority vote over N samples (ADPM_SPEC 1.5): (N, B, K) samples -> (B, K) scores.
+
+    Each sample votes for argmax softmax(-(y0 - 1)^2), i.e. the class whose entry is closest to 1.
+    Returned: log of the vote share (plus 1e-6 x the mean CARD probability, which only breaks ties),
+    so argmax of the result is the majority vote and its softmax is (to 1e-6) the vote share.
+    """
+    n, _, k = y0.shape
+    probs = torch.softmax(-(y0.float() - 1) ** 2, dim=-1)
+    votes = torch.nn.functional.one_hot(probs.argmax(-1), k).float().sum(0)    # (B, K)
+    share = votes / n
+    return share.clamp_min(1e-12).log() + 1e-6 * probs.mean(0)

@@ -35,7 +35,7 @@ def build_accelerator(mixed_precision: str = "no", find_unused_parameters: bool 
 
     on_cpu = not torch.cuda.is_available()
     handlers = [DistributedDataParallelKwargs(find_unused_parameters=find_unused_parameters)]
-    if on_cpu:
+    if on_cpu and int(os.environ.get("WORLD_SIZE", "1")) > 1:  # a single process must not ask for a group
         handlers.append(InitProcessGroupKwargs(backend="gloo"))
     if _using_deepspeed():
         _patch_deepspeed_without_transformers()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,7 +73,8 @@ def predict(model: ADPM, batches, cfg: Config, accelerator, seed: int, desc: str
         images = batch["image"].to(accelerator.device)
         gen = torch.Generator().manual_seed(seed * 100_003 + accelerator.process_index * 1009 + i)
         with accelerator.autocast():
-            y0, mu = model.sample(images, cfg.diffusion.test_timesteps, cfg.noise.test_rule, gen)
+            y0, mu = model.sample(images, sampler=cfg.diffusion.sampler, steps=cfg.diffusion.test_timesteps,
+                                  test_rule=cfg.noise.test_rule, generator=gen)
         for key, label, y, m in zip(batch["key"], batch["label"].tolist(), y0.float().cpu(), mu.float().cpu()):
             records.append((key, label, y.numpy(), m.numpy()))
     records = gather_object(records) if accelerator.num_processes > 1 else records
@@ -103,8 +105,12 @@ def write_predictions(path: Path, pred: dict, class_names: list[str]) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def train(cfg: Config, accelerator=None) -> dict:
-    """Train ADPM as ``cfg`` says and return the evaluation metrics (also written to run.output_dir)."""
+def train(cfg: Config, accelerator=None, on_epoch: Callable[[dict], None] | None = None) -> dict:
+    """Train ADPM as ``cfg`` says and return the evaluation metrics (also written to run.output_dir).
+
+    ``on_epoch(row)`` is called on every rank after each epoch with that epoch's summary row
+    (losses, images/s and, on validation epochs, ``val_macro_f1``): Ray Tune reports through it.
+    """
     from accelerate.utils import set_seed
 
     acc = accelerator or build_accelerator(cfg.train.mixed_precision,
@@ -125,7 +131,7 @@ def train(cfg: Config, accelerator=None) -> dict:
     rank, world = acc.process_index, acc.num_processes
 
     def val_batches():
-        return eval_batches(manifest, plan.train_parts, cfg.train.batch_size, eval_tf, rank=rank,
+        return eval_batches(manifest, plan.train_parts, cfg.train.eval_batch_size, eval_tf, rank=rank,
                             world_size=world, include_keys=plan.val_keys, num_workers=d.num_workers)
 
     # 2. Model, one optimizer over both parts; eq. 14 levels from the training counts.
@@ -180,11 +186,13 @@ def train(cfg: Config, accelerator=None) -> dict:
                 best = {"epoch": epoch + 1, "macro_f1": val["macro_f1"]}
                 save_best(acc, model, out / "checkpoints" / "best.pt", cfg, extra=best | {"class_names": names})
         history.append(row)
+        if on_epoch is not None:
+            on_epoch(row)
         acc.print(" | ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
 
     # 4. Evaluate the selected checkpoint on the evaluation part, once.
     load_best(raw, out / "checkpoints" / "best.pt")
-    test_batches = eval_batches(manifest, [plan.eval_part], cfg.train.batch_size, eval_tf, rank=rank,
+    test_batches = eval_batches(manifest, [plan.eval_part], cfg.train.eval_batch_size, eval_tf, rank=rank,
                                 world_size=world, num_workers=d.num_workers)
     pred = predict(raw, test_batches, cfg, acc, cfg.run.seed + 1, f"evaluating {plan.eval_part}")
     expected = manifest.num_samples[plan.eval_part]

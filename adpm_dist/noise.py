@@ -1,7 +1,9 @@
 """Imbalance-sensitive noise levels lambda_j: pure functions (ADPM_SPEC 3.2 and 3.6).
 
 lambda_j scales the noise standard deviation of class j's forward process (eq. 5, ADPM_SPEC 3.1):
-rarer classes diffuse faster, so the denoiser must learn wider basins for them.
+rarer classes diffuse faster, so the denoiser must learn wider basins for them. With
+``noise.apply = variance`` (ADPM_SPEC 4.1 alternative) lambda_j scales the variance instead, i.e.
+the standard deviation by sqrt(lambda_j): ``noise_std`` is the one place that choice is made.
 """
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ from collections.abc import Sequence
 import torch
 
 FORMULAS = ("A", "B", "power")
+APPLY = ("std", "variance")
+RULES = ("expected", "argmax")
 
 
 def class_noise_levels(counts: Sequence[float], alpha: float, beta: float, formula: str = "A",
@@ -52,5 +56,28 @@ def estimated_noise_level(probs: torch.Tensor, levels: torch.Tensor, rule: str =
     elif rule == "argmax":
         lam = levels[probs.argmax(dim=1)]
     else:
-        raise ValueError(f"noise.test_rule: {rule!r} is not one of expected, argmax")
+        raise ValueError(f"noise.test_rule: {rule!r} is not one of {', '.join(RULES)}")
     return lam.unsqueeze(1)
+
+
+def noise_std(lam: torch.Tensor, apply: str = "std") -> torch.Tensor:
+    """The factor on the noise standard deviation for noise level lambda (ADPM_SPEC 3.1, 4.1).
+
+    std: lambda itself (recommended); variance: sqrt(lambda), so the variance is lambda (1 - abar).
+    Test-time levels (eq. 18) are estimated on lambda first and converted here afterwards.
+    """
+    if apply == "std":
+        return lam
+    if apply == "variance":
+        return lam.sqrt()
+    raise ValueError(f"noise.apply: {apply!r} is not one of {', '.join(APPLY)}")
+
+
+def soft_counts(probs: torch.Tensor) -> torch.Tensor:
+    """n_hat_j = sum_x p_j(x): expected class counts of unlabelled images (ADPM_SPEC 3.6 alternative).
+
+    Fed to ``class_noise_levels`` in place of the training counts it re-estimates lambda_j on the
+    evaluated images themselves; formula A only uses the ratios n_max / n_j, so the (smaller) test
+    set size does not matter there, while formula B depends on absolute counts.
+    """
+    return probs.float().sum(dim=0)

@@ -63,8 +63,9 @@ class ADPM(nn.Module):
         return losses
 
     @torch.no_grad()
-    def sample(self, images: torch.Tensor, steps: int, test_rule: str = "expected",
-               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample(self, images: torch.Tensor, *, sampler: str = "truncated", steps: int = 250,
+               test_rule: str = "expected", generator: torch.Generator | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
         """Denoised label vectors y0 and the prior's probabilities (ADPM_SPEC 3.8).
 
         Prior, lambda_hat and image features are computed once here; the loop only runs the MLP.
@@ -76,6 +77,8 @@ class ADPM(nn.Module):
         def eps_fn(y_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             return self.denoiser(feats, y_t, mu, t).float()
 
+        if sampler != "truncated":
+            raise ValueError(f"diffusion.sampler: {sampler!r} is not implemented")
         return self.scheduler.sample(eps_fn, mu, lam, steps, generator), mu
 
 

@@ -16,12 +16,13 @@ from .backbone import FeatureMap
 
 @dataclass
 class ImageFeatures:
-    tokens: torch.Tensor   # (B, N, token_dim) spatial tokens for the cross-attention (reverse prior)
-    pooled: torch.Tensor   # (B, hidden_dim) DiffMIC's projected global feature for the product
+    tokens: torch.Tensor | None   # (B, N, token_dim) spatial tokens for the cross-attention (reverse prior)
+    pooled: torch.Tensor | None   # (B, hidden_dim) DiffMIC's projected global feature for the product
 
     def repeat(self, n: int) -> "ImageFeatures":
-        """The same features for n stacked chains (batch dimension tiled n times)."""
-        return ImageFeatures(self.tokens.repeat(n, 1, 1), self.pooled.repeat(n, 1))
+        """The same features for n stacked chains or samples (batch dimension tiled n times)."""
+        return ImageFeatures(None if self.tokens is None else self.tokens.repeat(n, 1, 1),
+                             None if self.pooled is None else self.pooled.repeat(n, 1))
 
 
 class ConditionalLinear(nn.Module):
@@ -53,25 +54,37 @@ class CrossAttention(nn.Module):
 
 
 class ImageEncoder(nn.Module):
-    """Backbone map -> spatial tokens (+ learned positions) and a pooled feature (ADPM_SPEC 2.3, 3.4)."""
+    """Backbone map -> spatial tokens (+ learned positions) and a pooled feature (ADPM_SPEC 2.3, 3.4).
+
+    Only the outputs the denoiser uses are built (``tokens`` for the reverse prior, ``pooled`` for
+    DiffMIC's product): a parameter that never gets a gradient would trip DDP's unused-parameter check.
+    """
 
     def __init__(self, backbone: str, image_size: int, token_dim: int, hidden_dim: int, level: int = -1,
-                 pretrained: str = ""):
+                 pretrained: str = "", *, tokens: bool = True, pooled: bool = True):
         super().__init__()
         self.features = FeatureMap(backbone, level, pretrained)
         side = max(1, -(-image_size // self.features.reduction))
-        self.to_tokens = nn.Linear(self.features.channels, token_dim)
-        self.pos = nn.Parameter(torch.zeros(1, side * side, token_dim))
-        nn.init.normal_(self.pos, std=0.02)
-        self.to_pooled = nn.Sequential(nn.Linear(self.features.channels, hidden_dim), nn.BatchNorm1d(hidden_dim))
+        self.to_tokens = self.pos = self.to_pooled = None
+        if tokens:
+            self.to_tokens = nn.Linear(self.features.channels, token_dim)
+            self.pos = nn.Parameter(torch.zeros(1, side * side, token_dim))
+            nn.init.normal_(self.pos, std=0.02)
+        if pooled:
+            self.to_pooled = nn.Sequential(nn.Linear(self.features.channels, hidden_dim), nn.BatchNorm1d(hidden_dim))
 
     def forward(self, images: torch.Tensor) -> ImageFeatures:
         fmap = self.features(images)                   # (B, C, h, w)
         cells = fmap.flatten(2).transpose(1, 2)        # (B, h*w, C)
-        if cells.shape[1] != self.pos.shape[1]:
-            raise ValueError(f"image gives {cells.shape[1]} tokens, encoder built for {self.pos.shape[1]}: "
-                             "data.image_size differs from the size the model was built with")
-        return ImageFeatures(self.to_tokens(cells) + self.pos, self.to_pooled(cells.mean(dim=1)))
+        tokens = pooled = None
+        if self.to_tokens is not None:
+            if cells.shape[1] != self.pos.shape[1]:
+                raise ValueError(f"image gives {cells.shape[1]} tokens, encoder built for {self.pos.shape[1]}: "
+                                 "data.image_size differs from the size the model was built with")
+            tokens = self.to_tokens(cells) + self.pos
+        if self.to_pooled is not None:
+            pooled = self.to_pooled(cells.mean(dim=1))
+        return ImageFeatures(tokens, pooled)
 
 
 class Denoiser(nn.Module):
@@ -83,10 +96,12 @@ class Denoiser(nn.Module):
     h = softplus(BN(CondLin(h))) twice; eps = Linear(h)             hidden -> K
     """
 
-    def __init__(self, num_classes: int, *, encoder: ImageEncoder, hidden_dim: int, token_dim: int, heads: int,
-                 timesteps: int, reverse_prior: bool = True, feature_product: bool = True):
+    def __init__(self, num_classes: int, *, encoder: ImageEncoder | None, hidden_dim: int, token_dim: int,
+                 heads: int, timesteps: int, reverse_prior: bool = True, feature_product: bool = True):
         super().__init__()
-        self.encoder = encoder
+        if (reverse_prior or feature_product) and encoder is None:
+            raise ValueError("the denoiser is conditioned on the image (reverse prior or product) but has no encoder")
+        self.encoder = encoder  # None: no image conditioning at all (reverse_prior and feature_product off)
         self.token_dim = token_dim
         self.reverse_prior, self.feature_product = reverse_prior, feature_product
         self.lin1 = ConditionalLinear(2 * num_classes, hidden_dim, timesteps)
@@ -97,7 +112,8 @@ class Denoiser(nn.Module):
         self.out = nn.Linear(hidden_dim, num_classes)
 
     def encode(self, images: torch.Tensor) -> ImageFeatures:
-        return self.encoder(images)
+        """Image features for ``forward``; they do not depend on (y_t, t), so callers compute them once."""
+        return ImageFeatures(None, None) if self.encoder is None else self.encoder(images)
 
     def forward(self, feats: ImageFeatures, y_t: torch.Tensor, mu: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         h = F.softplus(self.norms[0](self.lin1(torch.cat([y_t, mu], dim=1), t)))
