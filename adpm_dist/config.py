@@ -35,7 +35,8 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     backbone: str = "resnet18"              # timm name of the prior network's backbone
-    encoder: str = "resnet18"               # timm name of the denoiser's image encoder (DiffMIC: ResNet-18)
+    encoder: str = "resnet18"               # timm name of the denoiser's image encoder (DiffMIC: ResNet-18),
+                                            # or "prior": reuse the prior's global feature map (no 2nd backbone)
     backbone_level: int = -1                # feature stage used (index into timm feature_info; -1 deepest)
     encoder_level: int = -1
     pretrained: str = ""                    # local checkpoint for the prior backbone ("" = random init)
@@ -89,6 +90,14 @@ class TrainConfig:
     val_every: int = 10                     # epochs between validations on the carve-out
     mixed_precision: str = "no"             # no | bf16 | fp16
     log_every: int = 10
+    # Distributed training, EMA, checkpoints, resume (docs/distributed.md).
+    grad_accum: int = 1                     # micro-batches per optimizer step (global batch = batch_size*ranks*grad_accum)
+    ema_decay: float = 0.9999               # EMA of the weights (DiffMIC); 0 = off
+    eval_ema: bool = False                  # validate, select and test the EMA weights instead of the live ones
+    checkpoint_every_steps: int = 0         # resumable checkpoint every N optimizer steps (0 = only at epoch ends)
+    checkpoint_every_epochs: int = 1        # ... and every N epochs (0 = never)
+    keep_checkpoints: int = 2               # keep the last K (plus the one with the best validation macro-F1)
+    resume: str = ""                        # "" = fresh run, "auto" = latest in run.output_dir, or a checkpoint dir
 
 
 @dataclass
@@ -257,6 +266,13 @@ def validate(cfg: Config) -> None:
         "train.lr": cfg.train.lr > 0,
         "train.prior_warmup_epochs": cfg.train.prior_warmup_epochs >= 0,
         "train.val_every": cfg.train.val_every >= 1,
+        "train.grad_clip": cfg.train.grad_clip >= 0,
+        "train.grad_accum": cfg.train.grad_accum >= 1,
+        "train.ema_decay": 0.0 <= cfg.train.ema_decay < 1.0,
+        "train.eval_ema": cfg.train.ema_decay > 0 or not cfg.train.eval_ema,
+        "train.checkpoint_every_steps": cfg.train.checkpoint_every_steps >= 0,
+        "train.checkpoint_every_epochs": cfg.train.checkpoint_every_epochs >= 0,
+        "train.keep_checkpoints": cfg.train.keep_checkpoints >= 1,
         "model.token_dim": cfg.model.token_dim % cfg.model.heads == 0,
         "model.hidden_dim": cfg.model.hidden_dim % cfg.model.token_dim == 0,
         "model.crop_size": 1 <= cfg.model.crop_size <= cfg.data.image_size,

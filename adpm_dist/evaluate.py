@@ -1,7 +1,8 @@
 """Classification metrics and the run summary table.
 
 Metrics are computed over all de-duplicated predictions at once (ADPM_SPEC 4.15), never averaged
-per batch as DiffMIC did.
+per batch as DiffMIC did. Every function here is pure over arrays: gathering predictions from the
+ranks and de-duplicating them by key is engine.predict's job.
 """
 from __future__ import annotations
 
@@ -29,6 +30,91 @@ def classification_metrics(labels: Sequence[int], predictions: Sequence[int], cl
         "per_class": {name: {"precision": float(prec[i]), "recall": float(rec[i]), "f1": float(f1[i]),
                              "support": int(support[i])} for i, name in enumerate(class_names)},
     }
+
+
+def confusion_matrix(labels: Sequence[int], predictions: Sequence[int], num_classes: int) -> np.ndarray:
+    """Counts C[i, j] = #samples of true class i predicted as j (rows: truth, as scikit-learn)."""
+    y, p = np.asarray(labels, dtype=np.int64), np.asarray(predictions, dtype=np.int64)
+    if y.shape != p.shape:
+        raise ValueError(f"labels {y.shape} and predictions {p.shape} differ in shape")
+    for name, a in (("labels", y), ("predictions", p)):
+        if a.size and (a.min() < 0 or a.max() >= num_classes):
+            raise ValueError(f"{name} must lie in [0, {num_classes}), got range [{a.min()}, {a.max()}]")
+    return np.bincount(y * num_classes + p, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def normalize_rows(counts: np.ndarray) -> np.ndarray:
+    """Each row divided by its sum (the diagonal becomes per-class recall); empty rows stay 0."""
+    counts = np.asarray(counts, dtype=np.float64)
+    sums = counts.sum(axis=1, keepdims=True)
+    return np.divide(counts, sums, out=np.zeros_like(counts), where=sums > 0)
+
+
+def _average_ranks(x: np.ndarray) -> np.ndarray:
+    """1-based ranks, ties sharing their mean rank (what the Mann-Whitney AUC needs)."""
+    order = np.argsort(x, kind="mergesort")
+    sorted_x = x[order]
+    # start index of each run of equal values, and the run each sorted element belongs to
+    starts = np.flatnonzero(np.r_[True, sorted_x[1:] != sorted_x[:-1]])
+    run = np.cumsum(np.r_[True, sorted_x[1:] != sorted_x[:-1]]) - 1
+    ends = np.r_[starts[1:], len(x)]
+    ranks = np.empty(len(x))
+    ranks[order] = ((starts + 1 + ends) / 2.0)[run]  # mean of ranks starts+1 .. ends
+    return ranks
+
+
+def one_vs_rest_auc(labels: Sequence[int], probs: np.ndarray) -> dict:
+    """ROC AUC of class k against the rest from the scores probs[:, k], for every k, and their mean.
+
+    AUC = P(score of a positive > score of a negative) + 0.5 P(tie) (Mann-Whitney U / (n_pos n_neg)).
+    A class with no positive or no negative sample has no AUC (NaN) and is left out of the macro mean,
+    as scikit-learn's roc_auc_score(multi_class="ovr", average="macro") would refuse it.
+    """
+    y, s = np.asarray(labels, dtype=np.int64), np.asarray(probs, dtype=np.float64)
+    if s.ndim != 2 or s.shape[0] != y.shape[0]:
+        raise ValueError(f"probs must be (n_samples, n_classes) for {y.shape[0]} labels, got {s.shape}")
+    per_class = np.full(s.shape[1], np.nan)
+    for k in range(s.shape[1]):
+        pos = y == k
+        n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+        if n_pos and n_neg:
+            rank_sum = _average_ranks(s[:, k])[pos].sum()
+            per_class[k] = (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+    defined = per_class[~np.isnan(per_class)]
+    return {"per_class": per_class, "macro": float(defined.mean()) if defined.size else float("nan")}
+
+
+def calibration_bins(labels: Sequence[int], probs: np.ndarray, n_bins: int = 15) -> dict:
+    """Top-label reliability bins (Guo et al. 2017): equal-width confidence bins (lo, hi], 0 in the first.
+
+    confidence = max_k probs[:, k], correct = (argmax == label). Per bin: count, mean confidence,
+    accuracy (NaN for empty bins). ``edges`` has n_bins + 1 entries.
+    """
+    if n_bins < 1:
+        raise ValueError(f"n_bins must be >= 1, got {n_bins}")
+    y, s = np.asarray(labels, dtype=np.int64), np.asarray(probs, dtype=np.float64)
+    if s.ndim != 2 or s.shape[0] != y.shape[0]:
+        raise ValueError(f"probs must be (n_samples, n_classes) for {y.shape[0]} labels, got {s.shape}")
+    conf = s.max(axis=1) if len(y) else np.zeros(0)
+    correct = (s.argmax(axis=1) == y).astype(np.float64) if len(y) else np.zeros(0)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    which = np.digitize(conf, edges[1:-1], right=True)  # bin b holds edges[b] < conf <= edges[b+1]
+    count = np.bincount(which, minlength=n_bins).astype(np.int64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_conf = np.bincount(which, weights=conf, minlength=n_bins) / count
+        accuracy = np.bincount(which, weights=correct, minlength=n_bins) / count
+    return {"edges": edges, "count": count, "confidence": mean_conf, "accuracy": accuracy}
+
+
+def expected_calibration_error(labels: Sequence[int], probs: np.ndarray, n_bins: int = 15) -> float:
+    """ECE = sum_b (n_b / n) |accuracy_b - mean confidence_b| over the bins of calibration_bins."""
+    bins = calibration_bins(labels, probs, n_bins)
+    n = bins["count"].sum()
+    if n == 0:
+        return float("nan")
+    full = bins["count"] > 0
+    gaps = np.abs(bins["accuracy"][full] - bins["confidence"][full])
+    return float((bins["count"][full] / n * gaps).sum())
 
 
 def format_table(metrics: dict) -> str:

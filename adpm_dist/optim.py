@@ -33,3 +33,24 @@ def set_lr(optimizer: torch.optim.Optimizer, cfg: TrainConfig, diffusion_epoch_f
     for group in optimizer.param_groups:
         group["lr"] = lr if group.get("name") == "denoiser" else cfg.prior_lr
     return lr
+
+
+def restart_group(optimizer, group_name: str) -> int:
+    """Forget the optimizer state (Adam moments and step count) of one parameter group.
+
+    Called for the denoiser when joint training starts. Single-process and DDP Adam never stepped
+    it during the prior warm-up (its parameters had no gradient), but DeepSpeed ZeRO steps its
+    flattened groups with zero gradients, advancing the step count that Adam's bias correction
+    uses; restarting makes every launch mode train identically. Returns how many states it dropped.
+    """
+    inner, zero3 = optimizer, None
+    while hasattr(inner, "optimizer"):  # accelerate / DeepSpeed wrappers around the torch optimizer
+        if hasattr(inner, "sub_group_to_group_id"):
+            zero3 = inner
+        inner = inner.optimizer
+    if zero3 is not None:  # ZeRO-3 keys the state by flat fp32 sub-group partitions, not by group params
+        keys = [zero3.fp32_partitioned_groups_flat[sg] for sg, gid in zero3.sub_group_to_group_id.items()
+                if inner.param_groups[gid].get("name") == group_name]
+    else:
+        keys = [p for g in inner.param_groups if g.get("name") == group_name for p in g["params"]]
+    return sum(inner.state.pop(k, None) is not None for k in keys)

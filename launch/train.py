@@ -1,8 +1,11 @@
 """Train and evaluate ADPM.
 
     accelerate launch launch/train.py --config configs/digits_lt.yaml [key=value ...]
+    accelerate launch --config_file configs/accelerate/cpu_ddp.yaml launch/train.py --config ... (2 CPU ranks)
 
-Everything after the config file is a dotted override (``train.epochs=2 noise.alpha=1/6``).
+Everything after the config file is a dotted override (``train.epochs=2 noise.alpha=1/6``);
+``train.resume=auto`` continues a killed run from its last checkpoint. docs/distributed.md has
+the command for every launch (DDP, DeepSpeed ZeRO-2/3, several nodes).
 """
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import argparse
 import sys
 
 from adpm_dist.config import ConfigError, load_config
-from adpm_dist.distributed import build_accelerator
+from adpm_dist.distributed import accelerator_for
 from adpm_dist.engine import train
 
 
@@ -24,7 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
-    acc = build_accelerator(cfg.train.mixed_precision, find_unused_parameters=cfg.train.prior_warmup_epochs > 0)
+    acc = accelerator_for(cfg)
+    acc.print(f"config: {args.config}" + (f" with overrides {' '.join(args.overrides)}" if args.overrides else ""))
     try:
         train(cfg, acc)
     finally:

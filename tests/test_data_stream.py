@@ -78,13 +78,26 @@ def test_train_exclude_keys_and_workers(manifest, tf_train):
 
 
 def test_train_tiny_part_gives_one_batch(manifest, tf_eval):
-    keep = {r.key for r in manifest.rows("train")[:7]}
-    exclude = frozenset(r.key for r in manifest.rows("train")) - keep
+    rows = manifest.rows("train")
+    shard_a, shard_b = rows[0].shard, next(r.shard for r in rows if r.shard != rows[0].shard)
+    keep = [r.key for r in rows if r.shard == shard_a][:4] + [r.key for r in rows if r.shard == shard_b][:3]
+    exclude = frozenset(r.key for r in rows) - set(keep)
     loaders = [train_batches(manifest, "train", 64, tf_eval, epoch=0, seed=0, rank=r, world_size=WORLD,
                              exclude_keys=exclude) for r in range(WORLD)]
     runs = [_run(lo) for lo in loaders]
     assert [len(lo) for lo in loaders] == [1, 1]
-    assert [len(b[0]["key"]) for b in runs] == [3, 3]  # 7 // 2 each, remainder dropped
+    assert [len(b[0]["key"]) for b in runs] == [3, 3]  # 7 // 2 each: the 4-sample rank stops at 3
+    assert set(runs[0][0]["key"]).isdisjoint(runs[1][0]["key"])
+
+
+def test_train_needs_a_shard_per_rank_and_worker(manifest, tf_eval):
+    rows = manifest.rows("train")
+    one_shard = frozenset(r.key for r in rows if r.shard != rows[0].shard)  # exclude all but one shard
+    with pytest.raises(ValueError, match="samples-per-shard"):
+        train_batches(manifest, "train", 8, tf_eval, epoch=0, seed=0, rank=0, world_size=2, exclude_keys=one_shard)
+    n_shards = len(manifest.parts["train"])
+    with pytest.raises(ValueError, match=f"{n_shards} shard"):
+        train_batches(manifest, "train", 8, tf_eval, epoch=0, seed=0, world_size=2, num_workers=n_shards)
 
 
 def test_eval_covers_every_sample_exactly_once(manifest, tf_eval):
@@ -124,3 +137,64 @@ def test_bad_arguments(manifest, tf_eval):
         eval_batches(manifest, "fold7", 8, tf_eval)
     with pytest.raises(ValueError, match="rank"):
         train_batches(manifest, "train", 8, tf_eval, epoch=0, seed=0, rank=2, world_size=2)
+
+
+def test_balance_and_split_budget():
+    from adpm_dist.data.stream import balance, split_budget
+
+    dealt = balance([50, 50, 50, 20, 50, 50], 2)
+    assert sorted(i for d in dealt for i in d) == list(range(6))
+    loads = [sum([50, 50, 50, 20, 50, 50][i] for i in d) for d in dealt]
+    assert max(loads) - min(loads) <= 50 and sorted(loads) == [120, 150]
+    assert all(d == sorted(d) for d in dealt)  # each bin keeps the (shuffled) input order
+    assert balance([5], 3) == [[0], [], []]
+    assert split_budget(10, [3, 3, 3]) == [4, 3, 3] and sum(split_budget(97, [40, 0, 13, 7])) == 97
+    assert split_budget(5, [0, 0]) == [0, 0] and split_budget(0, [4, 4]) == [0, 0]
+
+
+def test_ranks_read_only_their_shards_and_fill_the_shortfall(manifest, tf_eval, monkeypatch):
+    """Unequal shards (420 = 8 x 50 + 20): a rank short of the budget re-reads its own shards."""
+    from adpm_dist.data import stream
+
+    opened = []
+    real = stream.read_shard
+    monkeypatch.setattr(stream, "read_shard", lambda path: (opened.append(path), real(path))[1])
+    n = manifest.num_samples["train"]
+    for epoch in range(3):
+        seen = []
+        for rank in range(WORLD):
+            opened.clear()
+            lo = train_batches(manifest, "train", 10, tf_eval, epoch=epoch, seed=0, rank=rank, world_size=WORLD)
+            mine = {p for p, _ in lo.assignment(epoch)[rank]}
+            keys = _keys(_run(lo))
+            assert len(keys) == len(lo) * 10 == (n // 20) * 10
+            assert set(opened) <= mine  # never another rank's shard
+            held = sum(c for _, c in lo.assignment(epoch)[rank])
+            assert len(set(keys)) == min(held, len(keys))  # duplicates only to fill a shortfall
+            seen.append(set(keys))
+        assert not seen[0] & seen[1]
+        assert len(seen[0] | seen[1]) >= n - 50  # at most one shard's worth is not seen this epoch
+
+
+def test_worker_budgets_add_up_exactly(manifest, tf_eval):
+    for rank in range(WORLD):
+        lo = train_batches(manifest, "train", 7, tf_eval, epoch=1, seed=5, rank=rank, world_size=WORLD,
+                           num_workers=2)
+        keys = _keys(_run(lo))
+        held = sum(c for _, c in lo.assignment(1)[rank])
+        assert len(keys) == len(lo) * 7 and len(set(keys)) == min(held, len(keys))
+
+
+def test_accelerate_prepare_returns_the_loader_unchanged(manifest, tf_eval):
+    """Accelerate only rewraps torch DataLoaders; ours must come back as is (no rank-0 dispatch)."""
+    from accelerate.state import AcceleratorState, GradientState, PartialState
+
+    from accelerate import Accelerator
+
+    lo = eval_batches(manifest, "test", 8, tf_eval)
+    try:
+        assert Accelerator(cpu=True).prepare(lo) is lo
+    finally:
+        AcceleratorState._reset_state(True)
+        GradientState._reset_state()
+        PartialState._reset_state()

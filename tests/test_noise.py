@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from adpm_dist.noise import class_noise_levels, estimated_noise_level
+from adpm_dist.noise import class_noise_levels, estimated_noise_level, noise_std, soft_counts
 
 PAD_COUNTS = [845, 730, 244, 235, 192, 52]  # BCC, ACK, NEV, SEK, SCC, MEL
 
@@ -51,3 +51,23 @@ def test_estimated_noise_level_expected_and_argmax():
     assert estimated_noise_level(probs, levels, "argmax").squeeze(1).tolist() == [1.0, 2.0]
     assert estimated_noise_level(probs, levels).shape == (2, 1)
     assert not math.isnan(estimated_noise_level(probs, levels).sum().item())
+
+
+def test_noise_std_on_std_or_variance():
+    lam = torch.tensor([[1.0], [1.44], [2.25]])
+    assert torch.equal(noise_std(lam, "std"), lam)
+    assert torch.allclose(noise_std(lam, "variance"), torch.tensor([[1.0], [1.2], [1.5]]))
+    with pytest.raises(ValueError, match="noise.apply"):
+        noise_std(lam, "both")
+
+
+def test_soft_counts_re_estimate_levels():
+    """ADPM_SPEC 3.6: n_hat_j = sum_x p_j(x), then eq. 14; formula A depends only on count ratios."""
+    probs = torch.tensor([[0.8, 0.2, 0.0], [0.6, 0.3, 0.1], [0.6, 0.1, 0.3]])
+    n_hat = soft_counts(probs)
+    assert n_hat.tolist() == pytest.approx([2.0, 0.6, 0.4])
+    a = class_noise_levels(n_hat * 100, 1 / 6, 5, "A")
+    assert torch.allclose(a, class_noise_levels(n_hat * 1000, 1 / 6, 5, "A"))
+    assert a.tolist() == pytest.approx([1.0, (1 + 5 * (2 / 0.6) ** (1 / 6)) / 6, (1 + 5 * 5 ** (1 / 6)) / 6], rel=1e-5)
+    # classes with a soft count below one are treated as one sample (no infinite level)
+    assert torch.isfinite(class_noise_levels(torch.tensor([5.0, 0.0]), 1 / 6, 5)).all()

@@ -6,39 +6,49 @@ training step is ``forward`` (so the wrapper sees every parameter), and sampling
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import Config
-from ..diffusion import ADPMScheduler
+from ..config import Config, NoiseConfig
+from ..diffusion import ADPMScheduler, sample_labels, vote_readout
 from ..losses import diffusion_loss
-from ..noise import class_noise_levels, estimated_noise_level
-from .denoiser import Denoiser, ImageEncoder
-from .prior import PriorNetwork
+from ..noise import class_noise_levels, estimated_noise_level, noise_std, soft_counts
+from .denoiser import Denoiser, ImageEncoder, ImageFeatures
+from .prior import PriorNetwork, PriorOutput
 
 
 class ADPM(nn.Module):
     def __init__(self, prior: PriorNetwork, denoiser: Denoiser, scheduler: ADPMScheduler, levels: torch.Tensor,
-                 *, forward_prior: bool = True, mmd_weight: float = 0.5):
+                 *, forward_prior: bool = True, mmd_weight: float = 0.5, noise: NoiseConfig | None = None):
         super().__init__()
         self.prior, self.denoiser, self.scheduler = prior, denoiser, scheduler
         self.register_buffer("levels", levels.float())  # lambda_j of eq. 14, saved with the weights
         self.forward_prior, self.mmd_weight = forward_prior, mmd_weight
+        self.noise = noise or NoiseConfig()  # eq. 14 parameters (for soft-count levels) and std|variance
 
     @property
     def num_classes(self) -> int:
         return self.levels.numel()
 
-    def prior_means(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """mu_f, mu_g, mu_l = softmax of the eval-mode prior, without gradient (ADPM_SPEC 3.7 step 1)."""
+    def prior_eval(self, images: torch.Tensor) -> PriorOutput:
+        """The eval-mode prior without gradient (ADPM_SPEC 3.7 step 1: DCG.eval(), no_grad)."""
         was_training = self.prior.training
         self.prior.eval()
         with torch.no_grad():
             out = self.prior(images)
         self.prior.train(was_training)
+        return out
+
+    def chain_means(self, out: PriorOutput) -> list[torch.Tensor]:
+        """mu_f, mu_g, mu_l = softmax of each branch (eq. 16); only mu_f without the forward prior (V2)."""
         logits = [out.fused, out.global_, out.local] if self.forward_prior else [out.fused]
         return [F.softmax(z.float(), dim=1) for z in logits]
+
+    def prior_means(self, images: torch.Tensor) -> list[torch.Tensor]:
+        return self.chain_means(self.prior_eval(images))
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor, t: torch.Tensor, eps: torch.Tensor,
                 joint: bool = True) -> dict[str, torch.Tensor]:
@@ -49,37 +59,85 @@ class ADPM(nn.Module):
         """
         losses = {}
         if joint:
-            mus = self.prior_means(images)
+            prior_out = self.prior_eval(images)
+            mus = self.chain_means(prior_out)
             y0 = F.one_hot(labels, self.num_classes).float()
-            lam = self.levels[labels].unsqueeze(1)                      # train-time lambda_y (ADPM_SPEC 4.4)
+            lam = noise_std(self.levels[labels], self.noise.apply).unsqueeze(1)  # true-label lambda (SPEC 4.4)
             n = len(mus)
             # eq. 16: every chain shares eps and lambda_y; they differ only in their prior mean.
             y_t = torch.cat([self.scheduler.add_noise(y0, mu, eps, t, lam) for mu in mus])
-            feats = self.denoiser.encode(images)                        # once for all chains
+            feats = self.encode(images, prior_out)                      # once for all chains
             eps_hat = self.denoiser(feats.repeat(n), y_t, torch.cat(mus), t.repeat(n)).float().chunk(n)
             losses["diffusion"] = diffusion_loss(eps, *eps_hat, mmd_weight=self.mmd_weight)
         losses["prior_ce"] = F.cross_entropy(self.prior(images).fused.float(), labels)
         losses["loss"] = sum(losses.values())
         return losses
 
+    def encode(self, images: torch.Tensor, prior_out: PriorOutput | None = None) -> ImageFeatures:
+        """The denoiser's image features, whichever encoder it has (``model.encoder: prior`` shares the
+        prior's global map: pass ``prior_out`` if the prior already ran, else it runs here)."""
+        shared = None
+        if self.denoiser.shares_prior_features:
+            shared = prior_out.features if prior_out is not None else self.prior.features(images)
+        return self.denoiser.encode(images, shared)
+
+    @torch.no_grad()
+    def prior_probs(self, images: torch.Tensor) -> torch.Tensor:
+        """mu = softmax(fused prior logits): the prior mean and the prior-alone prediction."""
+        return F.softmax(self.prior(images).fused.float(), dim=1)
+
+    def levels_from_counts(self, counts: torch.Tensor) -> torch.Tensor:
+        """Eq. 14 with this model's noise settings on other (e.g. soft test) counts."""
+        n = self.noise
+        return class_noise_levels(counts.detach().double().cpu(), n.alpha, n.beta, n.formula, n.n_floor).to(
+            self.levels.device)
+
+    @torch.no_grad()
+    def soft_count_levels(self, batches: Iterable[dict], device: torch.device | str,
+                          reduce_sum: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+        """lambda_j re-estimated on the evaluated images (ADPM_SPEC 3.6, ``noise.test_levels=soft_counts``).
+
+        Pass 1 of 2 over ``batches`` (prior only): n_hat_j = sum_x p_j(x), summed over ranks with
+        ``reduce_sum`` (each rank sees disjoint images), then eq. 14. Pass 2 is ``sample(levels=...)``.
+        """
+        total = torch.zeros(self.num_classes, device=device)
+        for batch in batches:
+            total += soft_counts(self.prior_probs(batch["image"].to(device)))
+        if reduce_sum is not None:
+            total = reduce_sum(total)
+        return self.levels_from_counts(total)
+
     @torch.no_grad()
     def sample(self, images: torch.Tensor, *, sampler: str = "truncated", steps: int = 250,
-               test_rule: str = "expected", generator: torch.Generator | None = None
+               test_rule: str = "expected", generator: torch.Generator | None = None,
+               levels: torch.Tensor | None = None, samples: int = 1, cache_features: bool = True
                ) -> tuple[torch.Tensor, torch.Tensor]:
         """Denoised label vectors y0 and the prior's probabilities (ADPM_SPEC 3.8).
 
-        Prior, lambda_hat and image features are computed once here; the loop only runs the MLP.
+        Prior, lambda_hat (eq. 18, from ``levels`` or the training lambda_j) and image features are
+        computed once here; the loop only runs the MLP. ``cache_features=False`` re-runs the image
+        encoder at every step as DiffMIC does (same result in eval mode; for benchmarks and tests).
+        ``samples`` > 1 draws that many chains per image and returns CARD's vote (``vote_readout``):
+        argmax is the majority class, softmax the vote share.
         """
-        mu = F.softmax(self.prior(images).fused.float(), dim=1)
-        lam = estimated_noise_level(mu, self.levels, test_rule)               # eq. 18
-        feats = self.denoiser.encode(images)
+        prior_out = self.prior(images)
+        mu = F.softmax(prior_out.fused.float(), dim=1)
+        lam = noise_std(estimated_noise_level(mu, self.levels if levels is None else levels, test_rule),
+                        self.noise.apply)
+        mu_n, lam_n = mu.repeat(samples, 1), lam.repeat(samples, 1)
+        if cache_features:
+            feats = self.encode(images, prior_out).repeat(samples)
+        else:
+            tiled = images.repeat(samples, 1, 1, 1)
 
         def eps_fn(y_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            return self.denoiser(feats, y_t, mu, t).float()
+            f = feats if cache_features else self.encode(tiled)    # DiffMIC: the encoder at every step
+            return self.denoiser(f, y_t, mu_n, t).float()
 
-        if sampler != "truncated":
-            raise ValueError(f"diffusion.sampler: {sampler!r} is not implemented")
-        return self.scheduler.sample(eps_fn, mu, lam, steps, generator), mu
+        y0 = sample_labels(self.scheduler, sampler, eps_fn, mu_n, lam_n, steps, generator)
+        if samples > 1:
+            y0 = vote_readout(y0.view(samples, *mu.shape))
+        return y0, mu
 
 
 def build_model(cfg: Config, class_counts: list[int]) -> ADPM:
@@ -87,10 +145,18 @@ def build_model(cfg: Config, class_counts: list[int]) -> ADPM:
     k = len(class_counts)
     m, d = cfg.model, cfg.diffusion
     levels = class_noise_levels(class_counts, cfg.noise.alpha, cfg.noise.beta, cfg.noise.formula, cfg.noise.n_floor)
-    prior = PriorNetwork(k, m.backbone, m.backbone_level, m.pretrained)
-    encoder = ImageEncoder(m.encoder, cfg.data.image_size, m.token_dim, m.hidden_dim, m.encoder_level,
-                           m.encoder_pretrained)
+    prior = PriorNetwork(k, m.backbone, m.backbone_level, m.pretrained, local_backbone=m.local_backbone,
+                         local_level=m.local_level, local_pretrained=m.local_pretrained, crop_size=m.crop_size,
+                         num_crops=m.num_crops, crop_channels=m.crop_channels)
+    encoder = None
+    if m.reverse_prior or m.feature_product:  # otherwise the denoiser never sees the image
+        # model.encoder=prior: no backbone of its own, project the prior's (detached) global feature map
+        own = None if m.encoder == "prior" else m.encoder
+        encoder = ImageEncoder(own, cfg.data.image_size, m.token_dim, m.hidden_dim, m.encoder_level,
+                               m.encoder_pretrained, tokens=m.reverse_prior, pooled=m.feature_product,
+                               channels=prior.features.channels, reduction=prior.features.reduction)
     denoiser = Denoiser(k, encoder=encoder, hidden_dim=m.hidden_dim, token_dim=m.token_dim, heads=m.heads,
                         timesteps=d.timesteps, reverse_prior=m.reverse_prior, feature_product=m.feature_product)
     scheduler = ADPMScheduler.linear(d.timesteps, d.beta_start, d.beta_end)
-    return ADPM(prior, denoiser, scheduler, levels, forward_prior=m.forward_prior, mmd_weight=d.mmd_weight)
+    return ADPM(prior, denoiser, scheduler, levels, forward_prior=m.forward_prior, mmd_weight=d.mmd_weight,
+                noise=cfg.noise)

@@ -18,11 +18,15 @@ from .backbone import FeatureMap
 class ImageFeatures:
     tokens: torch.Tensor | None   # (B, N, token_dim) spatial tokens for the cross-attention (reverse prior)
     pooled: torch.Tensor | None   # (B, hidden_dim) DiffMIC's projected global feature for the product
+    keys: torch.Tensor | None = None    # (B, heads, N, token_dim / heads) the attention's keys and values
+    values: torch.Tensor | None = None  # of the tokens: they depend on the image only, so computed once too
 
     def repeat(self, n: int) -> "ImageFeatures":
         """The same features for n stacked chains or samples (batch dimension tiled n times)."""
-        return ImageFeatures(None if self.tokens is None else self.tokens.repeat(n, 1, 1),
-                             None if self.pooled is None else self.pooled.repeat(n, 1))
+        def tile(x: torch.Tensor | None) -> torch.Tensor | None:
+            return None if x is None else x.repeat(n, *([1] * (x.dim() - 1)))
+
+        return ImageFeatures(tile(self.tokens), tile(self.pooled), tile(self.keys), tile(self.values))
 
 
 class ConditionalLinear(nn.Module):
@@ -39,17 +43,33 @@ class ConditionalLinear(nn.Module):
 
 
 class CrossAttention(nn.Module):
-    """Pre-norm cross-attention + FFN block: label tokens query image tokens (ADPM_SPEC 3.4)."""
+    """Pre-norm cross-attention + FFN block: label tokens query image tokens (ADPM_SPEC 3.4).
+
+    q <- q + W_o softmax(Q K^T / sqrt(d_head)) V with Q = W_q LN(q), [K, V] = W_kv LN(img);
+    q <- q + FFN(LN(q)). ``keys_values`` is split out because K and V depend on the image only:
+    the sampler computes them once per image instead of once per step.
+    """
 
     def __init__(self, dim: int, heads: int):
         super().__init__()
+        self.heads = heads
         self.norm_q, self.norm_kv, self.norm_ff = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.to_q, self.to_kv, self.to_out = nn.Linear(dim, dim), nn.Linear(dim, 2 * dim), nn.Linear(dim, dim)
         self.ff = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
 
-    def forward(self, q: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
-        kv = self.norm_kv(kv)
-        q = q + self.attn(self.norm_q(q), kv, kv, need_weights=False)[0]
+    def _split(self, x: torch.Tensor) -> torch.Tensor:
+        return x.view(x.shape[0], x.shape[1], self.heads, -1).transpose(1, 2)   # (B, heads, L, d_head)
+
+    def keys_values(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        k, v = self.to_kv(self.norm_kv(tokens)).chunk(2, dim=-1)
+        return self._split(k), self._split(v)
+
+    def forward(self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        b, n, d = q.shape
+        query = self._split(self.to_q(self.norm_q(q)))
+        scores = query @ keys.transpose(-1, -2) * (query.shape[-1] ** -0.5)   # (B, heads, n, N): tiny
+        attn = (scores.softmax(dim=-1) @ values).transpose(1, 2).reshape(b, n, d)
+        q = q + self.to_out(attn)
         return q + self.ff(self.norm_ff(q))
 
 
@@ -58,23 +78,41 @@ class ImageEncoder(nn.Module):
 
     Only the outputs the denoiser uses are built (``tokens`` for the reverse prior, ``pooled`` for
     DiffMIC's product): a parameter that never gets a gradient would trip DDP's unused-parameter check.
+    ``backbone=None`` (config ``model.encoder: prior``) builds no backbone of its own: ``forward``
+    then projects a map it is given, the prior network's global feature map (computed anyway for mu),
+    of ``channels`` channels at stride ``reduction``.
     """
 
-    def __init__(self, backbone: str, image_size: int, token_dim: int, hidden_dim: int, level: int = -1,
-                 pretrained: str = "", *, tokens: bool = True, pooled: bool = True):
+    def __init__(self, backbone: str | None, image_size: int, token_dim: int, hidden_dim: int, level: int = -1,
+                 pretrained: str = "", *, tokens: bool = True, pooled: bool = True,
+                 channels: int = 0, reduction: int = 0):
         super().__init__()
-        self.features = FeatureMap(backbone, level, pretrained)
-        side = max(1, -(-image_size // self.features.reduction))
+        self.features = None if backbone is None else FeatureMap(backbone, level, pretrained)
+        if self.features is not None:
+            channels, reduction = self.features.channels, self.features.reduction
+        if channels < 1 or reduction < 1:
+            raise ValueError("an encoder without its own backbone needs the shared map's channels and reduction")
+        side = max(1, -(-image_size // reduction))
         self.to_tokens = self.pos = self.to_pooled = None
         if tokens:
-            self.to_tokens = nn.Linear(self.features.channels, token_dim)
+            self.to_tokens = nn.Linear(channels, token_dim)
             self.pos = nn.Parameter(torch.zeros(1, side * side, token_dim))
             nn.init.normal_(self.pos, std=0.02)
         if pooled:
-            self.to_pooled = nn.Sequential(nn.Linear(self.features.channels, hidden_dim), nn.BatchNorm1d(hidden_dim))
+            self.to_pooled = nn.Sequential(nn.Linear(channels, hidden_dim), nn.BatchNorm1d(hidden_dim))
 
-    def forward(self, images: torch.Tensor) -> ImageFeatures:
-        fmap = self.features(images)                   # (B, C, h, w)
+    @property
+    def shares_prior_features(self) -> bool:
+        return self.features is None
+
+    def forward(self, images: torch.Tensor, shared: torch.Tensor | None = None) -> ImageFeatures:
+        """Features of ``images``; ``shared`` is the prior's map, used only when there is no own backbone."""
+        if self.features is None:
+            if shared is None:
+                raise ValueError("model.encoder=prior: the prior's feature map must be passed to the encoder")
+            fmap = shared.detach()                     # the diffusion loss never trains the prior (SPEC 3.7)
+        else:
+            fmap = self.features(images)               # (B, C, h, w)
         cells = fmap.flatten(2).transpose(1, 2)        # (B, h*w, C)
         tokens = pooled = None
         if self.to_tokens is not None:
@@ -111,15 +149,29 @@ class Denoiser(nn.Module):
         self.xattn = CrossAttention(token_dim, heads) if reverse_prior else None
         self.out = nn.Linear(hidden_dim, num_classes)
 
-    def encode(self, images: torch.Tensor) -> ImageFeatures:
-        """Image features for ``forward``; they do not depend on (y_t, t), so callers compute them once."""
-        return ImageFeatures(None, None) if self.encoder is None else self.encoder(images)
+    @property
+    def shares_prior_features(self) -> bool:
+        """True when the image features come from the prior's map (``model.encoder: prior``)."""
+        return self.encoder is not None and self.encoder.shares_prior_features
+
+    def encode(self, images: torch.Tensor, shared: torch.Tensor | None = None) -> ImageFeatures:
+        """Image features for ``forward``; they do not depend on (y_t, t), so callers compute them once.
+
+        ``shared``: the prior network's global feature map, used if the encoder has no backbone of its own.
+        """
+        if self.encoder is None:
+            return ImageFeatures(None, None)
+        feats = self.encoder(images, shared)
+        if self.xattn is not None:
+            feats.keys, feats.values = self.xattn.keys_values(feats.tokens)
+        return feats
 
     def forward(self, feats: ImageFeatures, y_t: torch.Tensor, mu: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         h = F.softplus(self.norms[0](self.lin1(torch.cat([y_t, mu], dim=1), t)))
         if self.xattn is not None:
-            q = h.view(h.shape[0], -1, self.token_dim)
-            h = self.xattn(q, feats.tokens).flatten(1)
+            keys, values = (feats.keys, feats.values) if feats.keys is not None else \
+                self.xattn.keys_values(feats.tokens)
+            h = self.xattn(h.view(h.shape[0], -1, self.token_dim), keys, values).flatten(1)
         if self.feature_product:
             h = h * feats.pooled
         h = F.softplus(self.norms[1](self.lin2(h, t)))

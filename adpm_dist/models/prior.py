@@ -34,6 +34,7 @@ class PriorOutput:
     saliency: torch.Tensor             # (B, K, h, w) class activation map of the global branch
     corners: torch.Tensor | None = None    # (B, num_crops, 2) upper-left pixel (row, col) of each crop
     attention: torch.Tensor | None = None  # (B, num_crops) MIL attention over the crops
+    features: torch.Tensor | None = None   # (B, C, h, w) global backbone map (the denoiser may share it)
 
 
 def saliency_map(cam: torch.Tensor) -> torch.Tensor:
@@ -123,7 +124,8 @@ class PriorNetwork(nn.Module):
         height, width = images.shape[-2:]
         if self.crop_size > min(height, width):
             raise ValueError(f"model.crop_size {self.crop_size} exceeds the {height}x{width} images")
-        cam = self.cam(self.features(images))
+        fmap = self.features(images)
+        cam = self.cam(fmap)
         global_ = cam.mean(dim=(2, 3))  # TopTPercentAggregation with t = 100% is plain GAP
         # ROI retrieval: the crop covers round(crop / cell) map cells (DiffMIC: round(32 * 7 / 224) = 1);
         # a map cell (r, c) starts at pixel (r, c) * cell, moved inside the image if the crop overhangs.
@@ -139,4 +141,4 @@ class PriorNetwork(nn.Module):
         bag, attention = self.mil(h)
         local = self.local_head(bag)
         return PriorOutput(fused=0.5 * (global_ + local), global_=global_, local=local, saliency=cam,
-                           corners=corners, attention=attention)
+                           corners=corners, attention=attention, features=fmap)

@@ -1,0 +1,196 @@
+"""`OUT/manifest.json` + `OUT/index.csv`: what a shard directory contains, read without images.
+
+manifest.json (written last, atomically; its presence means the directory is complete):
+    format, dataset, class_names (label order), image_size, seed, protocol, options,
+    counts {part: {class_name: n}}, parts {part: {num_samples, shards: [{file, num_samples, sha256}]}},
+    inputs {found, written, rejected} (found = written + rejected: every input is accounted for),
+    rejected [{file, reason}], warnings [str], index "index.csv"
+index.csv: key,label,class_name,group,part,shard - one row per written sample, so training code can
+carve a stratified (grouped) validation split or count classes without opening a tar file.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .shards import IMAGE_EXTS, sha256_file
+from .tario import read_samples
+
+FORMAT = "adpm-dist-shards/1"
+MANIFEST_NAME = "manifest.json"
+INDEX_NAME = "index.csv"
+INDEX_FIELDS = ("key", "label", "class_name", "group", "part", "shard")
+
+
+@dataclass(frozen=True)
+class IndexRow:
+    key: str
+    label: int
+    class_name: str
+    group: str
+    part: str
+    shard: str  # file name inside the shard directory
+
+
+@dataclass
+class Manifest:
+    root: Path  # the shard directory (absolute)
+    dataset: str
+    class_names: list[str]
+    counts: dict[str, dict[str, int]]  # part -> class_name -> n
+    image_size: int | None
+    seed: int
+    protocol: str
+    parts: dict[str, list[Path]]  # part -> absolute shard paths, in stream order
+    num_samples: dict[str, int]  # part -> n
+    shards: dict[str, list[dict]]  # part -> [{file, num_samples, sha256}] as stored
+    index: list[IndexRow]
+    rejected: list[dict]
+    options: dict
+    inputs: dict  # {found, written, rejected}; {} for directories written before it existed
+    warnings: list[str]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def check_parts(self, parts: str | Iterable[str]) -> list[str]:
+        """Normalise `parts` to a list and fail with the available parts if one is unknown."""
+        parts = [parts] if isinstance(parts, str) else list(parts)
+        unknown = [p for p in parts if p not in self.parts]
+        if unknown or not parts:
+            raise ValueError(f"unknown part(s) {unknown or parts} in {self.root}; available: {list(self.parts)}")
+        return parts
+
+    def rows(self, parts: str | Iterable[str]) -> list[IndexRow]:
+        """Index rows of the given parts, in shard/stream order."""
+        wanted = set(self.check_parts(parts))
+        return [r for r in self.index if r.part in wanted]
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8", newline="") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_index(out: Path, rows: Sequence[dict]) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=INDEX_FIELDS, lineterminator="\n")
+    w.writeheader()
+    w.writerows({k: r[k] for k in INDEX_FIELDS} for r in rows)
+    _atomic_write_text(out / INDEX_NAME, buf.getvalue())
+
+
+def write_manifest(out: Path, data: dict) -> None:
+    _atomic_write_text(out / MANIFEST_NAME, json.dumps({"format": FORMAT, **data}, indent=2) + "\n")
+
+
+def _read_index(path: Path) -> list[IndexRow]:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing (written by python -m adpm_dist.data.prepare)")
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if tuple(reader.fieldnames or ()) != INDEX_FIELDS:
+            raise ValueError(f"{path}: malformed header {reader.fieldnames}, expected {list(INDEX_FIELDS)}")
+        try:
+            return [IndexRow(**{**r, "label": int(r["label"])}) for r in reader]
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: malformed row at line {reader.line_num}: {exc}") from exc
+
+
+def load_manifest(shards_dir: str | os.PathLike) -> Manifest:
+    """Load and cross-check a shard directory's manifest.json and index.csv."""
+    root = Path(shards_dir).resolve()
+    path = root / MANIFEST_NAME
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} not found: not a (complete) shard directory; create it with "
+            f"`python -m adpm_dist.data.prepare --dataset NAME --out {shards_dir}`"
+        )
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        parts_raw = data["parts"]
+        shards = {p: list(v["shards"]) for p, v in parts_raw.items()}
+        num_samples = {p: int(v["num_samples"]) for p, v in parts_raw.items()}
+        manifest = Manifest(
+            root=root,
+            dataset=data["dataset"],
+            class_names=list(data["class_names"]),
+            counts={p: {c: int(n) for c, n in v.items()} for p, v in data["counts"].items()},
+            image_size=data["image_size"],
+            seed=int(data["seed"]),
+            protocol=data["protocol"],
+            parts={p: [root / s["file"] for s in v] for p, v in shards.items()},
+            num_samples=num_samples,
+            shards=shards,
+            index=[],
+            rejected=list(data.get("rejected", [])),
+            options=dict(data.get("options", {})),
+            inputs=dict(data.get("inputs", {})),
+            warnings=list(data.get("warnings", [])),
+        )
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ValueError(f"{path} is malformed ({type(exc).__name__}: {exc})") from exc
+    if data.get("format") != FORMAT:
+        raise ValueError(f"{path}: unsupported format {data.get('format')!r}, expected {FORMAT!r}")
+
+    manifest.index = _read_index(root / data.get("index", INDEX_NAME))
+    for part, paths in manifest.parts.items():
+        n_index = sum(r.part == part for r in manifest.index)
+        if n_index != manifest.num_samples[part]:
+            raise ValueError(f"{root}: part {part!r} has {manifest.num_samples[part]} samples in "
+                             f"{MANIFEST_NAME} but {n_index} rows in {INDEX_NAME}; re-run prepare")
+        missing = [str(p) for p in paths if not p.is_file()]
+        if missing:
+            raise FileNotFoundError(f"{path} lists shards that do not exist: {missing}")
+    return manifest
+
+
+def verify_shards(manifest: Manifest) -> dict:
+    """Re-check a shard directory against its manifest; raise ValueError naming the first problem.
+
+    Checks: every shard's sha256; its samples (count, keys and order) against manifest.json and
+    index.csv; each sample has one image member and a .json; no group (patient, lesion, ...) in two
+    parts; found = written + rejected. Returns {"shards": n, "samples": n}.
+    """
+    by_shard: dict[str, list[str]] = {}
+    part_of_group: dict[str, str] = {}
+    where = manifest.root / MANIFEST_NAME
+    for row in manifest.index:
+        by_shard.setdefault(row.shard, []).append(row.key)
+        if part_of_group.setdefault(row.group, row.part) != row.part:
+            raise ValueError(f"{manifest.root / INDEX_NAME}: group {row.group!r} is in parts "
+                             f"{part_of_group[row.group]!r} and {row.part!r}")
+    n_shards = n_samples = 0
+    for part, infos in manifest.shards.items():
+        for info in infos:
+            f = manifest.root / info["file"]
+            if sha256_file(f) != info["sha256"]:
+                raise ValueError(f"{f}: sha256 does not match {where}")
+            samples = list(read_samples(f))
+            keys = [s["__key__"] for s in samples]
+            if len(keys) != info["num_samples"]:
+                raise ValueError(f"{f}: {len(keys)} samples, {where} says {info['num_samples']}")
+            if keys != by_shard.get(info["file"], []):
+                raise ValueError(f"{f}: sample keys differ from the rows of {manifest.root / INDEX_NAME}")
+            for s in samples:
+                if "json" not in s or sum(e in s for e in IMAGE_EXTS) != 1:
+                    raise ValueError(f"{f}: sample {s['__key__']} lacks its image or .json member")
+            n_shards, n_samples = n_shards + 1, n_samples + len(keys)
+    inputs = manifest.inputs
+    if inputs:
+        if inputs["written"] != n_samples or inputs["rejected"] != len(manifest.rejected) \
+                or inputs["found"] != inputs["written"] + inputs["rejected"]:
+            raise ValueError(f"{where}: inputs {inputs} do not add up ({n_samples} samples in the shards, "
+                             f"{len(manifest.rejected)} rejected)")
+    return {"shards": n_shards, "samples": n_samples}

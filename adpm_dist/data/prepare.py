@@ -1,0 +1,213 @@
+"""Raw dataset -> WebDataset shards + manifest.json + index.csv.
+
+    python -m adpm_dist.data.prepare --dataset digits_lt --out data/digits_lt
+    python -m adpm_dist.data.prepare --dataset pad_ufes --root PAD-UFES-20/ --out shards/pad_ufes
+    python -m adpm_dist.data.prepare --dataset ham10000 --root HAM10000/ --out shards/ham10000   # 7:3
+    python -m adpm_dist.data.prepare --dataset scin --root scin/ --out shards/scin --top-k 20
+    python -m adpm_dist.data.prepare --dataset hyper_kvasir --root hyper-kvasir/ --out shards/hk
+    python -m adpm_dist.data.prepare --dataset imagefolder --root DIR [--test-root DIR] --out SHARDS
+    python -m adpm_dist.data.prepare --verify --out SHARDS      # re-check an existing directory
+
+`prepare()` is the library entry point (Ray code calls it); `main()` is the only place with argparse.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import re
+import sys
+import time
+import warnings
+from pathlib import Path
+
+from .folds import assign_parts, part_sort_key, protocol_name
+from .manifest import MANIFEST_NAME, Manifest, load_manifest, verify_shards, write_index, write_manifest
+from .shards import default_workers, write_shards
+from .sources import READERS
+
+DEFAULT_SAMPLES_PER_SHARD = 256
+_SHARD_NAME = re.compile(r"[A-Za-z0-9_]+-\d{6}\.tar")
+
+
+def _previous_shards(out: Path) -> set[str]:
+    """Shard files named by an existing manifest (so a re-run can delete the ones it no longer needs)."""
+    try:
+        parts = json.loads((out / MANIFEST_NAME).read_text())["parts"]
+        return {s["file"] for v in parts.values() for s in v["shards"] if _SHARD_NAME.fullmatch(s["file"])}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return set()
+
+
+def prepare(
+    dataset: str,
+    out: str | Path,
+    *,
+    root: str | Path | None = None,
+    test_root: str | Path | None = None,
+    image_size: int | None = None,
+    folds: int | None = None,
+    test_fraction: float | None = None,
+    seed: int = 0,
+    samples_per_shard: int = DEFAULT_SAMPLES_PER_SHARD,
+    workers: int | None = None,
+    progress: bool = True,
+    **reader_options,
+) -> Manifest:
+    """Read `dataset`, assign parts, write shards, index.csv and (last) manifest.json into `out`.
+
+    Defaults come from the reader: digits_lt 32 px + train/test; others 256 px shorter side and
+    5 folds, except HAM10000 (a 7:3 grouped train/test split: test_fraction 0.3) and imagefolder
+    with `test_root` (train + test). Passing `folds` alone asks for pure K-fold CV (test_fraction
+    0); passing both gives a held-out test part plus K folds of the rest. `reader_options` go to
+    the reader (digits_lt: imbalance_ratio, n_max; scin: top_k). `workers` encoding processes
+    (default min(4, CPUs)). Deterministic: the same input gives byte-identical output, whatever
+    `workers` is. Warnings (small classes, missing lesion ids) are re-issued and kept in the manifest.
+    """
+    if dataset not in READERS:
+        raise ValueError(f"unknown dataset {dataset!r}; choose one of {sorted(READERS)}")
+    reader = READERS[dataset]
+    accepted = inspect.signature(reader).parameters
+    unknown = sorted(k for k in reader_options if k not in accepted)
+    if unknown:
+        raise ValueError(f"dataset {dataset!r} does not take option(s) {unknown}")
+    if folds is not None and folds < 0:
+        raise ValueError(f"folds must be >= 0, got {folds}")
+    if test_fraction is not None and not 0.0 <= test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
+    kwargs = dict(root=root, test_root=test_root, seed=seed, **reader_options)
+    if image_size is not None:
+        kwargs["image_size"] = image_size
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        source = reader(**kwargs)
+        if test_fraction is None:
+            test_fraction = source.default_test_fraction if folds is None else 0.0
+        folds = source.default_folds if folds is None else folds
+        records = assign_parts(source.records, folds, seed, test_fraction)
+    notes = [str(w.message) for w in caught]
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if not records:
+        reasons = "; ".join(f"{r['file']}: {r['reason']}" for r in source.rejected[:3])
+        raise ValueError(f"{dataset}: no usable image under {root} ({len(source.rejected)} input(s) rejected"
+                         + (f", e.g. {reasons})" if reasons else ")"))
+    image_size = source.default_image_size if image_size is None else image_size
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    stale = _previous_shards(out)
+    # Until the new manifest lands the directory is incomplete; make that visible to readers.
+    (out / MANIFEST_NAME).unlink(missing_ok=True)
+
+    result = write_shards(out, records, image_size=image_size, samples_per_shard=samples_per_shard, seed=seed,
+                          workers=default_workers() if workers is None else workers, progress=progress)
+    write_index(out, result.index)
+
+    parts = sorted(result.parts, key=part_sort_key)
+    counts = {p: {c: 0 for c in source.class_names} for p in parts}
+    for row in result.index:
+        counts[row["part"]][row["class_name"]] += 1
+    rejected = source.rejected + result.rejected
+    write_manifest(out, {
+        "dataset": source.name,
+        "class_names": source.class_names,
+        "image_size": image_size,
+        "seed": seed,
+        "protocol": protocol_name(parts, folds, test_fraction),
+        "options": {**source.options, "folds": folds, "test_fraction": test_fraction,
+                    "samples_per_shard": samples_per_shard},
+        "counts": counts,
+        "parts": {p: {"num_samples": sum(s["num_samples"] for s in result.parts[p]), "shards": result.parts[p]}
+                  for p in parts},
+        "inputs": {"found": len(source.records) + len(source.rejected), "written": len(result.index),
+                   "rejected": len(rejected)},
+        "rejected": rejected,
+        "warnings": notes,
+        "index": "index.csv",
+    })
+    written = {s["file"] for v in result.parts.values() for s in v}
+    for name in stale - written:
+        (out / name).unlink(missing_ok=True)
+    return load_manifest(out)
+
+
+def format_counts(manifest: Manifest) -> str:
+    """A per-class x per-part count table (plain text)."""
+    parts = list(manifest.parts)
+    header = ["class"] + parts + ["total"]
+    rows = [[c] + [str(manifest.counts[p][c]) for p in parts] + [str(sum(manifest.counts[p][c] for p in parts))]
+            for c in manifest.class_names]
+    rows.append(["total"] + [str(manifest.num_samples[p]) for p in parts] + [str(sum(manifest.num_samples.values()))])
+    widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
+    fmt = lambda r: "  ".join(v.rjust(w) if i else v.ljust(w) for i, (v, w) in enumerate(zip(r, widths)))  # noqa: E731
+    return "\n".join([fmt(header), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows])
+
+
+def _verify(out: Path) -> int:
+    try:
+        manifest = load_manifest(out)
+        summary = verify_shards(manifest)
+    except (ValueError, OSError) as exc:
+        print(f"verify FAILED: {exc}", file=sys.stderr)
+        return 1
+    print(f"verify OK: {summary['shards']} shards, {summary['samples']} samples match {out / MANIFEST_NAME} "
+          f"(sha256, counts, keys); inputs {manifest.inputs or '(not recorded)'}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m adpm_dist.data.prepare", description=__doc__.split("\n")[0])
+    ap.add_argument("--dataset", choices=sorted(READERS), help="required unless --verify alone")
+    ap.add_argument("--out", required=True, type=Path, help="output shard directory")
+    ap.add_argument("--root", type=Path, help="dataset root in its official layout (not for digits_lt)")
+    ap.add_argument("--test-root", type=Path, help="imagefolder: class folders forming a fixed test part")
+    ap.add_argument("--image-size", type=int, help="shorter image side stored (digits_lt: 32, else 256)")
+    ap.add_argument("--folds", type=int, help="stratified grouped folds; 0 = one train part (default: per dataset)")
+    ap.add_argument("--test-fraction", type=float, help="held-out grouped test fraction (default: ham10000 0.3)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--samples-per-shard", type=int, default=DEFAULT_SAMPLES_PER_SHARD)
+    ap.add_argument("--workers", type=int, help=f"encoding processes (default min(4, CPUs) = {default_workers()})")
+    ap.add_argument("--imbalance-ratio", type=float, help="digits_lt: head/tail ratio (default 50)")
+    ap.add_argument("--n-max", type=int, help="digits_lt: head-class size (default 150)")
+    ap.add_argument("--top-k", type=int, help="scin: keep the K most frequent conditions (default 20)")
+    ap.add_argument("--verify", action="store_true", help="re-check shards against the manifest (sha256, counts)")
+    ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = ap.parse_args(argv)
+    if args.dataset is None:
+        if args.verify:
+            return _verify(args.out)
+        ap.error("--dataset is required (or use --verify alone to check an existing --out)")
+
+    options = {k: v for k, v in (("imbalance_ratio", args.imbalance_ratio), ("n_max", args.n_max),
+                                 ("top_k", args.top_k)) if v is not None}
+    t0 = time.perf_counter()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # printed below from the manifest, once, readably
+            manifest = prepare(args.dataset, args.out, root=args.root, test_root=args.test_root,
+                               image_size=args.image_size, folds=args.folds, test_fraction=args.test_fraction,
+                               seed=args.seed, samples_per_shard=args.samples_per_shard, workers=args.workers,
+                               progress=not args.quiet, **options)
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    n_shards = sum(len(v) for v in manifest.parts.values())
+    print(f"{manifest.dataset}: {sum(manifest.num_samples.values())} samples in {n_shards} shards "
+          f"({manifest.protocol}) -> {manifest.root} [{time.perf_counter() - t0:.1f} s]")
+    inputs = manifest.inputs
+    print(f"inputs: {inputs['found']} found = {inputs['written']} written + {inputs['rejected']} rejected")
+    print(format_counts(manifest))
+    for note in manifest.warnings:
+        print(f"WARNING: {note}", file=sys.stderr)
+    if manifest.rejected:
+        print(f"{len(manifest.rejected)} input(s) rejected (see {manifest.root / MANIFEST_NAME}):", file=sys.stderr)
+        for r in manifest.rejected:
+            print(f"  {r['file']}: {r['reason']}", file=sys.stderr)
+    return _verify(args.out) if args.verify else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""The report's figures, drawn from arrays (no file reading here).
+
+Figures are built with matplotlib.figure.Figure directly, not pyplot: no backend is selected, no
+display is needed, and figures are freed as soon as they go out of scope (pyplot keeps them alive).
+Saving to PNG uses the Agg canvas.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+DIFFUSION_COLOR, PRIOR_COLOR = "#1f77b4", "#ff7f0e"
+
+
+def new_figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save(fig: Figure, path: str | Path, dpi: int = 120) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    return path
+
+
+def confusion_figure(matrices: dict[str, np.ndarray], class_names: Sequence[str]) -> Figure:
+    """Row-normalised confusion matrices side by side (one panel per model), same class order."""
+    k = len(class_names)
+    side = max(3.5, 0.45 * k + 1.5)
+    fig = new_figure(side * len(matrices) + 0.8, side)
+    axes = fig.subplots(1, len(matrices), squeeze=False)[0]
+    image = None
+    for ax, (title, m) in zip(axes, matrices.items()):
+        image = ax.imshow(m, cmap="Blues", vmin=0.0, vmax=1.0)
+        ax.set_title(title)
+        ax.set_xticks(range(k), class_names, rotation=90 if k > 6 else 0, fontsize=8)
+        ax.set_yticks(range(k), class_names, fontsize=8)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true (rows sum to 1)")
+        if k <= 12:  # numbers stay legible up to about a dozen classes
+            for i in range(k):
+                for j in range(k):
+                    if m[i, j] >= 0.005:
+                        ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                                color="white" if m[i, j] > 0.5 else "black")
+    fig.colorbar(image, ax=list(axes), shrink=0.8, label="fraction of the true class")
+    return fig
+
+
+def per_class_f1_figure(class_names: Sequence[str], train_counts: Sequence[float],
+                        f1: dict[str, Sequence[float]]) -> Figure:
+    """Grouped F1 bars per class, classes sorted by training count (head left), counts on a log axis.
+
+    The shape of the paper's Figures 6 and 7 (per-class scores of two models, classes sorted by
+    frequency), with the training count drawn on a second, logarithmic axis.
+    """
+    order = np.argsort(-np.asarray(train_counts, dtype=float), kind="stable")
+    k, n_models = len(class_names), len(f1)
+    fig = new_figure(max(6.0, 0.55 * k + 2.5), 4.2)
+    ax = fig.subplots()
+    width = 0.8 / n_models
+    colors = [DIFFUSION_COLOR, PRIOR_COLOR, "#2ca02c", "#d62728"]
+    x = np.arange(k)
+    for m, (label, values) in enumerate(f1.items()):
+        ax.bar(x + (m - (n_models - 1) / 2) * width, np.asarray(values, dtype=float)[order], width,
+               label=label, color=colors[m % len(colors)])
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("F1 on the evaluation part")
+    ax.set_xticks(x, [class_names[i] for i in order], rotation=90 if k > 8 else 0)
+    ax.set_xlabel("class (sorted by training count)")
+    counts_ax = ax.twinx()
+    counts_ax.plot(x, np.asarray(train_counts, dtype=float)[order], "k.--", label="training count")
+    counts_ax.set_yscale("log")
+    counts_ax.set_ylabel("training count (log scale)")
+    handles = ax.get_legend_handles_labels()
+    extra = counts_ax.get_legend_handles_labels()
+    ax.legend(handles[0] + extra[0], handles[1] + extra[1], loc="upper right", fontsize=8)
+    return fig
+
+
+def reliability_figure(bins_by_model: dict[str, dict], ece: dict[str, float]) -> Figure:
+    """Reliability diagram (accuracy vs confidence per bin) over a confidence histogram, per model."""
+    fig = new_figure(4.2 * len(bins_by_model), 5.2)
+    axes = fig.subplots(2, len(bins_by_model), squeeze=False, height_ratios=[3, 1], sharex="col")
+    for col, (title, bins) in enumerate(bins_by_model.items()):
+        top, bottom = axes[0, col], axes[1, col]
+        edges = bins["edges"]
+        centers, width = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
+        full = bins["count"] > 0
+        top.bar(centers[full], bins["accuracy"][full], width[full], color=DIFFUSION_COLOR if col == 0 else PRIOR_COLOR,
+                edgecolor="black", linewidth=0.5, label="accuracy")
+        # hatched, unfilled: readable over the bar (under-confidence) and above it (over-confidence)
+        acc_, conf_ = bins["accuracy"][full], bins["confidence"][full]
+        top.bar(centers[full], np.abs(conf_ - acc_), width[full], bottom=np.minimum(acc_, conf_), fill=False,
+                hatch="///", edgecolor="red", linewidth=0.5, label="gap to mean confidence")
+        top.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
+        top.set_xlim(0, 1)
+        top.set_ylim(0, 1)
+        top.set_ylabel("accuracy")
+        top.set_title(f"{title}: ECE {ece[title]:.3f}")
+        top.legend(loc="upper left", fontsize=8)
+        bottom.bar(centers, bins["count"], width, color="grey", edgecolor="black", linewidth=0.5)
+        bottom.set_xlabel("confidence (top-class probability)")
+        bottom.set_ylabel("samples")
+    return fig
+
+
+def history_figure(history: Sequence[dict]) -> Figure:
+    """Training losses per epoch and the validation macro F1 used to select the checkpoint."""
+    fig = new_figure(8.0, 3.2)
+    loss_ax, val_ax = fig.subplots(1, 2)
+    epochs = [row["epoch"] for row in history]
+    for key in ("loss", "diffusion", "prior_ce"):
+        values = [row.get(key, np.nan) for row in history]
+        if not all(np.isnan(values)):
+            loss_ax.plot(epochs, values, marker=".", label=key)
+    loss_ax.set_xlabel("epoch")
+    loss_ax.set_ylabel("training loss")
+    loss_ax.legend(fontsize=8)
+    for key, label, color in (("val_macro_f1", "ADPM (diffusion)", DIFFUSION_COLOR),
+                              ("val_prior_macro_f1", "prior network", PRIOR_COLOR)):
+        pts = [(row["epoch"], row[key]) for row in history if key in row]
+        if pts:
+            val_ax.plot(*zip(*pts), marker="o", label=label, color=color)
+    val_ax.set_xlabel("epoch")
+    val_ax.set_ylabel("validation macro F1")
+    val_ax.set_ylim(0, 1)
+    val_ax.legend(fontsize=8)
+    return fig
+
+
+def tsne_figure(panels: list[list[tuple[str, np.ndarray]]], labels: list[np.ndarray], class_names: Sequence[str],
+                row_titles: Sequence[str]) -> Figure:
+    """A grid of 2-D embeddings (rows: runs, columns: time steps); points coloured by their true class
+    (``labels[r]`` for the points of row r)."""
+    rows, cols = len(panels), max(len(r) for r in panels)
+    fig = new_figure(3.0 * cols + 1.5, 3.0 * rows)
+    axes = fig.subplots(rows, cols, squeeze=False)
+    k = len(class_names)
+    cmap = matplotlib.colormaps["tab10" if k <= 10 else "tab20"]
+    for r, row in enumerate(panels):
+        for c in range(cols):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c >= len(row):
+                ax.set_axis_off()
+                continue
+            title, xy = row[c]
+            for j in range(k):
+                sel = labels[r] == j
+                ax.scatter(xy[sel, 0], xy[sel, 1], s=6, color=cmap(j % cmap.N), label=class_names[j])
+            ax.set_title(title, fontsize=9)
+            if c == 0:
+                ax.set_ylabel(row_titles[r], fontsize=9)
+    handles, names = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="outside right center", markerscale=2.5, fontsize=8, title="true class")
+    return fig

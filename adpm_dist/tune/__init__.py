@@ -1,0 +1,13 @@
+"""Ray Tune orchestration of the noise search: five-fold CV x (alpha, beta) as parallel trials.
+
+    grid.py         trials (alpha, beta, fold), their ids, the alpha = 0 shortcut
+    experiment.py   the experiment directory, base and per-trial configs, search.json, --resume checks
+    shards.py       fold shards: prepared once (digits-LT) or checked (--shards)
+    trainable.py    one trial = engine.train (plain call, or a Ray Train TorchTrainer for several workers)
+    scheduler.py    optional ASHA early stopping, one instance per fold
+    progress.py     the live trial table
+    search.py       cluster connection and the Tuner
+    consolidate.py  the evaluator: cv_results.csv, summary.md, heatmap.png, best.yaml
+
+The CLI is tune/search_noise.py; this package imports Ray only where it runs trials.
+"""

@@ -1,0 +1,109 @@
+"""The search grid: (alpha, beta, fold) trials, their names, and the alpha = 0 shortcut.
+
+Pure data, no Ray: the CLI, the Tune trainable and the consolidating evaluator all agree on trial
+ids and output directories through this module.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+
+# The paper's grid (ADPM_SPEC 3.2, Table 2): alpha in {0, 1/6, 1/4, 1/2, 1}, beta in {1..10}, 5 folds.
+PAPER_ALPHAS = ("0", "1/6", "1/4", "1/2", "1")
+PAPER_BETAS = tuple(str(b) for b in range(1, 11))
+PAPER_FOLDS = 5
+
+
+def parse_number(text: str, what: str) -> float:
+    """'0.5', '2', or a fraction '1/6' (as the paper writes alpha) -> float; ValueError names `what`."""
+    text = str(text).strip()
+    try:
+        value = float(Fraction(text))
+    except (ValueError, ZeroDivisionError):
+        raise ValueError(f"{what}: {text!r} is not a number or a fraction like 1/6") from None
+    if value < 0:
+        raise ValueError(f"{what}: {text!r} must be >= 0")
+    return value
+
+
+def parse_values(items: list[str] | tuple[str, ...], what: str) -> list[float]:
+    """Accept `--alphas 0,1/6 1/4` (commas and/or separate arguments); keep order, drop duplicates."""
+    values: list[float] = []
+    for item in items:
+        for text in str(item).split(","):
+            if text.strip():
+                v = parse_number(text, what)
+                if not any(abs(v - u) < 1e-12 for u in values):
+                    values.append(v)
+    if not values:
+        raise ValueError(f"{what}: no values given")
+    return values
+
+
+def label(value: float, fraction: bool = True) -> str:
+    """A short label as the paper writes it: alpha 1/6 for 0.1666..., 1/4, 0.05; beta (fraction=False) 5, 2.5."""
+    frac = Fraction(value).limit_denominator(12)
+    if abs(float(frac) - value) < 1e-9 and (fraction or frac.denominator == 1):
+        return str(frac.numerator) if frac.denominator == 1 else f"{frac.numerator}/{frac.denominator}"
+    return f"{value:g}"
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One training run of the search: noise (alpha, beta) evaluated on fold `fold`."""
+    alpha: float
+    beta: float
+    fold: int
+
+    @property
+    def alpha_label(self) -> str:
+        return label(self.alpha)
+
+    @property
+    def beta_label(self) -> str:
+        return label(self.beta, fraction=False)
+
+    @property
+    def eval_part(self) -> str:
+        return f"fold{self.fold}"
+
+    @property
+    def id(self) -> str:
+        """File-system safe and unique within a search: alpha1-6_beta5_fold0."""
+        return f"alpha{self.alpha_label.replace('/', '-')}_beta{self.beta_label.replace('/', '-')}_fold{self.fold}"
+
+    @property
+    def title(self) -> str:
+        return f"alpha={self.alpha_label} beta={self.beta_label} fold={self.fold}"
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"id": self.id, "alpha_label": self.alpha_label, "beta_label": self.beta_label,
+                               "eval_part": self.eval_part}
+
+
+def isotropic(alpha: float) -> bool:
+    """alpha = 0 gives lambda_j = 1 for every class and every beta (eq. 14, all formulas): plain DiffMIC."""
+    return alpha == 0
+
+
+def build_trials(alphas: list[float], betas: list[float], folds: int) -> list[Trial]:
+    """Every (alpha, beta, fold) to run, in (alpha, beta, fold) order.
+
+    For alpha = 0 only the first beta is trained: every beta gives the same noise levels (all 1),
+    the same seed and hence the same model, so the other betas reuse its results (the paper's
+    Table 2 row alpha = 0 is constant). See `shared_source`.
+    """
+    if folds < 2:
+        raise ValueError(f"--folds must be >= 2 (each trial trains on the other folds), got {folds}")
+    trials = []
+    for a in alphas:
+        for b in (betas[:1] if isotropic(a) else betas):
+            trials.extend(Trial(a, b, k) for k in range(folds))
+    return trials
+
+
+def shared_source(trial: Trial, betas: list[float]) -> Trial:
+    """The trial whose results stand for `trial` (itself, except alpha = 0 with a later beta)."""
+    if isotropic(trial.alpha) and trial.beta != betas[0]:
+        return Trial(trial.alpha, betas[0], trial.fold)
+    return trial

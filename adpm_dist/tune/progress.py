@@ -1,0 +1,146 @@
+"""A live table of the search's trials, printed by the driver (Tune's own output is silenced).
+
+One line per event (start, retry, finish, failure, early stop) and, at most every `interval`
+seconds, a table: running trials, failed ones and the latest finished ones, with counts and the
+best (alpha, beta) so far by mean evaluation macro-F1 over the folds finished yet.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from ray.tune import Callback
+
+
+class TrialState:
+    def __init__(self, info: dict):
+        self.info = info
+        self.status = "pending"
+        self.attempts = 0
+        self.epoch = None
+        self.loss = None
+        self.val_f1 = None
+        self.eval_f1 = None
+
+
+class ProgressTable(Callback):
+    def __init__(self, trials: list[dict], total_epochs: int, interval: float = 15.0, stream=None,
+                 max_finished_rows: int = 5):
+        self.states = {t["id"]: TrialState(t) for t in trials}
+        self.total_epochs = total_epochs
+        self.interval = interval
+        self.stream = stream or sys.stdout
+        self.max_finished_rows = max_finished_rows
+        self.start = time.monotonic()
+        self._last_print = 0.0
+        self._dirty = True
+
+    # -- Tune callback hooks -------------------------------------------------------------------
+    def _state(self, trial) -> TrialState:
+        return self.states[trial.config["trial"]["id"]]
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        s = self._state(trial)
+        s.attempts += 1
+        s.status = "running"
+        self._event(f"started  {s.info['id']}" + (f" (attempt {s.attempts})" if s.attempts > 1 else ""))
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        s = self._state(trial)
+        if "epoch" in result:
+            s.epoch = result["epoch"]
+        if "loss" in result:
+            s.loss = result["loss"]
+        if "val_macro_f1" in result:
+            s.val_f1 = max(result["val_macro_f1"], s.val_f1 or 0.0)
+        if "eval_macro_f1" in result:
+            s.eval_f1 = result["eval_macro_f1"]
+        self._dirty = True
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        s = self._state(trial)
+        s.status = "retrying"
+        self._event(f"FAILED   {s.info['id']} (attempt {s.attempts}); retrying: {_error_line(trial)}")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        s = self._state(trial)
+        s.status = "failed"
+        self._event(f"FAILED   {s.info['id']} after {s.attempts} attempt(s): {_error_line(trial)}")
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        s = self._state(trial)
+        last = trial.last_result or {}
+        run_dir = Path(s.info["config"]["run"]["output_dir"])
+        if "evaluated" in last or (run_dir / "metrics.json").is_file():  # the final report, or the file if shared
+            s.status = "finished"
+            s.eval_f1 = last.get("eval_macro_f1", s.eval_f1)
+            self._event(f"finished {s.info['id']}: eval macro-F1 {_f(s.eval_f1)} on {s.info['eval_part']}")
+        elif (run_dir / "early_stopped.json").is_file():
+            s.status = "stopped"
+            self._event(f"stopped  {s.info['id']} early at epoch {s.epoch} (ASHA, val macro-F1 {_f(s.val_f1)})")
+        else:
+            s.status = "ended"
+            self._event(f"ended    {s.info['id']} without an evaluation (interrupted?)")
+
+    def on_step_end(self, iteration, trials, **info):
+        if self._dirty and time.monotonic() - self._last_print >= self.interval:
+            self.print_table()
+
+    def on_experiment_end(self, trials, **info):
+        self.print_table()
+
+    # -- output --------------------------------------------------------------------------------
+    def _event(self, text: str) -> None:
+        print(f"[{self._clock()}] {text}", file=self.stream, flush=True)
+        self._dirty = True
+
+    def _clock(self) -> str:
+        s = int(time.monotonic() - self.start)
+        return f"{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+    def best_so_far(self) -> str:
+        by_config = defaultdict(list)
+        for s in self.states.values():
+            if s.status == "finished" and s.eval_f1 is not None:
+                by_config[(s.info["alpha"], s.info["beta"], s.info["alpha_label"], s.info["beta_label"])].append(s.eval_f1)
+        if not by_config:
+            return "best so far: -"
+        folds = max(s.info["fold"] for s in self.states.values()) + 1
+        key, f1s = max(by_config.items(), key=lambda kv: (sum(kv[1]) / len(kv[1]), -kv[0][0], -kv[0][1]))
+        return (f"best so far: alpha={key[2]} beta={key[3]} mean eval macro-F1 {sum(f1s) / len(f1s):.4f} "
+                f"({len(f1s)}/{folds} folds)")
+
+    def print_table(self) -> None:
+        self._last_print, self._dirty = time.monotonic(), False
+        counts = defaultdict(int)
+        for s in self.states.values():
+            counts[s.status] += 1
+        summary = ", ".join(f"{counts[k]} {k}" for k in ("running", "retrying", "pending", "finished", "stopped", "ended", "failed")
+                            if counts[k])
+        rows = [s for s in self.states.values() if s.status in ("running", "retrying", "failed")]
+        done = [s for s in self.states.values() if s.status in ("finished", "stopped")]
+        rows += done[-self.max_finished_rows:] if len(self.states) > 20 else done
+        lines = [f"[{self._clock()}] {len(self.states)} trials: {summary} | {self.best_so_far()}"]
+        if rows:
+            lines.append(f"  {'trial':<28}{'status':<10}{'epoch':>8}{'loss':>9}{'val F1':>9}{'eval F1':>9}{'tries':>7}")
+            for s in rows:
+                epoch = f"{s.epoch}/{self.total_epochs}" if s.epoch is not None else "-"
+                lines.append(f"  {s.info['id']:<28}{s.status:<10}{epoch:>8}{_f(s.loss):>9}{_f(s.val_f1):>9}"
+                             f"{_f(s.eval_f1):>9}{s.attempts:>7}")
+        print("\n".join(lines), file=self.stream, flush=True)
+
+
+def _f(v) -> str:
+    return "-" if v is None else f"{v:.4f}"
+
+
+def _error_line(trial) -> str:
+    """The last line of the trial's error file (Tune keeps the traceback there)."""
+    path = getattr(trial, "error_file", None)
+    try:
+        text = Path(path).read_text().strip().splitlines() if path else []
+    except OSError:
+        text = []
+    return text[-1][:200] if text else "see the trial's train.log"

@@ -1,0 +1,70 @@
+"""Early stopping that compares trials of the same fold only: one ASHA per fold.
+
+Folds differ in difficulty (digits-LT fold0 may simply be easier than fold1), so a trial must only
+be stopped for doing worse than other (alpha, beta) on the *same* evaluation fold. Tune has one
+scheduler per experiment; this wrapper keeps an ``ASHAScheduler`` per fold and routes each trial's
+events to its fold's instance. Trials run in submission order (FIFO), as with plain ASHA.
+
+ASHA looks at ``val_macro_f1`` (validation carve-out, reported on validation epochs only) against
+``epoch``; epochs without validation carry no metric and are skipped by ASHA. A stopped trial has no
+evaluation (no metrics.json): its (alpha, beta) lacks that fold in the summary and cannot be "best".
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+METRIC, TIME_ATTR = "val_macro_f1", "epoch"
+
+
+class PerFoldASHA(FIFOScheduler):
+    def __init__(self, max_t: int, grace_period: int, reduction_factor: float = 3, on_stop=None):
+        """`on_stop(trial, result)` is called when ASHA stops a trial (the search marks it for --resume)."""
+        super().__init__()
+        self._on_stop = on_stop
+        self._options = dict(time_attr=TIME_ATTR, metric=METRIC, mode="max", max_t=max_t,
+                             grace_period=min(grace_period, max_t), reduction_factor=reduction_factor,
+                             stop_last_trials=False)  # never stop at the last epoch: the evaluation follows it
+        self._by_fold: dict[int, ASHAScheduler] = {}
+        # self._metric stays None: Tune would otherwise reject every result without val_macro_f1 (strict
+        # metric checking), and only validation epochs carry it. The per-fold ASHAs know the metric.
+
+    def set_search_properties(self, metric, mode, **spec) -> bool:
+        return metric in (None, METRIC) and mode in (None, "max")
+
+    def _fold(self, trial) -> ASHAScheduler:
+        fold = trial.config["trial"]["fold"]
+        if fold not in self._by_fold:
+            self._by_fold[fold] = ASHAScheduler(**self._options)
+        return self._by_fold[fold]
+
+    def on_trial_add(self, tune_controller, trial):
+        self._fold(trial).on_trial_add(tune_controller, trial)
+
+    def on_trial_error(self, tune_controller, trial):
+        self._fold(trial).on_trial_error(tune_controller, trial)
+
+    def on_trial_result(self, tune_controller, trial, result):
+        action = self._fold(trial).on_trial_result(tune_controller, trial, result)
+        if action == self.STOP and self._on_stop is not None:
+            self._on_stop(trial, result)
+        return action
+
+    def on_trial_complete(self, tune_controller, trial, result):
+        self._fold(trial).on_trial_complete(tune_controller, trial, result)
+
+    def on_trial_remove(self, tune_controller, trial):
+        self._fold(trial).on_trial_remove(tune_controller, trial)
+
+    def debug_string(self) -> str:
+        return "\n".join(f"fold {k}: {s.debug_string()}" for k, s in sorted(self._by_fold.items()))
+
+
+def mark_early_stop(trial, result) -> None:
+    """Write `early_stopped.json` into the trial's run directory: --resume does not run it again."""
+    run_dir = Path(trial.config["trial"]["config"]["run"]["output_dir"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "early_stopped.json").write_text(json.dumps({"epoch": result.get(TIME_ATTR),
+                                                            METRIC: result.get(METRIC)}) + "\n")

@@ -1,0 +1,176 @@
+"""Run a planned search on Ray Tune: connect (or start a loopback cluster), run the trials, consolidate.
+
+Local clusters bind to 127.0.0.1 only (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, STACK_FACTS 3) and may
+over-declare logical CPUs so that `max_concurrent` trials fit on a small machine. With an address
+(``--address auto``, ``ray://...``) or inside ``ray job submit`` (RAY_ADDRESS is set) the search joins
+that cluster instead; its resources are the cluster's business then.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import to_dict
+from .experiment import Search, write_search
+
+DRIVER_CPU = 0.1  # a multi-worker trial only waits on its TorchTrainer; {"cpu": 0} is rejected by Tune
+
+
+@dataclass
+class Resources:
+    cpus_per_trial: float = 1.0     # per training process (per worker when workers_per_trial > 1)
+    gpus_per_trial: float = 0.0     # per training process; whole GPUs when workers_per_trial > 1
+    workers_per_trial: int = 1      # > 1: a Ray Train TorchTrainer with that many Accelerate processes
+    max_concurrent: int | None = None
+    max_failures: int = 2           # retries of a failed trial (Tune FailureConfig)
+
+    def check(self) -> None:
+        if self.workers_per_trial < 1:
+            raise ValueError(f"--workers-per-trial must be >= 1, got {self.workers_per_trial}")
+        if self.cpus_per_trial <= 0:
+            raise ValueError(f"--cpus-per-trial must be > 0, got {self.cpus_per_trial}")
+        if self.gpus_per_trial < 0:
+            raise ValueError(f"--gpus-per-trial must be >= 0, got {self.gpus_per_trial}")
+        if self.workers_per_trial > 1 and self.gpus_per_trial != int(self.gpus_per_trial):
+            raise ValueError(f"--gpus-per-trial {self.gpus_per_trial}: multi-worker trials need whole GPUs per "
+                             f"worker (DDP cannot share a GPU between ranks)")
+        if self.max_concurrent is not None and self.max_concurrent < 1:
+            raise ValueError(f"--max-concurrent must be >= 1, got {self.max_concurrent}")
+        if self.max_failures < 0:
+            raise ValueError(f"--max-failures must be >= 0, got {self.max_failures}")
+
+    @property
+    def cpus_per_running_trial(self) -> float:
+        if self.workers_per_trial == 1:
+            return self.cpus_per_trial
+        return self.workers_per_trial * self.cpus_per_trial + DRIVER_CPU
+
+    def trial_bundle(self) -> dict:
+        """What the Tune trial itself holds (Train workers of a multi-worker trial are placed separately)."""
+        if self.workers_per_trial > 1:
+            return {"cpu": DRIVER_CPU}
+        return {"cpu": self.cpus_per_trial} | ({"gpu": self.gpus_per_trial} if self.gpus_per_trial else {})
+
+    def as_dict(self, train_storage: Path) -> dict:
+        return {"workers": self.workers_per_trial, "cpus": self.cpus_per_trial, "gpus": self.gpus_per_trial,
+                "train_storage": str(train_storage)}
+
+
+@dataclass
+class ClusterOptions:
+    address: str | None = None      # None: RAY_ADDRESS if set (ray job submit), else start a local cluster
+    num_cpus: float | None = None   # local cluster: logical CPUs (default: enough for max_concurrent trials)
+    temp_dir: str | None = None     # local cluster: Ray's session/log directory (default /tmp/ray)
+    dashboard: bool = False         # local cluster: start the dashboard (on 127.0.0.1)
+    dashboard_port: int = 8265
+
+
+@dataclass
+class EarlyStopping:
+    grace_period: int               # epochs before ASHA may stop a trial
+    reduction_factor: float = 3.0
+
+
+def connect(cluster: ClusterOptions, resources: Resources, n_trials: int) -> bool:
+    """ray.init for this search; True if we started a local cluster (and so must shut it down)."""
+    address = cluster.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        local_only = [n for n, v in (("--num-cpus", cluster.num_cpus), ("--ray-temp-dir", cluster.temp_dir),
+                                     ("--dashboard", cluster.dashboard)) if v]
+        if local_only:
+            raise ValueError(f"{', '.join(local_only)} only apply to a local cluster, not to --address {address}")
+        import ray
+
+        ray.init(address=address, log_to_driver=False)
+        return False
+    # Loopback only: without this Ray advertises and binds the machine's external address (STACK_FACTS 3).
+    # It is read when ray is imported, so set it first; the cluster's processes inherit it.
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    import ray
+
+    per_trial = resources.cpus_per_running_trial
+    machine = os.cpu_count() or 1
+    concurrent = resources.max_concurrent or max(1, int(machine // per_trial))
+    num_cpus = cluster.num_cpus or max(machine, math.ceil(min(concurrent, n_trials) * per_trial))
+    ray.init(num_cpus=num_cpus, include_dashboard=cluster.dashboard, dashboard_host="127.0.0.1",
+             dashboard_port=cluster.dashboard_port, _temp_dir=cluster.temp_dir, log_to_driver=False)
+    return True
+
+
+def run_search(search: Search, resources: Resources, cluster: ClusterOptions,
+               early_stopping: EarlyStopping | None = None, progress_interval: float = 15.0,
+               stream=None) -> dict:
+    """Run every trial in `search.todo` on Ray Tune and return {trial id: status}.
+
+    The caller consolidates afterwards (also when some trials failed: the summary says which).
+    """
+    resources.check()
+    stream = stream or sys.stdout
+    write_search(search)
+    if not search.todo:
+        print("every trial already has results; nothing to run", file=stream, flush=True)
+        return {}
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")  # snapshot spam
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # its reporter prints boxes even at verbose=0
+    started = connect(cluster, resources, len(search.todo))
+    try:
+        return _fit(search, resources, early_stopping, progress_interval, stream)
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()  # stops exactly the processes ray.init started (never `ray stop`)
+
+
+def _fit(search: Search, resources: Resources, early_stopping: EarlyStopping | None,
+         progress_interval: float, stream) -> dict:
+    from ray import tune
+
+    logging.getLogger("ray.tune").setLevel(logging.WARNING)  # the progress table replaces Tune's INFO lines
+    from .progress import ProgressTable
+    from .scheduler import PerFoldASHA, mark_early_stop
+    from .trainable import run_trial
+
+    out = search.out
+    trials = [t.to_dict() | {"config": to_dict(search.config_of(t))} for t in search.todo]
+    total_epochs = search.base.train.prior_warmup_epochs + search.base.train.epochs
+    progress = ProgressTable(trials, total_epochs, interval=progress_interval, stream=stream)
+    scheduler = None
+    if early_stopping is not None:
+        scheduler = PerFoldASHA(max_t=total_epochs, grace_period=early_stopping.grace_period,
+                                reduction_factor=early_stopping.reduction_factor, on_stop=mark_early_stop)
+    tuner = tune.Tuner(
+        tune.with_resources(run_trial, resources.trial_bundle()),
+        param_space={"trial": tune.grid_search(trials),
+                     "resources": resources.as_dict(out / "ray_train")},
+        tune_config=tune.TuneConfig(max_concurrent_trials=resources.max_concurrent, scheduler=scheduler,
+                                    reuse_actors=True,  # later trials skip the ~10-30 s torch/timm import
+                                    trial_dirname_creator=lambda t: t.config["trial"]["id"]),
+        run_config=tune.RunConfig(
+            name=f"search-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",  # unique: a reused name silently resumes
+            storage_path=str(out / "ray_results"), verbose=0, callbacks=[progress],
+            failure_config=tune.FailureConfig(max_failures=resources.max_failures)),
+    )
+    print(f"running {len(trials)} trials ({len(search.trials) - len(trials)} already done) | "
+          f"{_describe(resources)} | logs: {out / 'trials'}/<trial>/train.log", file=stream, flush=True)
+    grid = tuner.fit()
+    statuses = {}
+    for result in grid:
+        trial_id = result.config["trial"]["id"]
+        statuses[trial_id] = "failed" if result.error else progress.states[trial_id].status
+    return statuses
+
+
+def _describe(r: Resources) -> str:
+    gpus = f", {r.gpus_per_trial:g} GPU" if r.gpus_per_trial else ""
+    who = f"{r.workers_per_trial} workers x {r.cpus_per_trial:g} CPU{gpus}" if r.workers_per_trial > 1 \
+        else f"{r.cpus_per_trial:g} CPU{gpus}"
+    return f"per trial: {who} | max concurrent: {r.max_concurrent or 'as resources allow'} | retries: {r.max_failures}"
+
+
+__all__ = ["Resources", "ClusterOptions", "EarlyStopping", "connect", "run_search"]

@@ -1,0 +1,112 @@
+"""The Ray Tune trainable: one trial = one call of engine.train, the loop launch/train.py runs.
+
+Single-process trials call ``engine.train(cfg, on_epoch=...)`` right in the Tune trial. Multi-worker
+trials make the Tune trial a driver that runs a Ray Train ``TorchTrainer``; every worker builds its
+own Accelerator (``distributed.build_accelerator``) on the process group Ray Train set up, and
+``TuneReportCallback`` forwards rank 0's reports to Tune (STACK_FACTS 3: inside a Tune function use
+``ray.tune.report``, inside Train workers ``ray.train.report``; the other one raises).
+
+Every start of a trial appends a line to ``attempts.jsonl`` in its run directory, so retries after a
+failure are visible; logs go to ``train.log`` there (the driver shows the progress table instead).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import time
+from pathlib import Path
+
+from ..config import from_dict
+from .experiment import supports_resume
+
+
+def numeric(row: dict) -> dict:
+    """The numbers of an epoch row (Tune/ASHA want numbers; `phase` becomes `joint` 0/1)."""
+    out = {k: v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    if "phase" in row:
+        out["joint"] = int(row["phase"] == "joint")
+    return out
+
+
+def final_report(metrics: dict) -> dict:
+    """Reported once after training. No `epoch` / `val_macro_f1` keys, so ASHA ignores it; not `done`, which
+    Tune reserves (it would end the trial before a multi-worker trial's TorchTrainer has shut down)."""
+    keys = ("macro_f1", "accuracy", "macro_precision", "macro_recall")
+    return {"evaluated": 1} | {f"eval_{k}": metrics[k] for k in keys} | {"eval_prior_macro_f1": metrics["prior"]["macro_f1"]}
+
+
+def record_attempt(out: Path, trial_id: str) -> int:
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / "attempts.jsonl"
+    n = sum(1 for _ in log.open()) + 1 if log.is_file() else 1
+    with log.open("a") as f:
+        f.write(json.dumps({"attempt": n, "trial": trial_id, "pid": os.getpid(), "node": socket.gethostname(),
+                            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                            "mode": "resume" if supports_resume() else "restart"}) + "\n")
+    return n
+
+
+@contextlib.contextmanager
+def logs_to(path: Path):
+    """Send this process's Python-level stdout/stderr (prints, tqdm, warnings) to `path`."""
+    with open(path, "a", buffering=1) as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
+        yield
+
+
+def run_trial(config: dict) -> None:
+    """Tune function trainable. `config` = {"trial": Trial.to_dict() + {"config": cfg dict}, "resources": {...}}."""
+    from ray import tune
+
+    trial, res = config["trial"], config["resources"]
+    cfg = from_dict(trial["config"])
+    out = Path(cfg.run.output_dir)
+    attempt = record_attempt(out, trial["id"])
+    if res["workers"] > 1:
+        _run_distributed(config, attempt)
+        return
+    from ..engine import train
+
+    with logs_to(out / "train.log"):
+        print(f"== {trial['id']}: attempt {attempt}, pid {os.getpid()}", flush=True)
+        metrics = train(cfg, on_epoch=lambda row: tune.report(numeric(row)))
+    tune.report(final_report(metrics))
+
+
+def _run_distributed(config: dict, attempt: int) -> None:
+    """The Tune trial as a driver of a Ray Train job with `workers` Accelerate processes."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    trial, res = config["trial"], config["resources"]
+    gpus = int(res["gpus"])  # whole GPUs per worker (checked by the CLI): no fractional GPUs with DDP
+    scaling = ray.train.ScalingConfig(num_workers=res["workers"], use_gpu=gpus > 0,
+                                      resources_per_worker={"CPU": res["cpus"], **({"GPU": gpus} if gpus else {})})
+    run = ray.train.RunConfig(name=f"{trial['id']}-attempt{attempt}-{int(time.time())}",  # unique: no silent resume
+                              storage_path=res["train_storage"], callbacks=[TuneReportCallback()],
+                              failure_config=ray.train.FailureConfig(max_failures=0))  # Tune retries the trial
+    TorchTrainer(train_worker, train_loop_config=config, scaling_config=scaling, run_config=run).fit()
+
+
+def train_worker(config: dict) -> None:
+    """Runs in every Ray Train worker: an Accelerator on Ray's process group, then the same engine.train."""
+    import ray.train
+
+    from ..distributed import build_accelerator
+    from ..engine import train
+
+    cfg = from_dict(config["trial"]["config"])
+    out = Path(cfg.run.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rank = ray.train.get_context().get_world_rank()
+    log = out / ("train.log" if rank == 0 else f"train.rank{rank}.log")
+    with logs_to(log):
+        acc = build_accelerator(cfg.train.mixed_precision, find_unused_parameters=cfg.train.prior_warmup_epochs > 0)
+        try:
+            # Every rank reports every epoch: Ray Train needs the same number of reports from each worker.
+            metrics = train(cfg, acc, on_epoch=lambda row: ray.train.report(numeric(row)))
+            ray.train.report(final_report(metrics))
+        finally:
+            acc.end_training()  # without it ~50% of multi-process runs abort at exit (STACK_FACTS 1)

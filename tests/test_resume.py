@@ -1,0 +1,50 @@
+"""Exact resume: a 2-rank DDP run SIGKILLed right after its first checkpoint (mid-epoch: step 3 of 5 in
+the prior warm-up), relaunched with train.resume=auto, ends with the same metrics and training history
+as the uninterrupted run with the same seed (tests/test_distributed.py's DDP run, same config: EMA on
+and evaluated, a checkpoint every 3 steps). This needs the model, optimizer, LR position, EMA, every
+RNG (global ones and the engine's generator for t/eps) and the data position to be restored.
+"""
+from __future__ import annotations
+
+import json
+import time
+
+from test_distributed import TIMEOUT, TIMING_KEYS, kill_tree, run, start, train_cmd, trained
+
+from adpm_dist.checkpoint import STATE_FILE, complete_checkpoints, load_checkpoint
+
+
+def strip_timing(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in row.items() if k not in TIMING_KEYS} for row in history]
+
+
+def test_sigkill_after_first_checkpoint_then_resume_matches_uninterrupted(digits_shards, tmp_path, tmp_path_factory):
+    out = tmp_path / "out"
+    cmd = train_cmd("ddp", out, f"data.shards={digits_shards}")
+    proc = start(cmd, tmp_path / "killed.log", tmp_path)
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while not complete_checkpoints(out / "checkpoints"):
+            assert proc.poll() is None, (tmp_path / "killed.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "no checkpoint before the timeout"
+            time.sleep(0.2)
+    finally:
+        kill_tree(proc)  # SIGKILL: no chance to clean up or flush anything
+    first = complete_checkpoints(out / "checkpoints")[0]
+    assert first.name == "step_00000003", first
+    assert not (out / "metrics.json").exists()
+    position = json.loads((first / STATE_FILE).read_text())
+    assert (position["epoch"], position["batch"], position["step"]) == (0, 3, 3)
+
+    rc = run(cmd + ["train.resume=auto"], tmp_path / "resumed.log", tmp_path)
+    log = (tmp_path / "resumed.log").read_text()
+    assert rc == 0, log[-4000:]
+    assert f"resumed from {first}: epoch 1, batch 3, step 3" in log, log[-3000:]
+
+    reference_dir, _ = trained("ddp", digits_shards, tmp_path_factory)
+    reference = json.loads((reference_dir / "metrics.json").read_text())
+    resumed = json.loads((out / "metrics.json").read_text())
+    assert strip_timing(resumed.pop("history")) == strip_timing(reference.pop("history"))
+    assert resumed == reference  # accuracy, macro-F1, per-class, prior metrics, best epoch: all identical
+    best = load_checkpoint(out / "checkpoints" / "best.pt")
+    assert {"model", "config", "epoch", "macro_f1", "class_names"} <= set(best) and best["ema"] is True

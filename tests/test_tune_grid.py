@@ -1,0 +1,143 @@
+"""The search's plan without Ray: grid, alpha = 0 shortcut, per-trial configs, shards checks, CLI parsing."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from adpm_dist.config import ConfigError, load_config
+from adpm_dist.tune.experiment import (SEARCH_FILE, SearchSpec, check_overrides, plan_search, supports_resume,
+                                       trial_config, write_search)
+from adpm_dist.tune.grid import Trial, build_trials, label, parse_values, shared_source
+from adpm_dist.tune.search import Resources
+from adpm_dist.tune.shards import resolve_shards
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = str(ROOT / "configs/digits_lt_tiny.yaml")
+
+
+def load_cli():
+    spec = importlib.util.spec_from_file_location("search_noise", ROOT / "tune/search_noise.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_values_accept_fractions_commas_and_separate_arguments():
+    assert parse_values(["0,1/6", "1/4", "1/2,1"], "--alphas") == [0, 1 / 6, 0.25, 0.5, 1.0]
+    assert parse_values(["5", "5.0", "2.5"], "--betas") == [5.0, 2.5]  # duplicates dropped, order kept
+    for bad in ("abc", "1/0", "-1"):
+        with pytest.raises(ValueError, match="--alphas"):
+            parse_values([bad], "--alphas")
+    assert [label(a) for a in (0, 1 / 6, 0.25, 1)] == ["0", "1/6", "1/4", "1"]
+    assert label(2.5, fraction=False) == "2.5" and label(5.0, fraction=False) == "5"
+
+
+def test_grid_trains_alpha_zero_once():
+    alphas, betas = [0, 1 / 6, 0.5], [1, 5, 10]
+    trials = build_trials(alphas, betas, folds=5)
+    assert len(trials) == (1 + 2 * 3) * 5  # alpha = 0: one beta only
+    assert {t.beta for t in trials if t.alpha == 0} == {1}
+    assert len({t.id for t in trials}) == len(trials)
+    assert Trial(1 / 6, 5, 2).id == "alpha1-6_beta5_fold2" and Trial(1 / 6, 5, 2).eval_part == "fold2"
+    assert shared_source(Trial(0, 10, 3), betas) == Trial(0, 1, 3)
+    assert shared_source(Trial(0.5, 10, 3), betas) == Trial(0.5, 10, 3)
+    # The paper's full grid: 1 + 4 x 10 configurations x 5 folds.
+    assert len(build_trials(parse_values(["0,1/6,1/4,1/2,1"], "a"), list(range(1, 11)), 5)) == 205
+    with pytest.raises(ValueError, match="folds"):
+        build_trials([0], [1], folds=1)
+
+
+def test_trial_config_sets_protocol_keys(tmp_path):
+    base = load_config(TINY, ["data.shards=/abs/shards", "data.train_parts=fold0"])
+    cfg = trial_config(base, Trial(0.25, 5, 1), tmp_path)
+    assert (cfg.noise.alpha, cfg.noise.beta) == (0.25, 5)
+    assert cfg.data.eval_part == "fold1" and cfg.data.train_parts == []  # engine trains on every other fold
+    assert cfg.run.output_dir == str(tmp_path / "trials" / "alpha1-4_beta5_fold1")
+    if supports_resume():
+        assert cfg.train.resume == "auto"  # retries continue from the last checkpoint in the stable dir
+    assert base.data.eval_part == "test" and base.noise.beta == 5.0 and base.noise.alpha == 1 / 6  # untouched
+    assert base.data.train_parts == ["fold0"]
+
+
+def test_reserved_keys_are_refused():
+    with pytest.raises(ConfigError, match="noise.alpha.*--alphas"):
+        check_overrides(["train.epochs=1", "noise.alpha=0.5"])
+    with pytest.raises(ConfigError, match="run.output_dir"):
+        check_overrides(["run.output_dir=/x"])
+
+
+def test_real_datasets_need_their_files(tmp_path):
+    with pytest.raises(ValueError) as err:
+        resolve_shards("pad_ufes", None, tmp_path, 5)
+    text = str(err.value)
+    assert "--root /path/to/pad_ufes" in text and "--shards" in text
+    assert "python -m adpm_dist.data.prepare --dataset pad_ufes --root /path/to/pad_ufes" in text and "--folds 5" in text
+    with pytest.raises(ValueError, match="no reader"):
+        resolve_shards("nosuch", None, tmp_path, 5)
+
+
+def test_shards_must_be_folds(digits_shards, tmp_path):
+    # The session fixture has train + test parts, not folds.
+    with pytest.raises(ValueError, match="fold0..fold"):
+        resolve_shards("digits_lt", str(digits_shards), tmp_path, None)
+    with pytest.raises(FileNotFoundError, match="prepare"):
+        resolve_shards("digits_lt", str(tmp_path / "nothing"), tmp_path, 2)
+
+
+def test_resume_rules(tmp_path):
+    spec = SearchSpec(dataset="digits_lt", config=TINY, output=str(tmp_path), alphas=[0, 0.5], betas=[5], folds=2)
+    shards = tmp_path / "shards"
+    search = plan_search(spec, shards, 2, resume=False)
+    assert len(search.todo) == 4
+    write_search(search)
+    with pytest.raises(FileExistsError, match="--resume"):
+        plan_search(spec, shards, 2, resume=False)
+    done = Path(search.config_of(search.trials[0]).run.output_dir)
+    done.mkdir(parents=True)
+    (done / "metrics.json").write_text("{}")
+    assert len(plan_search(spec, shards, 2, resume=True).todo) == 3  # finished trial skipped
+    changed = SearchSpec(**{**spec.__dict__, "overrides": ["train.lr=0.5"]})
+    with pytest.raises(ValueError, match="train.lr"):
+        plan_search(changed, shards, 2, resume=True)
+    assert json.loads((tmp_path / SEARCH_FILE).read_text())["folds"] == 2
+
+
+def test_resources_are_checked():
+    Resources(cpus_per_trial=2, workers_per_trial=2, gpus_per_trial=1).check()
+    with pytest.raises(ValueError, match="whole GPUs"):
+        Resources(workers_per_trial=2, gpus_per_trial=0.5).check()
+    assert Resources(cpus_per_trial=1, gpus_per_trial=0.5).trial_bundle() == {"cpu": 1, "gpu": 0.5}
+    assert Resources(cpus_per_trial=1, workers_per_trial=2).trial_bundle()["cpu"] < 1  # the driver only waits
+
+
+def test_cli_parsing(tmp_path, capsys):
+    cli = load_cli()
+    args = cli.parse_args(["--dataset", "digits_lt", "--alphas", "0,1/6", "--betas", "5", "train.epochs=1",
+                              "--folds", "2", "diffusion.test_timesteps=2"])
+    assert args.betas == ["5"] and args.overrides == ["train.epochs=1", "diffusion.test_timesteps=2"]
+    assert cli.resolve_config(None, "digits_lt") == ROOT / "configs/digits_lt.yaml"
+    with pytest.raises(FileNotFoundError, match="configs/nosuch.yaml"):
+        cli.resolve_config(None, "nosuch")
+    # Errors before any Ray start, with exit code 2 and the key in the message.
+    assert cli.main(["--dataset", "digits_lt", "--output", str(tmp_path), "noise.beta=3"]) == 2
+    assert "noise.beta is set by the search" in capsys.readouterr().err
+    assert cli.main(["--dataset", "digits_lt", "--output", str(tmp_path), "train.epochz=3"]) == 2
+    assert "train.epochz" in capsys.readouterr().err
+    assert cli.main(["--dataset", "pad_ufes", "--config", TINY, "--output", str(tmp_path)]) == 2
+    assert "--root /path/to/pad_ufes" in capsys.readouterr().err
+    assert not (tmp_path / SEARCH_FILE).exists()  # nothing planned, no cluster started
+
+
+def test_multi_worker_trials_need_enough_shards():
+    from types import SimpleNamespace
+
+    from adpm_dist.tune.shards import check_shard_counts
+
+    m = SimpleNamespace(root=Path("/s"), parts={"fold0": ["a", "b"], "fold1": ["c"], "test": ["d"]},
+                        num_samples={"fold0": 200, "fold1": 190, "test": 50})
+    check_shard_counts(m, 1, "digits_lt")
+    with pytest.raises(ValueError, match=r"'fold1': 1.*--samples-per-shard 95"):
+        check_shard_counts(m, 2, "digits_lt")
