@@ -1,7 +1,7 @@
 """What a run reports while it trains: progress, TensorBoard scalars, summary.csv, throughput and memory.
 
 Only rank 0 writes. Progress bars (tqdm, with ETA) appear only on an interactive terminal; in a log
-file (stderr not a TTY) they are off and ``RunLog.step`` prints a plain line every train.log_every
+file (stdout or stderr not a TTY) they are off and ``RunLog.step`` prints a plain line every train.log_every
 optimizer steps instead, so logs stay readable.
 """
 from __future__ import annotations
@@ -17,7 +17,8 @@ from tqdm.auto import tqdm
 
 
 def interactive() -> bool:
-    return sys.stderr.isatty()
+    """Both streams on a terminal: tqdm draws on stderr, and a redirected stdout means a log file."""
+    return sys.stdout.isatty() and sys.stderr.isatty()
 
 
 def progress(iterable=None, *, acc, **kwargs) -> tqdm:

@@ -8,7 +8,7 @@ configs in configs/accelerate/, against single-process training.
   metrics (same global batches; gradient clipping off, since DeepSpeed can only clip the global norm).
 - A launch that silently starts one process instead of two fails loudly.
 
-This file is also the 2-rank worker of the first test: ``accelerate launch tests/test_distributed.py OUT``.
+This file is also the worker the first two tests launch (``accelerate launch tests/test_distributed.py OUT``).
 The first DeepSpeed launch on a machine JIT-builds a communication op (~30 s idle, minutes when the
 CPUs are busy; cached in ~/.cache/torch_extensions), hence the generous timeouts.
 """
@@ -136,7 +136,7 @@ def test_cpu_flag_with_two_processes_fails_loudly(tmp_path):
     """`accelerate launch --cpu --num_processes 2` starts ONE process (it needs mpirun): not a silent run."""
     cmd = [ACCELERATE, "launch", "--cpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
            "--dynamo_backend", "no", "--main_process_port", str(free_port()),
-           "launch/train.py", "--config", TINY, "data.shards=/nonexistent", f"run.output_dir={tmp_path / 'out'}"]
+           "tests/test_distributed.py", "--build-accelerator"]  # what launch/train.py does first
     rc = run(cmd, tmp_path / "log", tmp_path, timeout=300)
     text = (tmp_path / "log").read_text()
     assert rc != 0 and "started only this one" in text, text[-3000:]
@@ -259,4 +259,9 @@ def _step_equivalence_worker(out: Path) -> None:
 
 if __name__ == "__main__":
     sys.path.insert(0, str(ROOT))
-    _step_equivalence_worker(Path(sys.argv[1]))
+    if sys.argv[1] == "--build-accelerator":
+        from adpm_dist.distributed import build_accelerator
+
+        build_accelerator().end_training()
+    else:
+        _step_equivalence_worker(Path(sys.argv[1]))

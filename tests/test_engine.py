@@ -162,8 +162,8 @@ def test_bf16_autocast_training_step_on_cpu():
     model = build_model(cfg, [10] * 10)
     g = torch.Generator().manual_seed(0)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        losses = model(torch.randn(4, 3, 32, 32, generator=g), torch.arange(4), torch.randint(0, 1000, (4,)),
-                       torch.randn(4, 10, generator=g), joint=True)
+        losses = model(torch.randn(2, 3, 32, 32, generator=g), torch.arange(2), torch.randint(0, 1000, (2,)),
+                       torch.randn(2, 10, generator=g), joint=True)
     losses["loss"].backward()
     assert torch.isfinite(losses["loss"]) and all(torch.isfinite(p.grad).all() for p in model.parameters()
                                                   if p.grad is not None)
