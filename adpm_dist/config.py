@@ -75,6 +75,7 @@ class DiffusionConfig:
     sampler: str = "truncated"              # ADPM_SPEC 3.8
     mmd_weight: float = 0.5                 # eq. 17
     samples: int = 1                        # samples per image; > 1: CARD majority vote (ADPM_SPEC 1.5)
+    respace_start: int = 0                  # respaced/ddim span positions 0..N-1, N = this or T (0); 250 = DiffMIC start
 
 
 @dataclass
@@ -259,6 +260,8 @@ def validate(cfg: Config) -> None:
         "noise.beta": cfg.noise.beta >= 0,
         "diffusion.timesteps": cfg.diffusion.timesteps >= 2,
         "diffusion.test_timesteps": 1 <= cfg.diffusion.test_timesteps <= cfg.diffusion.timesteps,
+        "diffusion.respace_start": (cfg.diffusion.respace_start == 0 or cfg.diffusion.test_timesteps
+                                    <= cfg.diffusion.respace_start <= cfg.diffusion.timesteps),
         "diffusion.beta_end": 0 < cfg.diffusion.beta_start < cfg.diffusion.beta_end < 1,
         "train.epochs": cfg.train.epochs >= 1,
         "train.batch_size": cfg.train.batch_size >= 1,

@@ -139,39 +139,50 @@ class ADPMScheduler:
             y = y0_hat if i == 0 else self.add_noise(y0_hat, mu, eps_hat, i - 1, lam)
         return y
 
-    def respaced(self, steps: int) -> "ADPMScheduler":
+    def respaced(self, steps: int, start: int = 0) -> "ADPMScheduler":
         """The S-position sub-schedule abar'_k = abar_{tau_k}, tau = respaced_timesteps (ADPM_SPEC 3.8).
 
         beta'_k = 1 - abar'_k / abar'_{k-1} follows in __init__; the network still sees tau_k.
+        ``start`` > 0 spans positions 0..start-1 only (see ``respaced_timesteps``).
         """
-        tau = respaced_timesteps(len(self), steps)
+        tau = respaced_timesteps(len(self), steps, start)
         return ADPMScheduler(self.abar[tau], self.timestep_ids[tau])
 
 
-def respaced_timesteps(timesteps: int, steps: int) -> torch.Tensor:
-    """tau_k = round(linspace(0, T-1, S)), k = 0..S-1 (ADPM_SPEC 3.8); distinct because S <= T."""
-    if not 1 <= steps <= timesteps:
-        raise ValueError(f"diffusion.test_timesteps: {steps} must be in [1, {timesteps}] for a respaced sampler")
-    return torch.linspace(0, timesteps - 1, steps, dtype=torch.float64).round().long()
+def respaced_timesteps(timesteps: int, steps: int, start: int = 0) -> torch.Tensor:
+    """tau_k = round(linspace(0, N-1, S)), k = 0..S-1, N = start or T (ADPM_SPEC 3.8); distinct as S <= N.
+
+    N = T is the spec's respaced schedule (the chain starts at T-1, where the forward marginal is
+    ~N(mu, lambda^2) like the start mu + lambda z). N = 250 starts where DiffMIC's truncated chain
+    starts: the same over-dispersed start, its 250 positions visited in S steps (``diffusion.respace_start``).
+    """
+    span = start or timesteps
+    if not 1 <= span <= timesteps:
+        raise ValueError(f"diffusion.respace_start: {start} must be in [0, {timesteps}]")
+    if not 1 <= steps <= span:
+        raise ValueError(f"diffusion.test_timesteps: {steps} must be in [1, {span}] for a respaced sampler")
+    return torch.linspace(0, span - 1, steps, dtype=torch.float64).round().long()
 
 
 SAMPLERS = ("truncated", "respaced", "ddim")
 
 
 def sample_labels(scheduler: ADPMScheduler, sampler: str, eps_fn: EpsFn, mu: torch.Tensor,
-                  lam: torch.Tensor | float, steps: int, generator: torch.Generator | None = None) -> torch.Tensor:
+                  lam: torch.Tensor | float, steps: int, generator: torch.Generator | None = None,
+                  start: int = 0) -> torch.Tensor:
     """y0 by one of the samplers of ADPM_SPEC 3.8 with ``steps`` network calls.
 
     truncated: DiffMIC's chain (T-step posterior, positions steps-1..0; the lineage default, 250).
-    respaced:  ancestral sampling on the S-step respaced schedule (starts at tau = T-1).
+    respaced:  ancestral sampling on the S-step respaced schedule (starts at tau = T-1, or at
+               ``start``-1 when ``start`` > 0; respaced with S = start is the truncated-S chain).
     ddim:      eta = 0 on the same respaced schedule.
     """
     if sampler == "truncated":
         return scheduler.sample(eps_fn, mu, lam, steps, generator)
     if sampler == "respaced":
-        return scheduler.respaced(steps).sample(eps_fn, mu, lam, None, generator)
+        return scheduler.respaced(steps, start).sample(eps_fn, mu, lam, None, generator)
     if sampler == "ddim":
-        return scheduler.respaced(steps).ddim_sample(eps_fn, mu, lam, generator)
+        return scheduler.respaced(steps, start).ddim_sample(eps_fn, mu, lam, generator)
     raise ValueError(f"diffusion.sampler: {sampler!r} is not one of {', '.join(SAMPLERS)}")
 
 

@@ -51,7 +51,7 @@ def predict(model: ADPM, batches, cfg: Config, accelerator, seed: int, desc: str
         with accelerator.autocast():
             y0, mu = model.sample(images, sampler=cfg.diffusion.sampler, steps=cfg.diffusion.test_timesteps,
                                   test_rule=cfg.noise.test_rule, generator=gen, levels=levels,
-                                  samples=cfg.diffusion.samples)
+                                  samples=cfg.diffusion.samples, respace_start=cfg.diffusion.respace_start)
         for key, label, y, m in zip(batch["key"], batch["label"].tolist(), y0.float().cpu(), mu.float().cpu()):
             records.append((key, label, y.numpy(), m.numpy()))
     records = gather_object(records) if accelerator.num_processes > 1 else records

@@ -320,6 +320,7 @@ def test_config_keys_of_this_module_are_checked():
     assert (cfg.diffusion.sampler, cfg.model.crop_size) == ("ddim", 8)
     for bad, key in [("diffusion.sampler=plms", "diffusion.sampler"), ("model.crop_size=64", "model.crop_size"),
                      ("noise.apply=var", "noise.apply"), ("noise.test_levels=test", "noise.test_levels"),
-                     ("diffusion.samples=0", "diffusion.samples"), ("model.crop_channels=grey", "model.crop_channels")]:
+                     ("diffusion.samples=0", "diffusion.samples"), ("model.crop_channels=grey", "model.crop_channels"),
+                     ("diffusion.respace_start=10", "diffusion.respace_start")]:
         with pytest.raises(ConfigError, match=key):
             load_config(TINY, [bad])

@@ -154,3 +154,20 @@ def test_vote_readout_majority_and_shares():
     out = vote_readout(y0)
     assert out.argmax(1).tolist() == [0, 2]
     assert torch.allclose(out.softmax(1), torch.tensor([[2 / 3, 1 / 3, 0], [0, 0, 1.0]]), atol=1e-5)
+
+
+def test_respace_start_spans_the_truncated_positions(sched):
+    """diffusion.respace_start = N: tau = round(linspace(0, N-1, S)); S = N is DiffMIC's truncated-N chain."""
+    assert respaced_timesteps(1000, 4, 250).tolist() == [0, 83, 166, 249]
+    mu, y0, lam = inputs()
+    eps_fn = random_eps_fn(2)
+    truncated = sample_labels(sched, "truncated", eps_fn, mu, lam, 40, torch.Generator().manual_seed(3))
+    respaced = sample_labels(sched, "respaced", eps_fn, mu, lam, 40, torch.Generator().manual_seed(3), start=40)
+    assert torch.allclose(truncated, respaced, atol=1e-12)
+    for sampler in ("respaced", "ddim"):
+        out = sample_labels(sched, sampler, oracle(sched, y0, mu, lam), mu, lam, 10, torch.Generator(), start=250)
+        assert torch.allclose(out, y0, atol=1e-6)
+    with pytest.raises(ValueError, match="diffusion.test_timesteps"):
+        respaced_timesteps(1000, 300, 250)
+    with pytest.raises(ValueError, match="diffusion.respace_start"):
+        respaced_timesteps(1000, 10, 1001)

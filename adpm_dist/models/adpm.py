@@ -110,15 +110,16 @@ class ADPM(nn.Module):
     @torch.no_grad()
     def sample(self, images: torch.Tensor, *, sampler: str = "truncated", steps: int = 250,
                test_rule: str = "expected", generator: torch.Generator | None = None,
-               levels: torch.Tensor | None = None, samples: int = 1, cache_features: bool = True
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+               levels: torch.Tensor | None = None, samples: int = 1, cache_features: bool = True,
+               respace_start: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """Denoised label vectors y0 and the prior's probabilities (ADPM_SPEC 3.8).
 
         Prior, lambda_hat (eq. 18, from ``levels`` or the training lambda_j) and image features are
         computed once here; the loop only runs the MLP. ``cache_features=False`` re-runs the image
         encoder at every step as DiffMIC does (same result in eval mode; for benchmarks and tests).
         ``samples`` > 1 draws that many chains per image and returns CARD's vote (``vote_readout``):
-        argmax is the majority class, softmax the vote share.
+        argmax is the majority class, softmax the vote share. ``respace_start``: first position of the
+        respaced / DDIM schedules (0 = T; ``diffusion.respace_start``).
         """
         prior_out = self.prior(images)
         mu = F.softmax(prior_out.fused.float(), dim=1)
@@ -134,7 +135,7 @@ class ADPM(nn.Module):
             f = feats if cache_features else self.encode(tiled)    # DiffMIC: the encoder at every step
             return self.denoiser(f, y_t, mu_n, t).float()
 
-        y0 = sample_labels(self.scheduler, sampler, eps_fn, mu_n, lam_n, steps, generator)
+        y0 = sample_labels(self.scheduler, sampler, eps_fn, mu_n, lam_n, steps, generator, respace_start)
         if samples > 1:
             y0 = vote_readout(y0.view(samples, *mu.shape))
         return y0, mu
