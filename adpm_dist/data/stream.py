@@ -94,16 +94,16 @@ def split_budget(budget: int, counts: Sequence[int]) -> list[int]:
     return shares
 
 
-def _buffer_shuffle(items: Iterable, size: int, rng: random.Random) -> Iterator:
-    """Classic shuffle buffer: hold `size` items, emit a random one for each new arrival."""
+def _buffer_shuffle(items: Iterable, size: int, rng: random.Random, initial: int = 100) -> Iterator:
+    """Shuffle buffer of up to `size` items that starts emitting once it holds `initial` (it then
+    grows by one every other arrival), so a worker's first batch does not wait for `size` reads."""
     buf: list = []
-    for x in items:
-        if len(buf) < size:
-            buf.append(x)
-            continue
-        i = rng.randrange(size)
-        buf[i], x = x, buf[i]
-        yield x
+    for n, x in enumerate(items):
+        buf.append(x)
+        if len(buf) > size or (len(buf) >= min(initial, size) and (len(buf) == size or n % 2)):
+            i = rng.randrange(len(buf))
+            buf[i], buf[-1] = buf[-1], buf[i]
+            yield buf.pop()
     rng.shuffle(buf)
     yield from buf
 
