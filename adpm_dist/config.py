@@ -76,6 +76,8 @@ class DiffusionConfig:
     mmd_weight: float = 0.5                 # eq. 17
     samples: int = 1                        # samples per image; > 1: CARD majority vote (ADPM_SPEC 1.5)
     respace_start: int = 0                  # respaced/ddim span positions 0..N-1, N = this or T (0); 250 = DiffMIC start
+    prediction: str = "eps"                 # what the denoiser outputs: eps (CARD/DiffMIC/paper) or y0 (mu + residual)
+    train_t_max: int = 0                    # train on t < this only (0 = all T); 250 = the truncated sampler's range
 
 
 @dataclass
@@ -124,6 +126,7 @@ CHOICES = {
     "noise.apply": ("std", "variance"),
     "noise.test_levels": ("train", "soft_counts"),
     "diffusion.sampler": ("truncated", "respaced", "ddim"),
+    "diffusion.prediction": ("eps", "y0"),
     "model.crop_channels": ("channel0", "rgb"),
     "train.mixed_precision": ("no", "bf16", "fp16"),
 }
@@ -262,6 +265,7 @@ def validate(cfg: Config) -> None:
         "diffusion.test_timesteps": 1 <= cfg.diffusion.test_timesteps <= cfg.diffusion.timesteps,
         "diffusion.respace_start": (cfg.diffusion.respace_start == 0 or cfg.diffusion.test_timesteps
                                     <= cfg.diffusion.respace_start <= cfg.diffusion.timesteps),
+        "diffusion.train_t_max": 0 <= cfg.diffusion.train_t_max <= cfg.diffusion.timesteps,
         "diffusion.beta_end": 0 < cfg.diffusion.beta_start < cfg.diffusion.beta_end < 1,
         "train.epochs": cfg.train.epochs >= 1,
         "train.batch_size": cfg.train.batch_size >= 1,

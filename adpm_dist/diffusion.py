@@ -79,6 +79,13 @@ class ADPMScheduler:
         sab = self._at(self.sab, i, y_t)
         return (y_t - (1 - sab) * mu - lam * self._at(self.sdev, i, y_t) * eps_hat) / sab
 
+    def eps_from_start(self, y_t: torch.Tensor, mu: torch.Tensor, y0_hat: torch.Tensor, i: torch.Tensor | int,
+                       lam: torch.Tensor | float = 1.0) -> torch.Tensor:
+        """The unit noise that eq. 5 implies for a predicted y0 (inverse of ``predict_start``): lets a
+        y0-predicting denoiser (``diffusion.prediction=y0``) drive every eps-based sampler unchanged."""
+        sab = self._at(self.sab, i, y_t)
+        return (y_t - sab * y0_hat - (1 - sab) * mu) / (lam * self._at(self.sdev, i, y_t))
+
     def posterior(self, y0: torch.Tensor, y_t: torch.Tensor, mu: torch.Tensor, i: int,
                   lam: torch.Tensor | float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and variance of q(y_{i-1} | y_i, y0, x, lambda) (ADPM_SPEC 1.2 and 3.1)."""

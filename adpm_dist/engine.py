@@ -168,7 +168,8 @@ def train(cfg: Config, accelerator=None, on_epoch: Callable[[dict], None] | None
             batch = next(batch_iter)
             lr = set_lr(optimizer, t, (epoch - warmup) + i / usable)
             images, labels = batch["image"].to(acc.device), batch["label"].to(acc.device)
-            steps_t = antithetic_timesteps(len(labels), cfg.diffusion.timesteps, gen, acc.device)
+            steps_t = antithetic_timesteps(len(labels), cfg.diffusion.train_t_max or cfg.diffusion.timesteps, gen,
+                                           acc.device)
             eps = torch.randn(len(labels), len(names), generator=gen).to(acc.device)
             sync_buffers(acc, raw)  # DeepSpeed only: rank 0's BatchNorm statistics, as DDP does
             with acc.accumulate(model):

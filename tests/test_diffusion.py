@@ -67,6 +67,17 @@ def test_predict_start_inverts_add_noise(sched):
     assert torch.allclose(sched.predict_start(y_t, mu, eps, t, lam), y0, atol=1e-4)
 
 
+def test_eps_from_start_inverts_predict_start(sched):
+    """diffusion.prediction=y0 converts y0_hat to the eps eq. 5 implies; predict_start undoes it."""
+    y0, mu, eps, lam = torch.eye(3), torch.rand(3, 3), torch.randn(3, 3), torch.tensor([[1.0], [1.3], [2.0]])
+    t = torch.tensor([0, 200, 999])
+    y_t = sched.add_noise(y0, mu, eps, t, lam)
+    assert torch.allclose(sched.eps_from_start(y_t, mu, y0, t, lam), eps, atol=1e-3)
+    y0_hat = torch.rand(3, 3)
+    assert torch.allclose(sched.predict_start(y_t, mu, sched.eps_from_start(y_t, mu, y0_hat, t, lam), t, lam),
+                          y0_hat, atol=1e-4)
+
+
 def test_perfect_denoiser_recovers_y0(sched):
     """With the true noise at every step, the truncated chain lands on y0 exactly."""
     y0, mu = torch.eye(3), torch.full((3, 3), 1 / 3)

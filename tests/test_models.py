@@ -158,6 +158,7 @@ VARIANTS = {
     "rgb_crops": ["model.crop_channels=rgb"],
     "no_mmd": ["diffusion.mmd_weight=0"],
     "encoder_shares_prior_map": ["model.encoder=prior"],
+    "predict_y0": ["diffusion.prediction=y0"],
 }
 
 
@@ -177,8 +178,28 @@ def test_every_variant_trains_a_step(name):
     unused = [k for k, p in model.named_parameters() if p.grad is None]
     assert not unused, unused
     opt.step()
+    if name == "predict_y0":  # zero-initialised output layer: the inner layers get gradient from step 2 on
+        opt.zero_grad()
+        model(images, labels, t, eps, joint=True)["loss"].backward()
+        opt.step()
     assert all(not torch.equal(before[k], p) for k, p in model.named_parameters() if k.endswith("lin1.lin.weight"))
     assert (model.levels == 1).all() == (name == "isotropic_alpha0")
+
+
+def test_untrained_y0_denoiser_returns_the_prior():
+    """diffusion.prediction=y0: y0_hat = mu + output with a zero-initialised output layer, so before
+    training the loss is MSE(mu, y0) and every sampler ends at exactly the prior's probabilities."""
+    model = tiny_model("diffusion.prediction=y0").eval()
+    images, labels, t, eps = batch()
+    mu = model.prior_probs(images)
+    for sampler in ("truncated", "respaced", "ddim"):
+        y0, prior = model.sample(images, sampler=sampler, steps=10, generator=torch.Generator().manual_seed(0))
+        assert torch.allclose(y0, mu, atol=1e-4), sampler
+    model.train()
+    loss = model(images, labels, t, eps, joint=True)["diffusion"]
+    fused = model.chain_means(model.prior_eval(images))[0]
+    mse = F.mse_loss(fused, F.one_hot(labels, 5).float())
+    assert loss.item() >= mse.item() - 1e-6  # plus the (non-negative) MMD terms of the other chains
 
 
 def test_prior_warm_up_step_trains_only_the_prior():

@@ -22,9 +22,11 @@ from .prior import PriorNetwork, PriorOutput
 
 class ADPM(nn.Module):
     def __init__(self, prior: PriorNetwork, denoiser: Denoiser, scheduler: ADPMScheduler, levels: torch.Tensor,
-                 *, forward_prior: bool = True, mmd_weight: float = 0.5, noise: NoiseConfig | None = None):
+                 *, forward_prior: bool = True, mmd_weight: float = 0.5, noise: NoiseConfig | None = None,
+                 prediction: str = "eps"):
         super().__init__()
         self.prior, self.denoiser, self.scheduler = prior, denoiser, scheduler
+        self.prediction = prediction  # eps (paper) or y0 = mu + denoiser output (diffusion.prediction)
         self.register_buffer("levels", levels.float())  # lambda_j of eq. 14, saved with the weights
         self.forward_prior, self.mmd_weight = forward_prior, mmd_weight
         self.noise = noise or NoiseConfig()  # eq. 14 parameters (for soft-count levels) and std|variance
@@ -67,8 +69,12 @@ class ADPM(nn.Module):
             # eq. 16: every chain shares eps and lambda_y; they differ only in their prior mean.
             y_t = torch.cat([self.scheduler.add_noise(y0, mu, eps, t, lam) for mu in mus])
             feats = self.encode(images, prior_out)                      # once for all chains
-            eps_hat = self.denoiser(feats.repeat(n), y_t, torch.cat(mus), t.repeat(n)).float().chunk(n)
-            losses["diffusion"] = diffusion_loss(eps, *eps_hat, mmd_weight=self.mmd_weight)
+            out = self.denoiser(feats.repeat(n), y_t, torch.cat(mus), t.repeat(n)).float()
+            if self.prediction == "y0":  # eq. 17 with y0 in place of eps: MSE on the fused chain, MMD on the others
+                preds, target = (torch.cat(mus) + out).chunk(n), y0
+            else:
+                preds, target = out.chunk(n), eps
+            losses["diffusion"] = diffusion_loss(target, *preds, mmd_weight=self.mmd_weight)
         losses["prior_ce"] = F.cross_entropy(self.prior(images).fused.float(), labels)
         losses["loss"] = sum(losses.values())
         return losses
@@ -133,7 +139,10 @@ class ADPM(nn.Module):
 
         def eps_fn(y_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             f = feats if cache_features else self.encode(tiled)    # DiffMIC: the encoder at every step
-            return self.denoiser(f, y_t, mu_n, t).float()
+            out = self.denoiser(f, y_t, mu_n, t).float()
+            if self.prediction == "y0":  # t is the network's time index = the index into the full schedule
+                return self.scheduler.eps_from_start(y_t, mu_n, mu_n + out, t, lam_n)
+            return out
 
         y0 = sample_labels(self.scheduler, sampler, eps_fn, mu_n, lam_n, steps, generator, respace_start)
         if samples > 1:
@@ -157,7 +166,8 @@ def build_model(cfg: Config, class_counts: list[int]) -> ADPM:
                                m.encoder_pretrained, tokens=m.reverse_prior, pooled=m.feature_product,
                                channels=prior.features.channels, reduction=prior.features.reduction)
     denoiser = Denoiser(k, encoder=encoder, hidden_dim=m.hidden_dim, token_dim=m.token_dim, heads=m.heads,
-                        timesteps=d.timesteps, reverse_prior=m.reverse_prior, feature_product=m.feature_product)
+                        timesteps=d.timesteps, reverse_prior=m.reverse_prior, feature_product=m.feature_product,
+                        zero_output=d.prediction == "y0")
     scheduler = ADPMScheduler.linear(d.timesteps, d.beta_start, d.beta_end)
     return ADPM(prior, denoiser, scheduler, levels, forward_prior=m.forward_prior, mmd_weight=d.mmd_weight,
-                noise=cfg.noise)
+                noise=cfg.noise, prediction=d.prediction)

@@ -135,7 +135,8 @@ class Denoiser(nn.Module):
     """
 
     def __init__(self, num_classes: int, *, encoder: ImageEncoder | None, hidden_dim: int, token_dim: int,
-                 heads: int, timesteps: int, reverse_prior: bool = True, feature_product: bool = True):
+                 heads: int, timesteps: int, reverse_prior: bool = True, feature_product: bool = True,
+                 zero_output: bool = False):
         super().__init__()
         if (reverse_prior or feature_product) and encoder is None:
             raise ValueError("the denoiser is conditioned on the image (reverse prior or product) but has no encoder")
@@ -148,6 +149,9 @@ class Denoiser(nn.Module):
         self.norms = nn.ModuleList(nn.BatchNorm1d(hidden_dim) for _ in range(3))
         self.xattn = CrossAttention(token_dim, heads) if reverse_prior else None
         self.out = nn.Linear(hidden_dim, num_classes)
+        if zero_output:  # y0 = mu + output: an untrained denoiser returns the prior's prediction
+            nn.init.zeros_(self.out.weight)
+            nn.init.zeros_(self.out.bias)
 
     @property
     def shares_prior_features(self) -> bool:
