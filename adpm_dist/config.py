@@ -53,6 +53,7 @@ class ModelConfig:
     crop_size: int = 32                     # DCG local crops in pixels (paper: 32 of 224; digits-LT: 8 of 32)
     num_crops: int = 6                      # DCG top-k saliency windows (ADPM_SPEC 2.2)
     crop_channels: str = "channel0"         # channel0 (DiffMIC quirk) or rgb
+    prior_loss: str = "ce"                  # the prior's training loss: ce (DCG, the paper) or balanced_softmax
 
 
 @dataclass
@@ -78,6 +79,20 @@ class DiffusionConfig:
     respace_start: int = 0                  # respaced/ddim span positions 0..N-1, N = this or T (0); 250 = DiffMIC start
     prediction: str = "eps"                 # what the denoiser outputs: eps (CARD/DiffMIC/paper) or y0 (mu + residual)
     train_t_max: int = 0                    # train on t < this only (0 = all T); 250 = the truncated sampler's range
+
+
+@dataclass
+class BaselineConfig:
+    """Hyper-parameters of the long-tail baselines (``method=``, docs/baselines.md); ADPM ignores them.
+
+    weighted_ce needs none: its class weights are 1/n_j normalised to mean 1.
+    """
+    focal_gamma: float = 2.0                # focal loss (Lin et al. 2017): -(1 - p_y)^gamma log p_y; 0 = CE
+    la_tau: float = 1.0                     # logit-adjusted loss (Menon et al. 2021): CE(f + tau log pi); 0 = CE
+    ldam_max_margin: float = 0.5            # LDAM (Cao et al. 2019): margin_j = C n_j^(-1/4), the largest = this
+    ldam_scale: float = 30.0                # LDAM: logits = scale * cos(feature, class weight) (normalised head)
+    drw_start_fraction: float = 0.8         # LDAM-DRW: class-balanced weights from this fraction of train.epochs on
+    cb_beta: float = 0.9999                 # DRW weights (1 - beta) / (1 - beta^n_j) (Cui et al. 2019), sum = K
 
 
 @dataclass
@@ -111,16 +126,20 @@ class RunConfig:
 
 @dataclass
 class Config:
+    method: str = "adpm"                    # adpm, or a baseline on the same pipeline (docs/baselines.md)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     noise: NoiseConfig = field(default_factory=NoiseConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
 
 # Allowed values for string options: one place, checked by validate().
 CHOICES = {
+    "method": ("adpm", "prior", "ce", "weighted_ce", "focal", "logit_adjusted", "balanced_softmax", "ldam_drw",
+               "resample"),
     "noise.formula": ("A", "B", "power"),
     "noise.test_rule": ("expected", "argmax"),
     "noise.apply": ("std", "variance"),
@@ -128,6 +147,7 @@ CHOICES = {
     "diffusion.sampler": ("truncated", "respaced", "ddim"),
     "diffusion.prediction": ("eps", "y0"),
     "model.crop_channels": ("channel0", "rgb"),
+    "model.prior_loss": ("ce", "balanced_softmax"),
     "train.mixed_precision": ("no", "bf16", "fp16"),
 }
 
@@ -252,8 +272,9 @@ def save_config(cfg: Config, path: str | Path) -> None:
 
 def validate(cfg: Config) -> None:
     for key, allowed in CHOICES.items():
-        section, name = key.split(".")
-        value = getattr(getattr(cfg, section), name)
+        value = cfg
+        for name in key.split("."):  # "section.name", or a top-level key such as "method"
+            value = getattr(value, name)
         if value not in allowed:
             raise ConfigError(f"{key}: {value!r} is not one of {', '.join(allowed)}")
     checks = {
@@ -285,6 +306,12 @@ def validate(cfg: Config) -> None:
         "model.crop_size": 1 <= cfg.model.crop_size <= cfg.data.image_size,
         "model.num_crops": cfg.model.num_crops >= 1,
         "diffusion.samples": cfg.diffusion.samples >= 1,
+        "baseline.focal_gamma": cfg.baseline.focal_gamma >= 0,
+        "baseline.la_tau": cfg.baseline.la_tau >= 0,
+        "baseline.ldam_max_margin": cfg.baseline.ldam_max_margin > 0,
+        "baseline.ldam_scale": cfg.baseline.ldam_scale > 0,
+        "baseline.drw_start_fraction": 0.0 <= cfg.baseline.drw_start_fraction <= 1.0,
+        "baseline.cb_beta": 0.0 <= cfg.baseline.cb_beta < 1.0,
     }
     for key, ok in checks.items():
         if not ok:

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .baselines import training_epochs
 from .checkpoint import enter_epoch, load_best, resume, rng_snapshot, save_best, save_training_state
 from .config import Config, save_config, to_dict
 from .data.manifest import load_manifest
@@ -29,7 +30,7 @@ from .distributed import (build_accelerator, check_launch, configure_for, full_s
 from .ema import EMA
 from .evaluate import classification_metrics, format_table
 from .models import ADPM, build_model
-from .optim import build_optimizer, restart_group, set_lr
+from .optim import build_optimizer, clipped_parameters, restart_group, set_lr
 from .plan import DataPlan, plan_data
 from .tracking import RunLog, peak_memory_mb, progress
 
@@ -132,13 +133,18 @@ def train(cfg: Config, accelerator=None, on_epoch: Callable[[dict], None] | None
     gen = torch.Generator().manual_seed(cfg.run.seed * 7919 + rank)  # t and eps, per rank
     acc.print(f"data: {manifest.root} | train parts {plan.train_parts} ({sum(plan.class_counts)} samples, "
               f"{len(plan.val_keys)} held out for validation) | eval part {plan.eval_part!r}")
-    acc.print("noise levels lambda_j: " + ", ".join(f"{n}={v:.3f}" for n, v in zip(names, eval_model.levels.tolist())))
+    levels = getattr(eval_model, "levels", None)  # ADPM's eq. 14 lambda_j; a baseline has none (method=)
+    noise_levels = dict(zip(names, levels.tolist())) if levels is not None else {}
+    acc.print(f"method {cfg.method} | noise levels lambda_j: "
+              + (", ".join(f"{n}={v:.3f}" for n, v in noise_levels.items()) or "none"))
+    clipped = clipped_parameters(raw)  # the denoiser (a baseline's classifier); never the prior
 
     # 3. Where to start: a fresh run, or the position of a checkpoint (train.resume).
     loop, resumed = resume(acc, cfg, ckpt_dir, gen, ema)
     log = RunLog(acc, out, log_every=t.log_every, images_per_step=t.batch_size * world * t.grad_accum,
                  purge_step=loop["step"] if resumed else None)
-    warmup, total = t.prior_warmup_epochs, t.prior_warmup_epochs + t.epochs
+    # ADPM: prior warm-up epochs, then joint ones; baselines: no warm-up, every epoch trains and validates.
+    warmup, total = training_epochs(cfg)
 
     def checkpoint(epoch: int, batch: int, sums: dict, epoch_rng: dict, val_f1: float | None = None) -> None:
         loop.update(epoch=epoch, batch=batch)
@@ -151,9 +157,10 @@ def train(cfg: Config, accelerator=None, on_epoch: Callable[[dict], None] | None
     # 4. Prior warm-up, then joint training; validate on the carve-out and keep the best.
     for epoch in range(loop["epoch"], total):
         joint = epoch >= warmup
-        phase = "joint" if joint else "prior warm-up"
+        phase = ("joint" if joint else "prior warm-up") if cfg.method == "adpm" else cfg.method
         batches = train_batches(manifest, plan.train_parts, t.batch_size, train_tf, epoch=epoch, seed=cfg.run.seed,
-                                rank=rank, world_size=world, num_workers=d.num_workers, exclude_keys=plan.val_keys)
+                                rank=rank, world_size=world, num_workers=d.num_workers, exclude_keys=plan.val_keys,
+                                class_balanced=cfg.method == "resample")
         usable = len(batches) - len(batches) % t.grad_accum  # whole optimizer steps only
         if usable == 0:
             raise ValueError(f"train.grad_accum={t.grad_accum} exceeds the {len(batches)} batches per epoch")
@@ -161,6 +168,8 @@ def train(cfg: Config, accelerator=None, on_epoch: Callable[[dict], None] | None
         resumed = None
         if joint and epoch == warmup and first == 0:  # the denoiser's Adam starts with joint training
             restart_group(optimizer, "denoiser")
+        if hasattr(raw, "set_epoch"):  # baselines: LDAM-DRW's re-weighting starts at an epoch
+            raw.set_epoch(epoch)
         model.train()
         seen, steps_here, start = 0, 0, time.perf_counter()
         bar = progress(total=usable, initial=first, desc=f"epoch {epoch + 1}/{total} ({phase})", leave=False, acc=acc)
@@ -176,8 +185,8 @@ def train(cfg: Config, accelerator=None, on_epoch: Callable[[dict], None] | None
                 with acc.autocast():
                     losses = model(images, labels, steps_t, eps, joint=joint)
                 acc.backward(losses["loss"])
-                if acc.sync_gradients and t.grad_clip > 0:  # under DeepSpeed its config clips (all parameters)
-                    acc.clip_grad_norm_(raw.denoiser.parameters(), t.grad_clip)
+                if acc.sync_gradients and t.grad_clip > 0 and clipped:  # under DeepSpeed its config clips (all)
+                    acc.clip_grad_norm_(clipped, t.grad_clip)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
             for k, v in losses.items():
@@ -240,7 +249,7 @@ def train(cfg: Config, accelerator=None, on_epoch: Callable[[dict], None] | None
     metrics.update(
         eval_part=plan.eval_part, best_epoch=best["epoch"], val_macro_f1=best["macro_f1"],
         sampler=cfg.diffusion.sampler, sampling_steps=cfg.diffusion.test_timesteps,
-        noise_levels=dict(zip(names, eval_model.levels.tolist())), train_counts=dict(zip(names, plan.class_counts)),
+        method=cfg.method, noise_levels=noise_levels, train_counts=dict(zip(names, plan.class_counts)),
         history=loop["history"],
     )
     if acc.is_main_process:

@@ -16,23 +16,39 @@ def warmup_cosine(epoch_f: float, warmup_epochs: float, total_epochs: float) -> 
     return 0.5 * (1 + math.cos(math.pi * min(1.0, (epoch_f - warmup_epochs) / span)))
 
 
-def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """One Adam over the whole model (ZeRO-3-safe), one group per part.
+# The model's trainable parts -> parameter groups. Scheduled parts follow set_lr's warm-up cosine at
+# train.lr and are gradient-clipped; the prior keeps DiffMIC's constant DCG lr (amsgrad), unclipped.
+SCHEDULED_PARTS = ("denoiser", "classifier")  # ADPM's denoiser; a baseline's classifier (adpm_dist/baselines)
 
-    group 0 = denoiser (lr 1e-3, schedule above), group 1 = prior network (DiffMIC DCG: 2e-4, amsgrad).
+
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """One Adam over the whole model (ZeRO-3-safe), one group per part the model has.
+
+    ADPM: group 0 = denoiser (lr 1e-3, schedule above), group 1 = prior network (DiffMIC DCG: 2e-4,
+    amsgrad). Baselines: their ``classifier`` (scheduled like the denoiser) or their ``prior`` alone.
     """
-    return torch.optim.Adam([
-        {"params": list(model.denoiser.parameters()), "lr": cfg.lr, "name": "denoiser"},
-        {"params": list(model.prior.parameters()), "lr": cfg.prior_lr, "amsgrad": True, "name": "prior"},
-    ], betas=(0.9, 0.999), eps=1e-8)
+    groups = [{"params": list(part.parameters()), "lr": cfg.lr, "name": name}
+              for name in SCHEDULED_PARTS if (part := getattr(model, name, None)) is not None]
+    if (prior := getattr(model, "prior", None)) is not None:
+        groups.append({"params": list(prior.parameters()), "lr": cfg.prior_lr, "amsgrad": True, "name": "prior"})
+    return torch.optim.Adam(groups, betas=(0.9, 0.999), eps=1e-8)
+
+
+def clipped_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """Parameters that train.grad_clip applies to: the scheduled parts (the prior is never clipped)."""
+    return [p for name in SCHEDULED_PARTS if (part := getattr(model, name, None)) is not None
+            for p in part.parameters()]
 
 
 def set_lr(optimizer: torch.optim.Optimizer, cfg: TrainConfig, diffusion_epoch_f: float) -> float:
-    """Denoiser LR for this iteration; the prior keeps its constant LR. Returns the denoiser LR."""
+    """LR of the scheduled groups for this iteration; the prior keeps its constant LR.
+
+    Returns group 0's LR (ADPM: the denoiser's; method=prior: the prior's constant one).
+    """
     lr = cfg.lr * warmup_cosine(max(diffusion_epoch_f, 0.0), cfg.warmup_epochs, cfg.epochs)
     for group in optimizer.param_groups:
-        group["lr"] = lr if group.get("name") == "denoiser" else cfg.prior_lr
-    return lr
+        group["lr"] = cfg.prior_lr if group.get("name") == "prior" else lr
+    return optimizer.param_groups[0]["lr"]
 
 
 def restart_group(optimizer, group_name: str) -> int:

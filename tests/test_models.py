@@ -159,6 +159,7 @@ VARIANTS = {
     "no_mmd": ["diffusion.mmd_weight=0"],
     "encoder_shares_prior_map": ["model.encoder=prior"],
     "predict_y0": ["diffusion.prediction=y0"],
+    "balanced_softmax_prior": ["model.prior_loss=balanced_softmax"],
 }
 
 
@@ -200,6 +201,17 @@ def test_untrained_y0_denoiser_returns_the_prior():
     fused = model.chain_means(model.prior_eval(images))[0]
     mse = F.mse_loss(fused, F.one_hot(labels, 5).float())
     assert loss.item() >= mse.item() - 1e-6  # plus the (non-negative) MMD terms of the other chains
+
+
+def test_balanced_softmax_prior_loss_is_ce_on_logits_plus_log_counts():
+    """model.prior_loss=balanced_softmax (Ren et al. 2020): CE(fused + log n_j); ce: plain CE (the paper)."""
+    images, labels, t, eps = batch()
+    for prior_loss, shift in (("ce", torch.zeros(5)), ("balanced_softmax", torch.tensor(COUNTS).float().log())):
+        model = tiny_model(f"model.prior_loss={prior_loss}")
+        loss = model(images, labels, t, eps, joint=False)["prior_ce"]
+        torch.manual_seed(1)
+        expected = F.cross_entropy(model.prior(images).fused + shift, labels)
+        assert torch.allclose(loss, expected, atol=1e-5), prior_loss
 
 
 def test_prior_warm_up_step_trains_only_the_prior():

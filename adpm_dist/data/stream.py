@@ -20,6 +20,11 @@ Training (`train_batches`): each rank opens only its own shards; that is what le
 5. Samples are mixed in a shuffle buffer seeded by (seed, epoch, rank, worker), decoded once,
    transformed and batched in the worker (one transfer per batch); each worker's short last batch
    is merged with the others' in the main process.
+6. Class-balanced epochs (`class_balanced=True`, method=resample): every sample gets a number of
+   copies for the epoch (`class_balanced_copies`: each of the K classes gets m = n // K draws, seeded
+   by (seed, epoch), the same on every rank, from index.csv alone). Everything above then runs on
+   copies instead of samples: shard sizes are their copy counts, a shard yields each sample that
+   many times (each copy augmented on its own); the epoch length K x m is the same every epoch.
 It needs at least world_size x max(1, num_workers) shards holding samples; with fewer, a ValueError
 says how to re-run prepare with a smaller --samples-per-shard.
 
@@ -119,14 +124,49 @@ class _KeyFilter:
         return key not in self.exclude and (self.include is None or key in self.include)
 
 
-def _budgeted(shards: Sequence[str], budget: int, keep: Callable[[str], bool], rng: random.Random) -> Iterator[dict]:
-    """Exactly `budget` samples from `shards`: stop early if they hold more, re-read them if fewer."""
+def class_balanced_copies(labels: dict[str, int], seed: int, epoch: int) -> dict[str, int]:
+    """Copies of each key in one class-balanced epoch (keys absent: 0 copies).
+
+    With n samples of K classes (K = classes with a sample), class j (n_j samples) gets exactly
+    m = n // K draws: every sample m // n_j copies, plus one more for m % n_j of them chosen at
+    random (seeded by (seed, epoch)), so a head class is subsampled without replacement and a tail
+    class repeated as evenly as possible. Deterministic: every rank computes the same copies.
+    """
+    by_class: dict[int, list[str]] = {}
+    for key in sorted(labels):
+        by_class.setdefault(labels[key], []).append(key)
+    if not by_class:
+        return {}
+    m = len(labels) // len(by_class)
+    rng = random.Random(f"{seed}:{epoch}:class-balanced")
+    copies = {}
+    for label in sorted(by_class):
+        keys = by_class[label]
+        full, extra = divmod(m, len(keys))
+        chosen = set(rng.sample(keys, extra))
+        copies.update({k: full + (k in chosen) for k in keys})
+    return copies
+
+
+class _Copies:
+    """copies(key) -> int (0 = not in this epoch): a class-balanced epoch's key filter. Pickles."""
+
+    def __init__(self, copies: dict[str, int]):
+        self.copies = copies
+
+    def __call__(self, key: str) -> int:
+        return self.copies.get(key, 0)
+
+
+def _budgeted(shards: Sequence[str], budget: int, keep: Callable[[str], int], rng: random.Random) -> Iterator[dict]:
+    """Exactly `budget` samples from `shards`: stop early if they hold more, re-read them if fewer.
+    `keep(key)`: True/False, or a number of copies (class-balanced epochs)."""
     produced, order = 0, list(shards)
     while produced < budget:
         before = produced
         for path in order:
             for sample in read_shard(path):
-                if keep(sample["__key__"]):
+                for _ in range(int(keep(sample["__key__"]))):
                     yield sample
                     produced += 1
                     if produced == budget:
@@ -269,9 +309,12 @@ class TrainLoader(ShardLoader):
 
     samples: _TrainSamples
 
-    def __init__(self, *args, shards: list[tuple[str, int]], seed: int, rank: int, world_size: int, **kwargs):
+    def __init__(self, *args, shards: list[tuple[str, int]], seed: int, rank: int, world_size: int,
+                 rebalance: Callable[[int], tuple[Callable[[str], int], list[tuple[str, int]]]] | None = None,
+                 **kwargs):
         super().__init__(*args, **kwargs)
         self._shards, self._seed, self._rank, self._world = shards, seed, rank, world_size
+        self._rebalance = rebalance  # class-balanced: epoch -> (copies per key, shard sizes in copies)
         self.epoch = 0
 
     def assignment(self, epoch: int) -> list[list[tuple[str, int]]]:
@@ -282,6 +325,8 @@ class TrainLoader(ShardLoader):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+        if self._rebalance is not None:  # each epoch draws its own copies (same total, so same len())
+            self.samples.keep, self._shards = self._rebalance(epoch)
         self.samples.shards = self.assignment(epoch)[self._rank]
         self.samples.budget = self.num_samples
         self.samples.seed = f"{self._seed}:{epoch}:{self._rank}"
@@ -294,12 +339,12 @@ def _check_split(batch_size: int, rank: int, world_size: int) -> None:
         raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
 
 
-def _shard_counts(manifest: Manifest, parts, keep: _KeyFilter) -> list[tuple[str, int]]:
-    """(absolute shard path, samples passing `keep`) for the shards of `parts`, from index.csv."""
+def _shard_counts(manifest: Manifest, parts, keep: Callable[[str], int]) -> list[tuple[str, int]]:
+    """(absolute shard path, samples passing `keep`, or their copies) for the shards of `parts`, from index.csv."""
     counts: dict[str, int] = {}
     for row in manifest.rows(parts):
-        if keep(row.key):
-            counts[row.shard] = counts.get(row.shard, 0) + 1
+        if copies := int(keep(row.key)):
+            counts[row.shard] = counts.get(row.shard, 0) + copies
     paths = [p for part in manifest.check_parts(parts) for p in manifest.parts[part]]
     return [(str(p), counts[p.name]) for p in paths if counts.get(p.name)]
 
@@ -317,17 +362,28 @@ def train_batches(
     num_workers: int = 0,
     exclude_keys: frozenset[str] | set[str] = frozenset(),
     shuffle_buffer: int = 1000,
+    class_balanced: bool = False,
 ) -> TrainLoader:
     """One epoch of shuffled training batches for this rank (shard-level split, see the module docstring).
 
     len() = max(1, n // (batch_size * world_size)) on every rank, n = samples of `parts` not in
     `exclude_keys`; each rank yields exactly that many full batches. If n < batch_size * world_size,
     the single batch holds n // world_size samples. Create one loader per epoch, or call `set_epoch`.
+    class_balanced: every class equally often in the epoch (module docstring, 6); n = K x (n // K).
     """
     _check_split(batch_size, rank, world_size)
     keep = _KeyFilter(None, frozenset(exclude_keys))
     parts = manifest.check_parts(parts)
-    shards = _shard_counts(manifest, parts, keep)
+    if class_balanced:
+        labels = {r.key: r.label for r in manifest.rows(parts) if keep(r.key)}
+
+        def rebalance(e: int) -> tuple[_Copies, list[tuple[str, int]]]:
+            copies = _Copies(class_balanced_copies(labels, seed, e))
+            return copies, _shard_counts(manifest, parts, copies)
+
+        keep, shards = rebalance(epoch)
+    else:
+        rebalance, shards = None, _shard_counts(manifest, parts, keep)
     n = sum(c for _, c in shards)
     if n < world_size:
         raise ValueError(f"{manifest.root}: parts {parts} have {n} samples left, fewer than {world_size} ranks")
@@ -342,7 +398,7 @@ def train_batches(
     per_rank = min(num_batches * batch_size, n // world_size)
     samples = _TrainSamples(transform, keep, shuffle_buffer, min(batch_size, per_rank))
     loader = TrainLoader(samples, min(batch_size, per_rank), num_batches, per_rank, num_workers,
-                         shards=shards, seed=seed, rank=rank, world_size=world_size)
+                         shards=shards, seed=seed, rank=rank, world_size=world_size, rebalance=rebalance)
     loader.set_epoch(epoch)
     return loader
 

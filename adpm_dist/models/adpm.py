@@ -23,10 +23,14 @@ from .prior import PriorNetwork, PriorOutput
 class ADPM(nn.Module):
     def __init__(self, prior: PriorNetwork, denoiser: Denoiser, scheduler: ADPMScheduler, levels: torch.Tensor,
                  *, forward_prior: bool = True, mmd_weight: float = 0.5, noise: NoiseConfig | None = None,
-                 prediction: str = "eps"):
+                 prediction: str = "eps", prior_logit_shift: torch.Tensor | None = None):
         super().__init__()
         self.prior, self.denoiser, self.scheduler = prior, denoiser, scheduler
         self.prediction = prediction  # eps (paper) or y0 = mu + denoiser output (diffusion.prediction)
+        # Added to the fused logits in the prior's training loss only: zeros = DCG's CE (the paper);
+        # log n_j = balanced softmax (model.prior_loss), so mu = softmax(fused) is a class-balanced prior.
+        shift = torch.zeros(len(levels)) if prior_logit_shift is None else prior_logit_shift
+        self.register_buffer("prior_logit_shift", shift.float())
         self.register_buffer("levels", levels.float())  # lambda_j of eq. 14, saved with the weights
         self.forward_prior, self.mmd_weight = forward_prior, mmd_weight
         self.noise = noise or NoiseConfig()  # eq. 14 parameters (for soft-count levels) and std|variance
@@ -75,7 +79,7 @@ class ADPM(nn.Module):
             else:
                 preds, target = out.chunk(n), eps
             losses["diffusion"] = diffusion_loss(target, *preds, mmd_weight=self.mmd_weight)
-        losses["prior_ce"] = F.cross_entropy(self.prior(images).fused.float(), labels)
+        losses["prior_ce"] = F.cross_entropy(self.prior(images).fused.float() + self.prior_logit_shift, labels)
         losses["loss"] = sum(losses.values())
         return losses
 
@@ -150,14 +154,20 @@ class ADPM(nn.Module):
         return y0, mu
 
 
+def build_prior(cfg: Config, num_classes: int) -> PriorNetwork:
+    """The DCG prior network of ``cfg.model`` (ADPM's, and ``method=prior``'s on its own)."""
+    m = cfg.model
+    return PriorNetwork(num_classes, m.backbone, m.backbone_level, m.pretrained, local_backbone=m.local_backbone,
+                        local_level=m.local_level, local_pretrained=m.local_pretrained, crop_size=m.crop_size,
+                        num_crops=m.num_crops, crop_channels=m.crop_channels)
+
+
 def build_model(cfg: Config, class_counts: list[int]) -> ADPM:
     """The model described by ``cfg`` for a training set with these per-class counts."""
     k = len(class_counts)
     m, d = cfg.model, cfg.diffusion
     levels = class_noise_levels(class_counts, cfg.noise.alpha, cfg.noise.beta, cfg.noise.formula, cfg.noise.n_floor)
-    prior = PriorNetwork(k, m.backbone, m.backbone_level, m.pretrained, local_backbone=m.local_backbone,
-                         local_level=m.local_level, local_pretrained=m.local_pretrained, crop_size=m.crop_size,
-                         num_crops=m.num_crops, crop_channels=m.crop_channels)
+    prior = build_prior(cfg, k)
     encoder = None
     if m.reverse_prior or m.feature_product:  # otherwise the denoiser never sees the image
         # model.encoder=prior: no backbone of its own, project the prior's (detached) global feature map
@@ -170,4 +180,11 @@ def build_model(cfg: Config, class_counts: list[int]) -> ADPM:
                         zero_output=d.prediction == "y0")
     scheduler = ADPMScheduler.linear(d.timesteps, d.beta_start, d.beta_end)
     return ADPM(prior, denoiser, scheduler, levels, forward_prior=m.forward_prior, mmd_weight=d.mmd_weight,
-                noise=cfg.noise, prediction=d.prediction)
+                noise=cfg.noise, prediction=d.prediction, prior_logit_shift=prior_logit_shift(cfg, class_counts))
+
+
+def prior_logit_shift(cfg: Config, class_counts: list[int]) -> torch.Tensor:
+    """What the prior's CE adds to its logits: 0 (``ce``), or log n_j (``balanced_softmax``, Ren et al.
+    2020; at test time the raw logits give the class-balanced posterior)."""
+    counts = torch.as_tensor(class_counts, dtype=torch.float64).clamp_min(1.0)
+    return counts.log().float() if cfg.model.prior_loss == "balanced_softmax" else torch.zeros(len(counts))

@@ -1,0 +1,236 @@
+"""Quality benchmark: ADPM against long-tail baselines on the same pipeline (issue 8, docs/baselines.md).
+
+    python benchmarks/quality.py [--irs 10 50 100] [--seeds 0 1 2] [--methods adpm ce ...] [--jobs 2]
+        [--config configs/digits_lt.yaml] [--out runs/quality] [--baseline-epochs N] [key=value ...]
+    python benchmarks/quality.py --shards shards/pad_ufes --config configs/pad_ufes.yaml ...   # any shards
+
+1. Data: digits-LT prepared at each imbalance ratio into OUT/data/digits_lt_ir<IR> (kept between
+   invocations), or the one shard directory given with --shards (then there is no IR loop).
+2. Runs: launch/train.py in a subprocess per (dataset, method, seed) into
+   OUT/runs/<dataset>/<method>/seed<seed>; a run whose metrics.json exists is skipped, an
+   interrupted one continues from its checkpoint (train.resume=auto). --jobs N runs N at a time
+   (each with OMP_NUM_THREADS = CPUs / N unless set). Overrides: config < the method's (METHODS in
+   adpm_dist/baselines/quality.py; with --baseline-epochs N the classifier methods also
+   train.epochs=N; default: the config's epochs for every method) < the key=value arguments,
+   which go to every run. Times and defaults: docs/baselines.md.
+3. Table: per dataset and method, mean +- sample std over the seeds of macro-F1, balanced accuracy
+   and the mean F1 of the head / medium / tail thirds of the classes by training count; written
+   between the quality markers of --results (benchmarks/RESULTS.md) with the date and this
+   command, and every run as a row of --csv.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from adpm_dist.baselines.quality import (DIFFUSION_ENTRIES, METHODS, METRICS, dataset_table,  # noqa: E402
+                                         frequency_groups, groups_line, replace_section, run_scores)
+from adpm_dist.config import ConfigError, from_dict, load_config  # noqa: E402
+from adpm_dist.data.manifest import load_manifest  # noqa: E402
+from adpm_dist.plan import plan_data  # noqa: E402
+
+TIMING_FILE = "bench_seconds.json"
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--irs", type=float, nargs="+", default=[10, 50, 100], help="digits-LT imbalance ratios")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS), metavar="METHOD",
+                   help=f"benchmark entries (default: all): {', '.join(METHODS)}")
+    p.add_argument("--shards", help="a prepared shard directory instead of digits-LT (no IR loop)")
+    p.add_argument("--config", default="configs/digits_lt.yaml")
+    p.add_argument("--out", default="runs/quality", help="data and run directories")
+    p.add_argument("--results", default="benchmarks/RESULTS.md", help="markdown file that gets the table")
+    p.add_argument("--csv", default="benchmarks/quality_runs.csv", help="one row per run")
+    p.add_argument("--jobs", type=int, default=1, help="runs at a time")
+    p.add_argument("--baseline-epochs", type=int, default=0,
+                   help="train.epochs of the non-diffusion methods (0: the config's)")
+    p.add_argument("overrides", nargs="*", help="key=value overrides for every run (win over the method's)")
+    args = p.parse_args(argv)
+    if args.jobs < 1:
+        p.error("--jobs must be >= 1")
+    return args
+
+
+def datasets(args, out: Path) -> dict[str, Path]:
+    """name -> shard directory: the given one, or digits-LT at every IR (prepared once, kept)."""
+    if args.shards:
+        shards = Path(args.shards).resolve()
+        load_manifest(shards)  # fail now, not in every run
+        return {shards.name: shards}
+    from adpm_dist.data.prepare import prepare
+
+    found = {}
+    for ir in args.irs:
+        name, shards = f"digits_lt_ir{ir:g}", out / "data" / f"digits_lt_ir{ir:g}"
+        try:
+            ready = load_manifest(shards).options.get("imbalance_ratio") == ir
+        except (FileNotFoundError, ValueError):
+            ready = False
+        if not ready:
+            print(f"preparing {name} -> {shards}", flush=True)
+            prepare("digits_lt", shards, imbalance_ratio=ir, progress=False)
+        found[name] = shards
+    return found
+
+
+def run_overrides(args, method: str, shards: Path, run_dir: Path, seed: int) -> list[str]:
+    epochs = [] if method in DIFFUSION_ENTRIES or not args.baseline_epochs else [f"train.epochs={args.baseline_epochs}"]
+    return [f"data.shards={shards}", f"run.output_dir={run_dir}", f"run.seed={seed}", "train.resume=auto",
+            *METHODS[method][0], *epochs, *args.overrides]
+
+
+def launch(args, overrides: list[str], run_dir: Path) -> tuple[int, float]:
+    """launch/train.py in a subprocess, its output in run_dir/train.log; (exit code, seconds)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.jobs)))
+    cmd = [sys.executable, str(ROOT / "launch" / "train.py"), "--config", args.config, *overrides]
+    start = time.perf_counter()
+    with open(run_dir / "train.log", "w") as log:
+        rc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
+    seconds = time.perf_counter() - start
+    if rc == 0:
+        (run_dir / TIMING_FILE).write_text(json.dumps({"seconds": seconds, "command": shlex.join(cmd)}))
+    return rc, seconds
+
+
+def clock(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    return f"{m // 60}h{m % 60:02d}m" if m >= 60 else f"{m}m{s:02d}s"
+
+
+def run_all(args, data: dict[str, Path], out: Path) -> list[str]:
+    """Every missing run, with one progress line each; returns the failed run directories."""
+    todo, done, failed = [], 0, []
+    configs = [(name, m, s) for name in data for m in args.methods for s in args.seeds]
+    for name, method, seed in configs:
+        run_dir = out / "runs" / name / method / f"seed{seed}"
+        if (run_dir / "metrics.json").is_file():
+            done += 1
+        else:
+            todo.append((name, method, seed, run_dir))
+    total, start, spent = len(configs), time.perf_counter(), []
+    print(f"{total} runs: {done} already done, {len(todo)} to go ({args.jobs} at a time)", flush=True)
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        futures = {pool.submit(launch, args, run_overrides(args, m, data[n], d, s), d): (n, m, s, d)
+                   for n, m, s, d in todo}
+        for future in as_completed(futures):
+            name, method, seed, run_dir = futures[future]
+            rc, seconds = future.result()
+            done, elapsed = done + 1, time.perf_counter() - start
+            spent.append(seconds)
+            left = (len(todo) - len(spent)) * (sum(spent) / len(spent)) / args.jobs
+            if rc == 0:
+                f1 = json.loads((run_dir / "metrics.json").read_text())["macro_f1"]
+                result = f"macro-F1 {f1:.3f} in {seconds:.0f} s"
+            else:
+                failed.append(str(run_dir))
+                result = f"FAILED (exit {rc}) after {seconds:.0f} s, log: {run_dir / 'train.log'}"
+            print(f"[{done}/{total}] {name} {method} seed {seed}: {result} | elapsed {clock(elapsed)}, "
+                  f"~{clock(left)} left", flush=True)
+    return failed
+
+
+def class_counts(shards: Path, run_dir: Path) -> tuple[list[str], list[int]]:
+    """Class names and training counts from the manifest (the run's training parts, before the
+    validation carve-out): the same for every seed and method."""
+    manifest = load_manifest(shards)
+    cfg = from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    parts = plan_data(manifest, cfg).train_parts
+    names = manifest.class_names
+    return names, [sum(manifest.counts[p][c] for p in parts) for c in names]
+
+
+def collect(args, data: dict[str, Path], out: Path) -> tuple[list[dict], dict[str, str]]:
+    """One row per finished run, and per dataset the head/medium/tail line."""
+    rows, group_lines = [], {}
+    for name, shards in data.items():
+        finished = [(m, s, out / "runs" / name / m / f"seed{s}") for m in args.methods for s in args.seeds]
+        finished = [(m, s, d) for m, s, d in finished if (d / "metrics.json").is_file()]
+        if not finished:
+            continue
+        names, counts = class_counts(shards, finished[0][2])
+        groups = frequency_groups(counts)
+        group_lines[name] = groups_line(names, counts, groups)
+        for method, seed, run_dir in finished:
+            metrics = json.loads((run_dir / "metrics.json").read_text())
+            timing = run_dir / TIMING_FILE
+            seconds = json.loads(timing.read_text())["seconds"] if timing.is_file() else float("nan")
+            rows.append({"dataset": name, "method": method, "seed": seed, **run_scores(metrics, names, groups),
+                         "accuracy": metrics["accuracy"], "val_macro_f1": metrics["val_macro_f1"],
+                         "best_epoch": metrics["best_epoch"], "seconds": seconds, "run_dir": str(run_dir)})
+    return rows, group_lines
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fields = ["dataset", "method", "seed", *METRICS, "accuracy", "val_macro_f1", "best_epoch", "seconds", "run_dir"]
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields, lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+
+
+def markdown(args, argv: list[str], rows: list[dict], group_lines: dict[str, str], failed: list[str]) -> str:
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    epochs = (f"train.epochs={args.baseline_epochs}" if args.baseline_epochs else "the config's train.epochs")
+    lines = [
+        f"{dt.datetime.now():%Y-%m-%d %H:%M}, {os.cpu_count()} CPUs, load average at the end {load} "
+        f"({args.jobs} run(s) at a time; minutes per run are wall time under that load). Command:", "",
+        "    python benchmarks/quality.py " + shlex.join(argv), "",
+        f"Config {args.config}; ADPM, isotropic and prior: the config's epochs (train.prior_warmup_epochs + "
+        f"train.epochs); the other methods: {epochs}; then the command's key=value arguments (they win). "
+        "Every run selects its checkpoint on the validation carve-out and is scored once on the evaluation "
+        "part. Mean ± sample std over seeds "
+        f"{' '.join(map(str, args.seeds))}. Head / medium / tail: thirds of the classes by training count "
+        "(class (count) below); their F1 is the mean per-class F1 of the group.",
+    ]
+    for name, line in group_lines.items():
+        lines += ["", f"### {name}", "", line, "", dataset_table([r for r in rows if r["dataset"] == name],
+                                                                  args.methods)]
+    if failed:
+        lines += ["", "Failed runs (not in the table): " + ", ".join(failed)]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    try:
+        load_config(args.config, args.overrides)  # a bad key fails here, not in every run
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    args.config = str(Path(args.config).resolve())  # runs start in the project root
+    out = Path(args.out).resolve()
+    data = datasets(args, out)
+    failed = run_all(args, data, out)
+    rows, group_lines = collect(args, data, out)
+    write_csv(Path(args.csv), rows)
+    results = Path(args.results)
+    text = results.read_text() if results.is_file() else "# Benchmark results\n"
+    block = markdown(args, argv, rows, group_lines, failed)
+    results.write_text(replace_section(text, block))
+    print(block)
+    print(f"wrote {results} ({len(rows)} runs) and {args.csv}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
