@@ -199,15 +199,7 @@ class _TrainSamples(IterableDataset):
         stream = _budgeted(paths, budget, self.keep, random.Random(f"{self.seed}:{wid}:refill"))
         if self.shuffle_buffer > 1:
             stream = _buffer_shuffle(stream, self.shuffle_buffer, random.Random(f"{self.seed}:{wid}"))
-        chunk = []
-        for sample in stream:
-            image, label, key = decode_sample(sample)
-            chunk.append((self.transform(image), label, key))
-            if len(chunk) == self.batch_size:
-                yield _collate(chunk)
-                chunk = []
-        if chunk:
-            yield _collate(chunk)
+        yield from _decoded_batches(stream, self.transform, self.batch_size)
 
 
 class _EvalSamples(IterableDataset):
@@ -232,16 +224,21 @@ class _EvalSamples(IterableDataset):
     def __iter__(self):
         info = get_worker_info()
         wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
-        chunk = []
-        for j, sample in enumerate(self._rank_share()):
-            if (j // self.batch_size) % nw == wid:
-                image, label, key = decode_sample(sample)
-                chunk.append((self.transform(image), label, key))
-                if len(chunk) == self.batch_size:
-                    yield _collate(chunk)
-                    chunk = []
-        if chunk:
+        mine = (sample for j, sample in enumerate(self._rank_share()) if (j // self.batch_size) % nw == wid)
+        yield from _decoded_batches(mine, self.transform, self.batch_size)
+
+
+def _decoded_batches(samples: Iterable[dict], transform, batch_size: int) -> Iterator[dict]:
+    """Decode and transform each raw sample once, then batch; the last batch may be short."""
+    chunk = []
+    for sample in samples:
+        image, label, key = decode_sample(sample)
+        chunk.append((transform(image), label, key))
+        if len(chunk) == batch_size:
             yield _collate(chunk)
+            chunk = []
+    if chunk:
+        yield _collate(chunk)
 
 
 def _collate(items: list) -> dict:
