@@ -13,5 +13,5 @@ def build_model(cfg, class_counts: list[int]):
     return build_baseline(cfg, class_counts)
 
 
-__all__ = ["ADPM", "build_model", "build_adpm", "build_prior", "Denoiser", "ImageEncoder", "ImageFeatures", "PriorNetwork",
-           "PriorOutput"]
+__all__ = ["ADPM", "build_model", "build_adpm", "build_prior", "Denoiser", "ImageEncoder", "ImageFeatures",
+           "PriorNetwork", "PriorOutput"]
