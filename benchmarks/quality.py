@@ -89,10 +89,10 @@ def datasets(args, out: Path) -> dict[str, Path]:
     return found
 
 
-def run_overrides(args, method: str, shards: Path, run_dir: Path, seed: int) -> list[str]:
+def run_overrides(args, entries: dict, method: str, shards: Path, run_dir: Path, seed: int) -> list[str]:
     epochs = [] if method in DIFFUSION_ENTRIES or not args.baseline_epochs else [f"train.epochs={args.baseline_epochs}"]
     return [f"data.shards={shards}", f"run.output_dir={run_dir}", f"run.seed={seed}", "train.resume=auto",
-            *METHODS[method][0], *epochs, *args.overrides]
+            *entries[method][0], *epochs, *args.overrides]
 
 
 def launch(args, overrides: list[str], run_dir: Path) -> tuple[int, float]:
@@ -115,8 +115,9 @@ def clock(seconds: float) -> str:
     return f"{m // 60}h{m % 60:02d}m" if m >= 60 else f"{m}m{s:02d}s"
 
 
-def run_all(args, data: dict[str, Path], out: Path) -> list[str]:
-    """Every missing run, with one progress line each; returns the failed run directories."""
+def run_all(args, data: dict[str, Path], out: Path, entries: dict = METHODS, show: str = "macro_f1") -> list[str]:
+    """Every missing run of ``args.methods`` (names in ``entries``: name -> (overrides, label)), with
+    one progress line each showing metrics.json's ``show``; returns the failed run directories."""
     todo, done, failed = [], 0, []
     configs = [(name, m, s) for name in data for m in args.methods for s in args.seeds]
     for name, method, seed in configs:
@@ -128,7 +129,7 @@ def run_all(args, data: dict[str, Path], out: Path) -> list[str]:
     total, start, spent = len(configs), time.perf_counter(), []
     print(f"{total} runs: {done} already done, {len(todo)} to go ({args.jobs} at a time)", flush=True)
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        futures = {pool.submit(launch, args, run_overrides(args, m, data[n], d, s), d): (n, m, s, d)
+        futures = {pool.submit(launch, args, run_overrides(args, entries, m, data[n], d, s), d): (n, m, s, d)
                    for n, m, s, d in todo}
         for future in as_completed(futures):
             name, method, seed, run_dir = futures[future]
@@ -137,8 +138,8 @@ def run_all(args, data: dict[str, Path], out: Path) -> list[str]:
             spent.append(seconds)
             left = (len(todo) - len(spent)) * (sum(spent) / len(spent)) / args.jobs
             if rc == 0:
-                f1 = json.loads((run_dir / "metrics.json").read_text())["macro_f1"]
-                result = f"macro-F1 {f1:.3f} in {seconds:.0f} s"
+                f1 = json.loads((run_dir / "metrics.json").read_text())[show]
+                result = f"{show.replace('_', ' ')} {f1:.3f} in {seconds:.0f} s"
             else:
                 failed.append(str(run_dir))
                 result = f"FAILED (exit {rc}) after {seconds:.0f} s, log: {run_dir / 'train.log'}"

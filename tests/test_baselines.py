@@ -17,7 +17,8 @@ import yaml
 
 from adpm_dist.baselines import losses
 from adpm_dist.baselines.model import CLASSIFIER_METHODS, Baseline
-from adpm_dist.baselines.quality import (BEGIN, END, frequency_groups, mean_std, replace_section, run_scores)
+from adpm_dist.baselines.quality import (BEGIN, END, LEVERS, frequency_groups, lever_table, mean_std, replace_section,
+                                         run_scores, validation_scores)
 from adpm_dist.config import ConfigError, from_dict, load_config, save_config
 from adpm_dist.data import build_transform, load_manifest
 from adpm_dist.data.prepare import prepare
@@ -303,6 +304,43 @@ def test_quality_script_smoke(tmp_path):
     assert run["method"] == "ce" and run["train"]["epochs"] == 1 and run["train"]["eval_batch_size"] == 512
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)  # resumable: nothing to run
     assert again.returncode == 0 and "2 already done, 0 to go" in again.stdout
+
+
+def test_validation_scores_read_only_the_validations():
+    history = [{"epoch": 1, "phase": "prior warm-up"},
+               {"epoch": 5, "val_macro_f1": 0.6, "val_prior_macro_f1": 0.5},
+               {"epoch": 10, "val_macro_f1": 0.8, "val_prior_macro_f1": 0.9}]
+    scores = validation_scores({"macro_f1": 0.123, "val_macro_f1": 0.8, "history": history})
+    assert scores == pytest.approx({"val_selected": 0.8, "val_mean": 0.7, "val_gain_over_prior": 0.0})
+    assert 0.123 not in scores.values()  # the evaluation part's score never enters a lever's numbers
+    with pytest.raises(ValueError, match="no validation rows"):
+        validation_scores({"val_macro_f1": 0.8, "history": history[:1]})
+    rows = [{"lever": "alpha_one", "max_lambda": 2.5, **scores}, {"lever": "alpha_one", "max_lambda": 2.5, **scores}]
+    table = lever_table(rows, LEVERS)
+    assert "| `alpha_one` | alpha = 1 (eq. 14; paper grid) | 2 | 0.800 ± 0.000 | 0.700 ± 0.000 | 0.000 ± 0.000 | 2.50 |" in table
+    assert "`adpm`" not in table  # entries without runs are left out
+
+
+def test_levers_script_smoke(tmp_path):
+    """One tiny ADPM run, then its selected checkpoint sampled again on validation: the as-trained
+    sampling must reproduce the run's own validation score exactly (same images, weights and seed)."""
+    markers = ("<!-- levers:begin -->", "<!-- levers:end -->")
+    results = tmp_path / "RESULTS.md"
+    results.write_text(f"# Benchmark results\n\n{BEGIN}\nquality table\n{END}\n")
+    cmd = [sys.executable, "benchmarks/levers.py", "--config", str(TINY), "--irs", "20", "--seeds", "0",
+           "--levers", "adpm", "--sampling", "as_trained", "ddim_10", "--out", str(tmp_path / "q"),
+           "--results", str(results), "train.eval_batch_size=512"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "[1/1] digits_lt_ir20 adpm seed 0: val macro f1" in proc.stdout  # progress never shows the eval part
+    run = tmp_path / "q" / "runs" / "digits_lt_ir20" / "adpm" / "seed0"
+    sampled = json.loads((run / "sampling_levers.json").read_text())
+    assert sampled["as_trained"]["val_macro_f1"] == json.loads((run / "metrics.json").read_text())["val_macro_f1"]
+    assert sampled["ddim_10"]["overrides"] == ["diffusion.sampler=ddim", "diffusion.test_timesteps=10"]
+    text = results.read_text()
+    assert "quality table" in text and text.count(markers[0]) == 1 and markers[1] in text
+    assert "### digits_lt_ir20: training levers" in text and "| `adpm` | ADPM | 1 |" in text
+    assert "| `as_trained` |" in text and "| `ddim_10` |" in text
 
 
 # ---------------------------------------------------------------- 2 processes, DDP over gloo

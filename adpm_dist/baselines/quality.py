@@ -28,6 +28,27 @@ METHODS: dict[str, tuple[list[str], str]] = {
     "ldam_drw": (["method=ldam_drw"], "LDAM-DRW"),
     "resample": (["method=resample"], "class-balanced resampling"),
 }
+# The lever sweep (benchmarks/levers.py, issue 8 part 3): ADPM with one setting ADPM_SPEC leaves open
+# changed, judged on the validation carve-out only. "adpm" and "isotropic" are the quality runs themselves.
+LEVERS: dict[str, tuple[list[str], str]] = {
+    "adpm": METHODS["adpm"],
+    "isotropic": METHODS["isotropic"],
+    "alpha_half": (["method=adpm", "noise.alpha=0.5"], "alpha = 1/2 (eq. 14; paper grid)"),
+    "alpha_one": (["method=adpm", "noise.alpha=1"], "alpha = 1 (eq. 14; paper grid)"),
+    "variance": (["method=adpm", "noise.apply=variance"], "lambda scales the variance, not the std (SPEC 4.1)"),
+    "eps": (["method=adpm", "diffusion.prediction=eps"], "the paper's eps prediction instead of y0"),
+    "no_warmup": (["method=adpm", "train.prior_warmup_epochs=0"], "no prior warm-up (SPEC 2.2: 15 epochs)"),
+    "ema": (["method=adpm", "train.ema_decay=0.99", "train.eval_ema=true"], "select and sample EMA(0.99) weights"),
+}
+# Sampling-side levers: the selected checkpoint of an "adpm" run sampled again on validation.
+SAMPLING_LEVERS: dict[str, tuple[list[str], str]] = {
+    "as_trained": ([], "the run's own sampling (truncated 250, one sample): reproduces its validation score"),
+    "ddim_10": (["diffusion.sampler=ddim", "diffusion.test_timesteps=10"], "DDIM, 10 steps (SPEC 3.8)"),
+    "respaced_250": (["diffusion.sampler=respaced"], "respaced 250-step chain over all T (SPEC 3.8)"),
+    "vote_10": (["diffusion.samples=10"], "CARD majority vote over 10 samples (SPEC 1.5)"),
+    "argmax_rule": (["noise.test_rule=argmax"], "test lambda of the prior's argmax class (SPEC 3.6)"),
+    "soft_counts": (["noise.test_levels=soft_counts"], "lambda_j re-estimated from soft counts (SPEC 3.6)"),
+}
 DIFFUSION_ENTRIES = ("adpm", "isotropic", "adpm_balanced_prior", "prior")  # keep the config's epochs; the others get --baseline-epochs
 METRICS = ("macro_f1", "balanced_accuracy", "head_f1", "medium_f1", "tail_f1")
 HEADERS = ("macro-F1", "balanced acc.", "head F1", "medium F1", "tail F1")
@@ -83,17 +104,50 @@ def dataset_table(rows: list[dict], methods: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
+def validation_scores(metrics: dict) -> dict[str, float]:
+    """What a run's validations say, never its evaluation part: macro-F1 of the selected (best)
+    validation, the mean over all validations, and the mean of (diffusion - its own prior) macro-F1
+    over all validations (how much the denoiser adds to the prior it starts from)."""
+    vals = [(row["val_macro_f1"], row["val_prior_macro_f1"]) for row in metrics["history"] if "val_macro_f1" in row]
+    if not vals:
+        raise ValueError("the run's history has no validation rows (val_macro_f1)")
+    return {"val_selected": float(metrics["val_macro_f1"]), "val_mean": float(np.mean([v for v, _ in vals])),
+            "val_gain_over_prior": float(np.mean([v - p for v, p in vals]))}
+
+
+LEVER_METRICS = ("val_selected", "val_mean", "val_gain_over_prior")
+LEVER_HEADERS = ("selected val macro-F1", "mean val macro-F1", "diffusion - own prior (val)")
+
+
+def lever_table(rows: list[dict], entries: dict[str, tuple[list[str], str]], metrics: Sequence[str] = LEVER_METRICS,
+                headers: Sequence[str] = LEVER_HEADERS) -> str:
+    """Markdown table: one line per entry with runs, mean +- std of each metric, the largest lambda_j."""
+    lines = ["| lever | what | runs | " + " | ".join(headers) + " | largest lambda_j |",
+             "|---|---|---|" + "---|" * len(headers) + "---|"]
+    for name, (_, label) in entries.items():
+        mine = [r for r in rows if r["lever"] == name]
+        if not mine:
+            continue
+        cells = [format_mean_std([r[m] for r in mine]) for m in metrics]
+        lam = [r["max_lambda"] for r in mine if r.get("max_lambda") is not None]
+        lam_cell = f"{max(lam):.2f}" if lam else "-"
+        lines.append(f"| `{name}` | {label} | {len(mine)} | " + " | ".join(cells) + f" | {lam_cell} |")
+    return "\n".join(lines)
+
+
 def groups_line(class_names: Sequence[str], counts: Sequence[int], groups: dict[str, list[int]]) -> str:
     """'head: 4 (150), 6 (97), ... | medium: ... | tail: ...' (class (training count))."""
     return " | ".join(f"{g}: " + ", ".join(f"{class_names[j]} ({counts[j]})" for j in members)
                       for g, members in groups.items())
 
 
-def replace_section(text: str, block: str, heading: str = "## Quality: ADPM vs long-tail baselines") -> str:
-    """``text`` with everything between the quality markers replaced by ``block`` (markers kept);
-    without markers, the heading, markers and block are appended."""
-    section = f"{BEGIN}\n{block.strip()}\n{END}"
-    pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.DOTALL)
+def replace_section(text: str, block: str, heading: str = "## Quality: ADPM vs long-tail baselines",
+                    markers: tuple[str, str] = (BEGIN, END)) -> str:
+    """``text`` with everything between the markers (default: the quality ones) replaced by ``block``
+    (markers kept); without markers, the heading, markers and block are appended."""
+    begin, end = markers
+    section = f"{begin}\n{block.strip()}\n{end}"
+    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.DOTALL)
     if pattern.search(text):
         return pattern.sub(lambda _: section, text, count=1)
     return text.rstrip() + f"\n\n{heading}\n\n{section}\n"
