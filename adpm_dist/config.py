@@ -99,6 +99,8 @@ class BaselineConfig:
 class TrainConfig:
     epochs: int = 1000
     prior_warmup_epochs: int = 15
+    freeze_prior: bool = False              # stop training the prior after its warm-up (CARD's frozen f_phi);
+                                            # DiffMIC and the paper train it jointly (ADPM_SPEC 2.2)
     batch_size: int = 32
     eval_batch_size: int = 256              # sampling batch: only the MLP runs per step, so go wide
     lr: float = 1e-3                        # denoiser (ADPM_SPEC 2.4)
@@ -318,3 +320,7 @@ def validate(cfg: Config) -> None:
             section, name = key.split(".")
             value = getattr(getattr(cfg, section), name)
             raise ConfigError(f"{key}: invalid value {value!r}")
+    if cfg.train.freeze_prior and (cfg.method != "adpm" or not (cfg.train.prior_warmup_epochs or cfg.model.pretrained)):
+        raise ConfigError("train.freeze_prior=true freezes ADPM's prior after its warm-up: it needs method=adpm "
+                          f"(got {cfg.method!r}) and a trained prior, i.e. train.prior_warmup_epochs > 0 "
+                          f"(got {cfg.train.prior_warmup_epochs}) or model.pretrained")

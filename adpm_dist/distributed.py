@@ -74,9 +74,15 @@ def build_accelerator(mixed_precision: str = "no", find_unused_parameters: bool 
     return acc
 
 
+def has_idle_parameters(train) -> bool:
+    """Whether some parameters get no gradient in some steps (DDP must then look for unused ones):
+    the denoiser during the prior warm-up, the prior after it with train.freeze_prior."""
+    return train.prior_warmup_epochs > 0 or train.freeze_prior
+
+
 def accelerator_for(cfg):
     """``build_accelerator`` + ``configure_for``, everything taken from a Config."""
-    acc = build_accelerator(cfg.train.mixed_precision, find_unused_parameters=cfg.train.prior_warmup_epochs > 0)
+    acc = build_accelerator(cfg.train.mixed_precision, find_unused_parameters=has_idle_parameters(cfg.train))
     configure_for(acc, cfg.train)
     return acc
 

@@ -25,7 +25,8 @@ from .data.manifest import load_manifest
 from .data.stream import eval_batches, train_batches
 from .data.transforms import build_transform
 from .diffusion import antithetic_timesteps
-from .distributed import (build_accelerator, check_launch, configure_for, full_state_dict, make_zero3_safe,
+from .distributed import (build_accelerator, check_launch, configure_for, full_state_dict, has_idle_parameters,
+                          make_zero3_safe,
                           mean_over_ranks, ranks_agree, sync_buffers, world_info, zero_stage)
 from .ema import EMA
 from .evaluate import classification_metrics, format_table
@@ -95,7 +96,7 @@ def train(cfg: Config, accelerator=None, on_epoch: Callable[[dict], None] | None
     from accelerate.utils import set_seed
 
     t = cfg.train
-    acc = accelerator or build_accelerator(t.mixed_precision, find_unused_parameters=t.prior_warmup_epochs > 0)
+    acc = accelerator or build_accelerator(t.mixed_precision, find_unused_parameters=has_idle_parameters(t))
     configure_for(acc, t)  # our accumulation / clipping / micro-batch, also into a caller's Accelerator
     check_launch(acc)
     set_seed(cfg.run.seed)

@@ -41,13 +41,16 @@ def clipped_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
 
 
 def set_lr(optimizer: torch.optim.Optimizer, cfg: TrainConfig, diffusion_epoch_f: float) -> float:
-    """LR of the scheduled groups for this iteration; the prior keeps its constant LR.
+    """LR of the scheduled groups for this iteration; the prior keeps its constant LR (0 after the
+    warm-up with train.freeze_prior: DeepSpeed steps every group, and Adam's momentum would move a
+    prior with zero gradients).
 
     Returns group 0's LR (ADPM: the denoiser's; method=prior: the prior's constant one).
     """
     lr = cfg.lr * warmup_cosine(max(diffusion_epoch_f, 0.0), cfg.warmup_epochs, cfg.epochs)
+    prior_lr = 0.0 if cfg.freeze_prior and diffusion_epoch_f >= 0 else cfg.prior_lr
     for group in optimizer.param_groups:
-        group["lr"] = cfg.prior_lr if group.get("name") == "prior" else lr
+        group["lr"] = prior_lr if group.get("name") == "prior" else lr
     return optimizer.param_groups[0]["lr"]
 
 

@@ -223,6 +223,42 @@ def test_prior_warm_up_step_trains_only_the_prior():
     assert all(p.grad is None for p in model.denoiser.parameters())
 
 
+def test_frozen_prior_stays_put_through_joint_steps():
+    """train.freeze_prior (CARD's frozen f_phi): joint steps neither train the prior nor move its
+    BatchNorm statistics, its LR is 0 after the warm-up (DeepSpeed steps every group) and not before."""
+    from adpm_dist.optim import build_optimizer, set_lr
+
+    model = tiny_model("train.freeze_prior=true")
+    cfg = load_config(TINY, ["train.freeze_prior=true"])
+    opt = build_optimizer(model, cfg.train)
+    lrs = lambda: {g["name"]: g["lr"] for g in opt.param_groups}  # noqa: E731
+    set_lr(opt, cfg.train, -0.5)  # warm-up: the prior trains
+    assert lrs()["prior"] == cfg.train.prior_lr
+    images, labels, t, eps = batch()
+    prior_before = {k: v.clone() for k, v in model.prior.state_dict().items()}
+    denoiser_before = {k: v.clone() for k, v in model.denoiser.state_dict().items()}
+    for step in range(2):
+        set_lr(opt, cfg.train, 0.5 + step)
+        assert lrs()["prior"] == 0.0 and lrs()["denoiser"] > 0
+        losses = model(images, labels, t, eps, joint=True)
+        assert set(losses) == {"diffusion", "loss"}
+        opt.zero_grad()
+        losses["loss"].backward()
+        opt.step()
+    assert all(torch.equal(v, model.prior.state_dict()[k]) for k, v in prior_before.items())  # incl. BN buffers
+    assert any(not torch.equal(v, model.denoiser.state_dict()[k]) for k, v in denoiser_before.items())
+    assert set(model(images, labels, t, eps, joint=False)) == {"prior_ce", "loss"}  # the warm-up still trains it
+
+
+@pytest.mark.parametrize("overrides", [["method=ce"], ["train.prior_warmup_epochs=0"]])
+def test_freeze_prior_needs_adpm_and_a_trained_prior(overrides):
+    from adpm_dist.config import ConfigError
+
+    with pytest.raises(ConfigError, match="train.freeze_prior=true"):
+        load_config(TINY, ["train.freeze_prior=true", *overrides])
+    load_config(TINY, ["train.freeze_prior=true", "train.prior_warmup_epochs=0", "model.pretrained=w.pth"])
+
+
 def test_diffusion_loss_does_not_reach_the_prior():
     """DCG outputs enter the diffusion loss under no_grad (ADPM_SPEC 2.2 last point, 3.7 step 1)."""
     model = tiny_model()

@@ -39,6 +39,10 @@ LEVERS: dict[str, tuple[list[str], str]] = {
     "eps": (["method=adpm", "diffusion.prediction=eps"], "the paper's eps prediction instead of y0"),
     "no_warmup": (["method=adpm", "train.prior_warmup_epochs=0"], "no prior warm-up (SPEC 2.2: 15 epochs)"),
     "ema": (["method=adpm", "train.ema_decay=0.99", "train.eval_ema=true"], "select and sample EMA(0.99) weights"),
+    "frozen_prior": (["method=adpm", "train.freeze_prior=true"],
+                     "prior frozen after its warm-up (CARD's f_phi; DiffMIC and the paper train it jointly)"),
+    "frozen_prior_isotropic": (["method=adpm", "train.freeze_prior=true", "noise.alpha=0"],
+                               "the same with alpha = 0: does anisotropy matter once the prior is frozen?"),
 }
 # Sampling-side levers: the selected checkpoint of an "adpm" run sampled again on validation.
 SAMPLING_LEVERS: dict[str, tuple[list[str], str]] = {

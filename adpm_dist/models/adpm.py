@@ -23,7 +23,7 @@ from .prior import PriorNetwork, PriorOutput
 class ADPM(nn.Module):
     def __init__(self, prior: PriorNetwork, denoiser: Denoiser, scheduler: ADPMScheduler, levels: torch.Tensor,
                  *, forward_prior: bool = True, mmd_weight: float = 0.5, noise: NoiseConfig | None = None,
-                 prediction: str = "eps", prior_logit_shift: torch.Tensor | None = None):
+                 prediction: str = "eps", prior_logit_shift: torch.Tensor | None = None, freeze_prior: bool = False):
         super().__init__()
         self.prior, self.denoiser, self.scheduler = prior, denoiser, scheduler
         self.prediction = prediction  # eps (paper) or y0 = mu + denoiser output (diffusion.prediction)
@@ -33,6 +33,7 @@ class ADPM(nn.Module):
         self.register_buffer("prior_logit_shift", shift.float())
         self.register_buffer("levels", levels.float())  # lambda_j of eq. 14, saved with the weights
         self.forward_prior, self.mmd_weight = forward_prior, mmd_weight
+        self.freeze_prior = freeze_prior  # joint steps skip the prior's CE (train.freeze_prior: CARD's frozen f_phi)
         self.noise = noise or NoiseConfig()  # eq. 14 parameters (for soft-count levels) and std|variance
 
     @property
@@ -79,7 +80,8 @@ class ADPM(nn.Module):
             else:
                 preds, target = out.chunk(n), eps
             losses["diffusion"] = diffusion_loss(target, *preds, mmd_weight=self.mmd_weight)
-        losses["prior_ce"] = F.cross_entropy(self.prior(images).fused.float() + self.prior_logit_shift, labels)
+        if not (joint and self.freeze_prior):  # a frozen prior must not even run in train mode (BatchNorm statistics)
+            losses["prior_ce"] = F.cross_entropy(self.prior(images).fused.float() + self.prior_logit_shift, labels)
         losses["loss"] = sum(losses.values())
         return losses
 
@@ -180,7 +182,8 @@ def build_model(cfg: Config, class_counts: list[int]) -> ADPM:
                         zero_output=d.prediction == "y0")
     scheduler = ADPMScheduler.linear(d.timesteps, d.beta_start, d.beta_end)
     return ADPM(prior, denoiser, scheduler, levels, forward_prior=m.forward_prior, mmd_weight=d.mmd_weight,
-                noise=cfg.noise, prediction=d.prediction, prior_logit_shift=prior_logit_shift(cfg, class_counts))
+                noise=cfg.noise, prediction=d.prediction, prior_logit_shift=prior_logit_shift(cfg, class_counts),
+                freeze_prior=cfg.train.freeze_prior)
 
 
 def prior_logit_shift(cfg: Config, class_counts: list[int]) -> torch.Tensor:

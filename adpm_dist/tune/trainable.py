@@ -94,7 +94,7 @@ def train_worker(config: dict) -> None:
     """Runs in every Ray Train worker: an Accelerator on Ray's process group, then the same engine.train."""
     import ray.train
 
-    from ..distributed import build_accelerator
+    from ..distributed import build_accelerator, has_idle_parameters
     from ..engine import train
 
     cfg = from_dict(config["trial"]["config"])
@@ -103,7 +103,7 @@ def train_worker(config: dict) -> None:
     rank = ray.train.get_context().get_world_rank()
     log = out / ("train.log" if rank == 0 else f"train.rank{rank}.log")
     with logs_to(log):
-        acc = build_accelerator(cfg.train.mixed_precision, find_unused_parameters=cfg.train.prior_warmup_epochs > 0)
+        acc = build_accelerator(cfg.train.mixed_precision, find_unused_parameters=has_idle_parameters(cfg.train))
         try:
             # Every rank reports every epoch: Ray Train needs the same number of reports from each worker.
             metrics = train(cfg, acc, on_epoch=lambda row: ray.train.report(numeric(row)))
