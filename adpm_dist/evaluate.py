@@ -117,10 +117,16 @@ def expected_calibration_error(labels: Sequence[int], probs: np.ndarray, n_bins:
     return float((bins["count"][full] / n * gaps).sum())
 
 
+def model_label(metrics: dict) -> str:
+    """What a run's main predictions are called: ADPM's diffusion, or the baseline's name (method=)."""
+    method = metrics.get("method", "adpm")
+    return "ADPM (diffusion)" if method == "adpm" else method
+
+
 def format_table(metrics: dict) -> str:
     """Headline metrics for ADPM and the prior alone, then per-class F1, as a plain-text table."""
-    method = metrics.get("method", "adpm")  # a baseline (method=) reports its own name; its "prior" is itself
-    rows = [("ADPM (diffusion)" if method == "adpm" else method, metrics), ("prior network", metrics["prior"])]
+    # a baseline reports its own name; its "prior" block is itself
+    rows = [(model_label(metrics), metrics), ("prior network", metrics["prior"])]
     keys = ("accuracy", "macro_f1", "macro_precision", "macro_recall", "balanced_accuracy")
     lines = [f"{'':18}" + "".join(f"{k:>18}" for k in keys)]
     lines += [f"{name:18}" + "".join(f"{m[k]:>18.4f}" for k in keys) for name, m in rows]

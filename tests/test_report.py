@@ -89,6 +89,14 @@ def test_write_report_files_and_numbers(tmp_path):
     assert "tsne.png" not in text.split("t-SNE of the reverse chain:")[0]
 
 
+def test_report_of_a_baseline_run_names_the_method(tmp_path):
+    run_dir = fake_run(tmp_path / "ce", 3)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    (run_dir / "metrics.json").write_text(json.dumps(metrics | {"method": "logit_adjusted"}))
+    text = write_report(run_dir).read_text()
+    assert "| logit_adjusted |" in text and "ADPM (diffusion)" not in text
+
+
 def test_report_without_prior_probabilities(tmp_path):
     run_dir = fake_run(tmp_path / "old", 2, prior_columns=False)
     text = write_report(run_dir).read_text()

@@ -112,7 +112,7 @@ def reliability_figure(bins_by_model: dict[str, dict], ece: dict[str, float]) ->
     return fig
 
 
-def history_figure(history: Sequence[dict]) -> Figure:
+def history_figure(history: Sequence[dict], label: str = "ADPM (diffusion)") -> Figure:
     """Training losses per epoch and the validation macro F1 used to select the checkpoint."""
     fig = new_figure(8.0, 3.2)
     loss_ax, val_ax = fig.subplots(1, 2)
@@ -124,11 +124,11 @@ def history_figure(history: Sequence[dict]) -> Figure:
     loss_ax.set_xlabel("epoch")
     loss_ax.set_ylabel("training loss")
     loss_ax.legend(fontsize=8)
-    for key, label, color in (("val_macro_f1", "ADPM (diffusion)", DIFFUSION_COLOR),
-                              ("val_prior_macro_f1", "prior network", PRIOR_COLOR)):
+    for key, name, color in (("val_macro_f1", label, DIFFUSION_COLOR),
+                             ("val_prior_macro_f1", "prior network", PRIOR_COLOR)):
         pts = [(row["epoch"], row[key]) for row in history if key in row]
         if pts:
-            val_ax.plot(*zip(*pts), marker="o", label=label, color=color)
+            val_ax.plot(*zip(*pts), marker="o", label=name, color=color)
     val_ax.set_xlabel("epoch")
     val_ax.set_ylabel("validation macro F1")
     val_ax.set_ylim(0, 1)

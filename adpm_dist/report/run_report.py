@@ -10,25 +10,27 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from ..evaluate import (calibration_bins, confusion_matrix, expected_calibration_error, normalize_rows,
-                        one_vs_rest_auc)
+from ..evaluate import (calibration_bins, confusion_matrix, expected_calibration_error, model_label,
+                        normalize_rows, one_vs_rest_auc)
 from . import plots
 from .run_data import RunData, load_run
 from .tables import fmt, markdown_table
 
-DIFFUSION, PRIOR = "ADPM (diffusion)", "prior network"
+PRIOR = "prior network"
 FIGURES = {"confusion": "confusion_matrix.png", "f1": "per_class_f1.png", "reliability": "reliability.png",
            "history": "training_history.png", "tsne": "tsne.png"}
 
 
 def run_summary(run: RunData, n_bins: int = 15) -> dict:
-    """Confusion matrices, one-vs-rest AUC and ECE for the diffusion and (if its probabilities were
-    saved) the prior network, from the run's de-duplicated predictions."""
+    """Confusion matrices, one-vs-rest AUC and ECE for the run's model (ADPM's diffusion or a baseline,
+    keyed by ``model_label``) and (if its probabilities were saved) the prior network, from the run's
+    de-duplicated predictions."""
     k = len(run.class_names)
-    out = {"confusion": {DIFFUSION: confusion_matrix(run.labels, run.predictions, k),
+    main = model_label(run.metrics)
+    out = {"confusion": {main: confusion_matrix(run.labels, run.predictions, k),
                          PRIOR: confusion_matrix(run.labels, run.prior_predictions, k)},
            "auc": {}, "ece": {}, "bins": {}}
-    scored = {DIFFUSION: run.probs} | ({PRIOR: run.prior_probs} if run.prior_probs is not None else {})
+    scored = {main: run.probs} | ({PRIOR: run.prior_probs} if run.prior_probs is not None else {})
     for name, probs in scored.items():
         out["auc"][name] = one_vs_rest_auc(run.labels, probs)
         out["bins"][name] = calibration_bins(run.labels, probs, n_bins)
@@ -48,8 +50,8 @@ def _config_line(run_dir: Path) -> str:
 
 
 def _headline(run: RunData, summary: dict) -> str:
-    rows = []
-    for name, m in ((DIFFUSION, run.metrics), (PRIOR, run.metrics["prior"])):
+    main, rows = model_label(run.metrics), []
+    for name, m in ((main, run.metrics), (PRIOR, run.metrics["prior"])):
         auc = summary["auc"].get(name, {}).get("macro")
         rows.append([name, fmt(m["accuracy"]), fmt(m["macro_f1"]), fmt(m["macro_precision"]), fmt(m["macro_recall"]),
                      fmt(m["balanced_accuracy"]), fmt(auc), fmt(summary["ece"].get(name))])
@@ -60,7 +62,7 @@ def _headline(run: RunData, summary: dict) -> str:
 def _per_class(run: RunData, summary: dict) -> str:
     counts = run.train_counts()
     levels = run.metrics.get("noise_levels", {})
-    auc = summary["auc"][DIFFUSION]["per_class"]
+    auc = summary["auc"][model_label(run.metrics)]["per_class"]
     prior_auc = summary["auc"].get(PRIOR, {}).get("per_class")
     rows = []
     for i in np.argsort(-np.asarray(counts), kind="stable"):
@@ -84,15 +86,15 @@ def write_report(run_dir: str | Path, n_bins: int = 15) -> Path:
 
     matrices = {n: normalize_rows(cm)[np.ix_(order, order)] for n, cm in summary["confusion"].items()}
     plots.save(plots.confusion_figure(matrices, sorted_names), run_dir / FIGURES["confusion"])
-    f1 = {DIFFUSION: [run.metrics["per_class"][c]["f1"] for c in names],
+    f1 = {model_label(run.metrics): [run.metrics["per_class"][c]["f1"] for c in names],
           PRIOR: [run.metrics["prior"]["per_class"][c]["f1"] for c in names]}
     plots.save(plots.per_class_f1_figure(names, counts, f1), run_dir / FIGURES["f1"])
     plots.save(plots.reliability_figure(summary["bins"], summary["ece"]), run_dir / FIGURES["reliability"])
-    history = run.metrics.get("history") or []
-    if history:
-        plots.save(plots.history_figure(history), run_dir / FIGURES["history"])
-
     m = run.metrics
+    history = m.get("history") or []
+    if history:
+        plots.save(plots.history_figure(history, model_label(m)), run_dir / FIGURES["history"])
+
     lines = [
         f"# Run report: {run.name}",
         "",
