@@ -13,6 +13,7 @@ from PIL import Image
 
 from adpm_dist.checkpoint import atomic_torch_save
 from adpm_dist.config import load_config, to_dict
+from adpm_dist.data.transforms import build_transform
 from adpm_dist.models import build_model
 from adpm_dist.predict import find_images, load_model, predict_images, write_predictions_csv
 from adpm_dist.predict.__main__ import main
@@ -139,6 +140,30 @@ def test_incompatible_config_fails_clearly(tiny_model, tmp_path):
     _save(tmp_path, state, {**config, "train": {**config["train"], "epochz": 3}}, CLASSES)
     with pytest.raises(ValueError, match="incompatible .*train.epochz"):
         load_model(tmp_path)
+
+
+@pytest.mark.parametrize("method", ["logit_adjusted", "prior"])
+def test_a_baseline_checkpoint_predicts(method, image_folder, tmp_path):
+    cfg = load_config(ROOT / "configs" / "digits_lt_tiny.yaml", [f"method={method}"])
+    torch.manual_seed(0)
+    model = build_model(cfg, [100, 60, 40, 30, 20, 15, 10, 8, 6, 5]).eval()
+    run = _save(tmp_path / "run", model.state_dict(), to_dict(cfg), CLASSES)
+    loaded = load_model(run, device="cpu")
+    assert loaded.cfg.method == method and type(loaded.model).__name__ == "Baseline"
+    rows = [r for r in predict_images(loaded, [image_folder]) if not r["error"]]
+    assert len(rows) == 4
+    transform = build_transform(32, train=False)
+    with Image.open(image_folder / "img1.png") as im:
+        expected = torch.softmax(model.outputs(transform(im.convert("RGB"))[None]), 1)[0]
+    row = next(r for r in rows if r["path"].endswith("img1.png"))
+    assert np.allclose([row[f"p_{c}"] for c in CLASSES], expected.detach().numpy(), atol=1e-5)
+    assert row["prediction"] == row["prior_prediction"] == CLASSES[int(expected.argmax())]
+    with pytest.raises(ValueError, match="deterministic"):
+        predict_images(loaded, [image_folder], samples=3)
+    from adpm_dist.report.tsne import write_tsne
+
+    with pytest.raises(ValueError, match=f"method={method} run has no reverse chain"):
+        write_tsne([run])
 
 
 def test_not_a_checkpoint(tmp_path):

@@ -14,6 +14,8 @@ share of the winning class. With N = 1 the probabilities are softmax(y0) (DiffMI
 the same columns as the training run's predictions.csv) and agreement is 1 by definition.
 The noise levels are always the training lambda_j: a prediction must not depend on which other
 images happen to be in the same folder (noise.test_levels=soft_counts is an evaluation-set option).
+A baseline's checkpoint (method=, docs/baselines.md) predicts too: probabilities are the softmax of
+its logits, the prior_ columns repeat them, and --samples must stay 1 (it is deterministic).
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ from PIL import Image
 from ..checkpoint import load_checkpoint
 from ..config import Config, ConfigError, from_dict, set_key, to_dict, validate
 from ..data.transforms import build_transform
+from ..baselines import Baseline
 from ..models import ADPM, build_model
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
@@ -35,7 +38,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 
 @dataclass
 class LoadedModel:
-    model: ADPM
+    model: ADPM | Baseline  # cfg.method says which
     cfg: Config
     class_names: list[str]
     checkpoint: Path
@@ -81,9 +84,12 @@ def load_model(path: str | Path, device: str | None = None, expected_classes: li
     except ConfigError as e:
         raise ValueError(f"{ckpt_path}: its config is incompatible with this version of adpm-dist: {e}") from None
     state = {k.removeprefix("module."): v for k, v in ckpt["model"].items()}
-    if "levels" not in state:
-        raise ValueError(f"{ckpt_path}: weights have no 'levels' buffer (not an ADPM checkpoint)")
-    k = state["levels"].numel()
+    # The class count: ADPM saves its lambda_j ("levels"), a baseline (method=) its n_j ("class_counts").
+    count_key = "levels" if cfg.method == "adpm" else "class_counts"
+    if count_key not in state:
+        raise ValueError(f"{ckpt_path}: weights have no '{count_key}' buffer (not an adpm-dist checkpoint of "
+                         f"method={cfg.method})")
+    k = state[count_key].numel()
     names = list(ckpt.get("class_names") or [])
     if not names:
         names = [str(i) for i in range(k)]
@@ -160,6 +166,9 @@ def check_sampling(cfg: Config, sampler: str | None, steps: int | None, samples:
     steps = cfg.diffusion.test_timesteps if steps is None else steps
     if samples < 1:
         raise ValueError(f"--samples must be >= 1, got {samples}")
+    if samples > 1 and cfg.method != "adpm":
+        raise ValueError(f"--samples {samples}: a method={cfg.method} classifier is deterministic, "
+                         "several samples (a majority vote) only apply to ADPM")
     trial = from_dict(to_dict(cfg))
     try:
         set_key(trial, "diffusion.sampler", sampler)

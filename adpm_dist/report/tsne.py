@@ -147,6 +147,8 @@ def write_tsne(runs: list[str | Path], out: str | Path | None = None, *, per_cla
     panels, labels, row_titles, class_names = [], [], [], None
     for run in runs:
         loaded = load_model(run, device)
+        if loaded.cfg.method != "adpm":
+            raise ValueError(f"{run}: a method={loaded.cfg.method} run has no reverse chain to trace (t-SNE is for ADPM runs)")
         if class_names is not None and loaded.class_names != class_names:
             raise ValueError(f"{run}: classes {loaded.class_names} differ from the first run's {class_names}")
         class_names = loaded.class_names
