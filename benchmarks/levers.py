@@ -1,7 +1,7 @@
 """Lever sweep: which settings ADPM_SPEC leaves open move ADPM, judged on validation only (issue 8).
 
     python benchmarks/levers.py [--irs 50 100] [--seeds 0 1] [--levers adpm alpha_one ...]
-        [--sampling as_trained ddim_10 ...] [--jobs 2] [--out runs/quality] [key=value ...]
+        [--sampling as_trained ddim_10 ...] [--jobs 2] [--out runs/quality] [--no-run] [key=value ...]
 
 1. Training levers (LEVERS in adpm_dist/baselines/quality.py): ADPM trained with one setting
    changed, by quality.py's resumable runner, into OUT/runs/<dataset>/<lever>/seed<seed>. With the
@@ -48,6 +48,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--out", default="runs/quality", help="data and run directories (shared with quality.py)")
     p.add_argument("--results", default="benchmarks/RESULTS.md", help="markdown file that gets the tables")
     p.add_argument("--jobs", type=int, default=1, help="training runs at a time")
+    p.add_argument("--no-run", action="store_true",
+                   help="train nothing: tables from the finished runs only (sampling levers still computed)")
     p.add_argument("overrides", nargs="*", help="key=value overrides for every training run")
     args = p.parse_args(argv)
     if args.jobs < 1:
@@ -164,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     args.config = str(Path(args.config).resolve())
     out = Path(args.out).resolve()
     data = quality.datasets(args, out)
-    failed = quality.run_all(args, data, out, entries=LEVERS, show="val_macro_f1")  # never the eval part
+    failed = [] if args.no_run else quality.run_all(args, data, out, entries=LEVERS, show="val_macro_f1")  # never the eval part
     train_rows = training_rows(args, data, out)
     sample_rows = sampling_rows(args, data, out) if args.sampling else []
     block = markdown(args, argv, train_rows, sample_rows, failed)

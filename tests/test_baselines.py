@@ -341,6 +341,12 @@ def test_levers_script_smoke(tmp_path):
     assert "quality table" in text and text.count(markers[0]) == 1 and markers[1] in text
     assert "### digits_lt_ir20: training levers" in text and "| `adpm` | ADPM | 1 |" in text
     assert "| `as_trained` |" in text and "| `ddim_10` |" in text
+    # --no-run: tables from what is finished, nothing trained (isotropic has no run here)
+    table_only = [*cmd[:cmd.index("--levers") + 1], "adpm", "isotropic", *cmd[cmd.index("--levers") + 2:], "--no-run"]
+    proc = subprocess.run(table_only, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "to go" not in proc.stdout and not (run.parent.parent / "isotropic").exists()
+    assert "| `adpm` | ADPM | 1 |" in results.read_text()
 
 
 # ---------------------------------------------------------------- 2 processes, DDP over gloo
