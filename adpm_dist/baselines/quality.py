@@ -19,6 +19,10 @@ METHODS: dict[str, tuple[list[str], str]] = {
     "isotropic": (["method=adpm", "noise.alpha=0"], "isotropic diffusion (alpha=0, DiffMIC)"),
     "adpm_balanced_prior": (["method=adpm", "model.prior_loss=balanced_softmax"],
                             "ADPM, balanced-softmax prior (not in the paper)"),
+    "adpm_frozen_prior": (["method=adpm", "train.freeze_prior=true"],
+                          "ADPM, prior frozen after its warm-up (CARD; not in the paper)"),
+    "isotropic_frozen_prior": (["method=adpm", "train.freeze_prior=true", "noise.alpha=0"],
+                               "isotropic diffusion, prior frozen after its warm-up"),
     "prior": (["method=prior"], "prior network alone (DCG)"),
     "ce": (["method=ce"], "cross-entropy"),
     "weighted_ce": (["method=weighted_ce"], "class-weighted CE"),
@@ -53,7 +57,8 @@ SAMPLING_LEVERS: dict[str, tuple[list[str], str]] = {
     "argmax_rule": (["noise.test_rule=argmax"], "test lambda of the prior's argmax class (SPEC 3.6)"),
     "soft_counts": (["noise.test_levels=soft_counts"], "lambda_j re-estimated from soft counts (SPEC 3.6)"),
 }
-DIFFUSION_ENTRIES = ("adpm", "isotropic", "adpm_balanced_prior", "prior")  # keep the config's epochs; the others get --baseline-epochs
+# These keep the config's epochs; the others get --baseline-epochs.
+DIFFUSION_ENTRIES = ("adpm", "isotropic", "adpm_balanced_prior", "adpm_frozen_prior", "isotropic_frozen_prior", "prior")
 METRICS = ("macro_f1", "balanced_accuracy", "head_f1", "medium_f1", "tail_f1")
 HEADERS = ("macro-F1", "balanced acc.", "head F1", "medium F1", "tail F1")
 BEGIN, END = "<!-- quality:begin -->", "<!-- quality:end -->"
