@@ -17,7 +17,7 @@ import yaml
 
 from adpm_dist.baselines import losses
 from adpm_dist.baselines.model import CLASSIFIER_METHODS, Baseline
-from adpm_dist.baselines.quality import (BEGIN, END, LEVERS, frequency_groups, lever_table, mean_std, replace_section,
+from adpm_dist.baselines.quality import (BEGIN, END, LEVERS, METHODS, SAMPLING_LEVERS, frequency_groups, lever_table, mean_std, replace_section,
                                          run_scores, validation_scores)
 from adpm_dist.config import ConfigError, from_dict, load_config, save_config
 from adpm_dist.data import build_transform, load_manifest
@@ -304,6 +304,15 @@ def test_quality_script_smoke(tmp_path):
     assert run["method"] == "ce" and run["train"]["epochs"] == 1 and run["train"]["eval_batch_size"] == 512
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)  # resumable: nothing to run
     assert again.returncode == 0 and "2 already done, 0 to go" in again.stdout
+
+
+@pytest.mark.parametrize("table", ["METHODS", "LEVERS", "SAMPLING_LEVERS"])
+def test_every_benchmark_entry_is_a_valid_config(table):
+    """A typo in an entry's overrides would otherwise surface only as a failed run, hours in."""
+    entries = {"METHODS": METHODS, "LEVERS": LEVERS, "SAMPLING_LEVERS": SAMPLING_LEVERS}[table]
+    for name, (overrides, _) in entries.items():
+        cfg = load_config(ROOT / "configs" / "digits_lt.yaml", overrides)
+        assert cfg.method == (name if name in BASELINES else "adpm"), name
 
 
 def test_validation_scores_read_only_the_validations():
