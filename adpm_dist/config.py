@@ -23,7 +23,9 @@ class ConfigError(ValueError):
 class DataConfig:
     shards: str = "data/digits_lt"          # directory written by `python -m adpm_dist.data.prepare`
     eval_part: str = "test"                 # the part we report on; never trained on, never selected on
-    train_parts: list[str] = field(default_factory=list)  # empty: every part but eval_part and "test"
+    train_parts: list[str] = field(default_factory=list)  # empty: every part but eval_part, "val" and "test"
+    val_part: str = "auto"                  # model selection data: "auto" = the shards' `val` part if they
+                                            # have one (digits-LT), else the carve-out below; "carve"; a part name
     val_fraction: float = 0.15              # stratified validation carve-out of the training parts
     image_size: int = 224
     hflip: bool = True                      # ADPM_SPEC 2.1 augmentations
@@ -107,7 +109,7 @@ class TrainConfig:
     warmup_epochs: int = 40                 # linear LR warm-up, then half-cycle cosine
     prior_lr: float = 2e-4                  # DCG Adam (amsgrad) lr (ADPM_SPEC 2.2)
     grad_clip: float = 1.0
-    val_every: int = 10                     # epochs between validations on the carve-out
+    val_every: int = 10                     # epochs between validations (data.val_part)
     mixed_precision: str = "no"             # no | bf16 | fp16
     log_every: int = 10
     # Distributed training, EMA, checkpoints, resume (docs/distributed.md).

@@ -2,8 +2,8 @@
 
 ``train(cfg)`` is the one loop every entry point runs (launch/train.py, Ray Tune trials, tests), on
 one process, DDP or DeepSpeed ZeRO-2/3 (docs/distributed.md). It never touches the evaluation part
-until the end, and selects the checkpoint on a validation carve-out of the training parts (DiffMIC
-selected on the test set: ADPM_SPEC 2.6). Validation and the final test run on ``eval_model``, a
+until the end, and selects the checkpoint on validation data: a held-out `val` part or a carve-out of
+the training parts (plan.py; DiffMIC selected on the test set: ADPM_SPEC 2.6). Validation and the final test run on ``eval_model``, a
 plain copy of the model on every rank, loaded with full (gathered) weights: no ZeRO collective
 inside sampling, and exactly the weights that go into best.pt.
 """
@@ -107,7 +107,7 @@ def train(cfg: Config, accelerator=None, on_epoch: Callable[[dict], None] | None
         save_config(cfg, out / "config.yaml")
     acc.print(f"config: {cfg.run.output_dir}/config.yaml | {world_info(acc)}")
 
-    # 1. Data: parts, validation carve-out and class counts from the manifest.
+    # 1. Data: parts, validation data and class counts from the manifest.
     manifest = load_manifest(cfg.data.shards)
     plan = plan_data(manifest, cfg)
     names = manifest.class_names
@@ -117,8 +117,9 @@ def train(cfg: Config, accelerator=None, on_epoch: Callable[[dict], None] | None
     rank, world = acc.process_index, acc.num_processes
 
     def val_batches():
-        return eval_batches(manifest, plan.train_parts, t.eval_batch_size, eval_tf, rank=rank,
-                            world_size=world, include_keys=plan.val_keys, num_workers=d.num_workers)
+        val_parts, val_keys = plan.val_source()
+        return eval_batches(manifest, val_parts, t.eval_batch_size, eval_tf, rank=rank,
+                            world_size=world, include_keys=val_keys, num_workers=d.num_workers)
 
     # 2. Model, one optimizer over both parts (ZeRO-3-safe); eq. 14 levels from the training counts.
     model = build_model(cfg, plan.class_counts)
@@ -132,8 +133,8 @@ def train(cfg: Config, accelerator=None, on_epoch: Callable[[dict], None] | None
     raw = acc.unwrap_model(model)
     ema = EMA(acc, raw, t.ema_decay) if t.ema_decay > 0 else None
     gen = torch.Generator().manual_seed(cfg.run.seed * 7919 + rank)  # t and eps, per rank
-    acc.print(f"data: {manifest.root} | train parts {plan.train_parts} ({sum(plan.class_counts)} samples, "
-              f"{len(plan.val_keys)} held out for validation) | eval part {plan.eval_part!r}")
+    acc.print(f"data: {manifest.root} | train parts {plan.train_parts} ({sum(plan.class_counts)} samples) | "
+              f"{plan.describe_val()} | eval part {plan.eval_part!r}")
     levels = getattr(eval_model, "levels", None)  # ADPM's eq. 14 lambda_j; a baseline has none (method=)
     noise_levels = dict(zip(names, levels.tolist())) if levels is not None else {}
     acc.print(f"method {cfg.method} | noise levels lambda_j: "
@@ -155,7 +156,7 @@ def train(cfg: Config, accelerator=None, on_epoch: Callable[[dict], None] | None
         path = save_training_state(acc, ckpt_dir, meta, rank_state, ema and ema.state_dict(), t.keep_checkpoints)
         acc.print(f"checkpoint: {path} (epoch {epoch + 1}, batch {batch}, step {loop['step']})")
 
-    # 4. Prior warm-up, then joint training; validate on the carve-out and keep the best.
+    # 4. Prior warm-up, then joint training; validate (plan.val_source) and keep the best.
     for epoch in range(loop["epoch"], total):
         joint = epoch >= warmup
         phase = ("joint" if joint else "prior warm-up") if cfg.method == "adpm" else cfg.method

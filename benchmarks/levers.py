@@ -7,7 +7,7 @@
    changed, by quality.py's resumable runner, into OUT/runs/<dataset>/<lever>/seed<seed>. With the
    default --out the `adpm` and `isotropic` entries are the quality benchmark's own runs (reused).
 2. Sampling levers (SAMPLING_LEVERS): the selected checkpoint of every `adpm` run sampled again on its
-   validation carve-out with one sampling setting changed; kept in <run>/sampling_levers.json.
+   validation data with one sampling setting changed; kept in <run>/sampling_levers.json.
 3. Two tables per dataset, of validation numbers only, between the levers markers of --results.
    The evaluation part is never read here: the runs score it once at their end (their metrics.json),
    but choosing a lever must not look at it. Use quality.py to score a chosen lever on it.
@@ -62,7 +62,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def sample_validation(run_dir: Path, overrides: list[str], accelerator) -> float:
-    """Validation macro-F1 of a run's selected checkpoint, sampled with ``overrides`` (same carve-out,
+    """Validation macro-F1 of a run's selected checkpoint, sampled with ``overrides`` (same images,
     same sampling seed as the run's own validation)."""
     from adpm_dist.config import parse_overrides, set_key, validate
     from adpm_dist.data.manifest import load_manifest
@@ -79,8 +79,9 @@ def sample_validation(run_dir: Path, overrides: list[str], accelerator) -> float
     validate(cfg)
     manifest = load_manifest(cfg.data.shards)
     plan = plan_data(manifest, cfg)
-    batches = eval_batches(manifest, plan.train_parts, cfg.train.eval_batch_size,
-                           build_transform(cfg.data.image_size, train=False), include_keys=plan.val_keys)
+    val_parts, val_keys = plan.val_source()
+    batches = eval_batches(manifest, val_parts, cfg.train.eval_batch_size,
+                           build_transform(cfg.data.image_size, train=False), include_keys=val_keys)
     pred = predict(loaded.model, batches, cfg, accelerator, cfg.run.seed, "validation")
     return score(pred, loaded.class_names)["macro_f1"]
 
@@ -130,7 +131,7 @@ def markdown(args, argv: list[str], train_rows: list[dict], sample_rows: list[di
     lines = [
         f"{dt.datetime.now():%Y-%m-%d %H:%M}, {os.cpu_count()} CPUs ({args.jobs} training run(s) at a time). Command:",
         "", "    python benchmarks/levers.py " + shlex.join(argv), "",
-        f"Config {args.config}, seeds {' '.join(map(str, args.seeds))}; validation carve-out only, mean ± sample "
+        f"Config {args.config}, seeds {' '.join(map(str, args.seeds))}; validation data only, mean ± sample "
         "std over seeds. *Selected*: the best validation (what picks the checkpoint, so optimistic); *mean*: "
         "over all validations of the run; *diffusion - own prior*: mean over all validations of the "
         "diffusion's macro-F1 minus that of the prior it conditions on, in the same run. Sampling levers: the "

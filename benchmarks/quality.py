@@ -44,6 +44,7 @@ from adpm_dist.data.manifest import load_manifest  # noqa: E402
 from adpm_dist.plan import plan_data  # noqa: E402
 
 TIMING_FILE = "bench_seconds.json"
+DIGITS_VAL_PER_CLASS = 10  # digits-LT's balanced `val` part (prepare's default), for model selection
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -79,12 +80,13 @@ def datasets(args, out: Path) -> dict[str, Path]:
     for ir in args.irs:
         name, shards = f"digits_lt_ir{ir:g}", out / "data" / f"digits_lt_ir{ir:g}"
         try:
-            ready = load_manifest(shards).options.get("imbalance_ratio") == ir
+            options = load_manifest(shards).options  # prepared by an older version: prepare again
+            ready = options.get("imbalance_ratio") == ir and options.get("val_per_class") == DIGITS_VAL_PER_CLASS
         except (FileNotFoundError, ValueError):
             ready = False
         if not ready:
             print(f"preparing {name} -> {shards}", flush=True)
-            prepare("digits_lt", shards, imbalance_ratio=ir, progress=False)
+            prepare("digits_lt", shards, imbalance_ratio=ir, val_per_class=DIGITS_VAL_PER_CLASS, progress=False)
         found[name] = shards
     return found
 
@@ -150,7 +152,7 @@ def run_all(args, data: dict[str, Path], out: Path, entries: dict = METHODS, sho
 
 def class_counts(shards: Path, run_dir: Path) -> tuple[list[str], list[int]]:
     """Class names and training counts from the manifest (the run's training parts, before the
-    validation carve-out): the same for every seed and method."""
+    validation data): the same for every seed and method."""
     manifest = load_manifest(shards)
     cfg = from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
     parts = plan_data(manifest, cfg).train_parts
@@ -197,8 +199,8 @@ def markdown(args, argv: list[str], rows: list[dict], group_lines: dict[str, str
         "    python benchmarks/quality.py " + shlex.join(argv), "",
         f"Config {args.config}; ADPM, isotropic and prior: the config's epochs (train.prior_warmup_epochs + "
         f"train.epochs); the other methods: {epochs}; then the command's key=value arguments (they win). "
-        "Every run selects its checkpoint on the validation carve-out and is scored once on the evaluation "
-        "part. Mean ± sample std over seeds "
+        "Every run selects its checkpoint on validation data (digits-LT: its balanced `val` part) and is scored "
+        "once on the evaluation part. Mean ± sample std over seeds "
         f"{' '.join(map(str, args.seeds))}. Head / medium / tail: thirds of the classes by training count "
         "(class (count) below); their F1 is the mean per-class F1 of the group.",
     ]

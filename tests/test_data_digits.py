@@ -1,4 +1,4 @@
-"""digits-LT: the long-tailed profile, seeding, and the train/test/fold partition."""
+"""digits-LT: the long-tailed profile, seeding, and the train/val/test/fold partition."""
 
 from collections import Counter
 
@@ -31,14 +31,25 @@ def test_profile_head_and_tail(digits):
     assert [counts[int(c)] for c in order] == long_tail_counts(10, 150, 50)
 
 
-def test_test_part_is_everything_not_drawn(digits):
+def test_val_and_test_parts_are_everything_not_drawn(digits):
     from sklearn.datasets import load_digits
 
     parts = _parts(digits)
-    assert set(parts) == {"train", "test"}
-    assert not parts["train"] & parts["test"]
+    assert set(parts) == {"train", "val", "test"}
+    assert not parts["train"] & parts["test"] and not parts["train"] & parts["val"] and not parts["val"] & parts["test"]
     assert len(digits.records) == len(load_digits().target) == 1797
-    assert len(parts["train"]) + len(parts["test"]) == 1797
+    assert len(parts["train"]) + len(parts["val"]) + len(parts["test"]) == 1797
+    val_counts = Counter(r.label for r in digits.records if r.part == "val")
+    assert val_counts == {c: 10 for c in range(10)}  # balanced: 10 of every class
+    test_counts = Counter(r.label for r in digits.records if r.part == "test")
+    assert len(test_counts) == 10 and min(test_counts.values()) >= 1
+
+
+def test_val_part_never_changes_the_training_set(digits):
+    none = make_digits_lt(val_per_class=0)
+    assert set(_parts(none)) == {"train", "test"}
+    assert _parts(none)["train"] == _parts(digits)["train"]
+    assert _parts(none)["test"] == _parts(digits)["test"] | _parts(digits)["val"]
 
 
 def test_records_are_rgb_uint8_with_stable_keys(digits):
@@ -60,11 +71,11 @@ def test_seeded_and_reproducible(digits):
 def test_folds_split_drawn_samples_stratified():
     src = make_digits_lt(seed=0, folds=5, image_size=8)
     parts = _parts(src)
-    assert set(parts) == {f"fold{k}" for k in range(5)} | {"test"}
+    assert set(parts) == {f"fold{k}" for k in range(5)} | {"val", "test"}
     drawn = set().union(*(parts[f"fold{k}"] for k in range(5)))
     assert drawn == _parts(make_digits_lt(seed=0, image_size=8))["train"]
     assert sum(len(v) for v in parts.values()) == 1797  # each key in exactly one part
-    per_fold = Counter((r.part, r.label) for r in src.records if r.part != "test")
+    per_fold = Counter((r.part, r.label) for r in src.records if r.part.startswith("fold"))
     for label in range(10):
         sizes = [per_fold[(f"fold{k}", label)] for k in range(5)]
         assert max(sizes) - min(sizes) <= 1, sizes
@@ -75,3 +86,5 @@ def test_bad_options_fail():
         make_digits_lt(n_max=1000)
     with pytest.raises(ValueError, match="imbalance_ratio"):
         make_digits_lt(imbalance_ratio=0.5)
+    with pytest.raises(ValueError, match="val_per_class"):
+        make_digits_lt(val_per_class=100)  # would leave no test digit of the head class

@@ -38,12 +38,13 @@ def test_cli_writes_shards_manifest_and_index(digits_out):
     out, stdout = digits_out
     m = load_manifest(out)
     assert m.dataset == "digits_lt" and m.image_size == 32 and m.protocol == "fixed-test"
-    assert list(m.parts) == ["train", "test"]
+    assert list(m.parts) == ["train", "val", "test"]
     assert sum(m.num_samples.values()) == 1797 and m.rejected == []
+    assert m.counts["val"] == {c: 10 for c in m.class_names} and m.options["val_per_class"] == 10
     counts = m.counts["train"]
     assert max(counts.values()) == 150 and min(counts.values()) == 3
     # the printed table ends with the totals row
-    assert stdout.strip().splitlines()[-1].split() == ["total", str(m.num_samples["train"]),
+    assert stdout.strip().splitlines()[-1].split() == ["total", str(m.num_samples["train"]), "100",
                                                        str(m.num_samples["test"]), "1797"]
     # index.csv agrees with the manifest counts and keys are unique
     idx = Counter((r.part, r.class_name) for r in m.index)
@@ -84,13 +85,14 @@ def test_rerun_is_idempotent_and_cleans_stale_shards(digits_out, tmp_path):
     assert (other / "index.csv").read_bytes() == (out / "index.csv").read_bytes()
     # re-run in place with bigger shards: the old, now unlisted shard files disappear
     prepare("digits_lt", other, samples_per_shard=1000, progress=False)
-    assert sorted(p.name for p in other.glob("*.tar")) == ["test-000000.tar", "test-000001.tar", "train-000000.tar"]
+    assert sorted(p.name for p in other.glob("*.tar")) == ["test-000000.tar", "test-000001.tar", "train-000000.tar",
+                                                            "val-000000.tar"]
     assert not list(other.glob(".*"))  # no temporary files left behind
 
 
 def test_digits_folds_protocol(tmp_path):
     m = prepare("digits_lt", tmp_path, folds=3, image_size=16, progress=False, imbalance_ratio=10)
-    assert list(m.parts) == ["fold0", "fold1", "fold2", "test"] and m.protocol == "3-fold+fixed-test"
+    assert list(m.parts) == ["fold0", "fold1", "fold2", "val", "test"] and m.protocol == "3-fold+fixed-test"
     assert m.image_size == 16 and m.options["imbalance_ratio"] == 10
     assert sorted(m.counts["fold0"].values())[-1] in (50, 49, 51)  # n_max 150 over 3 folds
 

@@ -101,7 +101,7 @@ def test_train_needs_a_shard_per_rank_and_worker(manifest, tf_eval):
 
 
 def test_eval_covers_every_sample_exactly_once(manifest, tf_eval):
-    parts = ["train", "test"]
+    parts = ["train", "val", "test"]
     loaders = [eval_batches(manifest, parts, 100, tf_eval, rank=r, world_size=WORLD) for r in range(WORLD)]
     keys = [_keys(_run(lo)) for lo in loaders]
     assert Counter(keys[0] + keys[1]) == Counter(r.key for r in manifest.index)

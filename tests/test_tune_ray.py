@@ -135,7 +135,7 @@ def test_search_end_to_end(tmp_path, ray_tmp):
         assert (out / name).is_file(), name
 
     manifest = json.loads((out / "shards" / "manifest.json").read_text())
-    assert list(manifest["parts"]) == ["fold0", "fold1", "test"]
+    assert list(manifest["parts"]) == ["fold0", "fold1", "val", "test"]
     rows = read_rows(out / "cv_results.csv")
     assert [(r["alpha_label"], r["fold"], r["status"]) for r in rows] == [("0", "0", "done"), ("0", "1", "done"),
                                                                          ("1/6", "0", "done"), ("1/6", "1", "done")]

@@ -23,6 +23,8 @@ METHODS: dict[str, tuple[list[str], str]] = {
                           "ADPM, prior frozen after its warm-up (CARD; not in the paper)"),
     "isotropic_frozen_prior": (["method=adpm", "train.freeze_prior=true", "noise.alpha=0"],
                                "isotropic diffusion, prior frozen after its warm-up"),
+    "isotropic_balanced_prior": (["method=adpm", "model.prior_loss=balanced_softmax", "noise.alpha=0"],
+                                 "isotropic diffusion, balanced-softmax prior"),
     "prior": (["method=prior"], "prior network alone (DCG)"),
     "ce": (["method=ce"], "cross-entropy"),
     "weighted_ce": (["method=weighted_ce"], "class-weighted CE"),
@@ -33,20 +35,30 @@ METHODS: dict[str, tuple[list[str], str]] = {
     "resample": (["method=resample"], "class-balanced resampling"),
 }
 # The lever sweep (benchmarks/levers.py, issue 8 part 3): ADPM with one setting ADPM_SPEC leaves open
-# changed, judged on the validation carve-out only. "adpm" and "isotropic" are the quality runs themselves.
+# changed, judged on validation data only. "adpm" and "isotropic" are the quality runs themselves.
 LEVERS: dict[str, tuple[list[str], str]] = {
     "adpm": METHODS["adpm"],
     "isotropic": METHODS["isotropic"],
     "alpha_half": (["method=adpm", "noise.alpha=0.5"], "alpha = 1/2 (eq. 14; paper grid)"),
     "alpha_one": (["method=adpm", "noise.alpha=1"], "alpha = 1 (eq. 14; paper grid)"),
+    "beta_1": (["method=adpm", "noise.beta=1"], "beta = 1 (eq. 14; paper grid 1..10)"),
+    "beta_10": (["method=adpm", "noise.beta=10"], "beta = 10 (eq. 14; paper grid 1..10)"),
+    "formula_b": (["method=adpm", "noise.formula=B"], "eq. 14 as formula B (SPEC 3.2: c = 1, raw counts)"),
+    "formula_power": (["method=adpm", "noise.formula=power"], "lambda_j = (n_max/n_j)^alpha (SPEC 3.2: c = 0)"),
     "variance": (["method=adpm", "noise.apply=variance"], "lambda scales the variance, not the std (SPEC 4.1)"),
     "eps": (["method=adpm", "diffusion.prediction=eps"], "the paper's eps prediction instead of y0"),
     "no_warmup": (["method=adpm", "train.prior_warmup_epochs=0"], "no prior warm-up (SPEC 2.2: 15 epochs)"),
+    "warmup_5": (["method=adpm", "train.prior_warmup_epochs=5"], "5 prior warm-up epochs"),
+    "warmup_30": (["method=adpm", "train.prior_warmup_epochs=30"], "30 prior warm-up epochs"),
     "ema": (["method=adpm", "train.ema_decay=0.99", "train.eval_ema=true"], "select and sample EMA(0.99) weights"),
-    "frozen_prior": (["method=adpm", "train.freeze_prior=true"],
-                     "prior frozen after its warm-up (CARD's f_phi; DiffMIC and the paper train it jointly)"),
-    "frozen_prior_isotropic": (["method=adpm", "train.freeze_prior=true", "noise.alpha=0"],
+    # The same names as the quality entries, so levers.py reuses those runs (OUT/runs/<dataset>/<name>/).
+    "adpm_frozen_prior": (METHODS["adpm_frozen_prior"][0],
+                          "prior frozen after its warm-up (CARD's f_phi; DiffMIC and the paper train it jointly)"),
+    "isotropic_frozen_prior": (METHODS["isotropic_frozen_prior"][0],
                                "the same with alpha = 0: does anisotropy matter once the prior is frozen?"),
+    "adpm_balanced_prior": METHODS["adpm_balanced_prior"],
+    "isotropic_balanced_prior": (METHODS["isotropic_balanced_prior"][0],
+                                 "the same with alpha = 0: does anisotropy matter with a balanced prior?"),
 }
 # Sampling-side levers: the selected checkpoint of an "adpm" run sampled again on validation.
 SAMPLING_LEVERS: dict[str, tuple[list[str], str]] = {
@@ -57,8 +69,9 @@ SAMPLING_LEVERS: dict[str, tuple[list[str], str]] = {
     "argmax_rule": (["noise.test_rule=argmax"], "test lambda of the prior's argmax class (SPEC 3.6)"),
     "soft_counts": (["noise.test_levels=soft_counts"], "lambda_j re-estimated from soft counts (SPEC 3.6)"),
 }
-# These keep the config's epochs; the others get --baseline-epochs.
-DIFFUSION_ENTRIES = ("adpm", "isotropic", "adpm_balanced_prior", "adpm_frozen_prior", "isotropic_frozen_prior", "prior")
+# These keep the config's epochs (prior warm-up + joint); the classifier baselines get --baseline-epochs.
+DIFFUSION_ENTRIES = tuple(name for name, (overrides, _) in METHODS.items()
+                          if {"method=adpm", "method=prior"} & set(overrides))
 METRICS = ("macro_f1", "balanced_accuracy", "head_f1", "medium_f1", "tail_f1")
 HEADERS = ("macro-F1", "balanced acc.", "head F1", "medium F1", "tail F1")
 BEGIN, END = "<!-- quality:begin -->", "<!-- quality:end -->"

@@ -2,8 +2,10 @@
 
 scikit-learn's bundled handwritten digits (1797 images, 8x8, values 0..16, ~180 per class) made
 long-tailed with the usual exponential profile n_i = round(n_max * IR^(-i/(K-1))) for the i-th
-class of a seeded random class order. The digits not drawn form a fixed, roughly balanced `test`
-part, which is exactly the long-tailed-recognition evaluation setting.
+class of a seeded random class order. Of the digits not drawn, `val_per_class` of every class form
+a balanced `val` part for model selection (as ImageNet-LT's 20 per class: a carve-out of the
+long-tailed training set would leave 0-1 images of a tail class to select on), and the rest a
+fixed, roughly balanced `test` part: the long-tailed-recognition evaluation setting.
 """
 
 from __future__ import annotations
@@ -38,14 +40,17 @@ def make_digits_lt(
     seed: int = 0,
     image_size: int = 32,
     folds: int = 0,
+    val_per_class: int = 10,
 ) -> Source:
     """Build digits-LT with every part assigned.
 
     Returns a Source whose records carry in-memory uint8 RGB arrays: `train` (folds=0) or
-    `fold0..fold{folds-1}` (stratified, seeded) for the drawn samples, and `test` for every digit
-    not drawn. Keys are `digits-{sklearn index:04d}`; each sample is its own group.
+    `fold0..fold{folds-1}` (stratified, seeded) for the drawn samples, `val` for `val_per_class`
+    undrawn digits of each class, and `test` for the others. Keys are `digits-{sklearn index:04d}`;
+    each sample is its own group.
     """
-    source = read_digits_lt(imbalance_ratio=imbalance_ratio, n_max=n_max, seed=seed, image_size=image_size)
+    source = read_digits_lt(imbalance_ratio=imbalance_ratio, n_max=n_max, seed=seed, image_size=image_size,
+                            val_per_class=val_per_class)
     source.records = assign_parts(source.records, folds, seed)
     return source
 
@@ -58,9 +63,10 @@ def read_digits_lt(
     image_size: int = 32,
     imbalance_ratio: float = 50.0,
     n_max: int = 150,
+    val_per_class: int = 10,
 ) -> Source:
     """The reader behind `prepare --dataset digits_lt`: drawn samples have part None (the caller
-    assigns train / folds), undrawn ones part "test"."""
+    assigns train / folds), undrawn ones part "val" (``val_per_class`` per class, 0 for none) or "test"."""
     if root is not None or test_root is not None:
         raise ValueError("digits_lt is embedded: it takes no --root / --test-root")
     from sklearn.datasets import load_digits  # local import: sklearn is slow to import
@@ -72,6 +78,9 @@ def read_digits_lt(
     available = np.bincount(targets, minlength=NUM_CLASSES)
     if not 1 <= n_max <= available.min():
         raise ValueError(f"n_max must be in [1, {available.min()}] (smallest digit class), got {n_max}")
+    if not 0 <= val_per_class <= available.min() - n_max - 1:  # keep >= 1 test digit of every class
+        raise ValueError(f"val_per_class must be in [0, {available.min() - n_max - 1}] with n_max={n_max} "
+                         f"(the smallest digit class has {available.min()}), got {val_per_class}")
 
     rng = np.random.default_rng(seed)
     class_order = rng.permutation(NUM_CLASSES)  # class_order[i] gets the i-th largest count
@@ -81,6 +90,10 @@ def read_digits_lt(
         pool = np.flatnonzero(targets == digit)
         # At least one sample per class even for absurd IRs, so every class exists in training.
         drawn.update(int(j) for j in rng.choice(pool, size=max(counts[i], 1), replace=False))
+    val: set[int] = set()  # drawn after the training set, so val_per_class never changes the latter
+    for digit in range(NUM_CLASSES):
+        pool = np.array([j for j in np.flatnonzero(targets == digit) if int(j) not in drawn])
+        val.update(int(j) for j in rng.choice(pool, size=val_per_class, replace=False))
 
     records = [
         Record(
@@ -88,7 +101,7 @@ def read_digits_lt(
             label=int(targets[j]),
             class_name=CLASS_NAMES[int(targets[j])],
             group=f"digits-{j:04d}",
-            part=None if j in drawn else "test",
+            part=None if j in drawn else "val" if j in val else "test",
             image=digit_to_rgb(images[j], image_size),
         )
         for j in range(len(targets))
@@ -96,6 +109,7 @@ def read_digits_lt(
     options = {
         "imbalance_ratio": imbalance_ratio,
         "n_max": n_max,
+        "val_per_class": val_per_class,
         "class_order": [CLASS_NAMES[d] for d in class_order],
     }
     return Source(

@@ -118,11 +118,11 @@ def assign_parts(records: Sequence[Record], folds: int, seed: int, test_fraction
 
 
 def part_sort_key(part: str) -> tuple:
-    """Order parts as fold0, fold1, ..., fold10, then train, then test, then anything else."""
+    """Order parts as fold0, fold1, ..., fold10, then train, val, test, then anything else."""
     m = re.fullmatch(r"fold(\d+)", part)
     if m:
         return (0, int(m.group(1)), part)
-    return ({"train": 1, "test": 2}.get(part, 3), 0, part)
+    return ({"train": 1, "val": 2, "test": 3}.get(part, 4), 0, part)
 
 
 def protocol_name(parts: Sequence[str], folds: int, test_fraction: float = 0.0) -> str:

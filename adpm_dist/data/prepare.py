@@ -61,7 +61,7 @@ def prepare(
     5 folds, except HAM10000 (a 7:3 grouped train/test split: test_fraction 0.3) and imagefolder
     with `test_root` (train + test). Passing `folds` alone asks for pure K-fold CV (test_fraction
     0); passing both gives a held-out test part plus K folds of the rest. `reader_options` go to
-    the reader (digits_lt: imbalance_ratio, n_max; scin: top_k). `workers` encoding processes
+    the reader (digits_lt: imbalance_ratio, n_max, val_per_class; scin: top_k). `workers` encoding processes
     (default min(4, CPUs)). Deterministic: the same input gives byte-identical output, whatever
     `workers` is. Warnings (small classes, missing lesion ids) are re-issued and kept in the manifest.
     """
@@ -172,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, help=f"encoding processes (default min(4, CPUs) = {default_workers()})")
     ap.add_argument("--imbalance-ratio", type=float, help="digits_lt: head/tail ratio (default 50)")
     ap.add_argument("--n-max", type=int, help="digits_lt: head-class size (default 150)")
+    ap.add_argument("--val-per-class", type=int,
+                    help="digits_lt: undrawn digits per class in a balanced `val` part (default 10; 0 = none)")
     ap.add_argument("--top-k", type=int, help="scin: keep the K most frequent conditions (default 20)")
     ap.add_argument("--verify", action="store_true", help="re-check shards against the manifest (sha256, counts)")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -182,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--dataset is required (or use --verify alone to check an existing --out)")
 
     options = {k: v for k, v in (("imbalance_ratio", args.imbalance_ratio), ("n_max", args.n_max),
-                                 ("top_k", args.top_k)) if v is not None}
+                                 ("val_per_class", args.val_per_class), ("top_k", args.top_k)) if v is not None}
     t0 = time.perf_counter()
     try:
         with warnings.catch_warnings():

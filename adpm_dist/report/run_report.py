@@ -100,7 +100,7 @@ def write_report(run_dir: str | Path, n_bins: int = 15) -> Path:
         "",
         f"Evaluation part `{m.get('eval_part')}`: {m.get('n_samples', len(run.labels))} images, each predicted once "
         f"(de-duplicated over ranks). Checkpoint from epoch {m.get('best_epoch')} (validation macro F1 "
-        f"{fmt(m.get('val_macro_f1'))}, selected on the validation carve-out, never on this part). "
+        f"{fmt(m.get('val_macro_f1'))}, selected on validation data, never on this part). "
         f"Sampler `{m.get('sampler')}`, {m.get('sampling_steps')} steps.",
         "",
         _config_line(run_dir),

@@ -15,7 +15,7 @@ the experiment directory:
 Selection: best = highest mean macro-F1 over the CV folds' evaluation parts among configurations with
 every fold finished (ties -> smaller alpha, then smaller beta). That is the paper's protocol; it
 selects on the evaluation folds, so the winner's CV mean is optimistically biased. Inside each trial
-the checkpoint is selected on a validation carve-out of its training folds (engine.train).
+the checkpoint is selected on validation data: the shards' `val` part, else a carve-out of its training folds (engine.train).
 """
 from __future__ import annotations
 
@@ -273,7 +273,8 @@ def summary_markdown(search: dict, cells: list[Cell], best: Cell | None, complet
              f"- consolidated: {time.strftime('%Y-%m-%d %H:%M:%S')}", "",
              "## Protocol", "",
              f"Each trial (alpha, beta, fold k) trains on the other {folds - 1} fold(s), selects its checkpoint on a "
-             "validation carve-out of those training folds (`data.val_fraction`), and is evaluated once on fold k. "
+             "validation data (`data.val_part`: the shards' `val` part, else a carve-out of those training folds), and "
+             "is evaluated once on fold k. "
              "**The best (alpha, beta) is chosen by the mean macro-F1 over the CV folds' evaluation parts, as the "
              "paper does** (its Table 2); selecting on the evaluation folds makes the winner's CV mean optimistically "
              "biased. The fixed `test` part (digits-LT) is never used by the search; `best.yaml` evaluates on it.", ""]

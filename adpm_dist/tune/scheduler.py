@@ -5,7 +5,7 @@ be stopped for doing worse than other (alpha, beta) on the *same* evaluation fol
 scheduler per experiment; this wrapper keeps an ``ASHAScheduler`` per fold and routes each trial's
 events to its fold's instance. Trials run in submission order (FIFO), as with plain ASHA.
 
-ASHA looks at ``val_macro_f1`` (validation carve-out, reported on validation epochs only) against
+ASHA looks at ``val_macro_f1`` (validation data, reported on validation epochs only) against
 ``epoch``; epochs without validation carry no metric and are skipped by ASHA. A stopped trial has no
 evaluation (no metrics.json): its (alpha, beta) lacks that fold in the summary and cannot be "best".
 """

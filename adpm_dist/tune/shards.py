@@ -1,8 +1,9 @@
 """Shards for a cross-validation search: prepared once, before any trial, or checked if given.
 
 Each trial evaluates on `fold{k}` and trains on the other folds (engine.plan_data leaves out the
-evaluation part and the fixed `test` part), so the shards must hold exactly fold0..fold{N-1}
-(digits-LT adds its fixed `test` part, which the search never reads).
+evaluation part, the fixed `test` part and a `val` part), so the shards must hold exactly
+fold0..fold{N-1} (digits-LT adds its fixed `test` part, which the search never reads, and its
+balanced `val` part, on which every trial selects its checkpoint).
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import re
 from pathlib import Path
 
 from ..data.manifest import MANIFEST_NAME, Manifest, load_manifest
+from ..plan import VAL_PART
 
 AUTO_PREPARED = ("digits_lt",)  # embedded: prepared without --root
 DEFAULT_FOLDS = 5
@@ -46,10 +48,10 @@ def check_folds(manifest: Manifest, folds: int | None, dataset: str) -> int:
     if folds is not None and folds != n:
         raise ValueError(f"--folds {folds} but {manifest.root} has {n} folds ({', '.join(parts)}); "
                          f"pass --folds {n} or prepare new shards with: {prepare_command(dataset, folds)}")
-    extra = [p for p in manifest.parts if p not in parts and p != "test"]
+    extra = [p for p in manifest.parts if p not in parts and p not in ("test", VAL_PART)]
     if extra:
-        raise ValueError(f"{manifest.root} has parts {extra} besides the folds and `test`; every trial would "
-                         f"train on them too. Prepare fold shards with: {prepare_command(dataset, n)}")
+        raise ValueError(f"{manifest.root} has parts {extra} besides the folds, `{VAL_PART}` and `test`; every "
+                         f"trial would train on them too. Prepare fold shards with: {prepare_command(dataset, n)}")
     return n
 
 
