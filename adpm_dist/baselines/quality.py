@@ -36,6 +36,7 @@ METHODS: dict[str, tuple[list[str], str]] = {
 }
 # The lever sweep (benchmarks/levers.py, issue 8 part 3): ADPM with one setting ADPM_SPEC leaves open
 # changed, judged on validation data only. "adpm" and "isotropic" are the quality runs themselves.
+MU_ONLY = ["model.reverse_prior=false", "model.feature_product=false"]
 LEVERS: dict[str, tuple[list[str], str]] = {
     "adpm": METHODS["adpm"],
     "isotropic": METHODS["isotropic"],
@@ -59,6 +60,14 @@ LEVERS: dict[str, tuple[list[str], str]] = {
     "adpm_balanced_prior": METHODS["adpm_balanced_prior"],
     "isotropic_balanced_prior": (METHODS["isotropic_balanced_prior"][0],
                                  "the same with alpha = 0: does anisotropy matter with a balanced prior?"),
+    # The denoiser without the image (y_t and mu only): its label posterior on training inputs is then as
+    # uncertain as mu, the condition under which the oracle (benchmarks/oracle.py) shows anisotropy acting.
+    "mu_only": (["method=adpm", *MU_ONLY], "denoiser sees y_t and mu only, no image features"),
+    "mu_only_isotropic": (["method=adpm", *MU_ONLY, "noise.alpha=0"], "the same with alpha = 0"),
+    "mu_only_frozen": (["method=adpm", *MU_ONLY, "train.freeze_prior=true"],
+                       "y_t and mu only, prior frozen after its warm-up"),
+    "mu_only_frozen_isotropic": (["method=adpm", *MU_ONLY, "train.freeze_prior=true", "noise.alpha=0"],
+                                 "the same with alpha = 0"),
 }
 # Sampling-side levers: the selected checkpoint of an "adpm" run sampled again on validation.
 SAMPLING_LEVERS: dict[str, tuple[list[str], str]] = {

@@ -1,0 +1,146 @@
+"""What anisotropy does to a decision when the denoiser is perfect (issue 8, docs/model.md).
+
+    python benchmarks/oracle.py [--ir 50] [--alphas 0 1/6 1/4 1/2 1] [--beta 5] [--formula A]
+        [--samplers truncated-250 respaced-250 ddim-10] [--chains 1000] [--seed 0] [--results FILE]
+
+One image whose label is the head class with probability 1 - a and the tail class with
+probability a (digits-LT's training counts at --ir: head 150, tail 150 / IR), the prior mean mu
+equal to that posterior (a calibrated prior). ADPM's sampler runs on the Bayes-optimal y0
+denoiser of eq. 5 (adpm_dist/oracle.py) for --chains chains at every a of a grid, and the table
+gives how often the sampled label is the tail class, and a*: the smallest a at which the tail
+wins the majority (what a vote over many samples predicts). With isotropic noise and an exact
+sampler a* = 0.5 (the sampler draws from the posterior); the balanced (logit-adjusted) Bayes
+decision is a* = n_tail / (n_tail + n_head). No training, no data: the mechanism alone.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import shlex
+import sys
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from adpm_dist.baselines.quality import replace_section  # noqa: E402
+from adpm_dist.data.digits_lt import long_tail_counts  # noqa: E402
+from adpm_dist.diffusion import SAMPLERS, ADPMScheduler  # noqa: E402
+from adpm_dist.noise import FORMULAS, class_noise_levels  # noqa: E402
+from adpm_dist.oracle import oracle_sample  # noqa: E402
+
+MARKERS = ("<!-- oracle:begin -->", "<!-- oracle:end -->")
+HEADING = "## What anisotropy does with a perfect denoiser (benchmarks/oracle.py)"
+SHOWN = (0.1, 0.2, 0.3, 0.5)  # the a columns of the table
+
+
+def sampler_spec(text: str) -> tuple[str, int]:
+    name, _, steps = text.partition("-")
+    if name not in SAMPLERS or not steps.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r}: expected SAMPLER-STEPS with SAMPLER in {', '.join(SAMPLERS)}")
+    return name, int(steps)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ir", type=float, default=50.0, help="digits-LT imbalance ratio of the class counts")
+    p.add_argument("--alphas", nargs="+", default=["0", "1/6", "1/4", "1/2", "1"], help="eq. 14 alpha values")
+    p.add_argument("--beta", type=float, default=5.0)
+    p.add_argument("--formula", default="A", choices=FORMULAS)
+    p.add_argument("--samplers", nargs="+", type=sampler_spec, default=["truncated-250", "respaced-250", "ddim-10"],
+                   help="SAMPLER-STEPS (the config's diffusion.sampler and diffusion.test_timesteps)")
+    p.add_argument("--chains", type=int, default=1000, help="chains per value of a")
+    p.add_argument("--grid", type=int, default=49, help="values of a in (0, 1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--results", default="benchmarks/RESULTS.md", help="markdown file that gets the table ('' = none)")
+    args = p.parse_args(argv)
+    args.samplers = [s if isinstance(s, tuple) else sampler_spec(s) for s in args.samplers]
+    try:
+        args.alpha_values = [float(Fraction(a)) for a in args.alphas]
+    except ValueError as e:
+        p.error(f"--alphas: {e}")
+    if args.chains < 1 or args.grid < 2:
+        p.error("--chains must be >= 1 and --grid >= 2")
+    return args
+
+
+def tail_share(scheduler: ADPMScheduler, stds: torch.Tensor, head: int, tail: int, a: np.ndarray, chains: int,
+               sampler: str, steps: int, seed: int) -> np.ndarray:
+    """For each a: the share of ``chains`` samples whose argmax y0 is the tail class."""
+    k = len(stds)
+    post = torch.zeros(len(a), k, dtype=torch.float64)
+    post[:, head], post[:, tail] = torch.as_tensor(1 - a), torch.as_tensor(a)
+    post = post.repeat_interleave(chains, dim=0)
+    gen = torch.Generator().manual_seed(seed)
+    y0 = oracle_sample(scheduler, post, post.clone(), stds.double(), sampler=sampler, steps=steps, generator=gen)
+    return (y0.argmax(1) == tail).double().view(len(a), chains).mean(1).numpy()
+
+
+def crossing(a: np.ndarray, share: np.ndarray) -> float:
+    """The smallest a where ``share`` reaches 0.5 (linear interpolation; 0 or 1 at the ends)."""
+    above = np.flatnonzero(share >= 0.5)
+    if not len(above):
+        return 1.0
+    i = above[0]
+    if i == 0:
+        return 0.0
+    a0, a1, s0, s1 = a[i - 1], a[i], share[i - 1], share[i]
+    return float(a0 + (0.5 - s0) * (a1 - a0) / (s1 - s0))
+
+
+def measure(args) -> tuple[list[dict], list[int]]:
+    counts = long_tail_counts(10, 150, args.ir)
+    head, tail = 0, len(counts) - 1
+    scheduler = ADPMScheduler.linear(1000)
+    grid = np.linspace(0, 1, args.grid + 2)[1:-1]
+    a = np.unique(np.concatenate([grid, SHOWN]))
+    rows = []
+    for label, alpha in zip(args.alphas, args.alpha_values):
+        stds = class_noise_levels(counts, alpha, args.beta, args.formula)
+        for sampler, steps in args.samplers:
+            start = time.perf_counter()
+            share = tail_share(scheduler, stds, head, tail, a, args.chains, sampler, steps, args.seed)
+            rows.append({"alpha": label, "lambda_tail": float(stds[tail]), "sampler": f"{sampler}-{steps}",
+                         "shown": [float(share[np.isclose(a, x)][0]) for x in SHOWN], "a_star": crossing(a, share),
+                         "seconds": time.perf_counter() - start})
+            print(f"alpha {label} ({sampler}-{steps}): a* = {rows[-1]['a_star']:.3f} "
+                  f"[{rows[-1]['seconds']:.1f} s]", flush=True)
+    return rows, counts
+
+
+def markdown(args, argv: list[str], rows: list[dict], counts: list[int]) -> str:
+    head, tail = counts[0], counts[-1]
+    lines = [f"{dt.datetime.now():%Y-%m-%d %H:%M}. Command:", "", "    python benchmarks/oracle.py " + shlex.join(argv), "",
+             f"Head class n = {head}, tail class n = {tail} (digits-LT profile, IR {args.ir:g}), beta = {args.beta:g}, "
+             f"formula {args.formula}; {args.chains} chains per value of a, seed {args.seed}. *share(a)*: how often the "
+             "sampled label is the tail class when its posterior probability is a; *a\\**: where the tail starts to win "
+             f"the majority. Balanced (logit-adjusted) Bayes decision: a* = {tail / (head + tail):.3f}.", "",
+             "| alpha | tail lambda | sampler | " + " | ".join(f"share({x:g})" for x in SHOWN) + " | a* |",
+             "|---|---|---|" + "---|" * (len(SHOWN) + 1)]
+    for r in rows:
+        lines.append(f"| {r['alpha']} | {r['lambda_tail']:.2f} | {r['sampler']} | "
+                     + " | ".join(f"{v:.3f}" for v in r["shown"]) + f" | {r['a_star']:.3f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    rows, counts = measure(args)
+    block = markdown(args, argv, rows, counts)
+    print(block)
+    if args.results:
+        path = Path(args.results)
+        text = path.read_text() if path.is_file() else "# Benchmark results\n"
+        path.write_text(replace_section(text, block, HEADING, MARKERS))
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
