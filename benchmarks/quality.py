@@ -40,11 +40,11 @@ sys.path.insert(0, str(ROOT))
 from adpm_dist.baselines.quality import (DIFFUSION_ENTRIES, METHODS, METRICS, dataset_table,  # noqa: E402
                                          frequency_groups, groups_line, replace_section, run_scores)
 from adpm_dist.config import ConfigError, from_dict, load_config  # noqa: E402
+from adpm_dist.data.digits_lt import DEFAULT_VAL_PER_CLASS  # noqa: E402
 from adpm_dist.data.manifest import load_manifest  # noqa: E402
 from adpm_dist.plan import plan_data  # noqa: E402
 
 TIMING_FILE = "bench_seconds.json"
-DIGITS_VAL_PER_CLASS = 10  # digits-LT's balanced `val` part (prepare's default), for model selection
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -81,12 +81,12 @@ def datasets(args, out: Path) -> dict[str, Path]:
         name, shards = f"digits_lt_ir{ir:g}", out / "data" / f"digits_lt_ir{ir:g}"
         try:
             options = load_manifest(shards).options  # prepared by an older version: prepare again
-            ready = options.get("imbalance_ratio") == ir and options.get("val_per_class") == DIGITS_VAL_PER_CLASS
+            ready = (options.get("imbalance_ratio"), options.get("val_per_class")) == (ir, DEFAULT_VAL_PER_CLASS)
         except (FileNotFoundError, ValueError):
             ready = False
         if not ready:
             print(f"preparing {name} -> {shards}", flush=True)
-            prepare("digits_lt", shards, imbalance_ratio=ir, val_per_class=DIGITS_VAL_PER_CLASS, progress=False)
+            prepare("digits_lt", shards, imbalance_ratio=ir, val_per_class=DEFAULT_VAL_PER_CLASS, progress=False)
         found[name] = shards
     return found
 

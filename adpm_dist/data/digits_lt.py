@@ -18,6 +18,7 @@ from .records import Record, Source
 
 NUM_CLASSES = 10
 CLASS_NAMES = [str(d) for d in range(NUM_CLASSES)]  # label == digit value
+DEFAULT_VAL_PER_CLASS = 10  # undrawn digits per class in the balanced `val` part
 
 
 def long_tail_counts(num_classes: int, n_max: int, imbalance_ratio: float) -> list[int]:
@@ -40,7 +41,7 @@ def make_digits_lt(
     seed: int = 0,
     image_size: int = 32,
     folds: int = 0,
-    val_per_class: int = 10,
+    val_per_class: int = DEFAULT_VAL_PER_CLASS,
 ) -> Source:
     """Build digits-LT with every part assigned.
 
@@ -63,7 +64,7 @@ def read_digits_lt(
     image_size: int = 32,
     imbalance_ratio: float = 50.0,
     n_max: int = 150,
-    val_per_class: int = 10,
+    val_per_class: int = DEFAULT_VAL_PER_CLASS,
 ) -> Source:
     """The reader behind `prepare --dataset digits_lt`: drawn samples have part None (the caller
     assigns train / folds), undrawn ones part "val" (``val_per_class`` per class, 0 for none) or "test"."""
