@@ -2,6 +2,7 @@
 
     python benchmarks/oracle.py [--ir 50] [--alphas 0 1/6 1/4 1/2 1] [--beta 5] [--formula A]
         [--samplers truncated-250 respaced-250 ddim-10] [--chains 1000] [--seed 0] [--results FILE]
+        [--plot docs/img/oracle_tail_share.png]
 
 One image whose label is the head class with probability 1 - a and the tail class with
 probability a (digits-LT's training counts at --ir: head 150, tail 150 / IR), the prior mean mu
@@ -58,6 +59,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--grid", type=int, default=49, help="values of a in (0, 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--results", default="benchmarks/RESULTS.md", help="markdown file that gets the table ('' = none)")
+    p.add_argument("--plot", default="docs/img/oracle_tail_share.png", help="share(a) curves, one panel per sampler "
+                   "('' = none)")
     args = p.parse_args(argv)
     args.samplers = [s if isinstance(s, tuple) else sampler_spec(s) for s in args.samplers]
     try:
@@ -107,7 +110,7 @@ def measure(args) -> tuple[list[dict], list[int]]:
             share = tail_share(scheduler, stds, head, tail, a, args.chains, sampler, steps, args.seed)
             rows.append({"alpha": label, "lambda_tail": float(stds[tail]), "sampler": f"{sampler}-{steps}",
                          "shown": [float(share[np.isclose(a, x)][0]) for x in SHOWN], "a_star": crossing(a, share),
-                         "seconds": time.perf_counter() - start})
+                         "a": a, "share": share, "seconds": time.perf_counter() - start})
             print(f"alpha {label} ({sampler}-{steps}): a* = {rows[-1]['a_star']:.3f} "
                   f"[{rows[-1]['seconds']:.1f} s]", flush=True)
     return rows, counts
@@ -128,6 +131,33 @@ def markdown(args, argv: list[str], rows: list[dict], counts: list[int]) -> str:
     return "\n".join(lines)
 
 
+def plot(rows: list[dict], counts: list[int], path: Path) -> None:
+    """share(a) against a: one panel per sampler, one curve per alpha, the balanced decision marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    samplers = list(dict.fromkeys(r["sampler"] for r in rows))
+    fig, axes = plt.subplots(1, len(samplers), figsize=(4.2 * len(samplers), 3.8), sharey=True, squeeze=False)
+    balanced = counts[-1] / (counts[0] + counts[-1])
+    for ax, sampler in zip(axes[0], samplers):
+        for r in (r for r in rows if r["sampler"] == sampler):
+            ax.plot(r["a"], r["share"], label=f"alpha {r['alpha']} (tail lambda {r['lambda_tail']:.2f})")
+        ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":", label="share = a (samples the posterior)")
+        ax.axvline(balanced, color="black", lw=0.8, ls="--", label=f"balanced decision a* = {balanced:.3f}")
+        ax.axhline(0.5, color="grey", lw=0.5)
+        ax.set(title=sampler, xlabel="posterior probability a of the tail class", xlim=(0, 1), ylim=(0, 1))
+    axes[0][0].set_ylabel("share of samples labelled tail")
+    axes[0][-1].legend(fontsize=7, loc="lower right")
+    fig.suptitle(f"ADPM's sampler on the Bayes-optimal denoiser: head n = {counts[0]} vs tail n = {counts[-1]}",
+                 fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
@@ -139,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
         text = path.read_text() if path.is_file() else "# Benchmark results\n"
         path.write_text(replace_section(text, block, HEADING, MARKERS))
         print(f"wrote {path}")
+    if args.plot:
+        plot(rows, counts, Path(args.plot))
+        print(f"wrote {args.plot}")
     return 0
 
 
