@@ -12,6 +12,11 @@ gives how often the sampled label is the tail class, and a*: the smallest a at w
 wins the majority (what a vote over many samples predicts). With isotropic noise and an exact
 sampler a* = 0.5 (the sampler draws from the posterior); the balanced (logit-adjusted) Bayes
 decision is a* = n_tail / (n_tail + n_head). No training, no data: the mechanism alone.
+
+A second table does the same for every class j against the head class (first sampler, --pair-chains
+chains), and gives the logit-adjustment strength tau that each a*_j implies: logit adjustment with
+tau prefers class j over the head class from logit(a) = tau log(n_head / n_j) on, so
+tau_j = logit(a*_j) / log(n_j / n_head); tau = 0 is the plain posterior, tau = 1 the balanced decision.
 """
 from __future__ import annotations
 
@@ -57,6 +62,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="SAMPLER-STEPS (the config's diffusion.sampler and diffusion.test_timesteps)")
     p.add_argument("--chains", type=int, default=1000, help="chains per value of a")
     p.add_argument("--grid", type=int, default=49, help="values of a in (0, 1)")
+    p.add_argument("--pair-chains", type=int, default=500, help="chains per a for the every-class table (0: skip)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--results", default="benchmarks/RESULTS.md", help="markdown file that gets the table ('' = none)")
     p.add_argument("--plot", default="docs/img/oracle_tail_share.png", help="share(a) curves, one panel per sampler "
@@ -96,6 +102,21 @@ def crossing(a: np.ndarray, share: np.ndarray) -> float:
     return float(a0 + (0.5 - s0) * (a1 - a0) / (s1 - s0))
 
 
+def class_thresholds(args, counts: list[int], scheduler: ADPMScheduler) -> list[dict]:
+    """a*_j of every class j against the head class (class 0) with the first sampler, and its implied tau."""
+    sampler, steps = args.samplers[0]
+    a = 1 / (1 + np.exp(-np.linspace(-6, 6, args.grid)))  # logit-spaced: the balanced a* can be ~0.01
+    rows = []
+    for label, alpha in zip(args.alphas, args.alpha_values):
+        stds = class_noise_levels(counts, alpha, args.beta, args.formula)
+        stars = [min(max(crossing(a, tail_share(scheduler, stds, 0, j, a, args.pair_chains, sampler, steps,
+                                                args.seed)), a[0]), a[-1]) for j in range(1, len(counts))]
+        taus = [np.log(s / (1 - s)) / np.log(counts[j] / counts[0]) for j, s in enumerate(stars, start=1)]
+        rows.append({"alpha": label, "sampler": f"{sampler}-{steps}", "a_star": stars, "tau": taus})
+        print(f"every class vs head, alpha {label}: tau " + " ".join(f"{t:.2f}" for t in taus), flush=True)
+    return rows
+
+
 def measure(args) -> tuple[list[dict], list[int]]:
     counts = long_tail_counts(10, 150, args.ir)
     head, tail = 0, len(counts) - 1
@@ -116,7 +137,20 @@ def measure(args) -> tuple[list[dict], list[int]]:
     return rows, counts
 
 
-def markdown(args, argv: list[str], rows: list[dict], counts: list[int]) -> str:
+def class_markdown(rows: list[dict], counts: list[int]) -> list[str]:
+    if not rows:
+        return []
+    k = len(counts)
+    lines = ["", f"Every class against the head class ({rows[0]['sampler']}): a*_j, and in brackets the "
+             "logit-adjustment tau it implies (0: the posterior itself; 1: the balanced decision).", "",
+             "| alpha | " + " | ".join(f"n = {n}" for n in counts[1:]) + " |", "|---|" + "---|" * (k - 1),
+             "| logit adjustment, tau = 1 | " + " | ".join(f"{n / (n + counts[0]):.3f} (1.00)" for n in counts[1:]) + " |"]
+    for r in rows:
+        lines.append(f"| {r['alpha']} | " + " | ".join(f"{s:.3f} ({t:.2f})" for s, t in zip(r["a_star"], r["tau"])) + " |")
+    return lines
+
+
+def markdown(args, argv: list[str], rows: list[dict], counts: list[int], pair_rows: list[dict]) -> str:
     head, tail = counts[0], counts[-1]
     lines = [f"{dt.datetime.now():%Y-%m-%d %H:%M}. Command:", "", "    python benchmarks/oracle.py " + shlex.join(argv), "",
              f"Head class n = {head}, tail class n = {tail} (digits-LT profile, IR {args.ir:g}), beta = {args.beta:g}, "
@@ -128,7 +162,7 @@ def markdown(args, argv: list[str], rows: list[dict], counts: list[int]) -> str:
     for r in rows:
         lines.append(f"| {r['alpha']} | {r['lambda_tail']:.2f} | {r['sampler']} | "
                      + " | ".join(f"{v:.3f}" for v in r["shown"]) + f" | {r['a_star']:.3f} |")
-    return "\n".join(lines)
+    return "\n".join(lines + class_markdown(pair_rows, counts))
 
 
 def plot(rows: list[dict], counts: list[int], path: Path) -> None:
@@ -162,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     rows, counts = measure(args)
-    block = markdown(args, argv, rows, counts)
+    pair_rows = class_thresholds(args, counts, ADPMScheduler.linear(1000)) if args.pair_chains else []
+    block = markdown(args, argv, rows, counts, pair_rows)
     print(block)
     if args.results:
         path = Path(args.results)

@@ -72,9 +72,10 @@ def test_benchmark_table(tmp_path):
     results.write_text("# Benchmark results\n\n## Other\n\nkept\n")
     png = tmp_path / "share.png"
     assert bench.main(["--alphas", "0", "1/2", "--samplers", "truncated-20", "--chains", "50", "--grid", "4",
-                       "--results", str(results), "--plot", str(png)]) == 0
+                       "--pair-chains", "20", "--results", str(results), "--plot", str(png)]) == 0
     assert png.stat().st_size > 10_000
     text = results.read_text()
     assert "kept" in text and bench.MARKERS[0] in text and "| 1/2 |" in text and "truncated-20" in text
+    assert "| logit adjustment, tau = 1 | 0." in text  # the every-class table
     assert bench.crossing(np.array([0.1, 0.3, 0.5]), np.array([0.2, 0.4, 0.6])) == pytest.approx(0.4)
     assert bench.crossing(np.array([0.1, 0.3]), np.array([0.1, 0.2])) == 1.0
