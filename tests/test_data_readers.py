@@ -112,6 +112,27 @@ def test_pad_ufes_official_layout(tmp_path):
     verify_shards(m)
 
 
+def test_pad_ufes_metadata_disagreements_are_named(tmp_path):
+    """Every mismatch between metadata.csv and the images is a named rejection; the rest still loads."""
+    from adpm_dist.data.pad_ufes import read_pad_ufes
+
+    root = tmp_path / "pad"
+    rows = make_pad_ufes(root)["rows"]
+    image(root / "images" / "imgs_part_1" / "PAT_9_9_9.png", 9)       # on disk, in no row
+    image(root / "images" / "imgs_part_2" / "PAT_8_8_8.png", 8)       # its row has an unknown class
+    extra = [{**rows[0], "img_id": "PAT_7_7_7.png"},                   # row without its file
+             dict(rows[1]),                                            # the same file twice
+             {**rows[2], "img_id": "PAT_8_8_8.png", "diagnostic": "XYZ"}]
+    write_csv(root / "metadata.csv", PAD_COLUMNS, rows + extra)
+    src = read_pad_ufes(root=root)
+    reasons = {Path(r["file"]).name: r["reason"] for r in src.rejected}
+    assert reasons == {"PAT_7_7_7.png": "listed in metadata.csv but not found on disk",
+                       rows[1]["img_id"]: "listed twice in metadata.csv",
+                       "PAT_8_8_8.png": "unknown diagnostic 'XYZ'",
+                       "PAT_9_9_9.png": "image not listed in metadata.csv"}
+    assert len(src.records) == len(rows)
+
+
 # --- HAM10000 ------------------------------------------------------------------------------------------
 
 
@@ -164,6 +185,22 @@ def test_ham10000_both_layouts_7_3(tmp_path, layout):
     with tarfile.open(m.parts["train"][0]) as tar:  # 60x45 stored with shorter side 32, aspect kept
         member = next(n for n in tar.getnames() if n.endswith(".jpg"))
         assert Image.open(tar.extractfile(member)).size == (43, 32)
+
+
+def test_ham10000_metadata_disagreements_are_named(tmp_path):
+    from adpm_dist.data.ham10000 import read_ham10000
+
+    root = tmp_path / "ham"
+    rows = make_ham(root, "ham10000")
+    image(root / "HAM10000_images_part_1" / "ISIC_9999999.jpg", 1)
+    extra = [{**rows[0], "image_id": "ISIC_8888888"}, dict(rows[1]), {**rows[2], "image_id": "ISIC_9999999", "dx": "zz"}]
+    write_csv(root / "HAM10000_metadata.csv", HAM_COLUMNS, rows + extra)
+    src = read_ham10000(root=root)
+    reasons = {Path(r["file"]).name: r["reason"] for r in src.rejected}
+    assert reasons == {"ISIC_8888888.jpg": "listed in HAM10000_metadata.csv but not found on disk",
+                       f"{rows[1]['image_id']}.jpg": "listed twice in HAM10000_metadata.csv",
+                       "ISIC_9999999.jpg": "unknown dx 'zz'"}
+    assert len(src.records) == len(rows)
 
 
 def test_ham10000_five_fold_option(tmp_path):

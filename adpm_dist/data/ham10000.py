@@ -22,7 +22,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from .layout import missing, no_test_root, read_csv, require_root, scan_images, unlisted
+from .layout import join_rows, missing, no_test_root, read_csv, require_root, scan_images, unlisted
 from .records import Record, Source, safe_key
 
 CLASS_NAMES = ["MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC"]
@@ -44,21 +44,9 @@ def _read_ham(root: Path) -> tuple[list[Record], list[dict]]:
     if not folders:
         raise FileNotFoundError(f"ham10000: no HAM10000_images_part_1/ or HAM10000_images_part_2/ under {root}")
     scan = scan_images(folders)
-    by_stem = scan.stem_index()
-    records, rejected, used = [], list(scan.rejected), set()
-    for row in rows:
-        path, dx = by_stem.get(row["image_id"]), row["dx"].upper()
-        if path is None:
-            rejected.append(missing(f"{row['image_id']}.jpg", HAM_CSV))
-        elif path in used:
-            rejected.append({"file": str(path), "reason": f"listed twice in {HAM_CSV}"})
-        elif dx not in CLASS_NAMES:
-            used.add(path)
-            rejected.append({"file": str(path), "reason": f"unknown dx {row['dx']!r}"})
-        else:
-            used.add(path)
-            records.append(_record(path, dx, f"lesion-{row['lesion_id'] or row['image_id']}"))
-    return records, rejected + unlisted(scan, used, HAM_CSV)
+    return join_rows(rows, scan, scan.stem_index(), HAM_CSV, file_column="image_id", file_suffix=".jpg",
+                     class_column="dx", class_names=CLASS_NAMES,
+                     make_record=lambda row, path, dx: _record(path, dx, f"lesion-{row['lesion_id'] or row['image_id']}"))
 
 
 def _one_hot_label(row: dict) -> str | None:

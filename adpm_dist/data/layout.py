@@ -9,9 +9,11 @@ rejection `{"file", "reason"}` instead of dropping it silently.
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from .records import Record
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 
@@ -58,6 +60,33 @@ def scan_images(folders: Iterable[Path]) -> ImageScan:
             else:
                 scan.by_name[f.name] = f
     return scan
+
+
+def join_rows(rows: Sequence[dict[str, str]], scan: ImageScan, index: dict[str, Path], csv_name: str, *,
+              file_column: str, class_column: str, class_names: Sequence[str],
+              make_record: Callable[[dict[str, str], Path, str], Record],
+              file_suffix: str = "") -> tuple[list[Record], list[dict]]:
+    """Join metadata rows to the scanned images (``index``: the row's ``file_column`` value -> path).
+
+    Accounts for every input: a row whose file is missing, a file listed twice, an unknown class
+    (``class_column`` upper-cased, not in ``class_names``) and an image no row lists are rejections
+    naming the file; the rest become ``make_record(row, path, class_name)``.
+    """
+    records: list[Record] = []
+    rejected, used = list(scan.rejected), set()
+    for row in rows:
+        path, name = index.get(row[file_column]), row[class_column].upper()
+        if path is None:
+            rejected.append(missing(row[file_column] + file_suffix, csv_name))
+        elif path in used:
+            rejected.append({"file": str(path), "reason": f"listed twice in {csv_name}"})
+        elif name not in class_names:
+            used.add(path)
+            rejected.append({"file": str(path), "reason": f"unknown {class_column} {row[class_column]!r}"})
+        else:
+            used.add(path)
+            records.append(make_record(row, path, name))
+    return records, rejected + unlisted(scan, used, csv_name)
 
 
 def unlisted(scan: ImageScan, used: set[Path], csv_name: str) -> list[dict]:

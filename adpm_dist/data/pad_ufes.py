@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .layout import missing, no_test_root, read_csv, require_root, scan_images, unlisted
+from .layout import join_rows, no_test_root, read_csv, require_root, scan_images
 from .records import Record, Source, safe_key
 
 CLASS_NAMES = ["ACK", "BCC", "MEL", "NEV", "SCC", "SEK"]  # alphabetical, as in the dataset paper
@@ -29,26 +29,11 @@ def read_pad_ufes(*, root=None, test_root=None, seed: int = 0, image_size: int |
     folders = [root / "images"] if (root / "images").is_dir() else sorted(root.glob("imgs_part_*"))
     if not folders:
         raise FileNotFoundError(f"pad_ufes: no {root / 'images'} folder (nor imgs_part_* folders) under {root}")
-    scan = scan_images(folders)
     label_of = {c: i for i, c in enumerate(CLASS_NAMES)}
-
-    records: list[Record] = []
-    rejected = list(scan.rejected)
-    used: set[Path] = set()
-    for row in rows:
-        name, dx = row["img_id"], row["diagnostic"].upper()
-        path = scan.by_name.get(name)
-        if path is None:
-            rejected.append(missing(name, METADATA))
-        elif path in used:
-            rejected.append({"file": str(path), "reason": f"listed twice in {METADATA}"})
-        elif dx not in label_of:
-            used.add(path)
-            rejected.append({"file": str(path), "reason": f"unknown diagnostic {row['diagnostic']!r}"})
-        else:
-            used.add(path)
-            records.append(Record(key=safe_key(path.stem), label=label_of[dx], class_name=dx,
-                                  group=f"patient-{row['patient_id'] or row['lesion_id']}", path=path))
-    rejected += unlisted(scan, used, METADATA)
+    scan = scan_images(folders)
+    records, rejected = join_rows(
+        rows, scan, scan.by_name, METADATA, file_column="img_id", class_column="diagnostic", class_names=CLASS_NAMES,
+        make_record=lambda row, path, dx: Record(key=safe_key(path.stem), label=label_of[dx], class_name=dx,
+                                                 group=f"patient-{row['patient_id'] or row['lesion_id']}", path=path))
     return Source(name="pad_ufes", class_names=list(CLASS_NAMES), records=records, rejected=rejected,
                   default_folds=5, options={"root": str(root.resolve()), "group_by": "patient_id"})
