@@ -23,6 +23,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 ACCELERATE = str(Path(sys.executable).with_name("accelerate"))
 TIMEOUT = 540  # per launch; the pytest-timeout of the suite is 600 s per test
@@ -159,28 +161,16 @@ def _check_run(mode: str, out: Path, log: str) -> dict:
     return metrics
 
 
-def test_single_process_trains_and_evaluates(digits_shards, tmp_path_factory):
-    out, log = trained("single", digits_shards, tmp_path_factory)
-    _check_run("single", out, log)
-    assert "NO | 1 process(es)" in log
-
-
-def test_ddp_trains_and_evaluates(digits_shards, tmp_path_factory):
-    out, log = trained("ddp", digits_shards, tmp_path_factory)
-    _check_run("ddp", out, log)
-    assert "MULTI_CPU | 2 process(es), backend gloo" in log
-
-
-def test_zero2_trains_and_evaluates(digits_shards, tmp_path_factory):
-    out, log = trained("zero2", digits_shards, tmp_path_factory)
-    _check_run("zero2", out, log)
-    assert "DeepSpeed ZeRO-2 | 2 process(es), backend gloo" in log
-
-
-def test_zero3_trains_and_evaluates(digits_shards, tmp_path_factory):
-    out, log = trained("zero3", digits_shards, tmp_path_factory)
-    _check_run("zero3", out, log)
-    assert "DeepSpeed ZeRO-3 | 2 process(es), backend gloo" in log
+@pytest.mark.parametrize("mode,banner", [
+    ("single", "NO | 1 process(es)"),
+    ("ddp", "MULTI_CPU | 2 process(es), backend gloo"),
+    ("zero2", "DeepSpeed ZeRO-2 | 2 process(es), backend gloo"),
+    ("zero3", "DeepSpeed ZeRO-3 | 2 process(es), backend gloo"),
+], ids=["single", "ddp", "zero2", "zero3"])
+def test_trains_and_evaluates(mode, banner, digits_shards, tmp_path_factory):
+    out, log = trained(mode, digits_shards, tmp_path_factory)
+    _check_run(mode, out, log)
+    assert banner in log
 
 
 def test_ddp_zero2_zero3_train_identically(digits_shards, tmp_path_factory):
