@@ -164,7 +164,6 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
-    args.config = str(Path(args.config).resolve())
     out = Path(args.out).resolve()
     data = quality.datasets(args, out)
     failed = [] if args.no_run else quality.run_all(args, data, out, entries=LEVERS, show="val_macro_f1")  # never the eval part

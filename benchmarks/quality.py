@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from adpm_dist.baselines.quality import (DIFFUSION_ENTRIES, METHODS, METRICS, dataset_table,  # noqa: E402
-                                         frequency_groups, groups_line, replace_section, run_scores)
+                                         frequency_groups, groups_line, mean_std, replace_section, run_scores)
 from adpm_dist.config import ConfigError, from_dict, load_config  # noqa: E402
 from adpm_dist.data.digits_lt import DEFAULT_VAL_PER_CLASS  # noqa: E402
 from adpm_dist.data.manifest import load_manifest  # noqa: E402
@@ -58,6 +58,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--out", default="runs/quality", help="data and run directories")
     p.add_argument("--results", default="benchmarks/RESULTS.md", help="markdown file that gets the table")
     p.add_argument("--csv", default="benchmarks/quality_runs.csv", help="one row per run")
+    p.add_argument("--plot", default="docs/img/quality_macro_f1.png",
+                   help="macro-F1 and tail F1 per method, one panel per dataset ('' for none)")
     p.add_argument("--jobs", type=int, default=1, help="runs at a time")
     p.add_argument("--baseline-epochs", type=int, default=0,
                    help="train.epochs of the non-diffusion methods (0: the config's)")
@@ -102,7 +104,8 @@ def launch(args, overrides: list[str], run_dir: Path) -> tuple[int, float]:
     run_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.jobs)))
-    cmd = [sys.executable, str(ROOT / "launch" / "train.py"), "--config", args.config, *overrides]
+    config = str(Path(args.config).resolve())  # as the user gave it; the run starts in the project root
+    cmd = [sys.executable, str(ROOT / "launch" / "train.py"), "--config", config, *overrides]
     start = time.perf_counter()
     with open(run_dir / "train.log", "w") as log:
         rc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
@@ -212,6 +215,43 @@ def markdown(args, argv: list[str], rows: list[dict], group_lines: dict[str, str
     return "\n".join(lines)
 
 
+def plot(rows: list[dict], methods: list[str], path: Path) -> None:
+    """Macro-F1 (bar, mean +- std over seeds) and tail-third F1 (dot) of every method, one panel per
+    dataset; diffusion entries and classifier baselines in two colours."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(dict.fromkeys(r["dataset"] for r in rows))
+    if not names:
+        return
+    fig, axes = plt.subplots(1, len(names), figsize=(4.0 * len(names), 0.32 * len(methods) + 1.4),
+                             sharey=True, squeeze=False)
+    y = range(len(methods))
+    for ax, name in zip(axes[0], names):
+        stats = {m: [mean_std([r[k] for r in rows if r["dataset"] == name and r["method"] == m])
+                     for k in ("macro_f1", "tail_f1")] for m in methods}
+        f1, tail = [stats[m][0] for m in methods], [stats[m][1] for m in methods]
+        colours = ["tab:purple" if m in DIFFUSION_ENTRIES else "tab:grey" for m in methods]
+        ax.barh(y, [m for m, _ in f1], xerr=[0 if s != s else s for _, s in f1], color=colours, alpha=0.8,
+                error_kw={"lw": 0.8})
+        ax.plot([m for m, _ in tail], y, "o", color="tab:orange", ms=4, label="tail-third F1")
+        best = max(m for m, _ in f1 if m == m)
+        ax.axvline(best, color="black", lw=0.6, ls=":")
+        low = min(v for pair in (f1, tail) for v, _ in pair if v == v)
+        ax.set(title=name, xlabel="macro-F1 (bar) / tail F1 (dot), test part", xlim=(max(0.0, low - 0.05), 1.0))
+    axes[0][0].set_yticks(list(y), methods, fontsize=8)
+    axes[0][0].invert_yaxis()
+    axes[0][-1].legend(fontsize=7, loc="lower left")
+    fig.suptitle("Quality benchmark: diffusion entries (purple) vs long-tail baselines (grey); "
+                 "dotted: best macro-F1", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
@@ -220,7 +260,6 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
-    args.config = str(Path(args.config).resolve())  # runs start in the project root
     out = Path(args.out).resolve()
     data = datasets(args, out)
     failed = run_all(args, data, out)
@@ -232,6 +271,9 @@ def main(argv: list[str] | None = None) -> int:
     results.write_text(replace_section(text, block))
     print(block)
     print(f"wrote {results} ({len(rows)} runs) and {args.csv}")
+    if args.plot:
+        plot(rows, args.methods, Path(args.plot))
+        print(f"wrote {args.plot}")
     return 1 if failed else 0
 
 

@@ -283,15 +283,18 @@ def test_replace_section_keeps_the_rest_of_the_file():
 def test_quality_script_smoke(tmp_path):
     results = tmp_path / "RESULTS.md"
     results.write_text(f"# Benchmark results\n\nearlier section\n\n{BEGIN}\nstale\n{END}\n")
-    cmd = [sys.executable, "benchmarks/quality.py", "--config", str(TINY), "--irs", "20", "--seeds", "0",
+    cmd = [sys.executable, "benchmarks/quality.py", "--config", "configs/digits_lt_tiny.yaml", "--irs", "20", "--seeds", "0",
            "--methods", "ce", "ldam_drw", "--out", str(tmp_path / "q"), "--results", str(results),
-           "--csv", str(tmp_path / "runs.csv"), "--baseline-epochs", "1", "--jobs", "2", "train.eval_batch_size=512"]
+           "--csv", str(tmp_path / "runs.csv"), "--plot", str(tmp_path / "quality.png"), "--baseline-epochs", "1",
+           "--jobs", "2", "train.eval_batch_size=512"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "[2/2] digits_lt_ir20" in proc.stdout
     text = results.read_text()
     assert "earlier section" in text and "stale" not in text and text.count(BEGIN) == 1
     assert "### digits_lt_ir20" in text and "--irs 20 --seeds 0" in text
+    assert "Config configs/digits_lt_tiny.yaml;" in text  # as given on the command line (run from ROOT)
+    assert (tmp_path / "quality.png").stat().st_size > 10_000
     assert ("| method | what | runs | macro-F1 | balanced acc. | head F1 | medium F1 | tail F1 | min/run |"
             in text)
     assert "| `ce` | cross-entropy | 1 |" in text and "| `ldam_drw` | LDAM-DRW | 1 |" in text
