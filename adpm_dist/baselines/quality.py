@@ -72,6 +72,8 @@ LEVERS: dict[str, tuple[list[str], str]] = {
                        "y_t and mu only, prior frozen after its warm-up"),
     "mu_only_frozen_isotropic": (["method=adpm", *MU_ONLY, "train.freeze_prior=true", "noise.alpha=0"],
                                  "the same with alpha = 0"),
+    "mu_only_frozen_alpha_one": (["method=adpm", *MU_ONLY, "train.freeze_prior=true", "noise.alpha=1"],
+                                 "the same with alpha = 1, where the oracle's tail shift is a full logit adjustment"),
 }
 # Sampling-side levers: the selected checkpoint of an "adpm" run sampled again on validation.
 SAMPLING_LEVERS: dict[str, tuple[list[str], str]] = {
