@@ -180,7 +180,8 @@ def collect(args, data: dict[str, Path], out: Path) -> tuple[list[dict], dict[st
             seconds = json.loads(timing.read_text())["seconds"] if timing.is_file() else float("nan")
             rows.append({"dataset": name, "method": method, "seed": seed, **run_scores(metrics, names, groups),
                          "accuracy": metrics["accuracy"], "val_macro_f1": metrics["val_macro_f1"],
-                         "best_epoch": metrics["best_epoch"], "seconds": seconds, "run_dir": str(run_dir)})
+                         "best_epoch": metrics["best_epoch"], "seconds": seconds,
+                         "run_dir": str(run_dir.relative_to(out))})  # relative to --out: portable
     return rows, group_lines
 
 
@@ -236,16 +237,15 @@ def plot(rows: list[dict], methods: list[str], path: Path) -> None:
         colours = ["tab:purple" if m in DIFFUSION_ENTRIES else "tab:grey" for m in methods]
         ax.barh(y, [m for m, _ in f1], xerr=[0 if s != s else s for _, s in f1], color=colours, alpha=0.8,
                 error_kw={"lw": 0.8})
-        ax.plot([m for m, _ in tail], y, "o", color="tab:orange", ms=4, label="tail-third F1")
+        ax.plot([m for m, _ in tail], y, "o", color="tab:orange", ms=4)
         best = max(m for m, _ in f1 if m == m)
         ax.axvline(best, color="black", lw=0.6, ls=":")
         low = min(v for pair in (f1, tail) for v, _ in pair if v == v)
         ax.set(title=name, xlabel="macro-F1 (bar) / tail F1 (dot), test part", xlim=(max(0.0, low - 0.05), 1.0))
     axes[0][0].set_yticks(list(y), methods, fontsize=8)
     axes[0][0].invert_yaxis()
-    axes[0][-1].legend(fontsize=7, loc="lower left")
     fig.suptitle("Quality benchmark: diffusion entries (purple) vs long-tail baselines (grey); "
-                 "dotted: best macro-F1", fontsize=9)
+                 "orange dot: tail-third F1; dotted: best macro-F1", fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
