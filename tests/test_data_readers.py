@@ -203,6 +203,22 @@ def test_ham10000_metadata_disagreements_are_named(tmp_path):
     assert len(src.records) == len(rows)
 
 
+def test_isic2018_ground_truth_not_one_hot_is_named(tmp_path):
+    from adpm_dist.data.ham10000 import read_ham10000
+
+    root = tmp_path / "ham"
+    make_ham(root, "isic2018_task3")
+    gt = root / "ISIC2018_Task3_Training_GroundTruth.csv"
+    rows = list(csv.DictReader(gt.open()))
+    rows[0].update({c: "1.0" for c in ISIC_COLUMNS[1:3]})  # two classes at once
+    write_csv(gt, ISIC_COLUMNS, rows)
+    src = read_ham10000(root=root)
+    reasons = {Path(r["file"]).name: r["reason"] for r in src.rejected}
+    assert reasons == {f"{rows[0]['image']}.jpg": "ground truth is not one-hot over MEL,NV,BCC,AKIEC,BKL,DF,VASC",
+                       "LICENSE.txt": "not an image file (.txt)"}
+    assert len(src.records) == len(rows) - 1
+
+
 def test_ham10000_five_fold_option(tmp_path):
     make_ham(tmp_path / "ham", "ham10000")
     m = prepare("ham10000", tmp_path / "out", root=tmp_path / "ham", folds=5, workers=1, progress=False)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from .layout import join_rows, missing, no_test_root, read_csv, require_root, scan_images, unlisted
+from .layout import column_class, join_rows, no_test_root, read_csv, require_root, scan_images
 from .records import Record, Source, safe_key
 
 CLASS_NAMES = ["MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC"]
@@ -45,16 +45,19 @@ def _read_ham(root: Path) -> tuple[list[Record], list[dict]]:
         raise FileNotFoundError(f"ham10000: no HAM10000_images_part_1/ or HAM10000_images_part_2/ under {root}")
     scan = scan_images(folders)
     return join_rows(rows, scan, scan.stem_index(), HAM_CSV, file_column="image_id", file_suffix=".jpg",
-                     class_column="dx", class_names=CLASS_NAMES,
+                     class_of=column_class("dx", CLASS_NAMES),
                      make_record=lambda row, path, dx: _record(path, dx, f"lesion-{row['lesion_id'] or row['image_id']}"))
 
 
-def _one_hot_label(row: dict) -> str | None:
+def _one_hot_label(row: dict) -> str:
+    """The class whose ISIC ground-truth column is 1.0; ValueError (the rejection reason) otherwise."""
     try:
         hot = [c for c in CLASS_NAMES if float(row[c] or 0) == 1.0]
     except ValueError:
-        return None
-    return hot[0] if len(hot) == 1 else None
+        hot = []
+    if len(hot) != 1:
+        raise ValueError("ground truth is not one-hot over " + ",".join(CLASS_NAMES))
+    return hot[0]
 
 
 def _read_isic2018(root: Path) -> tuple[list[Record], list[dict], str]:
@@ -73,21 +76,10 @@ def _read_isic2018(root: Path) -> tuple[list[Record], list[dict], str]:
         warnings.warn(f"ham10000: neither {ISIC_GROUPS} nor {HAM_CSV} in {root}: each image is its own group, "
                       "so images of the same lesion may land on both sides of the split", stacklevel=3)
     scan = scan_images([root / ISIC_IMAGES])
-    by_stem = scan.stem_index()
-    records, rejected, used = [], list(scan.rejected), set()
-    for row in rows:
-        path, dx = by_stem.get(row["image"]), _one_hot_label(row)
-        if path is None:
-            rejected.append(missing(f"{row['image']}.jpg", ISIC_CSV))
-        elif path in used:
-            rejected.append({"file": str(path), "reason": f"listed twice in {ISIC_CSV}"})
-        elif dx is None:
-            used.add(path)
-            rejected.append({"file": str(path), "reason": "ground truth is not one-hot over " + ",".join(CLASS_NAMES)})
-        else:
-            used.add(path)
-            records.append(_record(path, dx, f"lesion-{lesion_of.get(row['image']) or row['image']}"))
-    return records, rejected + unlisted(scan, used, ISIC_CSV), group_by
+    records, rejected = join_rows(
+        rows, scan, scan.stem_index(), ISIC_CSV, file_column="image", file_suffix=".jpg", class_of=_one_hot_label,
+        make_record=lambda row, path, dx: _record(path, dx, f"lesion-{lesion_of.get(row['image']) or row['image']}"))
+    return records, rejected, group_by
 
 
 def read_ham10000(*, root=None, test_root=None, seed: int = 0, image_size: int | None = None) -> Source:

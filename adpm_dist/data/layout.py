@@ -62,30 +62,42 @@ def scan_images(folders: Iterable[Path]) -> ImageScan:
     return scan
 
 
+def column_class(column: str, class_names: Sequence[str]) -> Callable[[dict[str, str]], str]:
+    """``class_of`` for :func:`join_rows` when one column names the class (case-insensitive)."""
+    def class_of(row: dict[str, str]) -> str:
+        if row[column].upper() not in class_names:
+            raise ValueError(f"unknown {column} {row[column]!r}")
+        return row[column].upper()
+    return class_of
+
+
 def join_rows(rows: Sequence[dict[str, str]], scan: ImageScan, index: dict[str, Path], csv_name: str, *,
-              file_column: str, class_column: str, class_names: Sequence[str],
+              file_column: str, class_of: Callable[[dict[str, str]], str],
               make_record: Callable[[dict[str, str], Path, str], Record],
               file_suffix: str = "") -> tuple[list[Record], list[dict]]:
     """Join metadata rows to the scanned images (``index``: the row's ``file_column`` value -> path).
 
-    Accounts for every input: a row whose file is missing, a file listed twice, an unknown class
-    (``class_column`` upper-cased, not in ``class_names``) and an image no row lists are rejections
+    Accounts for every input: a row whose file is missing, a file listed twice, a row whose class
+    ``class_of`` rejects (its ValueError is the reason) and an image no row lists are rejections
     naming the file; the rest become ``make_record(row, path, class_name)``.
     """
     records: list[Record] = []
     rejected, used = list(scan.rejected), set()
     for row in rows:
-        path, name = index.get(row[file_column]), row[class_column].upper()
+        path = index.get(row[file_column])
         if path is None:
             rejected.append(missing(row[file_column] + file_suffix, csv_name))
-        elif path in used:
+            continue
+        if path in used:
             rejected.append({"file": str(path), "reason": f"listed twice in {csv_name}"})
-        elif name not in class_names:
-            used.add(path)
-            rejected.append({"file": str(path), "reason": f"unknown {class_column} {row[class_column]!r}"})
-        else:
-            used.add(path)
-            records.append(make_record(row, path, name))
+            continue
+        used.add(path)
+        try:
+            name = class_of(row)
+        except ValueError as e:
+            rejected.append({"file": str(path), "reason": str(e)})
+            continue
+        records.append(make_record(row, path, name))
     return records, rejected + unlisted(scan, used, csv_name)
 
 

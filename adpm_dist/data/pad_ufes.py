@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .layout import join_rows, no_test_root, read_csv, require_root, scan_images
+from .layout import column_class, join_rows, no_test_root, read_csv, require_root, scan_images
 from .records import Record, Source, safe_key
 
 CLASS_NAMES = ["ACK", "BCC", "MEL", "NEV", "SCC", "SEK"]  # alphabetical, as in the dataset paper
@@ -29,11 +29,10 @@ def read_pad_ufes(*, root=None, test_root=None, seed: int = 0, image_size: int |
     folders = [root / "images"] if (root / "images").is_dir() else sorted(root.glob("imgs_part_*"))
     if not folders:
         raise FileNotFoundError(f"pad_ufes: no {root / 'images'} folder (nor imgs_part_* folders) under {root}")
-    label_of = {c: i for i, c in enumerate(CLASS_NAMES)}
     scan = scan_images(folders)
     records, rejected = join_rows(
-        rows, scan, scan.by_name, METADATA, file_column="img_id", class_column="diagnostic", class_names=CLASS_NAMES,
-        make_record=lambda row, path, dx: Record(key=safe_key(path.stem), label=label_of[dx], class_name=dx,
+        rows, scan, scan.by_name, METADATA, file_column="img_id", class_of=column_class("diagnostic", CLASS_NAMES),
+        make_record=lambda row, path, dx: Record(key=safe_key(path.stem), label=CLASS_NAMES.index(dx), class_name=dx,
                                                  group=f"patient-{row['patient_id'] or row['lesion_id']}", path=path))
     return Source(name="pad_ufes", class_names=list(CLASS_NAMES), records=records, rejected=rejected,
                   default_folds=5, options={"root": str(root.resolve()), "group_by": "patient_id"})
