@@ -117,10 +117,9 @@ def class_thresholds(args, counts: list[int], scheduler: ADPMScheduler) -> list[
     return rows
 
 
-def measure(args) -> tuple[list[dict], list[int]]:
+def measure(args, scheduler: ADPMScheduler) -> tuple[list[dict], list[int]]:
     counts = long_tail_counts(10, 150, args.ir)
     head, tail = 0, len(counts) - 1
-    scheduler = ADPMScheduler.linear(1000)
     grid = np.linspace(0, 1, args.grid + 2)[1:-1]
     a = np.unique(np.concatenate([grid, SHOWN]))
     rows = []
@@ -195,8 +194,9 @@ def plot(rows: list[dict], counts: list[int], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    rows, counts = measure(args)
-    pair_rows = class_thresholds(args, counts, ADPMScheduler.linear(1000)) if args.pair_chains else []
+    scheduler = ADPMScheduler.linear(1000)
+    rows, counts = measure(args, scheduler)
+    pair_rows = class_thresholds(args, counts, scheduler) if args.pair_chains else []
     block = markdown(args, argv, rows, counts, pair_rows)
     print(block)
     if args.results:

@@ -32,6 +32,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,7 +105,7 @@ def launch(args, overrides: list[str], run_dir: Path) -> tuple[int, float]:
     run_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.jobs)))
-    config = str(Path(args.config).resolve())  # as the user gave it; the run starts in the project root
+    config = str(Path(args.config).resolve())  # relative to the caller's directory; the run starts in ROOT
     cmd = [sys.executable, str(ROOT / "launch" / "train.py"), "--config", config, *overrides]
     start = time.perf_counter()
     with open(run_dir / "train.log", "w") as log:
@@ -231,16 +232,15 @@ def plot(rows: list[dict], methods: list[str], path: Path) -> None:
                              sharey=True, squeeze=False)
     y = range(len(methods))
     for ax, name in zip(axes[0], names):
-        stats = {m: [mean_std([r[k] for r in rows if r["dataset"] == name and r["method"] == m])
-                     for k in ("macro_f1", "tail_f1")] for m in methods}
-        f1, tail = [stats[m][0] for m in methods], [stats[m][1] for m in methods]
+        def stat(method: str, key: str) -> tuple[float, float]:
+            return mean_std([r[key] for r in rows if r["dataset"] == name and r["method"] == method])
+        f1_mean, f1_std = zip(*(stat(m, "macro_f1") for m in methods))
+        tail_mean = [stat(m, "tail_f1")[0] for m in methods]
         colours = ["tab:purple" if m in DIFFUSION_ENTRIES else "tab:grey" for m in methods]
-        ax.barh(y, [m for m, _ in f1], xerr=[0 if s != s else s for _, s in f1], color=colours, alpha=0.8,
-                error_kw={"lw": 0.8})
-        ax.plot([m for m, _ in tail], y, "o", color="tab:orange", ms=4)
-        best = max(m for m, _ in f1 if m == m)
-        ax.axvline(best, color="black", lw=0.6, ls=":")
-        low = min(v for pair in (f1, tail) for v, _ in pair if v == v)
+        ax.barh(y, f1_mean, xerr=np.nan_to_num(f1_std), color=colours, alpha=0.8, error_kw={"lw": 0.8})
+        ax.plot(tail_mean, y, "o", color="tab:orange", ms=4)
+        ax.axvline(np.nanmax(f1_mean), color="black", lw=0.6, ls=":")
+        low = np.nanmin([*f1_mean, *tail_mean])
         ax.set(title=name, xlabel="macro-F1 (bar) / tail F1 (dot), test part", xlim=(max(0.0, low - 0.05), 1.0))
     axes[0][0].set_yticks(list(y), methods, fontsize=8)
     axes[0][0].invert_yaxis()
