@@ -56,6 +56,9 @@ class ModelConfig:
     num_crops: int = 6                      # DCG top-k saliency windows (ADPM_SPEC 2.2)
     crop_channels: str = "channel0"         # channel0 (DiffMIC quirk) or rgb
     prior_loss: str = "ce"                  # the prior's training loss: ce (DCG, the paper) or balanced_softmax
+    prior_mean: str = "eval"                # where a joint step's chain means mu come from: eval (a 2nd prior pass,
+                                            # eval mode, no_grad: the paper) or train_batch (the CE's train-mode
+                                            # pass, detached: one prior pass per step, ~1/3 of a prior step less)
 
 
 @dataclass
@@ -152,6 +155,7 @@ CHOICES = {
     "diffusion.prediction": ("eps", "y0"),
     "model.crop_channels": ("channel0", "rgb"),
     "model.prior_loss": ("ce", "balanced_softmax"),
+    "model.prior_mean": ("eval", "train_batch"),
     "train.mixed_precision": ("no", "bf16", "fp16"),
 }
 
