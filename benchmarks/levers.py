@@ -3,7 +3,7 @@
     python benchmarks/levers.py [--irs 50 100] [--seeds 0 1] [--levers adpm alpha_one ...]
         [--sampling as_trained ddim_10 ...] [--jobs 2] [--out runs/quality] [--no-run] [key=value ...]
 
-1. Training levers (LEVERS in adpm_dist/baselines/quality.py): ADPM trained with one setting
+1. Training levers (LEVERS in benchmarks/tables.py): ADPM trained with one setting
    changed, by quality.py's resumable runner, into OUT/runs/<dataset>/<lever>/seed<seed>. With the
    default --out the `adpm` and `isotropic` entries are the quality benchmark's own runs (reused).
 2. Sampling levers (SAMPLING_LEVERS): the selected checkpoint of every `adpm` run sampled again on its
@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import quality  # noqa: E402  (benchmarks/quality.py: data preparation and the run launcher)
 
-from adpm_dist.baselines.quality import (LEVERS, SAMPLING_LEVERS, format_mean_std, lever_table,  # noqa: E402
+from benchmarks.tables import (LEVERS, SAMPLING_LEVERS, format_mean_std, lever_table,  # noqa: E402
                                          replace_section, validation_scores)
 from adpm_dist.config import ConfigError, load_config  # noqa: E402
 
@@ -68,8 +68,8 @@ def sample_validation(run_dir: Path, overrides: list[str], accelerator) -> float
     from adpm_dist.data.manifest import load_manifest
     from adpm_dist.data.stream import eval_batches
     from adpm_dist.data.transforms import build_transform
-    from adpm_dist.engine import predict, score
-    from adpm_dist.plan import plan_data
+    from adpm_dist.runtime.engine import predict, score
+    from adpm_dist.data.plan import plan_data
     from adpm_dist.predict import load_model
 
     loaded = load_model(run_dir, device=str(accelerator.device))

@@ -7,7 +7,7 @@
 One image whose label is the head class with probability 1 - a and the tail class with
 probability a (digits-LT's training counts at --ir: head 150, tail 150 / IR), the prior mean mu
 equal to that posterior (a calibrated prior). ADPM's sampler runs on the Bayes-optimal y0
-denoiser of eq. 5 (adpm_dist/oracle.py) for --chains chains at every a of a grid, and the table
+denoiser of eq. 5 (adpm_dist/diffusion/oracle.py) for --chains chains at every a of a grid, and the table
 gives how often the sampled label is the tail class, and a*: the smallest a at which the tail
 wins the majority (what a vote over many samples predicts). With isotropic noise and an exact
 sampler a* = 0.5 (the sampler draws from the posterior); the balanced (logit-adjusted) Bayes
@@ -34,11 +34,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from adpm_dist.baselines.quality import replace_section  # noqa: E402
+from benchmarks.tables import replace_section  # noqa: E402
 from adpm_dist.data.digits_lt import long_tail_counts  # noqa: E402
-from adpm_dist.diffusion import SAMPLERS, ADPMScheduler  # noqa: E402
-from adpm_dist.noise import FORMULAS, class_noise_levels  # noqa: E402
-from adpm_dist.oracle import oracle_sample  # noqa: E402
+from adpm_dist.diffusion.scheduler import SAMPLERS, ADPMScheduler  # noqa: E402
+from adpm_dist.diffusion.noise import FORMULAS, class_noise_levels  # noqa: E402
+from adpm_dist.diffusion.oracle import oracle_sample  # noqa: E402
 
 MARKERS = ("<!-- oracle:begin -->", "<!-- oracle:end -->")
 HEADING = "## What anisotropy does with a perfect denoiser (benchmarks/oracle.py)"

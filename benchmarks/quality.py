@@ -10,7 +10,7 @@
    OUT/runs/<dataset>/<method>/seed<seed>; a run whose metrics.json exists is skipped, an
    interrupted one continues from its checkpoint (train.resume=auto). --jobs N runs N at a time
    (each with OMP_NUM_THREADS = CPUs / N unless set). Overrides: config < the method's (METHODS in
-   adpm_dist/baselines/quality.py; with --baseline-epochs N the classifier methods also
+   benchmarks/tables.py; with --baseline-epochs N the classifier methods also
    train.epochs=N; default: the config's epochs for every method) < the key=value arguments,
    which go to every run. Times and defaults: docs/baselines.md.
 3. Table: per dataset and method, mean +- sample std over the seeds of macro-F1, balanced accuracy
@@ -38,12 +38,12 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from adpm_dist.baselines.quality import (DIFFUSION_ENTRIES, METHODS, METRICS, dataset_table,  # noqa: E402
+from benchmarks.tables import (DIFFUSION_ENTRIES, METHODS, METRICS, dataset_table,  # noqa: E402
                                          frequency_groups, groups_line, mean_std, replace_section, run_scores)
 from adpm_dist.config import ConfigError, from_dict, load_config  # noqa: E402
 from adpm_dist.data.digits_lt import DEFAULT_VAL_PER_CLASS  # noqa: E402
 from adpm_dist.data.manifest import load_manifest  # noqa: E402
-from adpm_dist.plan import plan_data  # noqa: E402
+from adpm_dist.data.plan import plan_data  # noqa: E402
 
 TIMING_FILE = "bench_seconds.json"
 

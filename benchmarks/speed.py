@@ -3,7 +3,7 @@
     OMP_NUM_THREADS=1 python benchmarks/speed.py --config configs/digits_lt.yaml --shards data/digits_lt \
         --workdir runs/speed [--checkpoint runs/x/checkpoints/best.pt | --untrained] [key=value ...]
 
-1. Trains a model once with ``adpm_dist.engine.train`` (or loads ``--checkpoint``; ``--untrained``
+1. Trains a model once with ``adpm_dist.runtime.engine.train`` (or loads ``--checkpoint``; ``--untrained``
    times randomly initialised weights and skips the macro-F1 part: timings do not depend on weights).
 2. Per-image predict time on one batch of the evaluation part: the prior network alone, ADPM
    truncated-250 with cached image features, the DiffMIC-style uncached chain (image encoder at
@@ -31,14 +31,14 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from adpm_dist.checkpoint import load_checkpoint  # noqa: E402
+from adpm_dist.runtime.checkpoint import load_checkpoint  # noqa: E402
 from adpm_dist.config import ConfigError, from_dict, load_config  # noqa: E402
 from adpm_dist.data.manifest import load_manifest  # noqa: E402
 from adpm_dist.data.stream import eval_batches, train_batches  # noqa: E402
 from adpm_dist.data.transforms import build_transform  # noqa: E402
 from adpm_dist.evaluate import classification_metrics  # noqa: E402
 from adpm_dist.models import build_model  # noqa: E402
-from adpm_dist.optim import build_optimizer  # noqa: E402
+from adpm_dist.runtime.optim import build_optimizer  # noqa: E402
 
 
 def timed_rounds(methods: dict, rounds: int) -> dict[str, float]:
@@ -59,7 +59,7 @@ def timed_rounds(methods: dict, rounds: int) -> dict[str, float]:
 def trained_checkpoint(cfg, args) -> Path:
     if args.checkpoint:
         return Path(args.checkpoint)
-    from adpm_dist.engine import train
+    from adpm_dist.runtime.engine import train
 
     cfg.run.output_dir = str(Path(args.workdir) / "run")
     started = time.perf_counter()

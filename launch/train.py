@@ -13,8 +13,8 @@ import argparse
 import sys
 
 from adpm_dist.config import ConfigError, load_config
-from adpm_dist.distributed import accelerator_for
-from adpm_dist.engine import train
+from adpm_dist.runtime.distributed import accelerator_for
+from adpm_dist.runtime.engine import train
 
 
 def main(argv: list[str] | None = None) -> int:

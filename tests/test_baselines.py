@@ -15,16 +15,16 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from adpm_dist.baselines import losses
-from adpm_dist.baselines.model import CLASSIFIER_METHODS, Baseline
-from adpm_dist.baselines.quality import (BEGIN, END, LEVERS, METHODS, SAMPLING_LEVERS, frequency_groups, lever_table, mean_std, replace_section,
+from adpm_dist.methods import losses
+from adpm_dist.methods.classifiers import CLASSIFIER_METHODS, Baseline
+from benchmarks.tables import (BEGIN, END, LEVERS, METHODS, SAMPLING_LEVERS, frequency_groups, lever_table, mean_std, replace_section,
                                          run_scores, validation_scores)
 from adpm_dist.config import ConfigError, from_dict, load_config, save_config
 from adpm_dist.data import build_transform, load_manifest
 from adpm_dist.data.prepare import prepare
 from adpm_dist.data.stream import class_balanced_copies, train_batches
 from adpm_dist.models import build_adpm, build_model
-from adpm_dist.optim import build_optimizer, clipped_parameters, set_lr
+from adpm_dist.runtime.optim import build_optimizer, clipped_parameters, set_lr
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "digits_lt_tiny.yaml"
@@ -235,7 +235,7 @@ def test_resampled_epoch_is_class_balanced_with_equal_batches_on_two_ranks(small
 
 @pytest.mark.parametrize("method", ["prior", "ldam_drw"])  # resample: the DDP test below
 def test_engine_trains_selects_and_evaluates_a_baseline(method, digits_shards, tmp_path):
-    from adpm_dist.engine import train
+    from adpm_dist.runtime.engine import train
 
     out = tmp_path / method
     cfg = load_config(TINY, [f"data.shards={digits_shards}", f"run.output_dir={out}", f"method={method}"])

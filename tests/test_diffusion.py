@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from adpm_dist.diffusion import ADPMScheduler, antithetic_timesteps, linear_betas
+from adpm_dist.diffusion.scheduler import ADPMScheduler, antithetic_timesteps, linear_betas
 
 
 @pytest.fixture(scope="module")

@@ -198,7 +198,7 @@ def _step_equivalence_worker(out: Path) -> None:
     import torch
 
     from adpm_dist.config import load_config
-    from adpm_dist.distributed import build_accelerator
+    from adpm_dist.runtime.distributed import build_accelerator
     from adpm_dist.models import build_model
 
     cfg = load_config(ROOT / TINY, ["diffusion.mmd_weight=0"])
@@ -253,7 +253,7 @@ def _step_equivalence_worker(out: Path) -> None:
 if __name__ == "__main__":
     sys.path.insert(0, str(ROOT))
     if sys.argv[1] == "--build-accelerator":
-        from adpm_dist.distributed import build_accelerator
+        from adpm_dist.runtime.distributed import build_accelerator
 
         build_accelerator().end_training()
     else:

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from adpm_dist.checkpoint import load_checkpoint
+from adpm_dist.runtime.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 METRIC_KEYS = {"accuracy", "macro_f1", "macro_precision", "macro_recall", "balanced_accuracy", "per_class"}

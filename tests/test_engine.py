@@ -13,13 +13,13 @@ import pytest
 import torch
 from torch import nn
 
-from adpm_dist.checkpoint import (STATE_FILE, complete_checkpoints, enter_epoch, prune, resolve_resume, rng_restore,
+from adpm_dist.runtime.checkpoint import (STATE_FILE, complete_checkpoints, enter_epoch, prune, resolve_resume, rng_restore,
                                   rng_snapshot)
 from adpm_dist.config import ConfigError, load_config
-from adpm_dist.distributed import _hookable, check_launch, configure_for
-from adpm_dist.ema import EMA
-from adpm_dist.optim import restart_group
-from adpm_dist.tracking import RunLog
+from adpm_dist.runtime.distributed import _hookable, check_launch, configure_for
+from adpm_dist.runtime.ema import EMA
+from adpm_dist.runtime.optim import restart_group
+from adpm_dist.runtime.tracking import RunLog
 
 NO_DS = SimpleNamespace(state=SimpleNamespace(deepspeed_plugin=None))  # an Accelerator without DeepSpeed
 

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from adpm_dist.losses import diffusion_loss, rbf_mmd
+from adpm_dist.diffusion.losses import diffusion_loss, rbf_mmd
 
 
 def test_mmd_closed_form_two_points():

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from adpm_dist.config import load_config
-from adpm_dist.diffusion import ADPMScheduler
+from adpm_dist.diffusion.scheduler import ADPMScheduler
 from adpm_dist.models import build_model
 from adpm_dist.models.backbone import FeatureMap
 from adpm_dist.models.prior import PriorNetwork, extract_crops, saliency_map, select_windows
@@ -165,7 +165,7 @@ VARIANTS = {
 
 @pytest.mark.parametrize("name", list(VARIANTS))
 def test_every_variant_trains_a_step(name):
-    from adpm_dist.optim import build_optimizer
+    from adpm_dist.runtime.optim import build_optimizer
 
     model = tiny_model(*VARIANTS[name])
     cfg = load_config(TINY, VARIANTS[name])
@@ -226,7 +226,7 @@ def test_prior_warm_up_step_trains_only_the_prior():
 def test_frozen_prior_stays_put_through_joint_steps():
     """train.freeze_prior (CARD's frozen f_phi): joint steps neither train the prior nor move its
     BatchNorm statistics, its LR is 0 after the warm-up (DeepSpeed steps every group) and not before."""
-    from adpm_dist.optim import build_optimizer, set_lr
+    from adpm_dist.runtime.optim import build_optimizer, set_lr
 
     model = tiny_model("train.freeze_prior=true")
     cfg = load_config(TINY, ["train.freeze_prior=true"])

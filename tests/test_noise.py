@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from adpm_dist.noise import class_noise_levels, estimated_noise_level, noise_std, soft_counts
+from adpm_dist.diffusion.noise import class_noise_levels, estimated_noise_level, noise_std, soft_counts
 
 PAD_COUNTS = [845, 730, 244, 235, 192, 52]  # BCC, ACK, NEV, SEK, SCC, MEL
 

@@ -1,4 +1,4 @@
-"""The Bayes-optimal denoiser of eq. 5 (adpm_dist/oracle.py) and what ADPM's samplers do with it."""
+"""The Bayes-optimal denoiser of eq. 5 (adpm_dist/diffusion/oracle.py) and what ADPM's samplers do with it."""
 from __future__ import annotations
 
 import sys
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from adpm_dist.diffusion import ADPMScheduler
-from adpm_dist.oracle import oracle_sample, oracle_start
+from adpm_dist.diffusion.scheduler import ADPMScheduler
+from adpm_dist.diffusion.oracle import oracle_sample, oracle_start
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEDULER = ADPMScheduler.linear(1000)

@@ -8,7 +8,7 @@ import pytest
 from adpm_dist.config import load_config
 from adpm_dist.data.manifest import load_manifest
 from adpm_dist.data.prepare import prepare
-from adpm_dist.plan import plan_data
+from adpm_dist.data.plan import plan_data
 
 TINY = Path(__file__).resolve().parents[1] / "configs/digits_lt_tiny.yaml"
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from adpm_dist.checkpoint import atomic_torch_save
+from adpm_dist.runtime.checkpoint import atomic_torch_save
 from adpm_dist.config import load_config, to_dict
 from adpm_dist.data.transforms import build_transform
 from adpm_dist.models import build_model

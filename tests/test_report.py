@@ -17,7 +17,7 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 from adpm_dist.config import load_config
-from adpm_dist.engine import write_predictions
+from adpm_dist.runtime.engine import write_predictions
 from adpm_dist.evaluate import classification_metrics
 from adpm_dist.models import build_model
 from adpm_dist.report import compare, find_runs, load_run, write_report
@@ -189,7 +189,7 @@ def test_trace_ends_where_model_sample_ends(sampler):
 
 @pytest.fixture(scope="module")
 def trained_run(digits_shards, tmp_path_factory):
-    from adpm_dist.engine import train
+    from adpm_dist.runtime.engine import train
 
     out = tmp_path_factory.mktemp("tiny_run") / "run"
     cfg = load_config(ROOT / "configs" / "digits_lt_tiny.yaml",

@@ -16,7 +16,7 @@ import time
 
 from test_distributed import TIMEOUT, TIMING_KEYS, kill_tree, run, start, train_cmd, trained
 
-from adpm_dist.checkpoint import STATE_FILE, complete_checkpoints, load_checkpoint
+from adpm_dist.runtime.checkpoint import STATE_FILE, complete_checkpoints, load_checkpoint
 
 
 def strip_timing(history: list[dict]) -> list[dict]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from adpm_dist.diffusion import ADPMScheduler, respaced_timesteps, sample_labels, vote_readout
+from adpm_dist.diffusion.scheduler import ADPMScheduler, respaced_timesteps, sample_labels, vote_readout
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ def build_model(cfg, class_counts: list[int]):
     """The model of ``cfg.method``: ADPM, or a baseline behind the same interface (adpm_dist/baselines)."""
     if cfg.method == "adpm":
         return build_adpm(cfg, class_counts)
-    from ..baselines import build_baseline  # lazy: baselines imports models' submodules
+    from ..methods import build_baseline  # lazy: baselines imports models' submodules
 
     return build_baseline(cfg, class_counts)
 

@@ -13,9 +13,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import Config, NoiseConfig
-from ..diffusion import ADPMScheduler, sample_labels, vote_readout
-from ..losses import diffusion_loss
-from ..noise import class_noise_levels, estimated_noise_level, noise_std, soft_counts
+from ..diffusion.scheduler import ADPMScheduler, sample_labels, vote_readout
+from ..diffusion.losses import diffusion_loss
+from ..diffusion.noise import class_noise_levels, estimated_noise_level, noise_std, soft_counts
 from .denoiser import Denoiser, ImageEncoder, ImageFeatures
 from .prior import PriorNetwork, PriorOutput
 

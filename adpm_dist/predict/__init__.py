@@ -27,10 +27,10 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from ..checkpoint import load_checkpoint
+from ..runtime.checkpoint import load_checkpoint
 from ..config import Config, ConfigError, from_dict, set_key, to_dict, validate
 from ..data.transforms import build_transform
-from ..baselines import Baseline
+from ..methods import Baseline
 from ..models import ADPM, build_model
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")

@@ -18,7 +18,7 @@ from ..data.manifest import load_manifest
 from ..data.stream import eval_batches
 from ..data.transforms import build_transform
 from ..models import ADPM
-from ..noise import estimated_noise_level, noise_std
+from ..diffusion.noise import estimated_noise_level, noise_std
 from . import plots
 
 

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 from ..data.manifest import MANIFEST_NAME, Manifest, load_manifest
-from ..plan import VAL_PART
+from ..data.plan import VAL_PART
 
 AUTO_PREPARED = ("digits_lt",)  # embedded: prepared without --root
 DEFAULT_FOLDS = 5

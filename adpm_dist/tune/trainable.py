@@ -66,7 +66,7 @@ def run_trial(config: dict) -> None:
     if res["workers"] > 1:
         _run_distributed(config, attempt)
         return
-    from ..engine import train
+    from ..runtime.engine import train
 
     with logs_to(out / "train.log"):
         print(f"== {trial['id']}: attempt {attempt}, pid {os.getpid()}", flush=True)
@@ -94,8 +94,8 @@ def train_worker(config: dict) -> None:
     """Runs in every Ray Train worker: an Accelerator on Ray's process group, then the same engine.train."""
     import ray.train
 
-    from ..distributed import build_accelerator, has_idle_parameters
-    from ..engine import train
+    from ..runtime.distributed import build_accelerator, has_idle_parameters
+    from ..runtime.engine import train
 
     cfg = from_dict(config["trial"]["config"])
     out = Path(cfg.run.output_dir)

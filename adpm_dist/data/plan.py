@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .config import Config
-from .data.manifest import Manifest
-from .data.validation import carve_validation
+from ..config import Config
+from .manifest import Manifest
+from .validation import carve_validation
 
 VAL_PART = "val"  # the part name data.val_part=auto looks for; never trained on unless named in train_parts
 

@@ -5,7 +5,7 @@ import math
 
 import torch
 
-from .config import TrainConfig
+from ..config import TrainConfig
 
 
 def warmup_cosine(epoch_f: float, warmup_epochs: float, total_epochs: float) -> float:

@@ -123,7 +123,7 @@ def check_launch(acc) -> None:
         raise RuntimeError(
             f"the launcher started {world} processes (WORLD_SIZE={world}) but the Accelerator sees "
             f"{acc.num_processes} ({acc.distributed_type}): the ranks would train independently and diverge. "
-            "On CPU the Accelerator must be built with cpu=True (adpm_dist.distributed.build_accelerator does "
+            "On CPU the Accelerator must be built with cpu=True (adpm_dist.runtime.distributed.build_accelerator does "
             f"that) or ACCELERATE_USE_CPU=1 must be set; {LAUNCH_HINT}")
     mpi = any(k in os.environ for k in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"))
     if ("WORLD_SIZE" not in os.environ and _env_true("ACCELERATE_USE_CPU") and "MASTER_PORT" in os.environ

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import Config, to_dict
+from ..config import Config, to_dict
 
 STATE_FILE = "trainer_state.json"  # written last: its presence marks a complete checkpoint
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .diffusion import ADPMScheduler, sample_labels
+from .scheduler import ADPMScheduler, sample_labels
 from .noise import estimated_noise_level
 
 

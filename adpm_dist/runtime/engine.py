@@ -18,21 +18,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .baselines import training_epochs
+from ..methods import training_epochs
 from .checkpoint import enter_epoch, load_best, resume, rng_snapshot, save_best, save_training_state
-from .config import Config, save_config, to_dict
-from .data.manifest import load_manifest
-from .data.stream import eval_batches, train_batches
-from .data.transforms import build_transform
-from .diffusion import antithetic_timesteps
+from ..config import Config, save_config, to_dict
+from ..data.manifest import load_manifest
+from ..data.stream import eval_batches, train_batches
+from ..data.transforms import build_transform
+from ..diffusion.scheduler import antithetic_timesteps
 from .distributed import (build_accelerator, check_launch, configure_for, full_state_dict, has_idle_parameters,
                           make_zero3_safe,
                           mean_over_ranks, ranks_agree, sync_buffers, world_info, zero_stage)
 from .ema import EMA
-from .evaluate import classification_metrics, format_table
-from .models import ADPM, build_model
+from ..evaluate import classification_metrics, format_table
+from ..models import ADPM, build_model
 from .optim import build_optimizer, clipped_parameters, restart_group, set_lr
-from .plan import DataPlan, plan_data
+from ..data.plan import DataPlan, plan_data
 from .tracking import RunLog, peak_memory_mb, progress
 
 
@@ -260,7 +260,7 @@ def train(cfg: Config, accelerator=None, on_epoch: Callable[[dict], None] | None
         acc.print(format_table(metrics))
         acc.print(f"wrote {out / 'metrics.json'}, {out / 'predictions.csv'}, {out / 'config.yaml'}")
         try:  # after metrics.json: a plotting failure must never cost a finished run its results
-            from .report import write_report
+            from ..report import write_report
             acc.print(f"wrote {write_report(out)}")
         except Exception as e:  # noqa: BLE001
             acc.print(f"warning: report.md not written ({type(e).__name__}: {e}); "
