@@ -7,6 +7,10 @@ manifest.json (written last, atomically; its presence means the directory is com
     rejected [{file, reason}], warnings [str], index "index.csv"
 index.csv: key,label,class_name,group,part,shard - one row per written sample, so training code can
 carve a stratified (grouped) validation split or count classes without opening a tar file.
+
+The directory may be remote (http(s)://, s3://, pipe:, see location.py): both files are read from
+there, and every shard the manifest names is checked to exist when it is loaded (one listing per
+S3 prefix, one HEAD per HTTP file), so a missing shard fails at start, not an hour into training.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .location import Location, RemotePath, as_location, missing, read_bytes
 from .shards import IMAGE_EXTS, sha256_file
 from .tario import read_samples
 
@@ -40,14 +45,14 @@ class IndexRow:
 
 @dataclass
 class Manifest:
-    root: Path  # the shard directory (absolute)
+    root: Location  # the shard directory: an absolute Path, or a RemotePath (prints without secrets)
     dataset: str
     class_names: list[str]
     counts: dict[str, dict[str, int]]  # part -> class_name -> n
     image_size: int | None
     seed: int
     protocol: str
-    parts: dict[str, list[Path]]  # part -> absolute shard paths, in stream order
+    parts: dict[str, list[Location]]  # part -> absolute shard paths (or RemotePaths), in stream order
     num_samples: dict[str, int]  # part -> n
     shards: dict[str, list[dict]]  # part -> [{file, num_samples, sha256}] as stored
     index: list[IndexRow]
@@ -95,10 +100,12 @@ def write_manifest(out: Path, data: dict) -> None:
     _atomic_write_text(out / MANIFEST_NAME, json.dumps({"format": FORMAT, **data}, indent=2) + "\n")
 
 
-def _read_index(path: Path) -> list[IndexRow]:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing (written by python -m adpm_dist.data.prepare)")
-    with open(path, newline="", encoding="utf-8") as f:
+def _read_index(path: Location) -> list[IndexRow]:
+    try:
+        text = read_bytes(path).decode("utf-8")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} is missing (written by python -m adpm_dist.data.prepare)") from None
+    with io.StringIO(text, newline="") as f:
         reader = csv.DictReader(f)
         if tuple(reader.fieldnames or ()) != INDEX_FIELDS:
             raise ValueError(f"{path}: malformed header {reader.fieldnames}, expected {list(INDEX_FIELDS)}")
@@ -108,17 +115,20 @@ def _read_index(path: Path) -> list[IndexRow]:
             raise ValueError(f"{path}: malformed row at line {reader.line_num}: {exc}") from exc
 
 
-def load_manifest(shards_dir: str | os.PathLike) -> Manifest:
-    """Load and cross-check a shard directory's manifest.json and index.csv."""
-    root = Path(shards_dir).resolve()
+def load_manifest(shards_dir: str | os.PathLike | RemotePath) -> Manifest:
+    """Load and cross-check a shard directory's manifest.json and index.csv (local or remote, see
+    location.as_location); fail naming them if a shard it lists does not exist."""
+    root = as_location(shards_dir)
     path = root / MANIFEST_NAME
-    if not path.is_file():
+    try:
+        raw = read_bytes(path)
+    except FileNotFoundError:
         raise FileNotFoundError(
             f"{path} not found: not a (complete) shard directory; create it with "
-            f"`python -m adpm_dist.data.prepare --dataset NAME --out {shards_dir}`"
-        )
+            f"`python -m adpm_dist.data.prepare --dataset NAME --out {root}`"
+        ) from None
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(raw.decode("utf-8"))
         parts_raw = data["parts"]
         shards = {p: list(v["shards"]) for p, v in parts_raw.items()}
         num_samples = {p: int(v["num_samples"]) for p, v in parts_raw.items()}
@@ -139,20 +149,20 @@ def load_manifest(shards_dir: str | os.PathLike) -> Manifest:
             inputs=dict(data.get("inputs", {})),
             warnings=list(data.get("warnings", [])),
         )
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ValueError(f"{path} is malformed ({type(exc).__name__}: {exc})") from exc
     if data.get("format") != FORMAT:
         raise ValueError(f"{path}: unsupported format {data.get('format')!r}, expected {FORMAT!r}")
 
     manifest.index = _read_index(root / data.get("index", INDEX_NAME))
-    for part, paths in manifest.parts.items():
+    for part in manifest.parts:
         n_index = sum(r.part == part for r in manifest.index)
         if n_index != manifest.num_samples[part]:
             raise ValueError(f"{root}: part {part!r} has {manifest.num_samples[part]} samples in "
                              f"{MANIFEST_NAME} but {n_index} rows in {INDEX_NAME}; re-run prepare")
-        missing = [str(p) for p in paths if not p.is_file()]
-        if missing:
-            raise FileNotFoundError(f"{path} lists shards that do not exist: {missing}")
+    absent = missing(p for paths in manifest.parts.values() for p in paths)
+    if absent:
+        raise FileNotFoundError(f"{path} lists shards that do not exist: {[str(p) for p in absent]}")
     return manifest
 
 
@@ -175,7 +185,7 @@ def verify_shards(manifest: Manifest) -> dict:
     for part, infos in manifest.shards.items():
         for info in infos:
             f = manifest.root / info["file"]
-            if sha256_file(f) != info["sha256"]:
+            if sha256_file(f) != info["sha256"]:  # streamed: a remote shard is read once, never stored
                 raise ValueError(f"{f}: sha256 does not match {where}")
             samples = list(read_samples(f))
             keys = [s["__key__"] for s in samples]

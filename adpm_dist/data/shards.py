@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from .encode import encode_task
 from .folds import part_sort_key
+from .location import RemotePath, open_binary
 from .records import Record
 from .tario import TarSampleWriter
 
@@ -43,9 +44,10 @@ class WriteResult:
     rejected: list[dict] = field(default_factory=list)  # [{file, reason}]
 
 
-def sha256_file(path: Path) -> str:
+def sha256_file(path: Path | RemotePath) -> str:
+    """sha256 of a local file or, streamed, of a remote one."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_binary(path) as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()

@@ -52,14 +52,22 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, default_collate, get_worker_info
 
+from .location import RemotePath
 from .manifest import Manifest
 from .shards import IMAGE_EXTS
 from .tario import read_samples
 
 
-def read_shard(path: str | Path) -> Iterator[dict]:
-    """Raw samples ({"__key__", "__url__", "png"|"jpg": bytes, "json": bytes}) of one tar shard, in order."""
+def read_shard(path: str | Path | RemotePath) -> Iterator[dict]:
+    """Raw samples ({"__key__", "__url__", "png"|"jpg": bytes, "json": bytes}) of one tar shard, in order.
+    `path`: a local file or a remote one (location.py): each worker streams its own shards."""
     return read_samples(path)
+
+
+def _shard_ref(path: Path | RemotePath) -> str | RemotePath:
+    """What the loaders carry per shard: a local path as str (as always), a RemotePath as itself
+    (its str() is redacted, so it could not be re-opened from the string)."""
+    return path if isinstance(path, RemotePath) else str(path)
 
 
 def decode_sample(sample: dict) -> tuple[Image.Image, int, str]:
@@ -185,7 +193,7 @@ class _TrainSamples(IterableDataset):
 
     def __init__(self, transform, keep: Callable[[str], bool], shuffle_buffer: int, batch_size: int):
         self.transform, self.keep, self.shuffle_buffer, self.batch_size = transform, keep, shuffle_buffer, batch_size
-        self.shards: list[tuple[str, int]] = []  # (path, samples passing `keep`), set per epoch
+        self.shards: list[tuple[str | RemotePath, int]] = []  # (shard, samples passing `keep`), set per epoch
         self.budget = 0
         self.seed = ""
 
@@ -207,9 +215,9 @@ class _EvalSamples(IterableDataset):
     as batches: batch b of the share goes to worker b % num_workers, which is the order in which a
     DataLoader collects from its workers, so the batches arrive in share order for any worker count."""
 
-    def __init__(self, shards: Sequence[str], transform, *, rank: int, world_size: int, keep: Callable[[str], bool],
+    def __init__(self, shards: Sequence[str | Path | RemotePath], transform, *, rank: int, world_size: int, keep: Callable[[str], bool],
                  batch_size: int):
-        self.shards, self.transform = [str(s) for s in shards], transform
+        self.shards, self.transform = [_shard_ref(s) for s in shards], transform
         self.rank, self.world_size, self.keep, self.batch_size = rank, world_size, keep, batch_size
 
     def _rank_share(self) -> Iterator[dict]:
@@ -337,13 +345,14 @@ def _check_split(batch_size: int, rank: int, world_size: int) -> None:
 
 
 def _shard_counts(manifest: Manifest, parts, keep: Callable[[str], int]) -> list[tuple[str, int]]:
-    """(absolute shard path, samples passing `keep`, or their copies) for the shards of `parts`, from index.csv."""
+    """(shard: absolute path as str, or RemotePath; samples passing `keep`, or their copies) for the
+    shards of `parts`, from index.csv."""
     counts: dict[str, int] = {}
     for row in manifest.rows(parts):
         if copies := int(keep(row.key)):
             counts[row.shard] = counts.get(row.shard, 0) + copies
     paths = [p for part in manifest.check_parts(parts) for p in manifest.parts[part]]
-    return [(str(p), counts[p.name]) for p in paths if counts.get(p.name)]
+    return [(_shard_ref(p), counts[p.name]) for p in paths if counts.get(p.name)]
 
 
 def train_batches(
