@@ -7,6 +7,8 @@
     python -m adpm_dist.data.prepare --dataset hyper_kvasir --root hyper-kvasir/ --out shards/hk
     python -m adpm_dist.data.prepare --dataset imagefolder --root DIR [--test-root DIR] --out SHARDS
     python -m adpm_dist.data.prepare --verify --out SHARDS      # re-check an existing directory
+    python -m adpm_dist.data.prepare --dataset NAME ... --out s3://bucket/prefix [--stage DIR]
+        # writes into a local staging directory, then publishes (publish.py: shards, index, manifest last)
 
 `prepare()` is the library entry point (Ray code calls it); `main()` is the only place with argparse.
 """
@@ -14,15 +16,18 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import inspect
 import json
 import re
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
 
 from .folds import assign_parts, part_sort_key, protocol_name
+from .location import as_location, is_remote, redact
 from .manifest import MANIFEST_NAME, Manifest, load_manifest, verify_shards, write_index, write_manifest
 from .shards import default_workers, write_shards
 from .sources import READERS
@@ -146,7 +151,19 @@ def format_counts(manifest: Manifest) -> str:
     return "\n".join([fmt(header), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows])
 
 
-def _verify(out: Path) -> int:
+def staging_dir(url: str) -> Path:
+    """Where `--out URL` is prepared before publishing: the same for the same URL, so a re-run
+    rewrites (byte-identically) and re-publishes only what changed."""
+    tag = hashlib.sha256(url.encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"adpm_stage_{tag}"
+
+
+def _verify(out: Path | str) -> int:
+    if is_remote(str(out)):
+        from .publish import verify_remote
+
+        return verify_remote(str(out))
+    out = as_location(out) if str(out).lower().startswith("file://") else Path(out)
     try:
         manifest = load_manifest(out)
         summary = verify_shards(manifest)
@@ -161,7 +178,10 @@ def _verify(out: Path) -> int:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m adpm_dist.data.prepare", description=__doc__.split("\n")[0])
     ap.add_argument("--dataset", choices=sorted(READERS), help="required unless --verify alone")
-    ap.add_argument("--out", required=True, type=Path, help="output shard directory")
+    ap.add_argument("--out", required=True, help="output shard directory, or s3://bucket/prefix (then staged "
+                    "locally and published: shards, index, manifest last)")
+    ap.add_argument("--stage", type=Path, help="with a remote --out: the local staging directory "
+                    "(default: one per URL under the system temporary directory)")
     ap.add_argument("--root", type=Path, help="dataset root in its official layout (not for digits_lt)")
     ap.add_argument("--test-root", type=Path, help="imagefolder: class folders forming a fixed test part")
     ap.add_argument("--image-size", type=int, help="shorter image side stored (digits_lt: 32, else 256)")
@@ -186,10 +206,12 @@ def main(argv: list[str] | None = None) -> int:
     options = {k: v for k, v in (("imbalance_ratio", args.imbalance_ratio), ("n_max", args.n_max),
                                  ("val_per_class", args.val_per_class), ("top_k", args.top_k)) if v is not None}
     t0 = time.perf_counter()
+    remote = is_remote(args.out)
+    local_out = (args.stage or staging_dir(args.out)) if remote else as_location(args.out)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # printed below from the manifest, once, readably
-            manifest = prepare(args.dataset, args.out, root=args.root, test_root=args.test_root,
+            manifest = prepare(args.dataset, local_out, root=args.root, test_root=args.test_root,
                                image_size=args.image_size, folds=args.folds, test_fraction=args.test_fraction,
                                seed=args.seed, samples_per_shard=args.samples_per_shard, workers=args.workers,
                                progress=not args.quiet, **options)
@@ -208,6 +230,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(manifest.rejected)} input(s) rejected (see {manifest.root / MANIFEST_NAME}):", file=sys.stderr)
         for r in manifest.rejected:
             print(f"  {r['file']}: {r['reason']}", file=sys.stderr)
+    if remote:
+        from .publish import publish
+
+        try:
+            publish(local_out, args.out)
+        except (ValueError, OSError) as exc:
+            print(f"error: publishing {local_out} to {redact(args.out)}: {exc}", file=sys.stderr)
+            return 2
     return _verify(args.out) if args.verify else 0
 
 
