@@ -107,3 +107,82 @@ def test_consolidate_only_cli(experiment, capsys):
     out = capsys.readouterr().out
     assert "best: alpha=1/6 beta=5" in out and (experiment / "summary.md").is_file()
     assert cli.main(["--dataset", "digits_lt", "--output", str(experiment / "nothing"), "--consolidate-only"]) == 2
+
+
+@pytest.fixture()
+def nested_experiment(tmp_path):
+    """Fold-only shards (no `test`): alphas {0, 1/2} x beta 5 x 3 folds, nested. Known scores:
+
+    CV trials (trained without fold k, scored on fold k): alpha 0 -> 0.50 + 0.01 k, alpha 1/2 -> 0.60 + 0.01 k.
+    Inner trials of outer fold k: alpha 1/2 wins the inner CV for outer folds 0 and 1, alpha 0 for outer fold 2.
+    """
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    (shards / "manifest.json").write_text(json.dumps({"parts": {"fold0": {}, "fold1": {}, "fold2": {}}}))
+    spec = SearchSpec(dataset="pad_ufes", config=TINY, output=str(tmp_path / "exp"), alphas=[0, 0.5], betas=[5],
+                      overrides=["train.epochs=1"])
+    search = plan_search(spec, shards, 3, resume=False)
+    assert search.protocol == "nested"
+    write_search(search)
+    for t in search.trials:
+        if t.outer is None:
+            f1 = (0.50 if t.alpha == 0 else 0.60) + 0.01 * t.fold
+        else:
+            f1 = 0.8 if (t.alpha == 0) == (t.outer == 2) else 0.7
+        d = trial_dir(search.out, t)
+        d.mkdir(parents=True)
+        (d / "metrics.json").write_text(json.dumps(fake_metrics(f1, t.fold)))
+    return search.out
+
+
+def test_nested_estimate_and_protocol(nested_experiment):
+    report = consolidate(nested_experiment)
+    assert report["protocol"] == "nested"
+    choices = [(o.fold, o.choice.alpha, o.source.id) for o in report["outer_folds"]]
+    assert choices == [(0, 0.5, "alpha1-2_beta5_fold0"), (1, 0.5, "alpha1-2_beta5_fold1"), (2, 0, "alpha0_beta5_fold2")]
+    outer_scores = [0.60, 0.61, 0.52]  # each choice's CV trial on its own outer fold
+    assert report["estimate"].mean("macro_f1") == pytest.approx(np.mean(outer_scores))
+    assert report["estimate"].std("macro_f1") == pytest.approx(np.std(outer_scores, ddof=1))
+
+    md = (nested_experiment / "summary.md").read_text()
+    assert "nested 3-fold cross-validation" in md and "## Estimate: nested CV" in md
+    assert f"**{np.mean(outer_scores):.3f} ± {np.std(outer_scores, ddof=1):.3f}**" in md
+    assert "Cross-validated selection table (optimistic)" in md
+    assert "## Best:" not in md and "never used by the search" not in md  # no optimistic headline figure
+    header = (nested_experiment / "best.yaml").read_text()
+    assert "is NOT an estimate" in header and f"{np.mean(outer_scores):.3f}" in header
+
+    with open(nested_experiment / "cv_results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 * 3 + 3 * 2 * 2  # CV trials, then inner trials of every outer fold
+    assert all(r["fold"] != r["outer"] for r in rows)
+
+
+def test_protocol_json_never_scores_on_a_selection_part(nested_experiment):
+    """Fold-only shards: every reported figure's selection and evaluation parts are disjoint."""
+    consolidate(nested_experiment)
+    figures = json.loads((nested_experiment / "protocol.json").read_text())
+    by_name = {f["figure"]: f for f in figures}
+    assert len(by_name) == len(figures) and len(figures) > 0
+    leaves = [f for f in figures if "mean_of" not in f]
+    for f in leaves:
+        assert f["selected_on"] and f["evaluated_on"], f
+        assert not set(f["selected_on"]) & set(f["evaluated_on"]), f
+        assert not set(f["trained_on"]) & set(f["evaluated_on"]), f
+        assert f["independent"]
+    for f in figures:
+        if "mean_of" in f:  # a mean over folds: each component is one of the figures above
+            assert f["mean_of"] and all(n in by_name and "mean_of" not in by_name[n] for n in f["mean_of"]), f
+    outer = [f for f in leaves if "nested CV estimate, outer fold" in f["figure"]]
+    assert [(f["selected_on"], f["evaluated_on"]) for f in outer] == [
+        (["fold1", "fold2"], ["fold0"]), (["fold0", "fold2"], ["fold1"]), (["fold0", "fold1"], ["fold2"])]
+    estimate = [f for f in figures if f["figure"].startswith("summary.md nested CV estimate: mean")]
+    assert len(estimate) == 1 and estimate[0]["mean_of"] == [f["figure"] for f in outer]
+
+
+def test_held_out_protocol_flags_the_optimistic_best(experiment):
+    consolidate(experiment)
+    figures = json.loads((experiment / "protocol.json").read_text())
+    best = [f for f in figures if f["figure"].startswith("summary.md Best")]
+    assert len(best) == 1 and not best[0]["independent"] and "optimistic" in best[0]["note"]
+    assert all(f["independent"] for f in figures if f is not best[0])

@@ -1,4 +1,5 @@
-"""The search's plan without Ray: grid, alpha = 0 shortcut, per-trial configs, shards checks, CLI parsing."""
+"""The search's plan without Ray: grid, alpha = 0 shortcut, nested CV, per-trial configs and parts, typed
+values into trials, shards checks, CLI parsing."""
 from __future__ import annotations
 
 import importlib.util
@@ -7,15 +8,24 @@ from pathlib import Path
 
 import pytest
 
-from adpm_dist.config import ConfigError, load_config
+from adpm_dist.config import ConfigError, load_config, to_dict
 from adpm_dist.tune.experiment import (SEARCH_FILE, SearchSpec, check_overrides, plan_search, supports_resume,
                                        trial_config, write_search)
 from adpm_dist.tune.grid import Trial, build_trials, label, parse_values, shared_source
-from adpm_dist.tune.search import Resources
+from adpm_dist.tune.protocol import HELD_OUT, NESTED, checkpoint_selection_parts, choose_protocol
+from adpm_dist.tune.search import Resources, trial_payloads
 from adpm_dist.tune.shards import resolve_shards
+from adpm_dist.tune.trainable import trial_config_of
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = str(ROOT / "configs/digits_lt_tiny.yaml")
+
+
+def fake_shards(path: Path, parts: list[str]) -> Path:
+    """A manifest.json with just the part names: all the planning reads."""
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "manifest.json").write_text(json.dumps({"parts": {p: {} for p in parts}}), encoding="utf-8")
+    return path
 
 
 def load_cli():
@@ -52,9 +62,9 @@ def test_grid_trains_alpha_zero_once():
 
 def test_trial_config_sets_protocol_keys(tmp_path):
     base = load_config(TINY, ["data.shards=/abs/shards", "data.train_parts=fold0"])
-    cfg = trial_config(base, Trial(0.25, 5, 1), tmp_path)
+    cfg = trial_config(base, Trial(0.25, 5, 1), tmp_path, folds=3)
     assert (cfg.noise.alpha, cfg.noise.beta) == (0.25, 5)
-    assert cfg.data.eval_part == "fold1" and cfg.data.train_parts == []  # engine trains on every other fold
+    assert cfg.data.eval_part == "fold1" and cfg.data.train_parts == ["fold0", "fold2"]  # every other fold
     assert cfg.run.output_dir == str(tmp_path / "trials" / "alpha1-4_beta5_fold1")
     if supports_resume():
         assert cfg.train.resume == "auto"  # retries continue from the last checkpoint in the stable dir
@@ -89,7 +99,7 @@ def test_shards_must_be_folds(digits_shards, tmp_path):
 
 def test_resume_rules(tmp_path):
     spec = SearchSpec(dataset="digits_lt", config=TINY, output=str(tmp_path), alphas=[0, 0.5], betas=[5], folds=2)
-    shards = tmp_path / "shards"
+    shards = fake_shards(tmp_path / "shards", ["fold0", "fold1", "val", "test"])
     search = plan_search(spec, shards, 2, resume=False)
     assert len(search.todo) == 4
     write_search(search)
@@ -141,3 +151,63 @@ def test_multi_worker_trials_need_enough_shards():
     check_shard_counts(m, 1, "digits_lt")
     with pytest.raises(ValueError, match=r"'fold1': 1.*--samples-per-shard 95"):
         check_shard_counts(m, 2, "digits_lt")
+
+
+def test_nested_trials_never_train_on_their_outer_fold():
+    trials = build_trials([0, 0.5], [1, 5], folds=3, nested=True)
+    cv = [t for t in trials if t.outer is None]
+    inner = [t for t in trials if t.outer is not None]
+    assert len(cv) == 3 * 3 and len(inner) == 3 * 3 * 2  # 3 grid points (alpha = 0 once) x K, and x K x (K - 1)
+    assert len({t.id for t in trials}) == len(trials)
+    for t in inner:
+        assert t.fold != t.outer and t.eval_part == f"fold{t.fold}"
+        assert t.train_folds(3) == [f"fold{k}" for k in range(3) if k not in (t.fold, t.outer)]
+    assert Trial(0.5, 5, 1, outer=2).id == "outer2_alpha1-2_beta5_fold1"
+    assert Trial(0.5, 5, 1).train_folds(3) == ["fold0", "fold2"]
+    assert shared_source(Trial(0, 5, 1, outer=2), [1, 5]) == Trial(0, 1, 1, outer=2)
+    with pytest.raises(ValueError, match="nested CV needs >= 3 folds"):
+        build_trials([0], [1], folds=2, nested=True)
+
+
+def test_protocol_follows_the_shards(tmp_path):
+    assert choose_protocol(["fold0", "fold1", "val", "test"]) == HELD_OUT
+    assert choose_protocol(["fold0", "fold1", "fold2"]) == NESTED
+    # Checkpoint selection: the `val` part when there is one, else a carve-out of the training folds.
+    assert checkpoint_selection_parts(["fold1"], ["fold0", "fold1", "val"], "auto", "fold0") == ["val"]
+    assert checkpoint_selection_parts(["fold1", "fold2"], ["fold0", "fold1", "fold2"], "auto", "fold0") == ["fold1", "fold2"]
+
+    spec = SearchSpec(dataset="pad_ufes", config=TINY, output=str(tmp_path / "exp"), alphas=[0, 0.5], betas=[5])
+    folds_only = fake_shards(tmp_path / "folds", ["fold0", "fold1", "fold2"])
+    search = plan_search(spec, folds_only, 3, resume=False)
+    assert search.protocol == NESTED and len(search.trials) == 2 * 3 * 3
+    assert search.manifest()["protocol"] == NESTED
+    cfg = search.config_of(Trial(0.5, 5, 0, outer=1))
+    assert cfg.data.eval_part == "fold0" and cfg.data.train_parts == ["fold2"]
+    with pytest.raises(ValueError, match="nested CV, which needs >= 3 folds"):
+        plan_search(spec, fake_shards(tmp_path / "two", ["fold0", "fold1"]), 2, resume=False)
+    with_test = fake_shards(tmp_path / "with_test", ["fold0", "fold1", "fold2", "test"])
+    assert plan_search(spec, with_test, 3, resume=False).protocol == HELD_OUT
+    with pytest.raises(FileNotFoundError, match="manifest.json"):
+        plan_search(spec, tmp_path / "nothing", 3, resume=False)
+
+
+def test_typed_values_reach_the_trial_verbatim(tmp_path):
+    """A shard path YAML would cut at " #" (and with spaces, non-ASCII) arrives in the trial as it was."""
+    shards = fake_shards(tmp_path / "run #2" / "données über 9 ✓", ["fold0", "fold1", "fold2"])
+    out = tmp_path / "exp #3 ünï"
+    spec = SearchSpec(dataset="pad_ufes", config=TINY, output=str(out), alphas=[0.5], betas=[5],
+                      overrides=["train.epochs=1"])
+    search = plan_search(spec, shards.resolve(), 3, resume=False)
+    assert search.base.data.shards == str(shards.resolve())
+    payloads = json.loads(json.dumps(trial_payloads(search)))  # what Ray serialises, as plain values
+    assert len(payloads) == len(search.trials)
+    for payload in payloads:
+        cfg = trial_config_of(payload)  # what the trainable runs
+        assert cfg.data.shards == str(shards.resolve())
+        assert cfg.run.output_dir.startswith(str(out.resolve() / "trials"))
+        assert payload["settings"]["data.train_parts"] == cfg.data.train_parts
+        assert cfg.train.epochs == 1 and (cfg.noise.alpha, cfg.noise.beta) == (0.5, 5.0)
+    write_search(search)
+    assert json.loads((out / SEARCH_FILE).read_text(encoding="utf-8"))["base_config"]["data"]["shards"] == str(
+        shards.resolve())
+    assert to_dict(search.base)["data"]["shards"] == str(shards.resolve())

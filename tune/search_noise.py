@@ -3,9 +3,10 @@
     python tune/search_noise.py --dataset digits_lt [--alphas 0,1/6,1/4,1/2,1] [--betas 1,...,10] [--folds 5]
         [--config configs/<dataset>.yaml] [--shards DIR] [--output runs/tune_<dataset>] [key=value ...]
 
-One trial = (alpha, beta, fold k): engine.train on the other folds, evaluated on fold k. key=value
-overrides go to every trial's training config. Writes cv_results.csv, summary.md, heatmap.png and
-best.yaml into --output (docs/tune.md).
+One trial = (alpha, beta, fold k): engine.train on the other folds, evaluated on fold k. Shards without
+a `test` part (fold-only datasets) get nested CV: per outer fold, the same grid on the other folds
+only. key=value overrides go to every trial's training config. Writes cv_results.csv, summary.md,
+heatmap.png, best.yaml and protocol.json into --output (docs/tune.md).
 """
 from __future__ import annotations
 
@@ -114,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     cluster = ClusterOptions(address=args.address, num_cpus=args.num_cpus, temp_dir=args.ray_temp_dir,
                              dashboard=args.dashboard, dashboard_port=args.dashboard_port)
     print(f"search: {len(search.trials)} trials ({len(spec.alphas)} alphas x {len(spec.betas)} betas x {folds} folds"
+          f"{f', nested CV (no test part)' if search.protocol == 'nested' else ''}"
           f"{', alpha=0 trained once for all betas' if 0.0 in spec.alphas and len(spec.betas) > 1 else ''}) "
           f"-> {output}", flush=True)
     try:
@@ -130,11 +132,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def show(report: dict, output: Path) -> int:
-    best = report["best"]
-    print(f"\nmacro-F1, mean ± std over folds (rows alpha, columns beta):\n{report['table']}")
+    from adpm_dist.tune.consolidate import pm
+
+    best, estimate = report["best"], report["estimate"]
+    kind = "cross-validated selection table, optimistic" if estimate is not None else "rows alpha, columns beta"
+    print(f"\nmacro-F1, mean ± std over folds ({kind}):\n{report['table']}")
     if best is not None:
         print(f"best: alpha={best.alpha_label} beta={best.beta_label} (selected on the mean over the CV folds' "
               f"evaluation parts{'' if report['complete'] else '; incomplete'})")
+    if estimate is not None:
+        print(f"nested CV estimate (publish this): macro-F1 {pm(estimate.mean('macro_f1'), estimate.std('macro_f1'))} "
+              f"over {len(estimate.folds)} outer folds")
     if report["missing"]:
         print(f"{len(report['missing'])} grid cell(s) without results (listed in summary.md)")
     print("wrote " + ", ".join(str(p) for p in report["written"]))

@@ -10,12 +10,17 @@ the experiment directory:
   alpha, columns beta), all metrics per configuration, and the best configuration's per-class table
   (like Tables 5/7);
 - ``heatmap.png``: mean macro-F1 over the grid;
-- ``best.yaml``: the base config with the best (alpha, beta), ready for launch/train.py.
+- ``best.yaml``: the base config with the best (alpha, beta), ready for launch/train.py;
+- ``protocol.json``: every reported figure with the parts it was selected on and evaluated on (protocol.py).
 
 Selection: best = highest mean macro-F1 over the CV folds' evaluation parts among configurations with
 every fold finished (ties -> smaller alpha, then smaller beta). That is the paper's protocol; it
-selects on the evaluation folds, so the winner's CV mean is optimistically biased. Inside each trial
-the checkpoint is selected on validation data: the shards' `val` part, else a carve-out of its training folds (engine.train).
+selects on the evaluation folds, so the winner's CV mean is optimistically biased. With a `test`
+part, best.yaml evaluates the winner on it. Without one (fold-only shards) the search is nested
+(protocol.py): per outer fold k the same rule picks a point on the inner CV over the other folds,
+and that point's CV trial on fold k is its outer score; the mean over outer folds is the estimate.
+Inside each trial the checkpoint is selected on validation data: the shards' `val` part, else a
+carve-out of its training folds (engine.train).
 """
 from __future__ import annotations
 
@@ -31,6 +36,7 @@ import yaml
 
 from .experiment import load_search, trial_dir
 from .grid import Trial, isotropic, shared_source
+from .protocol import HELD_OUT, NESTED, checkpoint_selection_parts, entry, mean_entry, write_protocol
 
 HEADLINE = ("macro_f1", "accuracy", "macro_precision", "macro_recall", "balanced_accuracy")
 NAMES = {"macro_f1": "macro-F1", "accuracy": "accuracy", "macro_precision": "macro-P", "macro_recall": "macro-R",
@@ -72,8 +78,15 @@ def trial_status(run_dir: Path) -> str:
     return "not run"
 
 
-def collect(out: Path, search: dict) -> tuple[list[Cell], list[dict]]:
-    """Cells of the grid (alphas x betas) and the cv_results rows, from the trials' metrics.json."""
+def protocol_of(search: dict) -> str:
+    return search.get("protocol", HELD_OUT)  # searches written before nested CV existed had a test part
+
+
+def collect(out: Path, search: dict, outer: int | None = None) -> tuple[list[Cell], list[dict]]:
+    """Cells of the grid (alphas x betas) and the cv_results rows, from the trials' metrics.json.
+
+    `outer` k: the inner CV of outer fold k (folds other than k), else the K-fold CV.
+    """
     alphas, betas = search["alphas"], search["betas"]
     beta_values = [b["value"] for b in betas]
     cells, rows = [], []
@@ -81,7 +94,9 @@ def collect(out: Path, search: dict) -> tuple[list[Cell], list[dict]]:
         for b in betas:
             cell = Cell(a["value"], b["value"], a["label"], b["label"])
             for k in range(search["folds"]):
-                source = shared_source(Trial(a["value"], b["value"], k), beta_values)
+                if k == outer:
+                    continue
+                source = shared_source(Trial(a["value"], b["value"], k, outer), beta_values)
                 run_dir = trial_dir(out, source)
                 status = trial_status(run_dir)
                 cell.status[k] = status
@@ -94,7 +109,8 @@ def collect(out: Path, search: dict) -> tuple[list[Cell], list[dict]]:
 
 
 def result_row(cell: Cell, fold: int, source: Trial, status: str, metrics: dict | None) -> dict:
-    row = {"alpha": cell.alpha, "alpha_label": cell.alpha_label, "beta": cell.beta, "beta_label": cell.beta_label,
+    row = {"outer": "" if source.outer is None else source.outer,
+           "alpha": cell.alpha, "alpha_label": cell.alpha_label, "beta": cell.beta, "beta_label": cell.beta_label,
            "fold": fold, "eval_part": f"fold{fold}", "status": status, "source_trial": source.id}
     if metrics is None:
         return row
@@ -115,6 +131,40 @@ def choose_best(cells: list[Cell], folds: int) -> tuple[Cell | None, bool]:
         return None, False
     best = min(pool, key=lambda c: (-round(c.mean("macro_f1"), 12), c.alpha, c.beta))
     return best, bool(complete)
+
+
+@dataclass
+class OuterFold:
+    """Nested CV, outer fold k: the point the inner CV chose and its one evaluation on fold k."""
+    fold: int
+    choice: Cell | None          # best cell of the inner CV over the other folds
+    inner_complete: bool         # the choice was among points with every inner fold finished
+    source: Trial | None         # the CV trial that trained the choice without fold k and scored it on fold k
+    status: str
+    metrics: dict | None
+
+
+def nested_folds(out: Path, search: dict) -> tuple[list[OuterFold], list[dict]]:
+    """Each outer fold's choice and score, and the inner trials' cv_results rows."""
+    folds, beta_values = search["folds"], [b["value"] for b in search["betas"]]
+    outer_folds, rows = [], []
+    for k in range(folds):
+        inner, inner_rows = collect(out, search, outer=k)
+        rows += inner_rows
+        choice, complete = choose_best(inner, folds - 1)
+        if choice is None:
+            outer_folds.append(OuterFold(k, None, False, None, "no inner results", None))
+            continue
+        source = shared_source(Trial(choice.alpha, choice.beta, k), beta_values)
+        status = trial_status(trial_dir(out, source))
+        metrics = json.loads((trial_dir(out, source) / "metrics.json").read_text()) if status == "done" else None
+        outer_folds.append(OuterFold(k, choice, complete, source, status, metrics))
+    return outer_folds, rows
+
+
+def nested_estimate(outer_folds: list[OuterFold]) -> Cell:
+    """The outer folds' scores as one Cell (mean, std, per class over outer folds); its (alpha, beta) vary."""
+    return Cell(math.nan, math.nan, "selected per outer fold", "", {o.fold: o.metrics for o in outer_folds if o.metrics})
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
@@ -227,7 +277,8 @@ def _rect(x: int, y: int):
 
 
 def best_config(search: dict, best: Cell, out: Path) -> dict:
-    """The base config with the best noise; evaluated on `test` if the shards have one."""
+    """The base config with the best noise; evaluated on `test` if the shards have one (else on a fold
+    that helped choose it: write_best_yaml says so)."""
     cfg = json.loads(json.dumps(search["base_config"]))
     cfg["noise"]["alpha"], cfg["noise"]["beta"] = best.alpha, best.beta
     cfg["data"]["shards"] = search["shards"]
@@ -248,44 +299,61 @@ def _parts(shards: Path) -> list[str]:
         return []
 
 
-def write_best_yaml(path: Path, search: dict, best: Cell, complete: bool, out: Path) -> dict:
+def write_best_yaml(path: Path, search: dict, best: Cell, complete: bool, out: Path,
+                    estimate: Cell | None = None) -> dict:
+    """best.yaml; for a nested search its header names the nested estimate as the figure to publish."""
     cfg = best_config(search, best, out)
     header = [
         f"# Best noise of the search in {out}: alpha = {best.alpha_label}, beta = {best.beta_label}",
-        f"# mean macro-F1 {pm(best.mean('macro_f1'), best.std('macro_f1'))} over "
-        f"{len(best.folds)}/{search['folds']} CV folds" + ("" if complete else " (no configuration finished every fold)"),
+        f"# selected on the mean macro-F1 {pm(best.mean('macro_f1'), best.std('macro_f1'))} over "
+        f"{len(best.folds)}/{search['folds']} CV folds" + ("" if complete else " (no configuration finished every fold)")
+        + " (optimistic: chosen on those folds)",
         f"# Train and evaluate on part {cfg['data']['eval_part']!r}:",
         f"#   accelerate launch launch/train.py --config {path}",
     ]
+    if estimate is not None:
+        header += [
+            f"# The shards have no part the search did not read: {cfg['data']['eval_part']!r} helped choose this",
+            "# (alpha, beta), so the score this run reports on it is NOT an estimate. Publish the nested CV",
+            f"# estimate instead: macro-F1 {pm(estimate.mean('macro_f1'), estimate.std('macro_f1'))} over "
+            f"{len(estimate.folds)} outer folds (summary.md, protocol.json).",
+        ]
     path.write_text("\n".join(header) + "\n" + yaml.safe_dump(cfg, sort_keys=False))
     return cfg
 
 
-def summary_markdown(search: dict, cells: list[Cell], best: Cell | None, complete: bool, rows: list[dict]) -> str:
+def summary_markdown(search: dict, cells: list[Cell], best: Cell | None, complete: bool, rows: list[dict],
+                     outer_folds: list[OuterFold] | None = None) -> str:
+    """summary.md: the held-out protocol's CV tables, or (outer_folds given) the nested estimate first."""
     folds = search["folds"]
     alpha0 = [c for c in cells if isotropic(c.alpha)]
     betas = search["betas"]
-    lines = [f"# Noise search on {search['dataset']}: {folds}-fold cross-validation", "",
+    nested = outer_folds is not None
+    title = f"nested {folds}-fold cross-validation" if nested else f"{folds}-fold cross-validation"
+    lines = [f"# Noise search on {search['dataset']}: {title}", "",
              f"- config: `{search['config']}`" + (f" with `{' '.join(search['overrides'])}`" if search["overrides"] else ""),
              f"- shards: `{search['shards']}`",
              f"- grid: alpha in {{{', '.join(a['label'] for a in search['alphas'])}}}, "
              f"beta in {{{', '.join(b['label'] for b in betas)}}}; {len(search['trials'])} trials trained",
              f"- consolidated: {time.strftime('%Y-%m-%d %H:%M:%S')}", "",
-             "## Protocol", "",
-             f"Each trial (alpha, beta, fold k) trains on the other {folds - 1} fold(s), selects its checkpoint on a "
-             "validation data (`data.val_part`: the shards' `val` part, else a carve-out of those training folds), and "
-             "is evaluated once on fold k. "
-             "**The best (alpha, beta) is chosen by the mean macro-F1 over the CV folds' evaluation parts, as the "
-             "paper does** (its Table 2); selecting on the evaluation folds makes the winner's CV mean optimistically "
-             "biased. The fixed `test` part (digits-LT) is never used by the search; `best.yaml` evaluates on it.", ""]
+             "## Protocol", ""]
+    lines += nested_protocol_text(folds) if nested else held_out_protocol_text(folds)
     if alpha0 and len(betas) > 1:
         lines += [f"alpha = 0 gives lambda_j = 1 for every class and every beta (isotropic DiffMIC noise): only "
                   f"beta = {betas[0]['label']} was trained and its results fill the whole alpha = 0 row "
                   "(the paper's Table 2 row alpha = 0 is constant too).", ""]
-    lines += [f"## Macro-F1, mean ± std over {folds} folds (Table 2 layout)", ""]
+    names = class_names_of(cells)
+    if nested:
+        lines += nested_section(outer_folds, names)
+        lines += [f"## Cross-validated selection table (optimistic): macro-F1, mean ± std over {folds} folds", "",
+                  "Each cell is one fixed (alpha, beta), trained without fold k and scored on fold k. The bold cell "
+                  "is the configuration best.yaml carries; it was picked on these same folds, so its mean is biased "
+                  "upward and is not an estimate of how it does on new data (the nested estimate above is).", ""]
+    else:
+        lines += [f"## Macro-F1, mean ± std over {folds} folds (Table 2 layout)", ""]
     lines += table2(cells, search, best)
     lines += ["", "std is the sample standard deviation over folds; (k/N): only k of N folds have results.", ""]
-    lines += ["## Every configuration", "",
+    lines += ["## Every configuration" + (" (selection table)" if nested else ""), "",
               "| alpha | beta | folds | " + " | ".join(NAMES[k] for k in HEADLINE) + " | prior macro-F1 | prior accuracy |",
               "|---|---|---|" + "---|" * (len(HEADLINE) + 2)]
     for c in cells:
@@ -294,8 +362,7 @@ def summary_markdown(search: dict, cells: list[Cell], best: Cell | None, complet
                          + " | ".join(pm(c.mean(k), c.std(k)) for k in HEADLINE)
                          + f" | {pm(c.mean('macro_f1', True), c.std('macro_f1', True))}"
                          + f" | {pm(c.mean('accuracy', True), c.std('accuracy', True))} |")
-    names = class_names_of(cells)
-    if best is not None:
+    if best is not None and not nested:  # nested: a per-class table of the optimistic pick would be published by mistake
         lines += ["", f"## Best: alpha = {best.alpha_label}, beta = {best.beta_label} "
                       f"(mean macro-F1 {pm(best.mean('macro_f1'), best.std('macro_f1'), digits=4)}"
                       + ("" if complete else ", incomplete: no configuration finished every fold") + ")", "",
@@ -303,6 +370,7 @@ def summary_markdown(search: dict, cells: list[Cell], best: Cell | None, complet
                   "lambda_j averaged over folds.", ""]
         baseline = next((c for c in alpha0 if c.folds), None) if not isotropic(best.alpha) else None
         lines += per_class_table(best, baseline, names)
+    if best is not None:
         lines += ["", "<details><summary>Per-class mean F1 of every configuration</summary>", "",
                   "| alpha | beta | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
         for c in cells:
@@ -313,27 +381,144 @@ def summary_markdown(search: dict, cells: list[Cell], best: Cell | None, complet
     missing = [r for r in rows if r["status"] != "done"]
     if missing:
         lines += ["", "## Cells without results", "",
-                  "| alpha | beta | fold | status | trial |", "|---|---|---|---|---|"]
-        lines += [f"| {r['alpha_label']} | {r['beta_label']} | {r['fold']} | {r['status']} | {r['source_trial']} |"
-                  for r in missing]
+                  "| outer fold | alpha | beta | fold | status | trial |", "|---|---|---|---|---|---|"]
+        lines += [f"| {'-' if r['outer'] == '' else r['outer']} | {r['alpha_label']} | {r['beta_label']} | {r['fold']} "
+                  f"| {r['status']} | {r['source_trial']} |" for r in missing]
     return "\n".join(lines) + "\n"
 
 
+def held_out_protocol_text(folds: int) -> list[str]:
+    return [f"Each trial (alpha, beta, fold k) trains on the other {folds - 1} fold(s), selects its checkpoint on "
+            "validation data (`data.val_part`: the shards' `val` part, else a carve-out of those training folds), and "
+            "is evaluated once on fold k. "
+            "**The best (alpha, beta) is chosen by the mean macro-F1 over the CV folds' evaluation parts, as the "
+            "paper does** (its Table 2); selecting on the evaluation folds makes the winner's CV mean optimistically "
+            "biased. The fixed `test` part is never used by the search; `best.yaml` evaluates on it. "
+            "`protocol.json` lists every figure with the parts it was selected and evaluated on.", ""]
+
+
+def nested_protocol_text(folds: int) -> list[str]:
+    return [f"The shards have no `test` part, so every fold is read by the search and the estimate comes from "
+            f"**nested cross-validation**. For each outer fold k, the grid is cross-validated on the other "
+            f"{folds - 1} folds only (inner trials `outer<k>_...`: train on {folds - 2} of them, score the remaining "
+            "one); the (alpha, beta) with the best inner mean macro-F1 is trained on all folds but k and scored "
+            "once on fold k. Fold k never influences the choice it scores. **The mean ± std of those outer scores "
+            "is the estimate to publish.** Every trial selects its checkpoint on validation data (`data.val_part`: "
+            "the shards' `val` part, else a carve-out of its own training folds), never on its evaluation fold. "
+            "The paper-style table further down is a cross-validated selection table: its best cell is optimistic. "
+            "`protocol.json` lists every figure with the parts it was selected and evaluated on.", ""]
+
+
+def nested_section(outer_folds: list[OuterFold], names: list[str]) -> list[str]:
+    """The nested estimate: one row per outer fold, their mean ± std, and per-class figures."""
+    estimate = nested_estimate(outer_folds)
+    lines = [f"## Estimate: nested CV, mean ± std over {len(estimate.folds)}/{len(outer_folds)} outer folds", "",
+             "| outer fold | selected alpha | selected beta | " + " | ".join(NAMES[k] for k in HEADLINE)
+             + " | prior macro-F1 | trial |", "|---|---|---|" + "---|" * (len(HEADLINE) + 2)]
+    for o in outer_folds:
+        alpha, beta = (o.choice.alpha_label, o.choice.beta_label) if o.choice else ("-", "-")
+        if o.choice is not None and not o.inner_complete:
+            beta += " (inner CV incomplete)"
+        scores = [f"{o.metrics[k]:.3f}" for k in HEADLINE] + [f"{o.metrics['prior']['macro_f1']:.3f}"] if o.metrics \
+            else [o.status] + ["-"] * len(HEADLINE)
+        lines.append(f"| {o.fold} | {alpha} | {beta} | " + " | ".join(scores)
+                     + f" | {o.source.id if o.source else '-'} |")
+    lines.append("| **mean ± std** | | | " + " | ".join(f"**{pm(estimate.mean(k), estimate.std(k))}**" for k in HEADLINE)
+                 + f" | {pm(estimate.mean('macro_f1', True), estimate.std('macro_f1', True))} | |")
+    lines += ["", "std is the sample standard deviation over outer folds. Each outer fold may select another "
+                  "(alpha, beta): the estimate is of the whole procedure (search, then train), not of one point.", ""]
+    if estimate.folds and names:
+        lines += ["### Per class, nested estimate", "",
+                  "Mean ± std over outer folds; accuracy per class = recall; train n and lambda_j averaged over the "
+                  "outer folds' selected points.", ""]
+        lines += per_class_table(estimate, None, names)
+        lines.append("")
+    return lines
+
+
+def trial_parts(search: dict, trial: Trial) -> tuple[list[str], list[str]]:
+    """(trained on, checkpoint selected on) of one trial, as experiment.trial_settings sets them."""
+    train = trial.train_folds(search["folds"])
+    parts = search.get("parts") or _parts(Path(search["shards"]))
+    selected = checkpoint_selection_parts(train, parts, search["base_config"]["data"]["val_part"], trial.eval_part)
+    return train, selected
+
+
+def protocol_entries(search: dict, cells: list[Cell], rows: list[dict], best: Cell | None,
+                     outer_folds: list[OuterFold] | None) -> list[dict]:
+    """protocol.json: every figure of cv_results.csv and summary.md with the parts it was selected and evaluated on."""
+    entries, components = [], {}
+    for r in rows:
+        if r["status"] != "done":
+            continue
+        outer = None if r["outer"] == "" else int(r["outer"])
+        trial = Trial(r["alpha"], r["beta"], r["fold"], outer)  # the cell's trial (alpha = 0: same parts as its source)
+        train, selected = trial_parts(search, trial)
+        where = "" if outer is None else f"inner CV of outer fold {outer}: "
+        e = entry(f"cv_results.csv: {where}alpha={r['alpha_label']} beta={r['beta_label']}, fold{r['fold']}",
+                  selected, [trial.eval_part], train, r["macro_f1"])
+        entries.append(e)
+        components.setdefault((outer, r["alpha"], r["beta"]), []).append(e)
+    table = "selection table" if outer_folds is not None else "CV table"
+    for c in cells:
+        if (None, c.alpha, c.beta) in components:
+            entries.append(mean_entry(f"summary.md {table}: alpha={c.alpha_label} beta={c.beta_label}, mean ± std "
+                                      f"over {len(c.folds)}/{search['folds']} folds",
+                                      components[(None, c.alpha, c.beta)], c.mean("macro_f1")))
+    if outer_folds is None:
+        if best is not None:
+            entries.append(best_entry(search, best))
+        return entries
+    outer = [outer_entry(search, o) for o in outer_folds if o.metrics]
+    entries += outer
+    if outer:
+        estimate = nested_estimate(outer_folds)
+        entries.append(mean_entry(f"summary.md nested CV estimate: mean ± std over {len(outer)} outer folds",
+                                  outer, estimate.mean("macro_f1")))
+    return entries
+
+
+def best_entry(search: dict, best: Cell) -> dict:
+    """The held-out protocol's 'Best' figure: picked on the same folds it is averaged over (optimistic)."""
+    folds = [f"fold{k}" for k in sorted(best.folds)]
+    selected = set(folds)
+    for k in best.folds:
+        selected |= set(trial_parts(search, Trial(best.alpha, best.beta, k))[1])
+    return entry(f"summary.md Best: alpha={best.alpha_label} beta={best.beta_label}, mean over {len(folds)} CV folds",
+                 sorted(selected), folds, [f"fold{k}" for k in range(search["folds"])], best.mean("macro_f1"),
+                 note="optimistic: chosen on these folds; best.yaml evaluates this point on the test part")
+
+
+def outer_entry(search: dict, o: OuterFold) -> dict:
+    """Outer fold k: chosen on the inner CV (every fold but k), trained without k, scored on k."""
+    train, checkpoint = trial_parts(search, o.source)
+    inner = [f"fold{j}" for j in range(search["folds"]) if j != o.fold]
+    return entry(f"summary.md nested CV estimate, outer fold {o.fold}: alpha={o.choice.alpha_label} "
+                 f"beta={o.choice.beta_label}", [*inner, *checkpoint], [f"fold{o.fold}"], train, o.metrics["macro_f1"])
+
+
 def consolidate(out: str | Path) -> dict:
-    """Write cv_results.csv, summary.md, heatmap.png and best.yaml into the experiment dir `out`."""
+    """Write cv_results.csv, summary.md, heatmap.png, best.yaml and protocol.json into the experiment dir `out`."""
     out = Path(out).resolve()
     search = load_search(out)
     cells, rows = collect(out, search)
     best, complete = choose_best(cells, search["folds"])
+    outer_folds, estimate = None, None
+    if protocol_of(search) == NESTED:
+        outer_folds, inner_rows = nested_folds(out, search)
+        rows += inner_rows
+        estimate = nested_estimate(outer_folds)
     write_csv(out / "cv_results.csv", rows)
-    (out / "summary.md").write_text(summary_markdown(search, cells, best, complete, rows))
+    (out / "summary.md").write_text(summary_markdown(search, cells, best, complete, rows, outer_folds))
     write_heatmap(out / "heatmap.png", cells, search, best)
-    written = [out / "cv_results.csv", out / "summary.md", out / "heatmap.png"]
+    write_protocol(out, protocol_entries(search, cells, rows, best, outer_folds))
+    written = [out / "cv_results.csv", out / "summary.md", out / "heatmap.png", out / "protocol.json"]
     if best is not None:
-        write_best_yaml(out / "best.yaml", search, best, complete, out)
+        write_best_yaml(out / "best.yaml", search, best, complete, out, estimate)
         written.append(out / "best.yaml")
     else:
         (out / "best.yaml").unlink(missing_ok=True)  # never leave a stale "best" of an earlier run
     return {"best": best, "complete": complete, "cells": cells, "rows": rows, "written": written,
-            "table": "\n".join(table2(cells, search, best)),
+            "table": "\n".join(table2(cells, search, best)), "protocol": protocol_of(search),
+            "outer_folds": outer_folds, "estimate": estimate,
             "missing": [r for r in rows if r["status"] != "done"]}

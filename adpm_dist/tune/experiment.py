@@ -7,7 +7,7 @@ Layout of an experiment directory (``--output``)::
     trials/<trial id>/     run.output_dir of one trial: config.yaml, metrics.json, checkpoints/, train.log,
                            attempts.jsonl (one line per start: retries are visible)
     ray_results/           Ray Tune's own experiment state
-    cv_results.csv, summary.md, heatmap.png, best.yaml   written by the consolidating evaluator
+    cv_results.csv, summary.md, heatmap.png, best.yaml, protocol.json   written by the consolidating evaluator
 
 No Ray imports here: everything is checked before a cluster is started.
 """
@@ -22,9 +22,15 @@ from pathlib import Path
 
 from ..config import Config, ConfigError, TrainConfig, load_config, set_key, to_dict
 from .grid import Trial, build_trials, label
+from .protocol import HELD_OUT, NESTED, choose_protocol
 
 SEARCH_FORMAT = "adpm-dist-search/1"
 SEARCH_FILE = "search.json"
+SELECTION = {
+    HELD_OUT: "mean macro-F1 over the CV folds' evaluation parts; the fixed test part is left for best.yaml",
+    NESTED: "per outer fold k: mean macro-F1 over the inner CV on the other folds; the estimate is the "
+            "selected points' scores on their outer folds",
+}
 
 # Keys each trial sets itself; overriding them by key=value would silently break the protocol.
 RESERVED_KEYS = {
@@ -71,22 +77,45 @@ def trial_dir(out: Path, trial: Trial) -> Path:
 
 
 def base_config(spec: SearchSpec, shards: Path) -> Config:
-    """The config shared by every trial: YAML < key=value overrides < absolute shard path."""
+    """The config shared by every trial: YAML < key=value overrides < absolute shard path.
+
+    The path is set as a value, not as `data.shards=...` text: YAML would cut it at " #" and
+    retype it ("2024" -> int) on the way.
+    """
     check_overrides(spec.overrides)
-    return load_config(spec.config, [*spec.overrides, f"data.shards={shards}"])
-
-
-def trial_config(base: Config, trial: Trial, out: Path) -> Config:
-    """The base config with this trial's noise, folds and (stable across retries) output directory."""
-    cfg = copy.deepcopy(base)
-    set_key(cfg, "noise.alpha", trial.alpha)
-    set_key(cfg, "noise.beta", trial.beta)
-    set_key(cfg, "data.eval_part", trial.eval_part)
-    set_key(cfg, "data.train_parts", [])  # every part but the evaluation part and the fixed `test`
-    set_key(cfg, "run.output_dir", str(trial_dir(out, trial)))
-    if supports_resume():
-        set_key(cfg, "train.resume", "auto")  # a retried trial continues from its last checkpoint
+    cfg = load_config(spec.config, spec.overrides)
+    set_key(cfg, "data.shards", str(shards))
     return cfg
+
+
+def trial_settings(trial: Trial, folds: int, out: Path) -> dict:
+    """Dotted key -> typed value for what this trial sets itself: noise, parts, output directory."""
+    settings = {
+        "noise.alpha": trial.alpha,
+        "noise.beta": trial.beta,
+        "data.eval_part": trial.eval_part,
+        "data.train_parts": trial.train_folds(folds),  # named: an inner trial must not see its outer fold
+        "run.output_dir": str(trial_dir(out, trial)),  # stable across retries
+    }
+    if supports_resume():
+        settings["train.resume"] = "auto"  # a retried trial continues from its last checkpoint
+    return settings
+
+
+def trial_config(base: Config, trial: Trial, out: Path, folds: int) -> Config:
+    """The base config with this trial's settings applied as values (set_key), never re-parsed from text."""
+    cfg = copy.deepcopy(base)
+    for key, value in trial_settings(trial, folds, out).items():
+        set_key(cfg, key, value)
+    return cfg
+
+
+def shard_parts(shards: Path) -> list[str]:
+    """The part names in the shards' manifest.json ([] if unreadable: the caller decides)."""
+    try:
+        return list(json.loads((Path(shards) / "manifest.json").read_text(encoding="utf-8"))["parts"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
 
 
 def flat(d: dict, prefix: str = "") -> dict:
@@ -113,13 +142,14 @@ class Search:
     base: Config
     trials: list[Trial]          # every trial of the grid that is trained (alpha = 0: first beta only)
     todo: list[Trial]            # the ones without results yet (all of them unless resuming)
+    protocol: str = HELD_OUT     # protocol.py: held_out_test, or nested for fold-only shards
 
     @property
     def out(self) -> Path:
         return self.spec.out
 
     def config_of(self, trial: Trial) -> Config:
-        return trial_config(self.base, trial, self.out)
+        return trial_config(self.base, trial, self.out, self.folds)
 
     def manifest(self) -> dict:
         return {
@@ -132,8 +162,10 @@ class Search:
             "alphas": [{"value": a, "label": label(a)} for a in self.spec.alphas],
             "betas": [{"value": b, "label": label(b, fraction=False)} for b in self.spec.betas],
             "base_config": to_dict(self.base),
+            "parts": shard_parts(self.shards),
+            "protocol": self.protocol,
             "trials": [t.to_dict() for t in self.trials],
-            "selection": "mean macro-F1 over the CV folds' evaluation parts",
+            "selection": SELECTION[self.protocol],
             "written": time.strftime("%Y-%m-%d %H:%M:%S"),
         }
 
@@ -155,9 +187,16 @@ def plan_search(spec: SearchSpec, shards: Path, folds: int, resume: bool) -> Sea
     """
     out = spec.out
     base = base_config(spec, shards)
-    trials = build_trials(spec.alphas, spec.betas, folds)
+    parts = shard_parts(shards)
+    if not parts:
+        raise FileNotFoundError(f"{shards}/manifest.json is missing or lists no parts: not a shard directory")
+    protocol = choose_protocol(parts)
+    if protocol == NESTED and folds < 3:
+        raise ValueError(f"{shards} has no `test` part, so the search runs nested CV, which needs >= 3 folds "
+                         f"(an outer test fold and >= 2 inner folds); got {folds}")
+    trials = build_trials(spec.alphas, spec.betas, folds, nested=protocol == NESTED)
     for t in trials[:1]:
-        trial_config(base, t, out)  # exercises every per-trial key once
+        trial_config(base, t, out, folds)  # exercises every per-trial key once
     stored = out / SEARCH_FILE
     if stored.is_file() and not resume:
         raise FileExistsError(f"{out} already holds a search ({SEARCH_FILE}): pass --resume to continue it, "
@@ -169,7 +208,7 @@ def plan_search(spec: SearchSpec, shards: Path, folds: int, resume: bool) -> Sea
             raise ValueError(f"--resume: the training config differs from the one stored in {stored} "
                              f"({'; '.join(diff)}); use the same --config/overrides or another --output")
     todo = [t for t in trials if not (resume and (finished(out, t) or early_stopped(out, t)))]
-    return Search(spec, shards, folds, base, trials, todo)
+    return Search(spec, shards, folds, base, trials, todo, protocol)
 
 
 def write_search(search: Search) -> Path:

@@ -1,7 +1,11 @@
 """The search grid: (alpha, beta, fold) trials, their names, and the alpha = 0 shortcut.
 
 Pure data, no Ray: the CLI, the Tune trainable and the consolidating evaluator all agree on trial
-ids and output directories through this module.
+ids, output directories and the parts each trial trains and evaluates on through this module.
+
+Two kinds of trial: a CV trial (`outer` None) trains on every fold but `fold` and is evaluated on
+`fold`; an inner trial of nested CV (`outer` k) also leaves out fold k, which only the outer
+evaluation may see (protocol.py).
 """
 from __future__ import annotations
 
@@ -50,10 +54,14 @@ def label(value: float, fraction: bool = True) -> str:
 
 @dataclass(frozen=True)
 class Trial:
-    """One training run of the search: noise (alpha, beta) evaluated on fold `fold`."""
+    """One training run of the search: noise (alpha, beta) evaluated on fold `fold`.
+
+    `outer` k: an inner trial of nested CV, trained without fold k (the outer test fold) as well.
+    """
     alpha: float
     beta: float
     fold: int
+    outer: int | None = None
 
     @property
     def alpha_label(self) -> str:
@@ -67,14 +75,22 @@ class Trial:
     def eval_part(self) -> str:
         return f"fold{self.fold}"
 
+    def train_folds(self, folds: int) -> list[str]:
+        """The folds this trial trains on: all but its evaluation fold (and its outer fold, if inner)."""
+        left_out = {self.fold, self.outer}
+        return [f"fold{k}" for k in range(folds) if k not in left_out]
+
     @property
     def id(self) -> str:
-        """File-system safe and unique within a search: alpha1-6_beta5_fold0."""
-        return f"alpha{self.alpha_label.replace('/', '-')}_beta{self.beta_label.replace('/', '-')}_fold{self.fold}"
+        """File-system safe and unique within a search: alpha1-6_beta5_fold0, outer2_alpha1-6_beta5_fold0."""
+        outer = "" if self.outer is None else f"outer{self.outer}_"
+        return (f"{outer}alpha{self.alpha_label.replace('/', '-')}_beta{self.beta_label.replace('/', '-')}"
+                f"_fold{self.fold}")
 
     @property
     def title(self) -> str:
-        return f"alpha={self.alpha_label} beta={self.beta_label} fold={self.fold}"
+        outer = "" if self.outer is None else f" (inner CV of outer fold {self.outer})"
+        return f"alpha={self.alpha_label} beta={self.beta_label} fold={self.fold}{outer}"
 
     def to_dict(self) -> dict:
         return asdict(self) | {"id": self.id, "alpha_label": self.alpha_label, "beta_label": self.beta_label,
@@ -86,24 +102,36 @@ def isotropic(alpha: float) -> bool:
     return alpha == 0
 
 
-def build_trials(alphas: list[float], betas: list[float], folds: int) -> list[Trial]:
-    """Every (alpha, beta, fold) to run, in (alpha, beta, fold) order.
+def grid_points(alphas: list[float], betas: list[float]) -> list[tuple[float, float]]:
+    """The (alpha, beta) that are trained, in (alpha, beta) order.
 
     For alpha = 0 only the first beta is trained: every beta gives the same noise levels (all 1),
     the same seed and hence the same model, so the other betas reuse its results (the paper's
     Table 2 row alpha = 0 is constant). See `shared_source`.
     """
+    return [(a, b) for a in alphas for b in (betas[:1] if isotropic(a) else betas)]
+
+
+def build_trials(alphas: list[float], betas: list[float], folds: int, nested: bool = False) -> list[Trial]:
+    """Every trial to run: the CV trials in (alpha, beta, fold) order, then (nested) the inner trials.
+
+    Nested: for each outer fold k, the CV of every grid point over the other folds (inner trials
+    `outer=k`). The CV trial (alpha, beta, fold k) is then exactly the selected point trained on
+    the folds other than k and evaluated on k, so the outer evaluation needs no trial of its own.
+    """
     if folds < 2:
         raise ValueError(f"--folds must be >= 2 (each trial trains on the other folds), got {folds}")
-    trials = []
-    for a in alphas:
-        for b in (betas[:1] if isotropic(a) else betas):
-            trials.extend(Trial(a, b, k) for k in range(folds))
+    if nested and folds < 3:
+        raise ValueError(f"nested CV needs >= 3 folds (an outer test fold and >= 2 inner folds), got {folds}")
+    points = grid_points(alphas, betas)
+    trials = [Trial(a, b, k) for a, b in points for k in range(folds)]
+    if nested:
+        trials += [Trial(a, b, j, outer=k) for k in range(folds) for a, b in points for j in range(folds) if j != k]
     return trials
 
 
 def shared_source(trial: Trial, betas: list[float]) -> Trial:
     """The trial whose results stand for `trial` (itself, except alpha = 0 with a later beta)."""
     if isotropic(trial.alpha) and trial.beta != betas[0]:
-        return Trial(trial.alpha, betas[0], trial.fold)
+        return Trial(trial.alpha, betas[0], trial.fold, trial.outer)
     return trial

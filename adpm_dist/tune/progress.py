@@ -102,12 +102,12 @@ class ProgressTable(Callback):
 
     def best_so_far(self) -> str:
         by_config = defaultdict(list)
-        for s in self.states.values():
-            if s.status == "finished" and s.eval_f1 is not None:
+        for s in self.states.values():  # the CV trials only: inner trials of nested CV score other folds
+            if s.status == "finished" and s.eval_f1 is not None and s.info.get("outer") is None:
                 by_config[(s.info["alpha"], s.info["beta"], s.info["alpha_label"], s.info["beta_label"])].append(s.eval_f1)
         if not by_config:
             return "best so far: -"
-        folds = max(s.info["fold"] for s in self.states.values()) + 1
+        folds = max(s.info["fold"] for s in self.states.values()) + 1  # every fold is some trial's evaluation
         key, f1s = max(by_config.items(), key=lambda kv: (sum(kv[1]) / len(kv[1]), -kv[0][0], -kv[0][1]))
         return (f"best so far: alpha={key[2]} beta={key[3]} mean eval macro-F1 {sum(f1s) / len(f1s):.4f} "
                 f"({len(f1s)}/{folds} folds)")
@@ -124,10 +124,10 @@ class ProgressTable(Callback):
         rows += done[-self.max_finished_rows:] if len(self.states) > 20 else done
         lines = [f"[{self._clock()}] {len(self.states)} trials: {summary} | {self.best_so_far()}"]
         if rows:
-            lines.append(f"  {'trial':<28}{'status':<10}{'epoch':>8}{'loss':>9}{'val F1':>9}{'eval F1':>9}{'tries':>7}")
+            lines.append(f"  {'trial':<34}{'status':<10}{'epoch':>8}{'loss':>9}{'val F1':>9}{'eval F1':>9}{'tries':>7}")
             for s in rows:
                 epoch = f"{s.epoch}/{self.total_epochs}" if s.epoch is not None else "-"
-                lines.append(f"  {s.info['id']:<28}{s.status:<10}{epoch:>8}{_f(s.loss):>9}{_f(s.val_f1):>9}"
+                lines.append(f"  {s.info['id']:<34}{s.status:<10}{epoch:>8}{_f(s.loss):>9}{_f(s.val_f1):>9}"
                              f"{_f(s.eval_f1):>9}{s.attempts:>7}")
         print("\n".join(lines), file=self.stream, flush=True)
 

@@ -1,5 +1,8 @@
 """Early stopping that compares trials of the same fold only: one ASHA per fold.
 
+Nested CV: the inner trials of outer fold k train on other data than the CV trials of the same
+evaluation fold, so each (outer fold, fold) gets its own ASHA.
+
 Folds differ in difficulty (digits-LT fold0 may simply be easier than fold1), so a trial must only
 be stopped for doing worse than other (alpha, beta) on the *same* evaluation fold. Tune has one
 scheduler per experiment; this wrapper keeps an ``ASHAScheduler`` per fold and routes each trial's
@@ -27,7 +30,7 @@ class PerFoldASHA(FIFOScheduler):
         self._options = dict(time_attr=TIME_ATTR, metric=METRIC, mode="max", max_t=max_t,
                              grace_period=min(grace_period, max_t), reduction_factor=reduction_factor,
                              stop_last_trials=False)  # never stop at the last epoch: the evaluation follows it
-        self._by_fold: dict[int, ASHAScheduler] = {}
+        self._by_fold: dict[tuple, ASHAScheduler] = {}
         # self._metric stays None: Tune would otherwise reject every result without val_macro_f1 (strict
         # metric checking), and only validation epochs carry it. The per-fold ASHAs know the metric.
 
@@ -35,7 +38,8 @@ class PerFoldASHA(FIFOScheduler):
         return metric in (None, METRIC) and mode in (None, "max")
 
     def _fold(self, trial) -> ASHAScheduler:
-        fold = trial.config["trial"]["fold"]
+        info = trial.config["trial"]
+        fold = (info.get("outer"), info["fold"])  # outer None: a CV trial
         if fold not in self._by_fold:
             self._by_fold[fold] = ASHAScheduler(**self._options)
         return self._by_fold[fold]
@@ -59,7 +63,8 @@ class PerFoldASHA(FIFOScheduler):
         self._fold(trial).on_trial_remove(tune_controller, trial)
 
     def debug_string(self) -> str:
-        return "\n".join(f"fold {k}: {s.debug_string()}" for k, s in sorted(self._by_fold.items()))
+        return "\n".join(f"{'' if o is None else f'outer {o} '}fold {k}: {s.debug_string()}"
+                         for (o, k), s in sorted(self._by_fold.items(), key=lambda kv: (kv[0][0] is not None, kv[0])))
 
 
 def mark_early_stop(trial, result) -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import to_dict
-from .experiment import Search, write_search
+from .experiment import Search, trial_settings, write_search
 
 DRIVER_CPU = 0.1  # a multi-worker trial only waits on its TorchTrainer; {"cpu": 0} is rejected by Tune
 
@@ -137,8 +137,8 @@ def _fit(search: Search, resources: Resources, early_stopping: EarlyStopping | N
     from .trainable import run_trial
 
     out = search.out
-    trials = [t.to_dict() | {"config": to_dict(search.config_of(t))} for t in search.todo]
-    total_epochs = search.base.train.prior_warmup_epochs + search.base.train.epochs
+    trials = trial_payloads(search)
+    total_epochs = epochs_per_trial(search.base)
     progress = ProgressTable(trials, total_epochs, interval=progress_interval, stream=stream)
     scheduler = None
     if early_stopping is not None:
@@ -166,6 +166,21 @@ def _fit(search: Search, resources: Resources, early_stopping: EarlyStopping | N
     return statuses
 
 
+def epochs_per_trial(cfg) -> int:
+    """Epochs a trial reports (ASHA's max_t, the progress table's N): the method's own epoch plan, so a
+    classifier baseline (no prior warm-up) is not counted as ADPM."""
+    from ..methods import method_for  # imports torch: only once trials are about to run
+
+    return method_for(cfg).epochs().total
+
+
+def trial_payloads(search: Search) -> list[dict]:
+    """What each Tune trial receives: its Trial fields, the typed settings it applies and its whole
+    resolved config as plain values (trainable.trial_config_of rebuilds it; no text is re-parsed)."""
+    return [t.to_dict() | {"settings": trial_settings(t, search.folds, search.out),
+                           "config": to_dict(search.config_of(t))} for t in search.todo]
+
+
 def _describe(r: Resources) -> str:
     gpus = f", {r.gpus_per_trial:g} GPU" if r.gpus_per_trial else ""
     who = f"{r.workers_per_trial} workers x {r.cpus_per_trial:g} CPU{gpus}" if r.workers_per_trial > 1 \
@@ -173,4 +188,4 @@ def _describe(r: Resources) -> str:
     return f"per trial: {who} | max concurrent: {r.max_concurrent or 'as resources allow'} | retries: {r.max_failures}"
 
 
-__all__ = ["Resources", "ClusterOptions", "EarlyStopping", "connect", "run_search"]
+__all__ = ["Resources", "ClusterOptions", "EarlyStopping", "connect", "run_search", "trial_payloads"]

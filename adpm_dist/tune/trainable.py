@@ -18,7 +18,7 @@ import socket
 import time
 from pathlib import Path
 
-from ..config import from_dict
+from ..config import Config, from_dict
 from .experiment import supports_resume
 
 
@@ -55,12 +55,18 @@ def logs_to(path: Path):
         yield
 
 
+def trial_config_of(trial: dict) -> Config:
+    """The trial's Config from the plain values Tune handed over (search.trial_payloads): typed as they were
+    set, so a shard path with " #", spaces or non-ASCII characters arrives verbatim."""
+    return from_dict(trial["config"])
+
+
 def run_trial(config: dict) -> None:
-    """Tune function trainable. `config` = {"trial": Trial.to_dict() + {"config": cfg dict}, "resources": {...}}."""
+    """Tune function trainable. `config` = {"trial": search.trial_payloads() item, "resources": {...}}."""
     from ray import tune
 
     trial, res = config["trial"], config["resources"]
-    cfg = from_dict(trial["config"])
+    cfg = trial_config_of(trial)
     out = Path(cfg.run.output_dir)
     attempt = record_attempt(out, trial["id"])
     if res["workers"] > 1:
@@ -97,7 +103,7 @@ def train_worker(config: dict) -> None:
     from ..runtime.distributed import build_accelerator, has_idle_parameters
     from ..runtime.engine import train
 
-    cfg = from_dict(config["trial"]["config"])
+    cfg = trial_config_of(config["trial"])
     out = Path(cfg.run.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     rank = ray.train.get_context().get_world_rank()
