@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
+from process_group import run_session
 
 from adpm_dist.methods import losses
 from adpm_dist.methods.classifiers import CLASSIFIER_METHODS, Baseline
@@ -287,7 +287,7 @@ def test_quality_script_smoke(tmp_path):
            "--methods", "ce", "ldam_drw", "--out", str(tmp_path / "q"), "--results", str(results),
            "--csv", str(tmp_path / "runs.csv"), "--plot", str(tmp_path / "quality.png"), "--baseline-epochs", "1",
            "--jobs", "2", "train.eval_batch_size=512"]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = run_session(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "[2/2] digits_lt_ir20" in proc.stdout
     text = results.read_text()
@@ -305,7 +305,7 @@ def test_quality_script_smoke(tmp_path):
     assert manifest.options["imbalance_ratio"] == 20
     run = yaml.safe_load((tmp_path / "q" / "runs" / "digits_lt_ir20" / "ce" / "seed0" / "config.yaml").read_text())
     assert run["method"] == "ce" and run["train"]["epochs"] == 1 and run["train"]["eval_batch_size"] == 512
-    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)  # resumable: nothing to run
+    again = run_session(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)  # resumable: nothing to run
     assert again.returncode == 0 and "2 already done, 0 to go" in again.stdout
 
 
@@ -342,7 +342,7 @@ def test_levers_script_smoke(tmp_path):
     cmd = [sys.executable, "benchmarks/levers.py", "--config", str(TINY), "--irs", "20", "--seeds", "0",
            "--levers", "adpm", "--sampling", "as_trained", "ddim_10", "--out", str(tmp_path / "q"),
            "--results", str(results), "train.eval_batch_size=512"]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = run_session(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "[1/1] digits_lt_ir20 adpm seed 0: val macro f1" in proc.stdout  # progress never shows the eval part
     run = tmp_path / "q" / "runs" / "digits_lt_ir20" / "adpm" / "seed0"
@@ -355,7 +355,7 @@ def test_levers_script_smoke(tmp_path):
     assert "| `as_trained` |" in text and "| `ddim_10` |" in text
     # --no-run: tables from what is finished, nothing trained (isotropic has no run here)
     table_only = [*cmd[:cmd.index("--levers") + 1], "adpm", "isotropic", *cmd[cmd.index("--levers") + 2:], "--no-run"]
-    proc = subprocess.run(table_only, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = run_session(table_only, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "to go" not in proc.stdout and not (run.parent.parent / "isotropic").exists()
     assert "| `adpm` | ADPM | 1 |" in results.read_text()

@@ -17,13 +17,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from process_group import end_session, start_session
 
 ROOT = Path(__file__).resolve().parents[1]
 ACCELERATE = str(Path(sys.executable).with_name("accelerate"))
@@ -48,32 +48,9 @@ def launch_env(tmp: Path) -> dict:
     return env | {"HF_HOME": str(tmp / "hf"), "PYTHONUNBUFFERED": "1"}
 
 
-def kill_tree(proc: subprocess.Popen) -> None:
-    """SIGKILL a launcher we have not reaped yet and every process under it (torchrun puts its workers
-    in new sessions, so killing the process group is not enough). A reaped launcher's pid may already
-    belong to someone else: leave it alone."""
-    import psutil
-
-    if proc.returncode is not None:
-        return
-    try:
-        parent = psutil.Process(proc.pid)
-        procs = [parent] + parent.children(recursive=True)
-    except psutil.NoSuchProcess:
-        procs = []
-    for p in procs:
-        try:
-            p.send_signal(signal.SIGKILL)
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(procs, timeout=30)
-    proc.wait()
-
-
 def start(cmd: list[str], log: Path, tmp: Path) -> subprocess.Popen:
     with open(log, "w") as f:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen(cmd, cwd=ROOT, env=launch_env(tmp), stdout=f, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        return start_session(cmd, cwd=ROOT, env=launch_env(tmp), stdout=f, stderr=subprocess.STDOUT)
 
 
 def run(cmd: list[str], log: Path, tmp: Path, timeout: float = TIMEOUT) -> int:
@@ -81,7 +58,7 @@ def run(cmd: list[str], log: Path, tmp: Path, timeout: float = TIMEOUT) -> int:
     try:
         return proc.wait(timeout=timeout)
     finally:
-        kill_tree(proc)  # only if it is still running (timeout, or an interrupted test)
+        end_session(proc)  # the launcher, its workers (own sessions under torchrun) and anything left
 
 
 def train_cmd(mode: str, out: Path, *overrides: str) -> list[str]:

@@ -4,12 +4,12 @@ from __future__ import annotations
 import csv
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import torch
 import yaml
+from process_group import run_session
 
 from adpm_dist.runtime.checkpoint import load_checkpoint
 
@@ -27,7 +27,7 @@ def test_prepare_train_evaluate(digits_shards, tmp_path):
     cmd = [str(accelerate), "launch", "--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no",
            "--dynamo_backend", "no", "launch/train.py", "--config", "configs/digits_lt_tiny.yaml",
            f"data.shards={digits_shards}", f"run.output_dir={out}"]
-    proc = subprocess.run(cmd, cwd=ROOT, env=launch_env(tmp_path), capture_output=True, text=True, timeout=300)
+    proc = run_session(cmd, cwd=ROOT, env=launch_env(tmp_path), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     metrics = json.loads((out / "metrics.json").read_text())
@@ -51,13 +51,13 @@ def test_prepare_train_evaluate(digits_shards, tmp_path):
 
 
 def test_unknown_key_fails_before_training(tmp_path):
-    proc = subprocess.run([sys.executable, "launch/train.py", "--config", "configs/digits_lt_tiny.yaml",
-                           "train.epochz=3"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = run_session([sys.executable, "launch/train.py", "--config", "configs/digits_lt_tiny.yaml",
+                        "train.epochz=3"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "train.epochz" in proc.stderr
 
 
 def test_eval_part_must_exist(digits_shards, tmp_path):
-    proc = subprocess.run([sys.executable, "launch/train.py", "--config", "configs/digits_lt_tiny.yaml",
-                           f"data.shards={digits_shards}", "data.eval_part=fold9", f"run.output_dir={tmp_path}"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = run_session([sys.executable, "launch/train.py", "--config", "configs/digits_lt_tiny.yaml",
+                        f"data.shards={digits_shards}", "data.eval_part=fold9", f"run.output_dir={tmp_path}"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "fold9" in proc.stderr

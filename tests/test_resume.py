@@ -14,7 +14,8 @@ from __future__ import annotations
 import json
 import time
 
-from test_distributed import TIMEOUT, TIMING_KEYS, kill_tree, run, start, train_cmd, trained
+from process_group import end_session
+from test_distributed import TIMEOUT, TIMING_KEYS, run, start, train_cmd, trained
 
 from adpm_dist.runtime.checkpoint import STATE_FILE, complete_checkpoints, load_checkpoint
 
@@ -34,7 +35,7 @@ def test_sigkill_after_first_checkpoint_then_resume_matches_uninterrupted(digits
             assert time.monotonic() < deadline, "no checkpoint before the timeout"
             time.sleep(0.05)
     finally:
-        kill_tree(proc)  # SIGKILL: no chance to clean up or flush anything
+        end_session(proc)  # SIGKILL to every process of the run: no chance to clean up or flush anything
     found = complete_checkpoints(out / "checkpoints")
     assert found and not (out / "metrics.json").exists(), found
     latest = found[-1]  # step 3 unless the run got further before the kill landed (see above)

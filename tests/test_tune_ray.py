@@ -1,6 +1,6 @@
 """The noise search on real Ray clusters: end to end, a killed trial retried, a job on a loopback head.
 
-Each test runs its Ray in its own process session (``start_new_session``) with its own temp dir under
+Each test runs its Ray in its own process session (tests/process_group.py) with its own temp dir under
 /tmp/adpm_ray_<pid>_*, and afterwards kills whatever is left in that session only: never `ray stop`,
 which would end every Ray process on the machine. Trials are tiny (configs/digits_lt_tiny.yaml, one
 warm-up + one joint epoch, 5 sampling steps); most of their time is the torch/timm import.
@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+from process_group import end_session, run_session, session_of, start_session
 
 from adpm_dist.config import load_config
 
@@ -34,48 +35,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def session_of(pid: int) -> int | None:
-    """Session id of a live process (None if gone or a zombie: those only wait for init to reap them)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    state, _ppid, _pgrp, session = stat.rsplit(")", 1)[1].split()[:4]  # fields after "(comm)"
-    return None if state in "ZX" else int(session)
-
-
-def session_processes(sid: int) -> list[int]:
-    return [int(p) for p in os.listdir("/proc") if p.isdigit() and session_of(int(p)) == sid]
-
-
-def describe(pids: list[int]) -> list[str]:
-    out = []
-    for pid in pids:
-        try:
-            out.append(f"{pid}: {Path(f'/proc/{pid}/cmdline').read_bytes().replace(bytes(1), b' ')[:150].decode()}")
-        except OSError:
-            out.append(f"{pid}: (gone)")
-    return out
-
-
-def end_session(sid: int, grace: float = 0.0) -> list[str]:
-    """Wait up to `grace` s for session `sid` (ours: start_new_session) to empty, then SIGKILL what is left.
-
-    Returns those that had to be killed ("pid: command line"); afterwards no process of the session remains.
-    """
-    deadline = time.monotonic() + grace
-    while session_processes(sid) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    left = session_processes(sid)
-    names = describe(left)
-    for pid in left:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    return names
 
 
 def ray_env(tmp_path: Path) -> dict:
@@ -95,8 +54,8 @@ def ray_tmp():
 @pytest.fixture(scope="module")
 def fold_shards(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("digits_2fold")
-    subprocess.run([sys.executable, "-m", "adpm_dist.data.prepare", "--dataset", "digits_lt", "--out", str(out),
-                    "--folds", "2", "--quiet"], check=True, capture_output=True, cwd=ROOT, timeout=300)
+    run_session([sys.executable, "-m", "adpm_dist.data.prepare", "--dataset", "digits_lt", "--out", str(out),
+                 "--folds", "2", "--quiet"], check=True, capture_output=True, cwd=ROOT, timeout=300)
     return out
 
 
@@ -106,13 +65,12 @@ def search_cmd(out: Path, *extra: str) -> list[str]:
 
 
 def run_search(cmd: list[str], env: dict, timeout: float) -> subprocess.CompletedProcess:
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    proc = start_session(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out = ""
     try:
         out, _ = proc.communicate(timeout=timeout)
     finally:
-        proc.kill()
-        left = end_session(proc.pid, grace=10)
+        left = end_session(proc, grace=10)
     assert not left, f"processes left behind by the search: {left}"  # ray.shutdown() stopped its cluster
     return subprocess.CompletedProcess(cmd, proc.returncode, out, "")
 
@@ -154,8 +112,8 @@ def test_killed_trial_is_retried(tmp_path, ray_tmp, fold_shards):
     out = tmp_path / "exp"
     cmd = search_cmd(out, "--alphas", "1/6", "--betas", "5", "--shards", str(fold_shards), "--max-failures", "2",
                      "--ray-temp-dir", str(ray_tmp), "train.checkpoint_every_steps=2")
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=ray_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
+    proc = start_session(cmd, cwd=ROOT, env=ray_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True)
     victim = out / "trials" / "alpha1-6_beta5_fold0"
     try:
         deadline = time.monotonic() + 240
@@ -168,8 +126,7 @@ def test_killed_trial_is_retried(tmp_path, ray_tmp, fold_shards):
         os.kill(pid, signal.SIGKILL)
         stdout, _ = proc.communicate(timeout=300)
     finally:
-        proc.kill()
-        left = end_session(proc.pid, grace=10)
+        left = end_session(proc, grace=10)
     assert not left, f"processes left behind: {left}"
     assert proc.returncode == 0, stdout[-4000:]
     attempts = [json.loads(line) for line in (victim / "attempts.jsonl").read_text().splitlines()]
@@ -190,12 +147,11 @@ def test_job_submission_to_loopback_head(tmp_path, ray_tmp, fold_shards):
                                                    "dashboard-agent-grpc-port", "metrics-export-port",
                                                    "runtime-env-agent-port", "node-manager-port", "object-manager-port")}
     # --block keeps `ray start` in the foreground; SIGTERM to it stops exactly the cluster it started.
-    head = subprocess.Popen([str(BIN / "ray"), "start", "--head", "--block", f"--port={gcs}", "--num-cpus=2",
-                             "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", f"--temp-dir={ray_tmp}",
-                             "--object-store-memory=100000000",
-                             "--disable-usage-stats", *(f"{k}={v}" for k, v in ports.items())],
-                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    head = start_session([str(BIN / "ray"), "start", "--head", "--block", f"--port={gcs}", "--num-cpus=2",
+                          "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", f"--temp-dir={ray_tmp}",
+                          "--object-store-memory=100000000",
+                          "--disable-usage-stats", *(f"{k}={v}" for k, v in ports.items())],
+                         cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     out = tmp_path / "exp"
     try:
         deadline = time.monotonic() + 120
@@ -206,14 +162,14 @@ def test_job_submission_to_loopback_head(tmp_path, ray_tmp, fold_shards):
             except OSError:
                 assert head.poll() is None, "ray start --head exited"
                 time.sleep(1)
-        job = subprocess.run([str(BIN / "ray"), "job", "submit", "--address", f"http://127.0.0.1:{dashboard}",
-                              "--working-dir", ".", "--",
-                              *["python" if a == sys.executable else a for a in search_cmd(out, "--alphas", "1/6",
-                                "--betas", "5", "--shards", str(fold_shards))]],
-                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        job = run_session([str(BIN / "ray"), "job", "submit", "--address", f"http://127.0.0.1:{dashboard}",
+                           "--working-dir", ".", "--",
+                           *["python" if a == sys.executable else a for a in search_cmd(out, "--alphas", "1/6",
+                             "--betas", "5", "--shards", str(fold_shards))]],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     finally:
         head.send_signal(signal.SIGTERM)
-        left = end_session(head.pid, grace=60)  # `ray start --block` terminates its cluster, asynchronously
+        left = end_session(head, grace=60)  # `ray start --block` terminates its cluster, asynchronously
     assert job.returncode == 0 and "succeeded" in job.stdout, job.stdout[-4000:] + job.stderr[-2000:]
     assert "2 trials: 2 finished" in job.stdout  # the driver's progress table, streamed by the job logs
     for name in OUTPUTS:
