@@ -158,7 +158,10 @@ def _open_raw(location: RemotePath) -> BinaryIO:
         return gopen_pipe(location.url, "rb", bufsize=STREAM_BUFFER)
     fs, path = filesystem(location)
     if location.protocol in ("http", "https"):
-        return fs.open(path, "rb", block_size=0)  # one streaming GET, no Range requests needed
+        # One streaming GET, no Range requests needed. size=-1 skips fsspec's HEAD, which reports any
+        # failure, a refused connection included, as FileNotFoundError; the GET tells a 404 (not found:
+        # fail at once) from a connection problem (retried).
+        return fs.open(path, "rb", block_size=0, size=-1)
     return fs.open(path, "rb")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from ..data.location import as_location, is_remote
 from ..data.manifest import MANIFEST_NAME, Manifest, load_manifest
 from ..data.plan import VAL_PART
 
@@ -56,10 +57,12 @@ def check_folds(manifest: Manifest, folds: int | None, dataset: str) -> int:
 
 
 def resolve_shards(dataset: str, shards: str | None, out: Path, folds: int | None, root: str | None = None,
-                   min_shards: int = 1, progress: bool = True) -> tuple[Path, int]:
-    """(absolute shard directory, number of folds).
+                   min_shards: int = 1, progress: bool = True) -> tuple[Path | str, int]:
+    """(absolute shard directory, or the URL as given, number of folds).
 
-    Given `shards`, they are checked. Otherwise they are prepared once under `out/shards` with
+    Given `shards` (a directory, or a URL: file://, http(s)://, s3://bucket/prefix, pipe:...), they
+    are checked; a URL is returned unchanged, for the trials' data.shards (keep credentials out of
+    it: AWS environment/config files, ~/.netrc). Otherwise they are prepared once under `out/shards` with
     `folds` folds: digits-LT from the embedded data, other datasets from their official layout at
     `root` (pure K-fold CV; digits-LT keeps its fixed `test` part, which the search never reads).
     Every fold gets at least `min_shards` shards (processes x data workers of a multi-worker trial).
@@ -67,13 +70,14 @@ def resolve_shards(dataset: str, shards: str | None, out: Path, folds: int | Non
     if shards is not None:
         if root is not None:
             raise ValueError("pass either --shards (prepared already) or --root (prepare here), not both")
-        path = Path(shards).resolve()
-        if not (path / MANIFEST_NAME).is_file():
+        remote = is_remote(shards)
+        path = shards if remote else as_location(shards)
+        if not remote and not (path / MANIFEST_NAME).is_file():
             raise FileNotFoundError(f"--shards {shards}: no {MANIFEST_NAME} there; create the shards with: "
                                     f"{prepare_command(dataset, folds or DEFAULT_FOLDS)}")
-        manifest = load_manifest(path)
+        manifest = load_manifest(path)  # a remote one: its FileNotFoundError names the URL (redacted)
         if manifest.dataset != dataset:
-            print(f"note: --shards {path} holds dataset {manifest.dataset!r} (--dataset is {dataset!r})")
+            print(f"note: --shards {manifest.root} holds dataset {manifest.dataset!r} (--dataset is {dataset!r})")
         n = check_folds(manifest, folds, dataset)
         check_shard_counts(manifest, min_shards, dataset)
         return path, n
