@@ -10,7 +10,8 @@ import dataclasses
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Literal
 
 import yaml
 
@@ -25,8 +26,11 @@ class DataConfig:
     eval_part: str = "test"                 # the part we report on; never trained on, never selected on
     train_parts: list[str] = field(default_factory=list)  # empty: every part but eval_part, "val" and "test"
     val_part: str = "auto"                  # model selection data: "auto" = the shards' `val` part if they
-                                            # have one (digits-LT), else the carve-out below; "carve"; a part name
+                                            # have one (digits-LT), else the carve-out below; "carve"; a part name;
+                                            # "none" = no validation (train.select=refit's second pass)
     val_fraction: float = 0.15              # stratified validation carve-out of the training parts
+    val_max_share: float = 0.2              # a class gives at most this share of its samples to the carve-out
+    val_min_train: int = 2                  # ... and always keeps this many for training (rare classes: no validation)
     image_size: int = 224
     hflip: bool = True                      # ADPM_SPEC 2.1 augmentations
     vflip: bool = False
@@ -54,9 +58,9 @@ class ModelConfig:
     local_pretrained: str = ""              # local checkpoint for the local backbone ("" = random init)
     crop_size: int = 32                     # DCG local crops in pixels (paper: 32 of 224; digits-LT: 8 of 32)
     num_crops: int = 6                      # DCG top-k saliency windows (ADPM_SPEC 2.2)
-    crop_channels: str = "channel0"         # channel0 (DiffMIC quirk) or rgb
-    prior_loss: str = "ce"                  # the prior's training loss: ce (DCG, the paper) or balanced_softmax
-    prior_mean: str = "eval"                # where a joint step's chain means mu come from: eval (a 2nd prior pass,
+    crop_channels: Literal["channel0", "rgb"] = "channel0"  # channel0 (DiffMIC quirk) or rgb
+    prior_loss: Literal["ce", "balanced_softmax"] = "ce"                  # the prior's training loss: ce (DCG, the paper) or balanced_softmax
+    prior_mean: Literal["eval", "train_batch"] = "eval"                # where a joint step's chain means mu come from: eval (a 2nd prior pass,
                                             # eval mode, no_grad: the paper) or train_batch (the CE's train-mode
                                             # pass, detached: one prior pass per step, ~1/3 of a prior step less)
 
@@ -65,11 +69,11 @@ class ModelConfig:
 class NoiseConfig:
     alpha: float = 1.0 / 6.0                # eq. 14; alpha = 0 is the isotropic DiffMIC model
     beta: float = 5.0
-    formula: str = "A"                      # ADPM_SPEC 3.2: A (default), B, power
+    formula: Literal["A", "B", "power"] = "A"  # eq. 14 variants (docs/algorithm.md): A (default), B, power
     n_floor: int = 0                        # counts below are raised to this before eq. 14 (Hyper-Kvasir: 10)
-    test_rule: str = "expected"             # ADPM_SPEC 3.6: expected (sum p_j lambda_j) or argmax
-    apply: str = "std"                      # ADPM_SPEC 4.1: lambda scales the noise std, or the variance
-    test_levels: str = "train"              # ADPM_SPEC 3.6: lambda_j from train counts, or soft_counts of eval
+    test_rule: Literal["expected", "argmax"] = "expected"  # eq. 18: expected (sum p_j lambda_j) or argmax
+    apply: Literal["std", "variance"] = "std"  # lambda scales the noise std, or the variance (docs/algorithm.md)
+    test_levels: Literal["train", "soft_counts"] = "train"  # lambda_j from train counts, or soft counts of the evaluated set
 
 
 @dataclass
@@ -78,11 +82,11 @@ class DiffusionConfig:
     beta_start: float = 1e-4
     beta_end: float = 0.02
     test_timesteps: int = 250
-    sampler: str = "truncated"              # ADPM_SPEC 3.8
+    sampler: Literal["truncated", "respaced", "ddim"] = "truncated"  # docs/algorithm.md, "Sampling"
     mmd_weight: float = 0.5                 # eq. 17
     samples: int = 1                        # samples per image; > 1: CARD majority vote (ADPM_SPEC 1.5)
     respace_start: int = 0                  # respaced/ddim span positions 0..N-1, N = this or T (0); 250 = DiffMIC start
-    prediction: str = "eps"                 # what the denoiser outputs: eps (CARD/DiffMIC/paper) or y0 (mu + residual)
+    prediction: Literal["eps", "y0"] = "eps"                 # what the denoiser outputs: eps (CARD/DiffMIC/paper) or y0 (mu + residual)
     train_t_max: int = 0                    # train on t < this only (0 = all T); 250 = the truncated sampler's range
 
 
@@ -113,7 +117,9 @@ class TrainConfig:
     prior_lr: float = 2e-4                  # DCG Adam (amsgrad) lr (ADPM_SPEC 2.2)
     grad_clip: float = 1.0
     val_every: int = 10                     # epochs between validations (data.val_part)
-    mixed_precision: str = "no"             # no | bf16 | fp16
+    select: Literal["best", "last", "refit"] = "best"  # which epoch is kept (runtime/selection.py): best val
+                                            # macro-F1, ties to the lower val NLL; last; or refit on train+val
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     log_every: int = 10
     # Distributed training, EMA, checkpoints, resume (docs/distributed.md).
     grad_accum: int = 1                     # micro-batches per optimizer step (global batch = batch_size*ranks*grad_accum)
@@ -143,26 +149,14 @@ class Config:
     run: RunConfig = field(default_factory=RunConfig)
 
 
-# Allowed values for string options: one place, checked by validate().
-CHOICES = {
-    "method": ("adpm", "prior", "ce", "weighted_ce", "focal", "logit_adjusted", "balanced_softmax", "ldam_drw",
-               "resample"),
-    "noise.formula": ("A", "B", "power"),
-    "noise.test_rule": ("expected", "argmax"),
-    "noise.apply": ("std", "variance"),
-    "noise.test_levels": ("train", "soft_counts"),
-    "diffusion.sampler": ("truncated", "respaced", "ddim"),
-    "diffusion.prediction": ("eps", "y0"),
-    "model.crop_channels": ("channel0", "rgb"),
-    "model.prior_loss": ("ce", "balanced_softmax"),
-    "model.prior_mean": ("eval", "train_batch"),
-    "train.mixed_precision": ("no", "bf16", "fp16"),
-}
-
-
 def _convert(value: Any, tp: Any, key: str) -> Any:
     """Coerce a YAML/CLI value to the annotated type, or raise ConfigError naming the key."""
     origin = typing.get_origin(tp)
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(str, allowed))}")
+        return value
     if origin is list:
         (item_tp,) = typing.get_args(tp)
         if isinstance(value, str):
@@ -278,55 +272,87 @@ def save_config(cfg: Config, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
+# Range checks per section, as (key -> predicate) evaluated one at a time, so that a bad value names
+# its key even where a later check would divide by it (model.heads=0).
+CHECKS: dict[str, dict[str, Callable[[Any], bool]]] = {
+    "data": {
+        "val_fraction": lambda d: 0.0 <= d.val_fraction < 1.0,
+        "val_max_share": lambda d: 0.0 < d.val_max_share < 1.0,
+        "val_min_train": lambda d: d.val_min_train >= 1,
+        "image_size": lambda d: d.image_size >= 8,
+    },
+    "model": {
+        "heads": lambda m: m.heads >= 1,
+        "token_dim": lambda m: m.token_dim >= 1 and m.token_dim % m.heads == 0,
+        "hidden_dim": lambda m: m.hidden_dim >= 1 and m.hidden_dim % m.token_dim == 0,
+        "crop_size": lambda m: m.crop_size >= 1,
+        "num_crops": lambda m: m.num_crops >= 1,
+    },
+    "noise": {
+        "alpha": lambda n: n.alpha >= 0,
+        "beta": lambda n: n.beta >= 0,
+    },
+    "diffusion": {
+        "timesteps": lambda d: d.timesteps >= 2,
+        "test_timesteps": lambda d: 1 <= d.test_timesteps <= d.timesteps,
+        "respace_start": lambda d: d.respace_start == 0 or d.test_timesteps <= d.respace_start <= d.timesteps,
+        "train_t_max": lambda d: 0 <= d.train_t_max <= d.timesteps,
+        "beta_end": lambda d: 0 < d.beta_start < d.beta_end < 1,
+        "samples": lambda d: d.samples >= 1,
+    },
+    "baseline": {
+        "focal_gamma": lambda b: b.focal_gamma >= 0,
+        "la_tau": lambda b: b.la_tau >= 0,
+        "ldam_max_margin": lambda b: b.ldam_max_margin > 0,
+        "ldam_scale": lambda b: b.ldam_scale > 0,
+        "drw_start_fraction": lambda b: 0.0 <= b.drw_start_fraction <= 1.0,
+        "cb_beta": lambda b: 0.0 <= b.cb_beta < 1.0,
+    },
+    "train": {
+        "epochs": lambda t: t.epochs >= 1,
+        "batch_size": lambda t: t.batch_size >= 1,
+        "eval_batch_size": lambda t: t.eval_batch_size >= 1,
+        "lr": lambda t: t.lr > 0,
+        "prior_warmup_epochs": lambda t: t.prior_warmup_epochs >= 0,
+        "val_every": lambda t: t.val_every >= 1,
+        "grad_clip": lambda t: t.grad_clip >= 0,
+        "grad_accum": lambda t: t.grad_accum >= 1,
+        "ema_decay": lambda t: 0.0 <= t.ema_decay < 1.0,
+        "eval_ema": lambda t: t.ema_decay > 0 or not t.eval_ema,
+        "checkpoint_every_steps": lambda t: t.checkpoint_every_steps >= 0,
+        "checkpoint_every_epochs": lambda t: t.checkpoint_every_epochs >= 0,
+        "keep_checkpoints": lambda t: t.keep_checkpoints >= 1,
+    },
+}
+
+
+def check_section(section: Any, name: str) -> None:
+    """Option values (Literal types) and the range checks of one section; ConfigError names the key."""
+    for field_name, tp in _field_types(type(section)).items():
+        if typing.get_origin(tp) is Literal:
+            _convert(getattr(section, field_name), tp, f"{name}.{field_name}")
+    for key, ok in CHECKS.get(name, {}).items():
+        value = getattr(section, key)
+        try:
+            passed = ok(section)
+        except (ZeroDivisionError, TypeError, ValueError):
+            passed = False
+        if not passed:
+            raise ConfigError(f"{name}.{key}: invalid value {value!r}")
+
+
 def validate(cfg: Config) -> None:
-    for key, allowed in CHOICES.items():
-        value = cfg
-        for name in key.split("."):  # "section.name", or a top-level key such as "method"
-            value = getattr(value, name)
-        if value not in allowed:
-            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(allowed)}")
-    checks = {
-        "data.val_fraction": 0.0 <= cfg.data.val_fraction < 1.0,
-        "data.image_size": cfg.data.image_size >= 8,
-        "noise.alpha": cfg.noise.alpha >= 0,
-        "noise.beta": cfg.noise.beta >= 0,
-        "diffusion.timesteps": cfg.diffusion.timesteps >= 2,
-        "diffusion.test_timesteps": 1 <= cfg.diffusion.test_timesteps <= cfg.diffusion.timesteps,
-        "diffusion.respace_start": (cfg.diffusion.respace_start == 0 or cfg.diffusion.test_timesteps
-                                    <= cfg.diffusion.respace_start <= cfg.diffusion.timesteps),
-        "diffusion.train_t_max": 0 <= cfg.diffusion.train_t_max <= cfg.diffusion.timesteps,
-        "diffusion.beta_end": 0 < cfg.diffusion.beta_start < cfg.diffusion.beta_end < 1,
-        "train.epochs": cfg.train.epochs >= 1,
-        "train.batch_size": cfg.train.batch_size >= 1,
-        "train.eval_batch_size": cfg.train.eval_batch_size >= 1,
-        "train.lr": cfg.train.lr > 0,
-        "train.prior_warmup_epochs": cfg.train.prior_warmup_epochs >= 0,
-        "train.val_every": cfg.train.val_every >= 1,
-        "train.grad_clip": cfg.train.grad_clip >= 0,
-        "train.grad_accum": cfg.train.grad_accum >= 1,
-        "train.ema_decay": 0.0 <= cfg.train.ema_decay < 1.0,
-        "train.eval_ema": cfg.train.ema_decay > 0 or not cfg.train.eval_ema,
-        "train.checkpoint_every_steps": cfg.train.checkpoint_every_steps >= 0,
-        "train.checkpoint_every_epochs": cfg.train.checkpoint_every_epochs >= 0,
-        "train.keep_checkpoints": cfg.train.keep_checkpoints >= 1,
-        "model.token_dim": cfg.model.token_dim % cfg.model.heads == 0,
-        "model.hidden_dim": cfg.model.hidden_dim % cfg.model.token_dim == 0,
-        "model.crop_size": 1 <= cfg.model.crop_size <= cfg.data.image_size,
-        "model.num_crops": cfg.model.num_crops >= 1,
-        "diffusion.samples": cfg.diffusion.samples >= 1,
-        "baseline.focal_gamma": cfg.baseline.focal_gamma >= 0,
-        "baseline.la_tau": cfg.baseline.la_tau >= 0,
-        "baseline.ldam_max_margin": cfg.baseline.ldam_max_margin > 0,
-        "baseline.ldam_scale": cfg.baseline.ldam_scale > 0,
-        "baseline.drw_start_fraction": 0.0 <= cfg.baseline.drw_start_fraction <= 1.0,
-        "baseline.cb_beta": 0.0 <= cfg.baseline.cb_beta < 1.0,
-    }
-    for key, ok in checks.items():
-        if not ok:
-            section, name = key.split(".")
-            value = getattr(getattr(cfg, section), name)
-            raise ConfigError(f"{key}: invalid value {value!r}")
-    if cfg.train.freeze_prior and (cfg.method != "adpm" or not (cfg.train.prior_warmup_epochs or cfg.model.pretrained)):
-        raise ConfigError("train.freeze_prior=true freezes ADPM's prior after its warm-up: it needs method=adpm "
-                          f"(got {cfg.method!r}) and a trained prior, i.e. train.prior_warmup_epochs > 0 "
-                          f"(got {cfg.train.prior_warmup_epochs}) or model.pretrained")
+    """Every section on its own, then what spans sections (and what the chosen method requires)."""
+    from .methods import REGISTRY  # the methods import this module: the registry is looked up late
+
+    if cfg.method not in REGISTRY:
+        raise ConfigError(f"method: {cfg.method!r} is not one of {', '.join(REGISTRY)}")
+    for f in dataclasses.fields(cfg):
+        section = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(section):
+            check_section(section, f.name)
+    if not cfg.model.crop_size <= cfg.data.image_size:
+        raise ConfigError(f"model.crop_size: invalid value {cfg.model.crop_size!r} (larger than data.image_size "
+                          f"{cfg.data.image_size})")
+    for key, reason in REGISTRY[cfg.method].check(cfg):
+        raise ConfigError(f"{key}: {reason}")

@@ -15,16 +15,22 @@ import numpy as np
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, precision_recall_fscore_support
 
 
-def classification_metrics(labels: Sequence[int], predictions: Sequence[int], class_names: Sequence[str]) -> dict:
-    """accuracy, macro P/R/F1, balanced accuracy and per-class P/R/F1/support (DESIGN.md 4)."""
+def classification_metrics(labels: Sequence[int], predictions: Sequence[int], class_names: Sequence[str], *,
+                           present_only: bool = False) -> dict:
+    """accuracy, macro P/R/F1, balanced accuracy and per-class P/R/F1/support.
+
+    ``present_only``: the macro averages over the classes that occur in ``labels`` only (validation
+    data that has no image of a rare class must not score that class 0 for every checkpoint).
+    """
     y, p = np.asarray(labels), np.asarray(predictions)
     ids = list(range(len(class_names)))
     prec, rec, f1, support = precision_recall_fscore_support(y, p, labels=ids, zero_division=0)
+    over = support > 0 if present_only and support.any() else np.ones(len(ids), dtype=bool)
     return {
         "accuracy": float(accuracy_score(y, p)),
-        "macro_f1": float(f1.mean()),
-        "macro_precision": float(prec.mean()),
-        "macro_recall": float(rec.mean()),
+        "macro_f1": float(f1[over].mean()),
+        "macro_precision": float(prec[over].mean()),
+        "macro_recall": float(rec[over].mean()),
         "balanced_accuracy": float(balanced_accuracy_score(y, p)) if len(y) else 0.0,
         "n_samples": int(len(y)),
         "per_class": {name: {"precision": float(prec[i]), "recall": float(rec[i]), "f1": float(f1[i]),
@@ -117,10 +123,19 @@ def expected_calibration_error(labels: Sequence[int], probs: np.ndarray, n_bins:
     return float((bins["count"][full] / n * gaps).sum())
 
 
+def readout_nll(scores: np.ndarray, labels: Sequence[int]) -> float:
+    """Mean -log softmax(scores)[label]: the continuous validation score that breaks macro-F1 ties."""
+    z = np.asarray(scores, dtype=np.float64)
+    if len(z) == 0:
+        return float("nan")
+    z = z - z.max(axis=1, keepdims=True)
+    log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return float(-log_p[np.arange(len(z)), np.asarray(labels)].mean())
+
+
 def model_label(metrics: dict) -> str:
-    """What a run's main predictions are called: ADPM's diffusion, or the baseline's name (method=)."""
-    method = metrics.get("method", "adpm")
-    return "ADPM (diffusion)" if method == "adpm" else method
+    """What a run's main predictions are called (the method's title, recorded by the engine)."""
+    return metrics.get("method_title") or metrics.get("method", "adpm")
 
 
 def format_table(metrics: dict) -> str:

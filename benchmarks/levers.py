@@ -68,7 +68,9 @@ def sample_validation(run_dir: Path, overrides: list[str], accelerator) -> float
     from adpm_dist.data.manifest import load_manifest
     from adpm_dist.data.stream import eval_batches
     from adpm_dist.data.transforms import build_transform
-    from adpm_dist.runtime.engine import predict, score
+    from adpm_dist.methods import method_for
+    from adpm_dist.models.adpm import noise_law, sampling_spec
+    from adpm_dist.runtime.sampling import predict, score
     from adpm_dist.data.plan import plan_data
     from adpm_dist.predict import load_model
 
@@ -77,12 +79,13 @@ def sample_validation(run_dir: Path, overrides: list[str], accelerator) -> float
     for key, value in parse_overrides(overrides):
         set_key(cfg, key, value)
     validate(cfg)
+    loaded.model.noise, loaded.model.sampling = noise_law(cfg), sampling_spec(cfg)  # the lever's test-time settings
     manifest = load_manifest(cfg.data.shards)
     plan = plan_data(manifest, cfg)
     val_parts, val_keys = plan.val_source()
     batches = eval_batches(manifest, val_parts, cfg.train.eval_batch_size,
                            build_transform(cfg.data.image_size, train=False), include_keys=val_keys)
-    pred = predict(loaded.model, batches, cfg, accelerator, cfg.run.seed, "validation")
+    pred = predict(method_for(cfg), loaded.model, batches, accelerator, cfg.run.seed, "validation")
     return score(pred, loaded.class_names)["macro_f1"]
 
 

@@ -108,7 +108,7 @@ def class_thresholds(args, counts: list[int], scheduler: ADPMScheduler) -> list[
     a = 1 / (1 + np.exp(-np.linspace(-6, 6, args.grid)))  # logit-spaced: the balanced a* can be ~0.01
     rows = []
     for label, alpha in zip(args.alphas, args.alpha_values):
-        stds = class_noise_levels(counts, alpha, args.beta, args.formula)
+        stds = class_noise_levels(counts, alpha=alpha, beta=args.beta, formula=args.formula)
         stars = [min(max(crossing(a, tail_share(scheduler, stds, 0, j, a, args.pair_chains, sampler, steps,
                                                 args.seed)), a[0]), a[-1]) for j in range(1, len(counts))]
         taus = [np.log(s / (1 - s)) / np.log(counts[j] / counts[0]) for j, s in enumerate(stars, start=1)]
@@ -124,7 +124,7 @@ def measure(args, scheduler: ADPMScheduler) -> tuple[list[dict], list[int]]:
     a = np.unique(np.concatenate([grid, SHOWN]))
     rows = []
     for label, alpha in zip(args.alphas, args.alpha_values):
-        stds = class_noise_levels(counts, alpha, args.beta, args.formula)
+        stds = class_noise_levels(counts, alpha=alpha, beta=args.beta, formula=args.formula)
         for sampler, steps in args.samplers:
             start = time.perf_counter()
             share = tail_share(scheduler, stds, head, tail, a, args.chains, sampler, steps, args.seed)

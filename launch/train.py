@@ -14,6 +14,7 @@ import sys
 
 from adpm_dist.config import ConfigError, load_config
 from adpm_dist.runtime.distributed import accelerator_for
+from adpm_dist.report import write_report_or_warn
 from adpm_dist.runtime.engine import train
 
 
@@ -31,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     acc.print(f"config: {args.config}" + (f" with overrides {' '.join(args.overrides)}" if args.overrides else ""))
     try:
         train(cfg, acc)
+        if acc.is_main_process:
+            write_report_or_warn(cfg.run.output_dir, acc.print)
     finally:
         acc.end_training()  # without it ~50% of multi-process runs abort at exit (STACK_FACTS 1)
     return 0

@@ -23,7 +23,8 @@ from adpm_dist.config import ConfigError, from_dict, load_config, save_config
 from adpm_dist.data import build_transform, load_manifest
 from adpm_dist.data.prepare import prepare
 from adpm_dist.data.stream import class_balanced_copies, train_batches
-from adpm_dist.models import build_adpm, build_model
+from adpm_dist.methods import build_model
+from adpm_dist.models import build_adpm
 from adpm_dist.runtime.optim import build_optimizer, clipped_parameters, set_lr
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -176,7 +176,7 @@ def _step_equivalence_worker(out: Path) -> None:
 
     from adpm_dist.config import load_config
     from adpm_dist.runtime.distributed import build_accelerator
-    from adpm_dist.models import build_model
+    from adpm_dist.methods import build_model
 
     cfg = load_config(ROOT / TINY, ["diffusion.mmd_weight=0"])
     acc = build_accelerator(find_unused_parameters=True)

@@ -156,7 +156,7 @@ def test_enter_epoch_replays_the_data_position_and_rng():
 
 
 def test_bf16_autocast_training_step_on_cpu():
-    from adpm_dist.models import build_model
+    from adpm_dist.methods import build_model
 
     cfg = load_config("configs/digits_lt_tiny.yaml")
     model = build_model(cfg, [10] * 10)

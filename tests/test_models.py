@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from adpm_dist.config import load_config
 from adpm_dist.diffusion.scheduler import ADPMScheduler
-from adpm_dist.models import build_model
+from adpm_dist.methods import build_model
 from adpm_dist.models.backbone import FeatureMap
 from adpm_dist.models.prior import PriorNetwork, extract_crops, saliency_map, select_windows
 

@@ -24,8 +24,8 @@ def test_formula_b_and_power_match_closed_forms():
 @pytest.mark.parametrize("formula", ["A", "B", "power"])
 @pytest.mark.parametrize("beta", [1.0, 5.0, 10.0])
 def test_alpha_zero_is_isotropic_and_levels_bounded(formula, beta):
-    assert torch.equal(class_noise_levels(PAD_COUNTS, 0.0, beta, formula), torch.ones(6))
-    levels = class_noise_levels(PAD_COUNTS, 0.5, beta, formula)
+    assert torch.equal(class_noise_levels(PAD_COUNTS, alpha=0.0, beta=beta, formula=formula), torch.ones(6))
+    levels = class_noise_levels(PAD_COUNTS, alpha=0.5, beta=beta, formula=formula)
     ir = max(PAD_COUNTS) / min(PAD_COUNTS)
     assert levels[0].item() == pytest.approx(1.0)
     assert (levels >= 1 - 1e-6).all() and (levels <= ir**0.5 + 1e-6).all()
@@ -41,7 +41,7 @@ def test_n_floor_caps_tiny_classes():
 
 def test_unknown_formula_names_the_key():
     with pytest.raises(ValueError, match="noise.formula"):
-        class_noise_levels(PAD_COUNTS, 1 / 6, 5, formula="C")
+        class_noise_levels(PAD_COUNTS, alpha=1 / 6, beta=5, formula="C")
 
 
 def test_estimated_noise_level_expected_and_argmax():
@@ -66,8 +66,8 @@ def test_soft_counts_re_estimate_levels():
     probs = torch.tensor([[0.8, 0.2, 0.0], [0.6, 0.3, 0.1], [0.6, 0.1, 0.3]])
     n_hat = soft_counts(probs)
     assert n_hat.tolist() == pytest.approx([2.0, 0.6, 0.4])
-    a = class_noise_levels(n_hat * 100, 1 / 6, 5, "A")
-    assert torch.allclose(a, class_noise_levels(n_hat * 1000, 1 / 6, 5, "A"))
+    a = class_noise_levels(n_hat * 100, alpha=1 / 6, beta=5, formula="A")
+    assert torch.allclose(a, class_noise_levels(n_hat * 1000, alpha=1 / 6, beta=5, formula="A"))
     assert a.tolist() == pytest.approx([1.0, (1 + 5 * (2 / 0.6) ** (1 / 6)) / 6, (1 + 5 * 5 ** (1 / 6)) / 6], rel=1e-5)
     # classes with a soft count below one are treated as one sample (no infinite level)
-    assert torch.isfinite(class_noise_levels(torch.tensor([5.0, 0.0]), 1 / 6, 5)).all()
+    assert torch.isfinite(class_noise_levels(torch.tensor([5.0, 0.0]), alpha=1 / 6, beta=5)).all()

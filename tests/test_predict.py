@@ -14,7 +14,7 @@ from PIL import Image
 from adpm_dist.runtime.checkpoint import atomic_torch_save
 from adpm_dist.config import load_config, to_dict
 from adpm_dist.data.transforms import build_transform
-from adpm_dist.models import build_model
+from adpm_dist.methods import build_model
 from adpm_dist.predict import find_images, load_model, predict_images, write_predictions_csv
 from adpm_dist.predict.__main__ import main
 

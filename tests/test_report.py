@@ -17,9 +17,9 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 from adpm_dist.config import load_config
-from adpm_dist.runtime.engine import write_predictions
+from adpm_dist.runtime.sampling import write_predictions
 from adpm_dist.evaluate import classification_metrics
-from adpm_dist.models import build_model
+from adpm_dist.methods import build_model
 from adpm_dist.report import compare, find_runs, load_run, write_report
 from adpm_dist.report.__main__ import main as report_main
 from adpm_dist.report.compare import thirds
@@ -196,6 +196,7 @@ def trained_run(digits_shards, tmp_path_factory):
                       [f"data.shards={digits_shards}", f"run.output_dir={out}", "train.epochs=1",
                        "diffusion.test_timesteps=5"])  # warm-up + 1 joint epoch, 5-step chain: fast
     train(cfg)
+    write_report(out)  # what launch/train.py does after the engine
     return out
 
 

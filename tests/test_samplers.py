@@ -63,9 +63,9 @@ def test_respaced_with_all_steps_equals_the_full_chain(sched):
     mu, _, lam = inputs()
     eps_fn = random_eps_fn()
     full = sched.sample(eps_fn, mu, lam, 1000, torch.Generator().manual_seed(7))
-    respaced = sample_labels(sched, "respaced", eps_fn, mu, lam, 1000, torch.Generator().manual_seed(7))
+    respaced = sample_labels(sched, eps_fn, mu, lam, sampler="respaced", steps=1000, generator=torch.Generator().manual_seed(7))
     assert torch.allclose(full, respaced, atol=1e-10)
-    assert torch.allclose(sample_labels(sched, "truncated", eps_fn, mu, lam, 1000, torch.Generator().manual_seed(7)),
+    assert torch.allclose(sample_labels(sched, eps_fn, mu, lam, sampler="truncated", steps=1000, generator=torch.Generator().manual_seed(7)),
                           full, atol=1e-12)
 
 
@@ -78,7 +78,7 @@ def test_ddim_is_deterministic_given_its_start(sched):
     b = sub.ddim_sample(eps_fn, mu, lam, torch.Generator().manual_seed(2), start_noise=z)
     assert torch.equal(a, b)
     # it draws only the start: the same seed gives the same result through sample_labels
-    c = sample_labels(sched, "ddim", eps_fn, mu, lam, 10, torch.Generator().manual_seed(0))
+    c = sample_labels(sched, eps_fn, mu, lam, sampler="ddim", steps=10, generator=torch.Generator().manual_seed(0))
     assert torch.equal(c, sub.ddim_sample(eps_fn, mu, lam, start_noise=z))
 
 
@@ -99,7 +99,8 @@ def test_ddim_step_is_textbook_ddim_on_the_centred_variable(sched):
 @pytest.mark.parametrize("sampler,steps", [("truncated", 250), ("respaced", 10), ("ddim", 10), ("ddim", 1000)])
 def test_perfect_denoiser_recovers_y0(sched, sampler, steps):
     mu, y0, lam = inputs()
-    out = sample_labels(sched, sampler, oracle(sched, y0, mu, lam), mu, lam, steps, torch.Generator().manual_seed(0))
+    out = sample_labels(sched, oracle(sched, y0, mu, lam), mu, lam, sampler=sampler, steps=steps,
+                        generator=torch.Generator().manual_seed(0))
     assert torch.allclose(out, y0, atol=1e-6)
 
 
@@ -136,14 +137,14 @@ def test_truncated_chain_uses_the_full_schedule_indices(sched):
     sched.sample(lambda y, t: seen.append(int(t[0])) or torch.zeros_like(y), mu, lam, 5)
     assert seen == [4, 3, 2, 1, 0]
     seen.clear()
-    sample_labels(sched, "respaced", lambda y, t: seen.append(int(t[0])) or torch.zeros_like(y), mu, lam, 4)
+    sample_labels(sched, lambda y, t: seen.append(int(t[0])) or torch.zeros_like(y), mu, lam, sampler="respaced", steps=4)
     assert seen == [999, 666, 333, 0]
 
 
 def test_unknown_sampler_names_the_key(sched):
     mu, _, lam = inputs()
     with pytest.raises(ValueError, match="diffusion.sampler"):
-        sample_labels(sched, "plms", random_eps_fn(), mu, lam, 10)
+        sample_labels(sched, random_eps_fn(), mu, lam, sampler="plms", steps=10)
 
 
 def test_vote_readout_majority_and_shares():
@@ -161,11 +162,12 @@ def test_respace_start_spans_the_truncated_positions(sched):
     assert respaced_timesteps(1000, 4, 250).tolist() == [0, 83, 166, 249]
     mu, y0, lam = inputs()
     eps_fn = random_eps_fn(2)
-    truncated = sample_labels(sched, "truncated", eps_fn, mu, lam, 40, torch.Generator().manual_seed(3))
-    respaced = sample_labels(sched, "respaced", eps_fn, mu, lam, 40, torch.Generator().manual_seed(3), start=40)
+    truncated = sample_labels(sched, eps_fn, mu, lam, sampler="truncated", steps=40, generator=torch.Generator().manual_seed(3))
+    respaced = sample_labels(sched, eps_fn, mu, lam, sampler="respaced", steps=40, generator=torch.Generator().manual_seed(3), start=40)
     assert torch.allclose(truncated, respaced, atol=1e-12)
     for sampler in ("respaced", "ddim"):
-        out = sample_labels(sched, sampler, oracle(sched, y0, mu, lam), mu, lam, 10, torch.Generator(), start=250)
+        out = sample_labels(sched, oracle(sched, y0, mu, lam), mu, lam, sampler=sampler, steps=10, generator=torch.Generator(),
+                            start=250)
         assert torch.allclose(out, y0, atol=1e-6)
     with pytest.raises(ValueError, match="diffusion.test_timesteps"):
         respaced_timesteps(1000, 300, 250)

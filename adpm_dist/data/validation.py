@@ -1,16 +1,33 @@
-"""The validation carve-out: model selection data taken from the training parts, never the eval part."""
+"""The validation carve-out: model selection data taken from the training parts, never the eval part.
+
+Policy (docs/data.md, "Validation data"): class j gives max(1, round(fraction * n_j)) samples, but
+never more than ``max_share`` of its samples (default a fifth) and never its last ``min_train``
+(default 2). So a class with fewer than 5 samples keeps all of them for training and has no
+validation data: one or two tail images would otherwise decide its validation F1 (0 or 1) and cost
+it half its training data. Validation macro-F1 averages over the classes validation has.
+"""
 from __future__ import annotations
 
+import math
 import random
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 
 
-def carve_validation(samples: Iterable[tuple[str, int, str]], fraction: float, seed: int) -> frozenset[str]:
+def carve_quota(n: int, *, fraction: float, max_share: float = 0.2, min_train: int = 2) -> int:
+    """How many of a class's ``n`` training samples go to validation."""
+    if fraction <= 0 or n <= 0:
+        return 0
+    wanted = max(1, round(fraction * n))
+    return max(0, min(wanted, math.floor(max_share * n + 1e-9), n - min_train))
+
+
+def carve_validation(samples: Iterable[tuple[str, int, str]], fraction: float, seed: int, *,
+                     max_share: float = 0.2, min_train: int = 2) -> frozenset[str]:
     """Keys of a stratified, group-disjoint validation subset of (key, label, group) samples.
 
-    Each class gets about ``fraction`` of its samples (at least one when it has two or more), taken
-    as whole groups so a patient never sits on both sides. Seeded and independent of input order.
+    Each class gets ``carve_quota`` of its samples, taken as whole groups so a patient never sits on
+    both sides. Seeded and independent of input order.
     """
     samples = sorted(samples)
     if fraction <= 0 or not samples:
@@ -19,7 +36,8 @@ def carve_validation(samples: Iterable[tuple[str, int, str]], fraction: float, s
     for key, label, group in samples:
         by_group[group].append((key, label))
     class_sizes = Counter(label for _, label, _ in samples)
-    quota = {c: (max(1, round(fraction * n)) if n >= 2 else 0) for c, n in class_sizes.items()}
+    quota = {c: carve_quota(n, fraction=fraction, max_share=max_share, min_train=min_train)
+             for c, n in class_sizes.items()}
     groups = sorted(by_group)
     random.Random(seed).shuffle(groups)
     taken: Counter = Counter()

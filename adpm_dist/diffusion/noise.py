@@ -8,6 +8,7 @@ the standard deviation by sqrt(lambda_j): ``noise_std`` is the one place that ch
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -16,7 +17,23 @@ APPLY = ("std", "variance")
 RULES = ("expected", "argmax")
 
 
-def class_noise_levels(counts: Sequence[float], alpha: float, beta: float, formula: str = "A",
+@dataclass(frozen=True)
+class NoiseLaw:
+    """The noise settings a trained model keeps (``noise.*``): eq. 14's parameters for re-estimating
+    lambda_j on other counts, how lambda scales the noise, and the test-time rule of eq. 18."""
+    alpha: float = 1.0 / 6.0
+    beta: float = 5.0
+    formula: str = "A"
+    n_floor: float = 0
+    apply: str = "std"
+    test_rule: str = "expected"
+
+    def levels(self, counts: Sequence[float] | torch.Tensor) -> torch.Tensor:
+        return class_noise_levels(counts, alpha=self.alpha, beta=self.beta, formula=self.formula,
+                                  n_floor=self.n_floor)
+
+
+def class_noise_levels(counts: Sequence[float], *, alpha: float, beta: float, formula: str = "A",
                        n_floor: float = 0) -> torch.Tensor:
     """Per-class noise level lambda_j from the training counts n_j (eq. 14, reconstructed).
 

@@ -44,4 +44,5 @@ def oracle_sample(scheduler: ADPMScheduler, posterior: torch.Tensor, mu: torch.T
         y0 = oracle_start(y_t, mu, posterior, stds, scheduler.sab[i].item(), scheduler.sdev[i].item())
         return scheduler.eps_from_start(y_t, mu, y0, t, lam_hat)
 
-    return sample_labels(scheduler, sampler, eps_fn, mu, lam_hat, steps, generator, respace_start)
+    return sample_labels(scheduler, eps_fn, mu, lam_hat, sampler=sampler, steps=steps, generator=generator,
+                         start=respace_start)

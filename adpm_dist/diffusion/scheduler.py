@@ -10,6 +10,8 @@ sab = sqrt(abar); sdev = sqrt(1 - abar); mu = the prior network's class probabil
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from collections.abc import Callable
 
 import torch
@@ -174,10 +176,23 @@ def respaced_timesteps(timesteps: int, steps: int, start: int = 0) -> torch.Tens
 SAMPLERS = ("truncated", "respaced", "ddim")
 
 
-def sample_labels(scheduler: ADPMScheduler, sampler: str, eps_fn: EpsFn, mu: torch.Tensor,
-                  lam: torch.Tensor | float, steps: int, generator: torch.Generator | None = None,
+@dataclass(frozen=True)
+class SamplingSpec:
+    """How labels are sampled at test time, bound once when a model is built (``diffusion.*`` keys).
+
+    ``samples`` > 1 draws that many chains per image and reads out CARD's majority vote;
+    ``respace_start``: first position of the respaced / DDIM schedules (0 = T).
+    """
+    sampler: str = "truncated"
+    steps: int = 250
+    samples: int = 1
+    respace_start: int = 0
+
+
+def sample_labels(scheduler: ADPMScheduler, eps_fn: EpsFn, mu: torch.Tensor, lam: torch.Tensor | float, *,
+                  sampler: str, steps: int, generator: torch.Generator | None = None,
                   start: int = 0) -> torch.Tensor:
-    """y0 by one of the samplers of ADPM_SPEC 3.8 with ``steps`` network calls.
+    """y0 by one of the samplers of docs/algorithm.md ("Sampling") with ``steps`` network calls.
 
     truncated: DiffMIC's chain (T-step posterior, positions steps-1..0; the lineage default, 250).
     respaced:  ancestral sampling on the S-step respaced schedule (starts at tau = T-1, or at

@@ -1,8 +1,55 @@
-"""Long-tail baselines on ADPM's data pipeline, training loop, selection and metrics (``method=``).
+"""Every method the harness trains, behind one interface (base.Method), registered by name.
 
-losses.py: the losses as pure functions; model.py: the models behind the loop's interface and
-``build_baseline``; docs/baselines.md: methods, keys, formulas, references, the quality benchmark.
+``method=`` in the config picks one; the engine asks the method object for its epoch plan, losses,
+predictions and model, and never compares names. Adding a method: one file with a ``Method``
+subclass, plus its line in ``_register`` below (docs/baselines.md, "Adding a method").
+
+adpm.py: ADPM (docs/algorithm.md); classifiers.py: the long-tail classifier baselines; prior.py:
+ADPM's prior network alone; losses.py: the baselines' losses as pure functions.
 """
-from .classifiers import CLASSIFIER_METHODS, Baseline, build_baseline, training_epochs
+from __future__ import annotations
 
-__all__ = ["CLASSIFIER_METHODS", "Baseline", "build_baseline", "training_epochs"]
+from torch import nn
+
+from ..config import Config
+from .adpm import ADPMMethod
+from .base import EpochPlan, Method
+from .classifiers import CLASSIFIERS, ClassifierModel
+from .prior import PriorAlone
+
+REGISTRY: dict[str, type[Method]] = {}
+
+
+def register(cls: type[Method]) -> type[Method]:
+    if cls.name in REGISTRY:
+        raise ValueError(f"method {cls.name!r} registered twice ({REGISTRY[cls.name].__name__}, {cls.__name__})")
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def _register() -> None:
+    for cls in (ADPMMethod, PriorAlone, *CLASSIFIERS):  # a new method: add its class here
+        register(cls)
+
+
+_register()
+
+
+def method_class(name: str) -> type[Method]:
+    if name not in REGISTRY:
+        raise KeyError(f"method: {name!r} is not one of {', '.join(REGISTRY)}")
+    return REGISTRY[name]
+
+
+def method_for(cfg: Config) -> Method:
+    """The method object of ``cfg.method``."""
+    return method_class(cfg.method)(cfg)
+
+
+def build_model(cfg: Config, class_counts: list[int]) -> nn.Module:
+    """The model of ``cfg.method`` for a training set with these per-class counts."""
+    return method_for(cfg).build(class_counts)
+
+
+__all__ = ["REGISTRY", "Method", "EpochPlan", "ClassifierModel", "register", "method_class", "method_for",
+           "build_model"]

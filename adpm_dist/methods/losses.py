@@ -28,7 +28,7 @@ def weighted_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, class_cou
     return F.cross_entropy(logits, labels, weight=inverse_frequency_weights(class_counts, logits))
 
 
-def focal_loss(logits: torch.Tensor, labels: torch.Tensor, gamma: float) -> torch.Tensor:
+def focal_loss(logits: torch.Tensor, labels: torch.Tensor, *, gamma: float) -> torch.Tensor:
     """Lin et al. 2017, eq. 4 without alpha: mean_i -(1 - p_{y_i})^gamma log p_{y_i}; gamma = 0 is CE."""
     log_p = F.log_softmax(logits, dim=1).gather(1, labels.unsqueeze(1)).squeeze(1)
     return (-(1.0 - log_p.exp()).pow(gamma) * log_p).mean()
@@ -40,7 +40,7 @@ def log_prior(class_counts, like: torch.Tensor) -> torch.Tensor:
     return (n / n.sum()).log()
 
 
-def logit_adjusted_loss(logits: torch.Tensor, labels: torch.Tensor, class_counts, tau: float) -> torch.Tensor:
+def logit_adjusted_loss(logits: torch.Tensor, labels: torch.Tensor, class_counts, *, tau: float) -> torch.Tensor:
     """Menon et al. 2021, eq. 10: CE(f(x) + tau log pi, y). Predict with f(x) alone (the balanced error's
     Bayes rule for tau = 1). tau = 0 is CE."""
     return F.cross_entropy(logits + tau * log_prior(class_counts, logits), labels)
@@ -55,26 +55,26 @@ def balanced_softmax_loss(logits: torch.Tensor, labels: torch.Tensor, class_coun
     return F.cross_entropy(logits + _counts(class_counts, logits).log(), labels)
 
 
-def ldam_margins(class_counts, max_margin: float, like: torch.Tensor | None = None) -> torch.Tensor:
+def ldam_margins(class_counts, *, max_margin: float, like: torch.Tensor | None = None) -> torch.Tensor:
     """Cao et al. 2019, eq. 12: Delta_j = C / n_j^(1/4), C chosen so that the largest margin (rarest
     class) is ``max_margin``."""
     q = _counts(class_counts, like if like is not None else torch.empty(0)).pow(-0.25)
     return q * (max_margin / q.max())
 
 
-def ldam_loss(cosines: torch.Tensor, labels: torch.Tensor, class_counts, max_margin: float, scale: float,
+def ldam_loss(cosines: torch.Tensor, labels: torch.Tensor, class_counts, *, max_margin: float, scale: float,
               weight: torch.Tensor | None = None) -> torch.Tensor:
     """Cao et al. 2019, eq. 13 as in their code: CE(scale * (cos - Delta_y 1[j = y]), y, weight).
 
     ``cosines``: (B, K) cosines between the normalised feature and the normalised class weights
     (``model.CosineHead``). ``weight``: per-class weights (DRW), or None.
     """
-    margins = ldam_margins(class_counts, max_margin, cosines)
+    margins = ldam_margins(class_counts, max_margin=max_margin, like=cosines)
     shifted = cosines - F.one_hot(labels, cosines.shape[1]).to(cosines.dtype) * margins[labels].unsqueeze(1)
     return F.cross_entropy(scale * shifted, labels, weight=weight)
 
 
-def class_balanced_weights(class_counts, beta: float, like: torch.Tensor | None = None) -> torch.Tensor:
+def class_balanced_weights(class_counts, *, beta: float, like: torch.Tensor | None = None) -> torch.Tensor:
     """Cui et al. 2019: w_j proportional to 1 / E_{n_j} = (1 - beta) / (1 - beta^n_j), normalised to
     sum K (Cao et al.'s DRW code). beta = 0: all 1; beta -> 1: inverse frequency."""
     n = _counts(class_counts, like if like is not None else torch.empty(0)).double()
@@ -82,8 +82,8 @@ def class_balanced_weights(class_counts, beta: float, like: torch.Tensor | None 
     return (w * (len(w) / w.sum())).float()
 
 
-def drw_weights(class_counts, beta: float, epoch: int, start_epoch: int,
+def drw_weights(class_counts, *, beta: float, epoch: int, start_epoch: int,
                 like: torch.Tensor | None = None) -> torch.Tensor | None:
     """Deferred re-weighting (Cao et al. 2019, Alg. 1): no weights before ``start_epoch``, then the
     class-balanced weights above."""
-    return class_balanced_weights(class_counts, beta, like) if epoch >= start_epoch else None
+    return class_balanced_weights(class_counts, beta=beta, like=like) if epoch >= start_epoch else None

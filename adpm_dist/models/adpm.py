@@ -7,23 +7,26 @@ training step is ``forward`` (so the wrapper sees every parameter), and sampling
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import Config, NoiseConfig
-from ..diffusion.scheduler import ADPMScheduler, sample_labels, vote_readout
+from ..config import Config
+from ..diffusion.scheduler import ADPMScheduler, SamplingSpec, sample_labels, vote_readout
 from ..diffusion.losses import diffusion_loss
-from ..diffusion.noise import class_noise_levels, estimated_noise_level, noise_std, soft_counts
+from ..diffusion.noise import NoiseLaw, estimated_noise_level, noise_std, soft_counts
 from .denoiser import Denoiser, ImageEncoder, ImageFeatures
 from .prior import PriorNetwork, PriorOutput
 
 
 class ADPM(nn.Module):
     def __init__(self, prior: PriorNetwork, denoiser: Denoiser, scheduler: ADPMScheduler, levels: torch.Tensor,
-                 *, forward_prior: bool = True, mmd_weight: float = 0.5, noise: NoiseConfig | None = None,
-                 prediction: str = "eps", prior_logit_shift: torch.Tensor | None = None, freeze_prior: bool = False):
+                 *, forward_prior: bool = True, mmd_weight: float = 0.5, noise: NoiseLaw = NoiseLaw(),
+                 sampling: SamplingSpec = SamplingSpec(),
+                 prediction: str = "eps", prior_logit_shift: torch.Tensor | None = None, freeze_prior: bool = False,
+                 prior_mean: str = "eval"):
         super().__init__()
         self.prior, self.denoiser, self.scheduler = prior, denoiser, scheduler
         self.prediction = prediction  # eps (paper) or y0 = mu + denoiser output (diffusion.prediction)
@@ -34,7 +37,13 @@ class ADPM(nn.Module):
         self.register_buffer("levels", levels.float())  # lambda_j of eq. 14, saved with the weights
         self.forward_prior, self.mmd_weight = forward_prior, mmd_weight
         self.freeze_prior = freeze_prior  # joint steps skip the prior's CE (train.freeze_prior: CARD's frozen f_phi)
-        self.noise = noise or NoiseConfig()  # eq. 14 parameters (for soft-count levels) and std|variance
+        self.noise = noise        # eq. 14 parameters (for soft-count levels), std|variance, eq. 18's rule
+        self.sampling = sampling  # sampler, steps, samples: prediction needs only images and a seed
+        if prior_mean not in ("eval", "train_batch"):
+            raise ValueError(f"model.prior_mean: {prior_mean!r} is not one of eval, train_batch")
+        # eval: mu from a second, eval-mode prior pass (the paper); train_batch: from the CE's own train-mode
+        # pass, detached (BatchNorm on batch statistics; saves the second pass, about 1/3 of a prior step)
+        self.prior_mean = prior_mean
 
     @property
     def num_classes(self) -> int:
@@ -63,10 +72,14 @@ class ADPM(nn.Module):
 
         The two losses touch disjoint parameters (prior means are computed under no_grad), so one
         backward of their sum equals DiffMIC's two separate steps. ``joint=False`` is the prior warm-up.
+        With ``prior_mean="train_batch"`` the means and the shared feature map come from the CE's own
+        train-mode pass, detached (one prior pass per step instead of two); a frozen prior keeps eval.
         """
         losses = {}
+        train_ce = not (joint and self.freeze_prior)  # a frozen prior must not even run in train mode (BN statistics)
+        prior_train = self.prior(images) if train_ce and joint and self.prior_mean == "train_batch" else None
         if joint:
-            prior_out = self.prior_eval(images)
+            prior_out = self.prior_eval(images) if prior_train is None else detached(prior_train)
             mus = self.chain_means(prior_out)
             y0 = F.one_hot(labels, self.num_classes).float()
             lam = noise_std(self.levels[labels], self.noise.apply).unsqueeze(1)  # true-label lambda (SPEC 4.4)
@@ -80,8 +93,9 @@ class ADPM(nn.Module):
             else:
                 preds, target = out.chunk(n), eps
             losses["diffusion"] = diffusion_loss(target, *preds, mmd_weight=self.mmd_weight)
-        if not (joint and self.freeze_prior):  # a frozen prior must not even run in train mode (BatchNorm statistics)
-            losses["prior_ce"] = F.cross_entropy(self.prior(images).fused.float() + self.prior_logit_shift, labels)
+        if train_ce:
+            fused = (prior_train if prior_train is not None else self.prior(images)).fused
+            losses["prior_ce"] = F.cross_entropy(fused.float() + self.prior_logit_shift, labels)
         losses["loss"] = sum(losses.values())
         return losses
 
@@ -100,8 +114,7 @@ class ADPM(nn.Module):
 
     def levels_from_counts(self, counts: torch.Tensor) -> torch.Tensor:
         """Eq. 14 with this model's noise settings on other (e.g. soft test) counts."""
-        n = self.noise
-        return class_noise_levels(counts.detach().double().cpu(), n.alpha, n.beta, n.formula, n.n_floor).to(
+        return self.noise.levels(counts.detach().double().cpu()).to(
             self.levels.device)
 
     @torch.no_grad()
@@ -120,10 +133,9 @@ class ADPM(nn.Module):
         return self.levels_from_counts(total)
 
     @torch.no_grad()
-    def sample(self, images: torch.Tensor, *, sampler: str = "truncated", steps: int = 250,
-               test_rule: str = "expected", generator: torch.Generator | None = None,
-               levels: torch.Tensor | None = None, samples: int = 1, cache_features: bool = True,
-               respace_start: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample(self, images: torch.Tensor, *, generator: torch.Generator | None = None,
+               levels: torch.Tensor | None = None, cache_features: bool = True, test_rule: str | None = None,
+               **overrides) -> tuple[torch.Tensor, torch.Tensor]:
         """Denoised label vectors y0 and the prior's probabilities (ADPM_SPEC 3.8).
 
         Prior, lambda_hat (eq. 18, from ``levels`` or the training lambda_j) and image features are
@@ -131,8 +143,13 @@ class ADPM(nn.Module):
         encoder at every step as DiffMIC does (same result in eval mode; for benchmarks and tests).
         ``samples`` > 1 draws that many chains per image and returns CARD's vote (``vote_readout``):
         argmax is the majority class, softmax the vote share. ``respace_start``: first position of the
-        respaced / DDIM schedules (0 = T; ``diffusion.respace_start``).
+        respaced / DDIM schedules (0 = T; ``diffusion.respace_start``). Sampler, steps, samples and
+        respace_start come from ``self.sampling`` (the config's); ``overrides`` replace some for one call
+        (prediction with another sampler, tests), ``test_rule`` eq. 18's rule.
         """
+        spec = replace(self.sampling, **overrides)
+        sampler, steps, samples = spec.sampler, spec.steps, spec.samples
+        test_rule = test_rule or self.noise.test_rule
         prior_out = self.prior(images)
         mu = F.softmax(prior_out.fused.float(), dim=1)
         lam = noise_std(estimated_noise_level(mu, self.levels if levels is None else levels, test_rule),
@@ -150,10 +167,28 @@ class ADPM(nn.Module):
                 return self.scheduler.eps_from_start(y_t, mu_n, mu_n + out, t, lam_n)
             return out
 
-        y0 = sample_labels(self.scheduler, sampler, eps_fn, mu_n, lam_n, steps, generator, respace_start)
+        y0 = sample_labels(self.scheduler, eps_fn, mu_n, lam_n, sampler=sampler, steps=steps, generator=generator,
+                           start=spec.respace_start)
         if samples > 1:
             y0 = vote_readout(y0.view(samples, *mu.shape))
         return y0, mu
+
+
+def detached(out: PriorOutput) -> PriorOutput:
+    """The prior's outputs cut from its graph: the diffusion loss trains the denoiser only, never the prior."""
+    cut = {k: (v.detach() if isinstance(v, torch.Tensor) else v) for k, v in vars(out).items()}
+    return PriorOutput(**cut)
+
+
+def noise_law(cfg: Config) -> NoiseLaw:
+    n = cfg.noise
+    return NoiseLaw(alpha=n.alpha, beta=n.beta, formula=n.formula, n_floor=n.n_floor, apply=n.apply,
+                    test_rule=n.test_rule)
+
+
+def sampling_spec(cfg: Config) -> SamplingSpec:
+    d = cfg.diffusion
+    return SamplingSpec(sampler=d.sampler, steps=d.test_timesteps, samples=d.samples, respace_start=d.respace_start)
 
 
 def build_prior(cfg: Config, num_classes: int) -> PriorNetwork:
@@ -168,7 +203,8 @@ def build_model(cfg: Config, class_counts: list[int]) -> ADPM:
     """The model described by ``cfg`` for a training set with these per-class counts."""
     k = len(class_counts)
     m, d = cfg.model, cfg.diffusion
-    levels = class_noise_levels(class_counts, cfg.noise.alpha, cfg.noise.beta, cfg.noise.formula, cfg.noise.n_floor)
+    noise, sampling = noise_law(cfg), sampling_spec(cfg)
+    levels = noise.levels(class_counts)
     prior = build_prior(cfg, k)
     encoder = None
     if m.reverse_prior or m.feature_product:  # otherwise the denoiser never sees the image
@@ -182,8 +218,8 @@ def build_model(cfg: Config, class_counts: list[int]) -> ADPM:
                         zero_output=d.prediction == "y0")
     scheduler = ADPMScheduler.linear(d.timesteps, d.beta_start, d.beta_end)
     return ADPM(prior, denoiser, scheduler, levels, forward_prior=m.forward_prior, mmd_weight=d.mmd_weight,
-                noise=cfg.noise, prediction=d.prediction, prior_logit_shift=prior_logit_shift(cfg, class_counts),
-                freeze_prior=cfg.train.freeze_prior)
+                noise=noise, sampling=sampling, prediction=d.prediction, prior_logit_shift=prior_logit_shift(cfg, class_counts),
+                freeze_prior=cfg.train.freeze_prior, prior_mean=m.prior_mean)
 
 
 def prior_logit_shift(cfg: Config, class_counts: list[int]) -> torch.Tensor:

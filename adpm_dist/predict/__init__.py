@@ -30,15 +30,15 @@ from PIL import Image
 from ..runtime.checkpoint import load_checkpoint
 from ..config import Config, ConfigError, from_dict, set_key, to_dict, validate
 from ..data.transforms import build_transform
-from ..methods import Baseline
-from ..models import ADPM, build_model
+from ..methods import ClassifierModel, method_class
+from ..models import ADPM
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 
 
 @dataclass
 class LoadedModel:
-    model: ADPM | Baseline  # cfg.method says which
+    model: ADPM | ClassifierModel  # cfg.method says which
     cfg: Config
     class_names: list[str]
     checkpoint: Path
@@ -85,7 +85,8 @@ def load_model(path: str | Path, device: str | None = None, expected_classes: li
         raise ValueError(f"{ckpt_path}: its config is incompatible with this version of adpm-dist: {e}") from None
     state = {k.removeprefix("module."): v for k, v in ckpt["model"].items()}
     # The class count: ADPM saves its lambda_j ("levels"), a baseline (method=) its n_j ("class_counts").
-    count_key = "levels" if cfg.method == "adpm" else "class_counts"
+    method = method_class(cfg.method)(cfg)
+    count_key = method.counts_buffer
     if count_key not in state:
         raise ValueError(f"{ckpt_path}: weights have no '{count_key}' buffer (not an adpm-dist checkpoint of "
                          f"method={cfg.method})")
@@ -103,7 +104,7 @@ def load_model(path: str | Path, device: str | None = None, expected_classes: li
         if hasattr(cfg.model, key):
             setattr(cfg.model, key, "")
     try:
-        model = build_model(cfg, [1] * k)
+        model = method.build([1] * k)
     except (ValueError, RuntimeError) as e:
         raise ValueError(f"{ckpt_path}: cannot rebuild the model its config describes: {e}") from None
     mismatch = state_mismatch(model.state_dict(), state)
@@ -166,7 +167,7 @@ def check_sampling(cfg: Config, sampler: str | None, steps: int | None, samples:
     steps = cfg.diffusion.test_timesteps if steps is None else steps
     if samples < 1:
         raise ValueError(f"--samples must be >= 1, got {samples}")
-    if samples > 1 and cfg.method != "adpm":
+    if samples > 1 and not method_class(cfg.method).has_diffusion:
         raise ValueError(f"--samples {samples}: a method={cfg.method} classifier is deterministic, "
                          "several samples (a majority vote) only apply to ADPM")
     trial = from_dict(to_dict(cfg))

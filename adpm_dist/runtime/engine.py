@@ -1,11 +1,13 @@
-"""The training loop, readable top to bottom: prior warm-up, joint ADPM training, selection, evaluation.
+"""The training loop, readable top to bottom: set-up, warm-up and joint epochs, selection, evaluation.
 
 ``train(cfg)`` is the one loop every entry point runs (launch/train.py, Ray Tune trials, tests), on
-one process, DDP or DeepSpeed ZeRO-2/3 (docs/distributed.md). It never touches the evaluation part
-until the end, and selects the checkpoint on validation data: a held-out `val` part or a carve-out of
-the training parts (plan.py; DiffMIC selected on the test set: ADPM_SPEC 2.6). Validation and the final test run on ``eval_model``, a
-plain copy of the model on every rank, loaded with full (gathered) weights: no ZeRO collective
-inside sampling, and exactly the weights that go into best.pt.
+one process, DDP or DeepSpeed ZeRO-2/3 (docs/distributed.md). What differs between methods (their
+epoch plan, losses, predictions) comes from the method object (adpm_dist/methods); the loop never
+tests a method's name. It never touches the evaluation part until the end, and keeps the checkpoint
+``train.select`` chooses on validation data (selection.py): a held-out `val` part or a carve-out of
+the training parts (adpm_dist/data/plan.py). Validation and the final test run on ``eval_model``, a
+plain copy of the model on every rank loaded with full (gathered) weights: no ZeRO collective inside
+sampling, and exactly the weights that go into best.pt.
 """
 from __future__ import annotations
 
@@ -13,86 +15,106 @@ import copy
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..methods import training_epochs
-from .checkpoint import enter_epoch, load_best, resume, rng_snapshot, save_best, save_training_state
-from ..config import Config, save_config, to_dict
-from ..data.manifest import load_manifest
+from ..config import Config, from_dict, save_config, set_key, to_dict
+from ..data.manifest import Manifest, load_manifest
+from ..data.plan import DataPlan, plan_data
 from ..data.stream import eval_batches, train_batches
 from ..data.transforms import build_transform
-from ..diffusion.scheduler import antithetic_timesteps
+from ..evaluate import format_table
+from ..methods import EpochPlan, Method, method_for
+from . import selection
+from .checkpoint import enter_epoch, load_best, resume, rng_snapshot, save_best, save_training_state
 from .distributed import (build_accelerator, check_launch, configure_for, full_state_dict, has_idle_parameters,
-                          make_zero3_safe,
-                          mean_over_ranks, ranks_agree, sync_buffers, world_info, zero_stage)
+                          make_zero3_safe, mean_over_ranks, ranks_agree, sync_buffers, world_info, zero_stage)
 from .ema import EMA
-from ..evaluate import classification_metrics, format_table
-from ..models import ADPM, build_model
 from .optim import build_optimizer, clipped_parameters, restart_group, set_lr
-from ..data.plan import DataPlan, plan_data
+from .sampling import predict, score, write_predictions
 from .tracking import RunLog, peak_memory_mb, progress
 
 
-@torch.no_grad()
-def predict(model: ADPM, batches, cfg: Config, accelerator, seed: int, desc: str = "sampling") -> dict:
-    """Sample every image once; gather from all ranks and de-duplicate by key (DESIGN.md 5)."""
-    from accelerate.utils import gather_object
+@dataclass
+class Run:
+    """Everything the phases of one training run share."""
+    cfg: Config
+    acc: object
+    method: Method
+    epochs: EpochPlan
+    manifest: Manifest
+    plan: DataPlan
+    out: Path
+    model: torch.nn.Module = None          # as wrapped by accelerate (DDP / DeepSpeed)
+    raw: torch.nn.Module = None            # the unwrapped module (EMA, checkpoints)
+    eval_model: torch.nn.Module = None     # a plain copy for validation and the final test
+    optimizer: object = None
+    ema: EMA | None = None
+    gen: torch.Generator = None            # t and eps draws, per rank
+    log: RunLog | None = None
+    loop: dict = field(default_factory=dict)
+    validations: list = field(default_factory=list)  # selection.Validation per validated epoch
+    clipped: list = field(default_factory=list)
 
-    model.eval()
-    records = []
-    levels = None  # noise.test_levels=soft_counts: pass 1 (prior only) re-estimates lambda_j (ADPM_SPEC 3.6)
-    if cfg.noise.test_levels == "soft_counts":
-        levels = model.soft_count_levels(batches, accelerator.device, lambda n: accelerator.reduce(n, "sum"))
-    bar = progress(batches, acc=accelerator, desc=desc, leave=False)
-    for i, batch in enumerate(bar):
-        images = batch["image"].to(accelerator.device)
-        gen = torch.Generator().manual_seed(seed * 100_003 + accelerator.process_index * 1009 + i)
-        with accelerator.autocast():
-            y0, mu = model.sample(images, sampler=cfg.diffusion.sampler, steps=cfg.diffusion.test_timesteps,
-                                  test_rule=cfg.noise.test_rule, generator=gen, levels=levels,
-                                  samples=cfg.diffusion.samples, respace_start=cfg.diffusion.respace_start)
-        for key, label, y, m in zip(batch["key"], batch["label"].tolist(), y0.float().cpu(), mu.float().cpu()):
-            records.append((key, label, y.numpy(), m.numpy()))
-    records = gather_object(records) if accelerator.num_processes > 1 else records
-    unique = {r[0]: r for r in records}
-    keys = sorted(unique)
-    return {
-        "keys": keys,
-        "labels": np.array([unique[k][1] for k in keys], dtype=np.int64),
-        "y0": np.stack([unique[k][2] for k in keys]) if keys else np.zeros((0, model.num_classes)),
-        "prior": np.stack([unique[k][3] for k in keys]) if keys else np.zeros((0, model.num_classes)),
-    }
+    @property
+    def names(self) -> list[str]:
+        return self.manifest.class_names
 
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.out / "checkpoints"
 
-def score(pred: dict, class_names: list[str]) -> dict:
-    """Diffusion (argmax y0, ADPM_SPEC 3.8) and prior-alone metrics of one prediction set."""
-    metrics = classification_metrics(pred["labels"], pred["y0"].argmax(1), class_names)
-    metrics["prior"] = classification_metrics(pred["labels"], pred["prior"].argmax(1), class_names)
-    return metrics
-
-
-def write_predictions(path: Path, pred: dict, class_names: list[str]) -> None:
-    probs = torch.softmax(torch.as_tensor(pred["y0"]), dim=1).numpy()  # DiffMIC read-out (ADPM_SPEC 1.5)
-    header = ["key", "label", "prediction", "prior_prediction"] + [f"p_{c}" for c in class_names]
-    header += [f"prior_p_{c}" for c in class_names]  # the prior's softmax: its AUC/calibration in report.md
-    lines = [",".join(header)]
-    for k, label, y0, prior, p in zip(pred["keys"], pred["labels"], pred["y0"], pred["prior"], probs):
-        row = [k, class_names[label], class_names[int(y0.argmax())], class_names[int(prior.argmax())]]
-        lines.append(",".join(row + [f"{v:.6f}" for v in p] + [f"{v:.6f}" for v in prior]))
-    path.write_text("\n".join(lines) + "\n")
+    def batches(self, parts: list[str], *, include_keys=None) -> object:
+        d, t = self.cfg.data, self.cfg.train
+        return eval_batches(self.manifest, parts, t.eval_batch_size, build_transform(d.image_size, train=False),
+                            rank=self.acc.process_index, world_size=self.acc.num_processes,
+                            include_keys=include_keys, num_workers=d.num_workers)
 
 
 def train(cfg: Config, accelerator=None, on_epoch: Callable[[dict], None] | None = None) -> dict:
-    """Train ADPM as ``cfg`` says and return the evaluation metrics (also written to run.output_dir).
+    """Train as ``cfg`` says and return the evaluation metrics (also written to run.output_dir).
 
     ``on_epoch(row)`` is called on every rank after each epoch with that epoch's summary row (losses
     averaged over ranks, lr, step, images/s, step time, peak memory and, on validation epochs,
     ``val_macro_f1``): Ray Tune reports through it. With train.resume=auto a killed run continues
     from its last checkpoint and ends with the same metrics as an uninterrupted one.
     """
+    if cfg.train.select != "refit":
+        return train_once(cfg, accelerator, on_epoch)
+    chosen = train_once(refit_selection_config(cfg), accelerator, on_epoch, evaluate=False)["selection"]
+    refit = chosen | {"rule": "refit", "refit_epochs": chosen["epoch"]}
+    return train_once(refit_config(cfg, chosen["epoch"]), accelerator, on_epoch, selection_record=refit)
+
+
+def train_once(cfg: Config, accelerator=None, on_epoch=None, *, evaluate: bool = True,
+               selection_record: dict | None = None) -> dict:
+    """One training run; ``evaluate=False`` stops after selection (refit's first pass), and
+    ``selection_record`` replaces what metrics.json records under ``selection`` (refit's second)."""
+    run = set_up(cfg, accelerator)
+    resumed = start_position(run)
+    for epoch in range(run.loop["epoch"], run.epochs.total):
+        row = train_epoch(run, epoch, resumed)
+        resumed = None
+        if run.plan.has_validation and run.epochs.validates(epoch, cfg.train.val_every):
+            row.update(validate_and_select(run, epoch))
+        elif not run.plan.has_validation and epoch == run.epochs.total - 1:
+            keep_last(run, epoch)
+        end_epoch(run, epoch, row)
+        if on_epoch is not None:
+            on_epoch(row)
+    run.log.close()
+    if not evaluate:
+        return {"selection": selection_summary(run)}
+    return final_evaluation(run, selection_record or selection_summary(run))
+
+
+# ---------------------------------------------------------------- set-up
+
+def set_up(cfg: Config, accelerator=None) -> Run:
+    """Accelerator, data plan, method, model, optimizer (ZeRO-3-safe), EMA; config saved first."""
     from accelerate.utils import set_seed
 
     t = cfg.train
@@ -101,172 +123,266 @@ def train(cfg: Config, accelerator=None, on_epoch: Callable[[dict], None] | None
     check_launch(acc)
     set_seed(cfg.run.seed)
     out = Path(cfg.run.output_dir)
-    ckpt_dir = out / "checkpoints"
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
     acc.print(f"config: {cfg.run.output_dir}/config.yaml | {world_info(acc)}")
-
-    # 1. Data: parts, validation data and class counts from the manifest.
     manifest = load_manifest(cfg.data.shards)
     plan = plan_data(manifest, cfg)
-    names = manifest.class_names
-    d = cfg.data
-    train_tf = build_transform(d.image_size, train=True, hflip=d.hflip, vflip=d.vflip, rotation=d.rotation)
-    eval_tf = build_transform(d.image_size, train=False)
-    rank, world = acc.process_index, acc.num_processes
-
-    def val_batches():
-        val_parts, val_keys = plan.val_source()
-        return eval_batches(manifest, val_parts, t.eval_batch_size, eval_tf, rank=rank,
-                            world_size=world, include_keys=val_keys, num_workers=d.num_workers)
-
-    # 2. Model, one optimizer over both parts (ZeRO-3-safe); eq. 14 levels from the training counts.
-    model = build_model(cfg, plan.class_counts)
-    eval_model = copy.deepcopy(model).to(acc.device).eval()
-    optimizer = build_optimizer(model, t)
-    probe = [torch.zeros(2, 3, d.image_size, d.image_size), torch.zeros(2, dtype=torch.long),
-             torch.zeros(2, dtype=torch.long), torch.zeros(2, len(names))]
-    if kept := make_zero3_safe(acc, model, lambda: model(*probe, joint=True)):
-        acc.print(f"ZeRO-3: kept gathered through forward/backward (modules with non-tensor outputs): {kept}")
-    model, optimizer = acc.prepare(model, optimizer)  # never prepare the streaming loader (STACK_FACTS 5)
-    raw = acc.unwrap_model(model)
-    ema = EMA(acc, raw, t.ema_decay) if t.ema_decay > 0 else None
-    gen = torch.Generator().manual_seed(cfg.run.seed * 7919 + rank)  # t and eps, per rank
+    for warning in plan.warnings:
+        acc.print(f"warning: {warning}")
+    method = method_for(cfg)
+    run = Run(cfg, acc, method, method.epochs(), manifest, plan, out)
+    build_model_and_optimizer(run)
     acc.print(f"data: {manifest.root} | train parts {plan.train_parts} ({sum(plan.class_counts)} samples) | "
               f"{plan.describe_val()} | eval part {plan.eval_part!r}")
-    levels = getattr(eval_model, "levels", None)  # ADPM's eq. 14 lambda_j; a baseline has none (method=)
-    noise_levels = dict(zip(names, levels.tolist())) if levels is not None else {}
     acc.print(f"method {cfg.method} | noise levels lambda_j: "
-              + (", ".join(f"{n}={v:.3f}" for n, v in noise_levels.items()) or "none"))
-    clipped = clipped_parameters(raw)  # the denoiser (a baseline's classifier); never the prior
+              + (", ".join(f"{n}={v:.3f}" for n, v in noise_levels(run).items()) or "none"))
+    return run
 
-    # 3. Where to start: a fresh run, or the position of a checkpoint (train.resume).
-    loop, resumed = resume(acc, cfg, ckpt_dir, gen, ema)
-    log = RunLog(acc, out, log_every=t.log_every, images_per_step=t.batch_size * world * t.grad_accum,
-                 purge_step=loop["step"] if resumed else None)
-    # ADPM: prior warm-up epochs, then joint ones; baselines: no warm-up, every epoch trains and validates.
-    warmup, total = training_epochs(cfg)
 
-    def checkpoint(epoch: int, batch: int, sums: dict, epoch_rng: dict, val_f1: float | None = None) -> None:
-        loop.update(epoch=epoch, batch=batch)
-        rank_state = {"gen": gen.get_state(), "rng": rng_snapshot(), "epoch_rng": epoch_rng, "sums": sums}
-        meta = {**loop, "val_macro_f1": val_f1, "world_size": world, "zero_stage": zero_stage(acc),
-                "config": to_dict(cfg)}
-        path = save_training_state(acc, ckpt_dir, meta, rank_state, ema and ema.state_dict(), t.keep_checkpoints)
-        acc.print(f"checkpoint: {path} (epoch {epoch + 1}, batch {batch}, step {loop['step']})")
+def build_model_and_optimizer(run: Run) -> None:
+    """One optimizer over the model's parameter groups; the wrapped model, its raw module and a copy."""
+    acc, cfg, t = run.acc, run.cfg, run.cfg.train
+    model = run.method.build(run.plan.class_counts)
+    run.eval_model = copy.deepcopy(model).to(acc.device).eval()
+    optimizer = build_optimizer(model, t)
+    args, kwargs = run.method.example_inputs(cfg.data.image_size, len(run.names))
+    if kept := make_zero3_safe(acc, model, lambda: model(*args, **kwargs)):
+        acc.print(f"ZeRO-3: kept gathered through forward/backward (modules with non-tensor outputs): {kept}")
+    run.model, run.optimizer = acc.prepare(model, optimizer)  # never prepare the streaming loader
+    run.raw = acc.unwrap_model(run.model)
+    run.ema = EMA(acc, run.raw, t.ema_decay) if t.ema_decay > 0 else None
+    run.gen = torch.Generator().manual_seed(cfg.run.seed * 7919 + acc.process_index)
+    run.clipped = clipped_parameters(run.raw)  # the denoiser (a baseline's classifier); never the prior
 
-    # 4. Prior warm-up, then joint training; validate (plan.val_source) and keep the best.
-    for epoch in range(loop["epoch"], total):
-        joint = epoch >= warmup
-        phase = ("joint" if joint else "prior warm-up") if cfg.method == "adpm" else cfg.method
-        batches = train_batches(manifest, plan.train_parts, t.batch_size, train_tf, epoch=epoch, seed=cfg.run.seed,
-                                rank=rank, world_size=world, num_workers=d.num_workers, exclude_keys=plan.val_keys,
-                                class_balanced=cfg.method == "resample")
-        usable = len(batches) - len(batches) % t.grad_accum  # whole optimizer steps only
-        if usable == 0:
-            raise ValueError(f"train.grad_accum={t.grad_accum} exceeds the {len(batches)} batches per epoch")
-        batch_iter, first, epoch_rng, sums = enter_epoch(batches, resumed)  # data position of a resumed run
-        resumed = None
-        if joint and epoch == warmup and first == 0:  # the denoiser's Adam starts with joint training
-            restart_group(optimizer, "denoiser")
-        if hasattr(raw, "set_epoch"):  # baselines: LDAM-DRW's re-weighting starts at an epoch
-            raw.set_epoch(epoch)
-        model.train()
-        seen, steps_here, start = 0, 0, time.perf_counter()
-        bar = progress(total=usable, initial=first, desc=f"epoch {epoch + 1}/{total} ({phase})", leave=False, acc=acc)
-        for i in range(first, usable):
-            batch = next(batch_iter)
-            lr = set_lr(optimizer, t, (epoch - warmup) + i / usable)
-            images, labels = batch["image"].to(acc.device), batch["label"].to(acc.device)
-            steps_t = antithetic_timesteps(len(labels), cfg.diffusion.train_t_max or cfg.diffusion.timesteps, gen,
-                                           acc.device)
-            eps = torch.randn(len(labels), len(names), generator=gen).to(acc.device)
-            sync_buffers(acc, raw)  # DeepSpeed only: rank 0's BatchNorm statistics, as DDP does
-            with acc.accumulate(model):
-                with acc.autocast():
-                    losses = model(images, labels, steps_t, eps, joint=joint)
-                acc.backward(losses["loss"])
-                if acc.sync_gradients and t.grad_clip > 0 and clipped:  # under DeepSpeed its config clips (all)
-                    acc.clip_grad_norm_(clipped, t.grad_clip)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            for k, v in losses.items():
-                sums[k] = sums.get(k, 0.0) + v.item()
-            seen += len(labels)
-            bar.update()
-            bar.set_postfix({k: f"{v / (i + 1):.4f}" for k, v in sums.items()} | {"lr": f"{lr:.2e}"})
-            if acc.sync_gradients:
-                loop["step"] += 1
-                steps_here += 1
-                if ema is not None:
-                    ema.update(raw)
-                log.step(loop["step"], {k: v.item() for k, v in losses.items()},
-                         {g.get("name", str(j)): g["lr"] for j, g in enumerate(optimizer.param_groups)},
-                         f"epoch {epoch + 1} batch {i + 1}/{usable}")
-                every = t.checkpoint_every_steps
-                if every and loop["step"] % every == 0 and i + 1 < usable:
-                    checkpoint(epoch, i + 1, sums, epoch_rng)
-        bar.close()
-        elapsed = time.perf_counter() - start
-        row = {"epoch": epoch + 1, "phase": phase, "images_per_s": seen * world / elapsed}
-        row.update(mean_over_ranks(acc, {k: v / usable for k, v in sums.items()}))
-        row.update(lr=lr, step=loop["step"], step_time_s=elapsed / max(steps_here, 1),
-                   max_mem_mb=peak_memory_mb(acc.device))
 
-        val_f1, last = None, epoch == total - 1
-        if joint and ((epoch - warmup + 1) % t.val_every == 0 or last):
-            weights = full_state_dict(acc, raw)  # every rank: collective under ZeRO-3
-            if world > 1:
-                acc.print(f"parameters identical on all {world} ranks (sha256 {ranks_agree(acc, raw, weights)})")
-            weights = ema.weights(weights) if t.eval_ema else weights
-            eval_model.load_state_dict(weights)
-            val = score(predict(eval_model, val_batches(), cfg, acc, cfg.run.seed, "validation"), names)
-            val_f1 = val["macro_f1"]
-            row.update(val_macro_f1=val_f1, val_prior_macro_f1=val["prior"]["macro_f1"])
-            if loop["best"]["macro_f1"] is None or val_f1 > loop["best"]["macro_f1"]:
-                loop["best"] = {"epoch": epoch + 1, "macro_f1": val_f1}
-                save_best(acc, weights, ckpt_dir / "best.pt", cfg,
-                          extra=loop["best"] | {"class_names": names, "ema": t.eval_ema})
-        loop["history"].append(row)
-        if t.checkpoint_every_epochs and ((epoch + 1) % t.checkpoint_every_epochs == 0 or last):
-            checkpoint(epoch + 1, 0, {}, rng_snapshot(), val_f1)
-        log.epoch(row, loop["history"])
-        if on_epoch is not None:
-            on_epoch(row)
-    log.close()
+def noise_levels(run: Run) -> dict[str, float]:
+    """ADPM's eq. 14 lambda_j by class name; {} for a method without noise levels."""
+    levels = getattr(run.eval_model, "levels", None)
+    return dict(zip(run.names, levels.tolist())) if levels is not None else {}
 
-    # 5. Evaluate the selected checkpoint on the evaluation part, once.
-    best = load_best(eval_model, ckpt_dir / "best.pt")
-    acc.print(f"loaded {ckpt_dir / 'best.pt'}: epoch {best['epoch']}, validation macro-F1 {best['macro_f1']:.4f}, "
+
+def start_position(run: Run) -> dict | None:
+    """A fresh run, or the position of a checkpoint (train.resume); the run log starts there."""
+    t, acc = run.cfg.train, run.acc
+    run.loop, resumed = resume(acc, run.cfg, run.ckpt_dir, run.gen, run.ema)
+    run.validations = [selection.Validation(**v) for v in run.loop.get("validations", [])]
+    run.log = RunLog(acc, run.out, log_every=t.log_every, images_per_step=t.batch_size * acc.num_processes * t.grad_accum,
+                     purge_step=run.loop["step"] if resumed else None)
+    return resumed
+
+
+# ---------------------------------------------------------------- warm-up and joint epochs
+
+def train_epoch(run: Run, epoch: int, resumed: dict | None) -> dict:
+    """One epoch of optimizer steps (from a resumed batch position if given); its summary row."""
+    cfg, t, acc = run.cfg, run.cfg.train, run.acc
+    d = cfg.data
+    batches = train_batches(run.manifest, run.plan.train_parts, t.batch_size,
+                            build_transform(d.image_size, train=True, hflip=d.hflip, vflip=d.vflip, rotation=d.rotation),
+                            epoch=epoch, seed=cfg.run.seed, rank=acc.process_index, world_size=acc.num_processes,
+                            num_workers=d.num_workers, exclude_keys=run.plan.val_keys,
+                            class_balanced=run.method.class_balanced)
+    usable = len(batches) - len(batches) % t.grad_accum  # whole optimizer steps only
+    if usable == 0:
+        raise ValueError(f"train.grad_accum={t.grad_accum} exceeds the {len(batches)} batches per epoch")
+    batch_iter, first, epoch_rng, sums = enter_epoch(batches, resumed)  # data position of a resumed run
+    if run.method.joint_starts(epoch) and first == 0:  # the denoiser's Adam starts with joint training
+        restart_group(run.optimizer, "denoiser")
+    run.method.start_epoch(run.raw, epoch)
+    run.model.train()
+    phase = run.method.phase(epoch)
+    seen, steps_here, lr, start = 0, 0, 0.0, time.perf_counter()
+    bar = progress(total=usable, initial=first, desc=f"epoch {epoch + 1}/{run.epochs.total} ({phase})", leave=False,
+                   acc=acc)
+    for i in range(first, usable):
+        lr = set_lr(run.optimizer, t, (epoch - run.epochs.warmup) + i / usable)
+        losses, n = train_step(run, next(batch_iter), epoch)
+        for k, v in losses.items():
+            sums[k] = sums.get(k, 0.0) + v
+        seen += n
+        bar.update()
+        bar.set_postfix({k: f"{v / (i + 1):.4f}" for k, v in sums.items()} | {"lr": f"{lr:.2e}"})
+        if acc.sync_gradients:
+            steps_here += 1
+            after_step(run, losses, epoch, i, usable, sums, epoch_rng)
+    bar.close()
+    elapsed = time.perf_counter() - start
+    row = {"epoch": epoch + 1, "phase": phase, "images_per_s": seen * acc.num_processes / elapsed}
+    row.update(mean_over_ranks(acc, {k: v / usable for k, v in sums.items()}))
+    row.update(lr=lr, step=run.loop["step"], step_time_s=elapsed / max(steps_here, 1),
+               max_mem_mb=peak_memory_mb(acc.device))
+    return row
+
+
+def train_step(run: Run, batch: dict, epoch: int) -> tuple[dict[str, float], int]:
+    """Forward, backward and (at accumulation boundaries) an optimizer step; the batch's losses."""
+    acc, t = run.acc, run.cfg.train
+    images, labels = batch["image"].to(acc.device), batch["label"].to(acc.device)
+    sync_buffers(acc, run.raw)  # DeepSpeed only: rank 0's BatchNorm statistics, as DDP does
+    with acc.accumulate(run.model):
+        with acc.autocast():
+            losses = run.method.losses(run.model, images, labels, epoch=epoch, generator=run.gen)
+        acc.backward(losses["loss"])
+        if acc.sync_gradients and t.grad_clip > 0 and run.clipped:  # under DeepSpeed its config clips (all)
+            acc.clip_grad_norm_(run.clipped, t.grad_clip)
+        run.optimizer.step()
+        run.optimizer.zero_grad(set_to_none=True)
+    return {k: v.item() for k, v in losses.items()}, len(labels)
+
+
+def after_step(run: Run, losses: dict, epoch: int, i: int, usable: int, sums: dict, epoch_rng: dict) -> None:
+    """Step count, EMA, logging and the mid-epoch checkpoint (train.checkpoint_every_steps)."""
+    run.loop["step"] += 1
+    if run.ema is not None:
+        run.ema.update(run.raw)
+    groups = {g.get("name", str(j)): g["lr"] for j, g in enumerate(run.optimizer.param_groups)}
+    run.log.step(run.loop["step"], losses, groups, f"epoch {epoch + 1} batch {i + 1}/{usable}")
+    every = run.cfg.train.checkpoint_every_steps
+    if every and run.loop["step"] % every == 0 and i + 1 < usable:
+        save_checkpoint(run, epoch, i + 1, sums, epoch_rng)
+
+
+def end_epoch(run: Run, epoch: int, row: dict) -> None:
+    """History, the epoch-end checkpoint (train.checkpoint_every_epochs) and the epoch's log lines."""
+    every, last = run.cfg.train.checkpoint_every_epochs, epoch == run.epochs.total - 1
+    run.loop["history"].append(row)
+    if every and ((epoch + 1) % every == 0 or last):
+        save_checkpoint(run, epoch + 1, 0, {}, rng_snapshot(), row.get("val_macro_f1"))
+    run.log.epoch(row, run.loop["history"])
+
+
+def save_checkpoint(run: Run, epoch: int, batch: int, sums: dict, epoch_rng: dict, val_f1: float | None = None) -> None:
+    run.loop.update(epoch=epoch, batch=batch, validations=[v.__dict__ for v in run.validations])
+    rank_state = {"gen": run.gen.get_state(), "rng": rng_snapshot(), "epoch_rng": epoch_rng, "sums": sums}
+    meta = {**run.loop, "val_macro_f1": val_f1, "world_size": run.acc.num_processes,
+            "zero_stage": zero_stage(run.acc), "config": to_dict(run.cfg)}
+    t = run.cfg.train
+    path = save_training_state(run.acc, run.ckpt_dir, meta, rank_state, run.ema and run.ema.state_dict(),
+                               t.keep_checkpoints)
+    run.acc.print(f"checkpoint: {path} (epoch {epoch + 1}, batch {batch}, step {run.loop['step']})")
+
+
+# ---------------------------------------------------------------- selection
+
+def current_weights(run: Run) -> dict:
+    """Full weights on every rank (a collective under ZeRO-3), the EMA's if train.eval_ema; loaded
+    into eval_model."""
+    acc = run.acc
+    weights = full_state_dict(acc, run.raw)
+    if acc.num_processes > 1:
+        acc.print(f"parameters identical on all {acc.num_processes} ranks (sha256 {ranks_agree(acc, run.raw, weights)})")
+    weights = run.ema.weights(weights) if run.cfg.train.eval_ema else weights
+    run.eval_model.load_state_dict(weights)
+    return weights
+
+
+def validate_and_select(run: Run, epoch: int) -> dict:
+    """Score the validation data; keep these weights as best.pt if ``train.select`` says so."""
+    weights = current_weights(run)
+    val_parts, val_keys = run.plan.val_source()
+    pred = predict(run.method, run.eval_model, run.batches(val_parts, include_keys=val_keys), run.acc,
+                   run.cfg.run.seed, "validation")
+    val = score(pred, run.names, present_only=True)
+    current = selection.Validation(epoch + 1, val["macro_f1"], val["nll"])
+    if selection.keeps(run.cfg.train.select, current, kept_validation(run)):
+        run.loop["best"] = current.__dict__
+        keep(run, weights)
+    run.validations.append(current)
+    return {"val_macro_f1": val["macro_f1"], "val_prior_macro_f1": val["prior"]["macro_f1"], "val_nll": val["nll"]}
+
+
+def kept_validation(run: Run) -> selection.Validation | None:
+    """The validation of the checkpoint kept so far (None before the first; NaN NLL from an old checkpoint)."""
+    best = run.loop["best"]
+    if best.get("macro_f1") is None:
+        return None
+    return selection.Validation(best["epoch"], best["macro_f1"], best.get("nll", float("nan")))
+
+
+def keep_last(run: Run, epoch: int) -> None:
+    """No validation data (a refit on everything): the last epoch's weights are the ones kept."""
+    run.loop["best"] = selection.Validation(epoch + 1, float("nan"), float("nan")).__dict__
+    keep(run, current_weights(run))
+
+
+def keep(run: Run, weights: dict) -> None:
+    extra = {"epoch": run.loop["best"]["epoch"], "macro_f1": run.loop["best"]["macro_f1"], "class_names": run.names,
+             "ema": run.cfg.train.eval_ema}
+    save_best(run.acc, weights, run.ckpt_dir / "best.pt", run.cfg, extra=extra)
+
+
+def selection_summary(run: Run) -> dict:
+    kept = kept_validation(run) or selection.Validation(run.loop["best"]["epoch"], float("nan"), float("nan"))
+    if not run.validations:
+        return {"rule": run.cfg.train.select, "epoch": kept.epoch, "val_metric": None, "tied_epochs": []}
+    record = selection.selection_record(run.cfg.train.select, kept, run.validations)
+    if warning := selection.saturation_warning(run.validations):
+        run.acc.print(f"warning: {warning}")
+        record["warning"] = warning
+    return record
+
+
+# ---------------------------------------------------------------- final evaluation
+
+def final_evaluation(run: Run, selected: dict) -> dict:
+    """The kept checkpoint on the evaluation part, once: metrics.json, predictions.csv."""
+    acc, plan = run.acc, run.plan
+    best = load_best(run.eval_model, run.ckpt_dir / "best.pt")
+    acc.print(f"loaded {run.ckpt_dir / 'best.pt'}: epoch {best['epoch']}, validation macro-F1 {best['macro_f1']:.4f}, "
               f"{'EMA' if best.get('ema') else 'live'} weights")
-    test_batches = eval_batches(manifest, [plan.eval_part], t.eval_batch_size, eval_tf, rank=rank,
-                                world_size=world, num_workers=d.num_workers)
-    pred = predict(eval_model, test_batches, cfg, acc, cfg.run.seed + 1, f"evaluating {plan.eval_part}")
-    expected = manifest.num_samples[plan.eval_part]
+    pred = predict(run.method, run.eval_model, run.batches([plan.eval_part]), acc, run.cfg.run.seed + 1,
+                   f"evaluating {plan.eval_part}")
+    expected = run.manifest.num_samples[plan.eval_part]
     if len(pred["keys"]) != expected:
         raise RuntimeError(f"evaluation saw {len(pred['keys'])} unique samples of part {plan.eval_part!r}, "
                            f"manifest says {expected}")
-    metrics = score(pred, names)
+    metrics = score(pred, run.names)
+    if run.method.has_diffusion:  # did the diffusion change anything its own prior would not have said?
+        metrics["prior_agreement"] = float(np.mean(pred["scores"].argmax(1) == pred["prior"].argmax(1)))
+    d = run.cfg.diffusion
     metrics.update(
         eval_part=plan.eval_part, best_epoch=best["epoch"], val_macro_f1=best["macro_f1"],
-        sampler=cfg.diffusion.sampler, sampling_steps=cfg.diffusion.test_timesteps,
-        method=cfg.method, noise_levels=noise_levels, train_counts=dict(zip(names, plan.class_counts)),
-        history=loop["history"],
+        selection=selected, sampler=d.sampler, sampling_steps=d.test_timesteps,
+        method=run.cfg.method, method_title=run.method.title, noise_levels=noise_levels(run),
+        train_counts=dict(zip(run.names, plan.class_counts)), history=run.loop["history"],
     )
     if acc.is_main_process:
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        write_predictions(out / "predictions.csv", pred, names)
+        write_json(run.out / "metrics.json", metrics)
+        write_predictions(run.out / "predictions.csv", pred, run.names)
         acc.print(format_table(metrics))
-        acc.print(f"wrote {out / 'metrics.json'}, {out / 'predictions.csv'}, {out / 'config.yaml'}")
-        try:  # after metrics.json: a plotting failure must never cost a finished run its results
-            from ..report import write_report
-            acc.print(f"wrote {write_report(out)}")
-        except Exception as e:  # noqa: BLE001
-            acc.print(f"warning: report.md not written ({type(e).__name__}: {e}); "
-                      f"retry with `python -m adpm_dist.report show {out}`")
+        acc.print(f"wrote {run.out / 'metrics.json'}, {run.out / 'predictions.csv'}, {run.out / 'config.yaml'}")
     acc.wait_for_everyone()
     return metrics
 
 
-__all__ = ["train", "plan_data", "predict", "score", "DataPlan", "to_dict"]
+def write_json(path: Path, data: dict) -> None:
+    """Written to a temporary name and renamed: a killed run never leaves half a metrics.json."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(path)
+
+
+# ---------------------------------------------------------------- train.select=refit
+
+def refit_selection_config(cfg: Config) -> Config:
+    """The first pass of ``refit``: the ``best`` rule, in a sub-directory, nothing evaluated."""
+    first = from_dict(to_dict(cfg))
+    set_key(first, "train.select", "best")
+    set_key(first, "run.output_dir", str(Path(cfg.run.output_dir) / "selection"))
+    return first
+
+
+def refit_config(cfg: Config, epochs: int) -> Config:
+    """The second pass: train and validation data together (``data.val_part=none``), the chosen
+    number of epochs (warm-up included), the last epoch kept."""
+    refit = from_dict(to_dict(cfg))
+    fixed = method_for(cfg).epochs().total - cfg.train.epochs  # epochs not counted by train.epochs (warm-up)
+    set_key(refit, "data.val_part", "none")
+    set_key(refit, "train.select", "last")
+    set_key(refit, "train.epochs", max(epochs - fixed, 1))
+    return refit
+
+
+__all__ = ["train", "train_once"]

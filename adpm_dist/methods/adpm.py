@@ -1,0 +1,67 @@
+"""``method=adpm``: the anisotropic diffusion classifier (docs/algorithm.md) and its ablations.
+
+Its variants (isotropic diffusion, the paper's Table 3 ablations, a balanced-softmax or frozen prior)
+are settings of this one method (``noise.alpha=0``, ``model.reverse_prior=false`` ...), not methods.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import nn
+
+from ..config import Config
+from ..diffusion.scheduler import antithetic_timesteps
+from ..models.adpm import ADPM, build_model
+from .base import EpochPlan, Method
+
+
+class ADPMMethod(Method):
+    name = "adpm"
+    title = "ADPM (diffusion)"
+    has_diffusion = True
+    counts_buffer = "levels"
+
+    @classmethod
+    def check(cls, cfg: Config) -> list[tuple[str, str]]:
+        t = cfg.train
+        if t.freeze_prior and not (t.prior_warmup_epochs or cfg.model.pretrained):
+            return [("train.freeze_prior", "freezing the prior after its warm-up needs a trained prior: "
+                     f"train.prior_warmup_epochs > 0 (got {t.prior_warmup_epochs}) or model.pretrained")]
+        return []
+
+    def epochs(self) -> EpochPlan:
+        t = self.cfg.train
+        return EpochPlan(t.prior_warmup_epochs, t.prior_warmup_epochs + t.epochs)
+
+    def phase(self, epoch: int) -> str:
+        return "joint" if self.epochs().is_joint(epoch) else "prior warm-up"
+
+    def make_model(self, class_counts: list[int]) -> ADPM:
+        return build_model(self.cfg, class_counts)
+
+    def joint_starts(self, epoch: int) -> bool:
+        return epoch == self.epochs().warmup
+
+    def losses(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, epoch: int,
+               generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """Eq. 17 and the prior's CE; t (antithetic) and eps drawn from the run's own generator."""
+        d, device = self.cfg.diffusion, images.device
+        t = antithetic_timesteps(len(labels), d.train_t_max or d.timesteps, generator, device)
+        eps = torch.randn(len(labels), self.num_classes, generator=generator).to(device)
+        return model(images, labels, t, eps, joint=self.epochs().is_joint(epoch))
+
+    def example_inputs(self, image_size: int, num_classes: int) -> tuple[tuple, dict]:
+        (images, labels), _ = super().example_inputs(image_size, num_classes)
+        return (images, labels, torch.zeros(2, dtype=torch.long), torch.zeros(2, num_classes)), {"joint": True}
+
+    @torch.no_grad()
+    def predictions(self, model: nn.Module, images: torch.Tensor, *, generator: torch.Generator,
+                    levels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        return model.sample(images, generator=generator, levels=levels)
+
+    def prediction_levels(self, model: nn.Module, batches: Iterable[dict], device: torch.device,
+                          reduce_sum: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor | None:
+        if self.cfg.noise.test_levels == "soft_counts":  # pass 1 of 2 over the evaluated images
+            return model.soft_count_levels(batches, device, reduce_sum)
+        return None

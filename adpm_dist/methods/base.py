@@ -1,0 +1,93 @@
+"""The one interface between the training loop and a method (``method=`` in the config).
+
+The engine (adpm_dist/runtime/engine.py) never tests a method's name: it asks the method object
+for everything that differs between ADPM and a baseline. A method is one subclass of ``Method``
+registered under its name (adpm_dist/methods/__init__.py); docs/baselines.md shows how to add one.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from ..config import Config
+
+
+@dataclass(frozen=True)
+class EpochPlan:
+    """``warmup`` epochs that neither validate nor train the whole model (ADPM's prior-only warm-up),
+    then joint epochs up to ``total``; validation every ``val_every`` joint epochs and at the last."""
+    warmup: int
+    total: int
+
+    def is_joint(self, epoch: int) -> bool:
+        return epoch >= self.warmup
+
+    def validates(self, epoch: int, val_every: int) -> bool:
+        return self.is_joint(epoch) and ((epoch - self.warmup + 1) % val_every == 0 or epoch == self.total - 1)
+
+
+class Method:
+    """What the loop needs from a method. Subclasses set ``name`` and ``title`` and build a model."""
+
+    name: ClassVar[str]
+    title: ClassVar[str]                    # what its predictions are called in tables and reports
+    has_diffusion: ClassVar[bool] = False   # predictions come from a reverse chain, with a prior beside them
+    class_balanced: ClassVar[bool] = False  # the training stream draws classes equally often
+    counts_buffer: ClassVar[str] = "class_counts"  # the buffer a checkpoint stores the class statistics in
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.num_classes = 0  # set by build()
+
+    @classmethod
+    def check(cls, cfg: Config) -> list[tuple[str, str]]:
+        """Method-specific config problems as (key, reason) pairs; the config validator reports them."""
+        if cfg.train.freeze_prior:
+            return [("train.freeze_prior", f"true freezes ADPM's prior after its warm-up: it needs method=adpm "
+                     f"(got {cls.name!r})")]
+        return []
+
+    def epochs(self) -> EpochPlan:
+        return EpochPlan(0, self.cfg.train.epochs)
+
+    def phase(self, epoch: int) -> str:
+        return self.name
+
+    def build(self, class_counts: list[int]) -> nn.Module:
+        """The model for a training set with these per-class counts (what the loop wraps and trains)."""
+        self.num_classes = len(class_counts)
+        return self.make_model(class_counts)
+
+    def make_model(self, class_counts: list[int]) -> nn.Module:
+        raise NotImplementedError
+
+    def start_epoch(self, model: nn.Module, epoch: int) -> None:
+        """Called on the unwrapped model before every epoch (e.g. LDAM-DRW's deferred re-weighting)."""
+
+    def joint_starts(self, epoch: int) -> bool:
+        """True at the epoch whose parameter group "denoiser" starts training (its Adam state restarts)."""
+        return False
+
+    def losses(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, epoch: int,
+               generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """The training losses of one batch; ``"loss"`` is the one to back-propagate."""
+        return model(images, labels)
+
+    def example_inputs(self, image_size: int, num_classes: int) -> tuple[tuple, dict]:
+        """(args, kwargs) of one forward that touches every parameter (ZeRO-3 hooks are set up on it)."""
+        return (torch.zeros(2, 3, image_size, image_size), torch.zeros(2, dtype=torch.long)), {}
+
+    @torch.no_grad()
+    def predictions(self, model: nn.Module, images: torch.Tensor, *, generator: torch.Generator,
+                    levels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scores, prior probabilities) of a batch: argmax(scores) is the prediction."""
+        return model.sample(images, generator=generator)
+
+    def prediction_levels(self, model: nn.Module, batches: Iterable[dict], device: torch.device,
+                          reduce_sum: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor | None:
+        """Anything the evaluation set itself decides before prediction (ADPM: soft-count lambda_j)."""
+        return None

@@ -1,0 +1,66 @@
+"""Predicting a whole part on every rank, exactly once per image, and scoring it.
+
+Each rank samples its own batches (the streaming planner gives it disjoint images); the records are
+gathered and de-duplicated by key, so the metrics cover every image of the part exactly once,
+whatever the world size. Pure scoring lives in adpm_dist/evaluate.py.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..evaluate import classification_metrics, readout_nll
+from ..methods import Method
+from .tracking import progress
+
+
+@torch.no_grad()
+def predict(method: Method, model, batches, accelerator, seed: int, desc: str = "sampling") -> dict:
+    """{keys, labels, scores, prior}: every image once, gathered from all ranks, sorted by key."""
+    from accelerate.utils import gather_object
+
+    model.eval()
+    levels = method.prediction_levels(model, batches, accelerator.device, lambda n: accelerator.reduce(n, "sum"))
+    records = []
+    for i, batch in enumerate(progress(batches, acc=accelerator, desc=desc, leave=False)):
+        images = batch["image"].to(accelerator.device)
+        gen = torch.Generator().manual_seed(seed * 100_003 + accelerator.process_index * 1009 + i)
+        with accelerator.autocast():
+            scores, prior = method.predictions(model, images, generator=gen, levels=levels)
+        for key, label, s, m in zip(batch["key"], batch["label"].tolist(), scores.float().cpu(), prior.float().cpu()):
+            records.append((key, label, s.numpy(), m.numpy()))
+    records = gather_object(records) if accelerator.num_processes > 1 else records
+    unique = {r[0]: r for r in records}
+    keys = sorted(unique)
+    empty = np.zeros((0, model.num_classes))
+    return {
+        "keys": keys,
+        "labels": np.array([unique[k][1] for k in keys], dtype=np.int64),
+        "scores": np.stack([unique[k][2] for k in keys]) if keys else empty,
+        "prior": np.stack([unique[k][3] for k in keys]) if keys else empty,
+    }
+
+
+def score(pred: dict, class_names: list[str], *, present_only: bool = False) -> dict:
+    """The method's metrics (argmax of its scores), the prior alone's under "prior", and the read-out NLL."""
+    metrics = classification_metrics(pred["labels"], pred["scores"].argmax(1), class_names, present_only=present_only)
+    metrics["prior"] = classification_metrics(pred["labels"], pred["prior"].argmax(1), class_names,
+                                              present_only=present_only)
+    metrics["nll"] = readout_nll(pred["scores"], pred["labels"])
+    return metrics
+
+
+def write_predictions(path: Path, pred: dict, class_names: list[str]) -> None:
+    """predictions.csv: key, label, the method's and the prior's prediction and probabilities."""
+    probs = torch.softmax(torch.as_tensor(pred["scores"]), dim=1).numpy()  # DiffMIC's read-out of y0
+    header = ["key", "label", "prediction", "prior_prediction"] + [f"p_{c}" for c in class_names]
+    header += [f"prior_p_{c}" for c in class_names]  # the prior's softmax: its AUC/calibration in report.md
+    lines = [",".join(header)]
+    for k, label, s, prior, p in zip(pred["keys"], pred["labels"], pred["scores"], pred["prior"], probs):
+        row = [k, class_names[label], class_names[int(s.argmax())], class_names[int(prior.argmax())]]
+        lines.append(",".join(row + [f"{v:.6f}" for v in p] + [f"{v:.6f}" for v in prior]))
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(path)

@@ -1,0 +1,74 @@
+"""Which checkpoint a run keeps (``train.select``): pure functions over the validation history.
+
+Rules (docs/baselines.md, "Model selection"):
+- ``best`` (default): the highest validation macro-F1; an exact tie goes to the lower validation NLL
+  of the method's read-out probabilities (softmax of its scores: ADPM's denoised y0 as DiffMIC reads
+  it out, a classifier's logits). With tiny long-tailed validation data macro-F1 moves in steps of
+  one image and saturates, so ties are common; the NLL is continuous and still rewards confidence
+  on the validated classes. Before this rule a tie kept the earliest epoch, whatever came after.
+- ``last``: the last epoch, what most long-tail papers report; validation is only watched.
+- ``refit``: choose the epoch count with ``best`` on validation, then train again on the training
+  and validation data together for that many epochs and keep the last epoch (for small datasets,
+  where every image held out is an image the model never sees).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+RULES = ("best", "last", "refit")
+SATURATION_EPOCHS = 3  # the best score reached at more than this many validations: selection is a coin toss
+
+
+@dataclass(frozen=True)
+class Validation:
+    """One validated epoch (1-based ``epoch``)."""
+    epoch: int
+    macro_f1: float
+    nll: float
+
+
+def is_better(new: Validation, best: Validation | None) -> bool:
+    """``best`` rule: higher macro-F1; on an exact tie, lower NLL (NaN NLL never wins a tie)."""
+    if best is None:
+        return True
+    if new.macro_f1 != best.macro_f1:
+        return new.macro_f1 > best.macro_f1
+    return not math.isnan(new.nll) and (math.isnan(best.nll) or new.nll < best.nll)
+
+
+def keeps(rule: str, new: Validation, best: Validation | None) -> bool:
+    """Whether a run under ``rule`` replaces its kept checkpoint with this validation's weights."""
+    return True if rule == "last" else is_better(new, best)
+
+
+def tied_epochs(history: list[Validation], score: float) -> list[int]:
+    """Every validated epoch whose macro-F1 equals ``score``."""
+    return [v.epoch for v in history if v.macro_f1 == score]
+
+
+def selection_record(rule: str, kept: Validation, history: list[Validation]) -> dict:
+    """What metrics.json records under ``selection``."""
+    best_score = max(v.macro_f1 for v in history)
+    return {
+        "rule": rule,
+        "epoch": kept.epoch,
+        "val_metric": "macro_f1",
+        "val_macro_f1": kept.macro_f1,
+        "val_nll": kept.nll,
+        "tie_break": "val_nll" if rule != "last" else None,
+        "tied_epochs": tied_epochs(history, best_score),
+        "history": [asdict(v) for v in history],
+    }
+
+
+def saturation_warning(history: list[Validation]) -> str | None:
+    """A warning when validation cannot tell epochs apart: its best is 1.0, or reached too often."""
+    if not history:
+        return None
+    best_score = max(v.macro_f1 for v in history)
+    tied = tied_epochs(history, best_score)
+    if best_score >= 1.0 or len(tied) > SATURATION_EPOCHS:
+        return (f"validation saturates: macro-F1 {best_score:.4f} at epochs {tied}; the kept epoch is decided by "
+                "the tie-break, not by macro-F1 (more validation data, or train.select=last|refit)")
+    return None
