@@ -16,7 +16,9 @@
      imagefolder        torchvision.datasets.ImageFolder (PIL loader) + DataLoader(shuffle=True)
      imagefolder+draft  the same with a loader using PIL's JPEG draft mode (decode at 1/2 scale if >= 224)
      webdataset         webdataset.WebDataset(shards).decode("pil") + same transform, batched in workers
-     stream             adpm_dist.data.stream.train_batches (what training uses)
+     stream             adpm_dist.data.stream.train_batches (what training uses), local shards
+     stream-http        the same shards served by `python -m http.server --bind 127.0.0.1`
+     stream-s3          the same shards published to moto's S3 server on 127.0.0.1 (s3fs reads them)
    plus single-process references: tar walk alone and decode alone (PIL, decode_jpeg, draft).
    `--transform v2` runs everything with the same steps written as torchvision v2 ops (the
    transform as it was before issue 3) for a before/after comparison.
@@ -26,13 +28,17 @@ with the command and the load average (other processes share the cores: read the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import gc
 import io
 import os
 import resource
 import shlex
+import signal
+import socket
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -126,9 +132,78 @@ def v2_transform(size: int):
                        v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
 
-def run_stream(shards: Path, workers: int, tf, epoch: int) -> int:
+def run_stream(shards: Path | str, workers: int, tf, epoch: int) -> int:
+    """One epoch from `shards`: a local directory or a URL (the manifest is loaded in the timing, as
+    training loads it once per run)."""
     loader = train_batches(load_manifest(shards), "train", BATCH, tf, epoch=epoch, seed=0, num_workers=workers)
     return sum(len(b["label"]) for b in loader)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _serve(args: list[str], port: int) -> subprocess.Popen:
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    for _ in range(400):
+        with contextlib.suppress(OSError):
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return proc
+        time.sleep(0.05)
+    _stop(proc)
+    raise RuntimeError(f"{args}: not listening on 127.0.0.1:{port}")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+
+@contextlib.contextmanager
+def loopback_servers(workdir: Path, http: bool, s3: bool):
+    """{"http": base URL of workdir, "s3": "s3://bench"}: an HTTP server and a moto S3 server, both on
+    127.0.0.1 only, stopped (process group, bounded wait) on exit."""
+    procs, urls = [], {}
+    try:
+        if http:
+            port = _free_port()
+            procs.append(_serve([sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "--directory",
+                                 str(workdir), str(port)], port))
+            urls["http"] = f"http://127.0.0.1:{port}"
+        if s3:
+            port = _free_port()
+            procs.append(_serve([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], port))
+            os.environ.update(AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}", AWS_ACCESS_KEY_ID="bench",
+                              AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1")
+            import s3fs
+
+            s3fs.S3FileSystem.clear_instance_cache()
+            s3fs.S3FileSystem().mkdir("bench")
+            urls["s3"] = "s3://bench"
+        yield urls
+    finally:
+        for proc in procs:
+            _stop(proc)
+
+
+def shard_sources(shards: Path, urls: dict[str, str]) -> dict[str, Path | str]:
+    """Where each stream pipeline reads `shards` from (publishing them to S3 first)."""
+    sources: dict[str, Path | str] = {"stream": shards}
+    if "http" in urls:
+        sources["stream-http"] = f"{urls['http']}/{shards.name}"
+    if "s3" in urls:
+        from adpm_dist.data.publish import publish
+
+        sources["stream-s3"] = f"{urls['s3']}/{shards.name}"
+        publish(shards, sources["stream-s3"], log=lambda *_: None)
+    return sources
 
 
 def run_webdataset(shards: Path, workers: int, tf) -> int:
@@ -187,13 +262,45 @@ def timed(fn) -> tuple[float, float]:
     return n / (time.perf_counter() - t0), n / max(_cpu_seconds() - c0, 1e-9)
 
 
+def measure_set(args, name: str, size: tuple[int, int], tf, urls: dict[str, str]) -> list[list[str]]:
+    """Table rows for one image set: every pipeline x worker count, interleaved, then the references."""
+    rows = []
+    images = make_images(args.workdir / f"images_{name}_{args.images}", args.images, size)
+    shards = make_shards(images, args.workdir / f"shards_{name}_{args.images}")
+    sources = shard_sources(shards, urls)
+    stored = Image.open(io.BytesIO(next(iter(read_samples(load_manifest(shards).parts["train"][0])))["jpg"])).size
+    results: dict[tuple[str, int], list[float]] = {}
+    for r in range(args.repeats):
+        for workers in args.workers:
+            for pipe in args.pipelines:
+                fn = {"imagefolder": lambda: run_imagefolder(images, workers, tf),
+                      "imagefolder+draft": lambda: run_imagefolder(images, workers, tf, draft_loader),
+                      "webdataset": lambda: run_webdataset(shards, workers, tf),
+                      **{src: (lambda loc=loc: run_stream(loc, workers, tf, epoch=r))
+                         for src, loc in sources.items()}}[pipe]
+                results.setdefault((pipe, workers), []).append(timed(fn))
+    walk = max(timed(lambda: tar_walk(shards))[1] for _ in range(args.repeats))
+    decodes = [decode_rates(shards, images) for _ in range(args.repeats)]
+    where = [name, f"{stored[0]}x{stored[1]}"]
+    for (pipe, workers), vals in results.items():
+        wall, cpu = max(v[0] for v in vals), max(v[1] for v in vals)
+        base = results.get(("imagefolder", workers))
+        ratio = (f"{wall / max(v[0] for v in base):.2f}", f"{cpu / max(v[1] for v in base):.2f}") if base else ("-", "-")
+        rows.append(where + [pipe, str(workers), f"{wall:.0f}", f"{statistics.median(v[0] for v in vals):.0f}",
+                             f"{cpu:.0f}", *ratio])
+    rows.append(where + ["tar walk only (no decode)", "0", "", "", f"{walk:.0f}", "", ""])
+    for case in decodes[0]:
+        rows.append(where + [case, "0", "", "", f"{max(d[case] for d in decodes):.0f}", "", ""])
+    return rows
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--images", type=int, default=1000, help="images per set")
     ap.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--pipelines", nargs="+", default=["imagefolder", "imagefolder+draft", "webdataset", "stream"],
-                    choices=["imagefolder", "imagefolder+draft", "webdataset", "stream"])
+                    choices=["imagefolder", "imagefolder+draft", "webdataset", "stream", "stream-http", "stream-s3"])
     ap.add_argument("--transform", choices=["fast", "v2"], default="fast",
                     help="fast: adpm_dist's build_transform; v2: the same steps as torchvision v2 ops (before)")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/adpm_data_bench"))
@@ -205,32 +312,10 @@ def main(argv=None) -> int:
     tf = build_transform(224, train=True) if args.transform == "fast" else v2_transform(224)
     rows = []
     load_before = os.getloadavg()
-    for name, size in sets.items():
-        images = make_images(args.workdir / f"images_{name}_{args.images}", args.images, size)
-        shards = make_shards(images, args.workdir / f"shards_{name}_{args.images}")
-        stored = Image.open(io.BytesIO(next(iter(read_samples(load_manifest(shards).parts["train"][0])))["jpg"])).size
-        results: dict[tuple[str, int], list[float]] = {}
-        for r in range(args.repeats):
-            for workers in args.workers:
-                for pipe in args.pipelines:
-                    fn = {"imagefolder": lambda: run_imagefolder(images, workers, tf),
-                          "imagefolder+draft": lambda: run_imagefolder(images, workers, tf, draft_loader),
-                          "webdataset": lambda: run_webdataset(shards, workers, tf),
-                          "stream": lambda: run_stream(shards, workers, tf, epoch=r)}[pipe]
-                    results.setdefault((pipe, workers), []).append(timed(fn))
-        walk = max(timed(lambda: tar_walk(shards))[1] for _ in range(args.repeats))
-        decodes = [decode_rates(shards, images) for _ in range(args.repeats)]
-        where = [name, f"{stored[0]}x{stored[1]}"]
-        for (pipe, workers), vals in results.items():
-            wall, cpu = max(v[0] for v in vals), max(v[1] for v in vals)
-            base = results.get(("imagefolder", workers))
-            ratio = (f"{wall / max(v[0] for v in base):.2f}", f"{cpu / max(v[1] for v in base):.2f}") if base else ("-", "-")
-            rows.append(where + [pipe, str(workers), f"{wall:.0f}", f"{statistics.median(v[0] for v in vals):.0f}",
-                                 f"{cpu:.0f}", *ratio])
-        rows.append(where + ["tar walk only (no decode)", "0", "", "", f"{walk:.0f}", "", ""])
-        for case in decodes[0]:
-            rows.append(where + [case, "0", "", "", f"{max(d[case] for d in decodes):.0f}", "", ""])
-
+    servers = loopback_servers(args.workdir, "stream-http" in args.pipelines, "stream-s3" in args.pipelines)
+    with servers as urls:
+        for name, size in sets.items():
+            rows += measure_set(args, name, size, tf, urls)
     load_after = os.getloadavg()
     header = ["images", "stream stores", "pipeline", "workers", "img/s wall best", "img/s wall median",
               "img per CPU-s best", "x ImageFolder (wall)", "x ImageFolder (CPU)"]
