@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from process_group import end_session, run_session, session_of, start_session
+from process_group import end_session, run_session, session_of, session_processes, start_session
 
 from adpm_dist.config import load_config
 
@@ -73,6 +73,55 @@ def run_search(cmd: list[str], env: dict, timeout: float) -> subprocess.Complete
         left = end_session(proc, grace=10)
     assert not left, f"processes left behind by the search: {left}"  # ray.shutdown() stopped its cluster
     return subprocess.CompletedProcess(cmd, proc.returncode, out, "")
+
+
+# Starts the local cluster exactly as tune/search_noise.py does, with a worker per CPU up, then waits for a line.
+LOCAL_CLUSTER = """
+import os, sys
+from adpm_dist.tune.search import ClusterOptions, Resources, connect
+connect(ClusterOptions(temp_dir=sys.argv[1]), Resources(cpus_per_trial=1), n_trials=2)
+import ray
+@ray.remote
+def pid():
+    return os.getpid()
+print(sorted(set(ray.get([pid.remote() for _ in range(4)]))), "ready", flush=True)
+sys.stdin.readline()
+ray.shutdown()
+"""
+
+
+def test_local_cluster_listens_on_loopback_only(tmp_path, ray_tmp):
+    """Every socket a process of the search's local cluster listens on is bound to a loopback address."""
+    from adpm_dist.tune.search import is_loopback, listening_sockets
+
+    env = ray_env(tmp_path) | {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"}  # the search must override a stray 1
+    proc = start_session([sys.executable, "-c", LOCAL_CLUSTER, str(ray_tmp)], cwd=ROOT, env=env, text=True,
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        lines = []
+        deadline = time.monotonic() + 180
+        while not (lines and lines[-1].rstrip().endswith("ready")):
+            assert time.monotonic() < deadline and proc.poll() is None, "".join(lines)[-3000:]
+            lines.append(proc.stdout.readline())
+        sockets = listening_sockets(session_processes(proc.pid))
+        proc.stdin.write("stop\n")
+        proc.stdin.flush()
+        proc.wait(timeout=60)
+    finally:
+        left = end_session(proc, grace=10)
+    names = {name for _, name, _, _ in sockets}
+    assert {"gcs_server", "raylet"} <= names, sockets  # the check saw the cluster, not nothing
+    assert len(sockets) >= 5, sockets
+    exposed = [s for s in sockets if not is_loopback(s[2])]
+    assert not exposed, f"listening beyond loopback: {exposed}"
+    assert not left, f"processes left behind: {left}"
+
+
+def test_loopback_addresses():
+    from adpm_dist.tune.search import is_loopback
+
+    assert all(is_loopback(a) for a in ("127.0.0.1", "127.0.1.1", "::1", "::ffff:127.0.0.1"))
+    assert not any(is_loopback(a) for a in ("0.0.0.0", "::", "192.0.2.2", "::ffff:10.0.0.1", "fe80::1%eth0"))
 
 
 def read_rows(path: Path) -> list[dict]:

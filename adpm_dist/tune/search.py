@@ -1,15 +1,19 @@
 """Run a planned search on Ray Tune: connect (or start a loopback cluster), run the trials, consolidate.
 
-Local clusters bind to 127.0.0.1 only (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, STACK_FACTS 3) and may
-over-declare logical CPUs so that `max_concurrent` trials fit on a small machine. With an address
+Local clusters bind to 127.0.0.1 only (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0: with 1, gcs_server, raylet,
+the agents and the workers listen on every interface) and may over-declare logical CPUs so that
+`max_concurrent` trials fit on a small machine. After start-up every listening socket of the new
+cluster's processes is checked: one on another address stops the search before any trial runs. With an address
 (``--address auto``, ``ray://...``) or inside ``ray job submit`` (RAY_ADDRESS is set) the search joins
 that cluster instead; its resources are the cluster's business then.
 """
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import os
+import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -88,9 +92,14 @@ def connect(cluster: ClusterOptions, resources: Resources, n_trials: int) -> boo
 
         ray.init(address=address, log_to_driver=False)
         return False
-    # Loopback only: without this Ray advertises and binds the machine's external address (STACK_FACTS 3).
-    # It is read when ray is imported, so set it first; the cluster's processes inherit it.
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    # Loopback only: with this variable unset or 1, Ray binds and advertises every interface (measured with
+    # Ray 2.60: gcs_server and raylet on ::, agents on the external address). Forced, not defaulted: a
+    # value left in the environment must not open the cluster. Read when ray is imported, so set first;
+    # the cluster's processes inherit it.
+    if "ray" in sys.modules and os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") != "0":
+        raise RuntimeError("ray was imported before the search could set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0; "
+                           "a local cluster started now would listen on every interface")
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     import ray
 
     per_trial = resources.cpus_per_running_trial
@@ -99,7 +108,47 @@ def connect(cluster: ClusterOptions, resources: Resources, n_trials: int) -> boo
     num_cpus = cluster.num_cpus or max(machine, math.ceil(min(concurrent, n_trials) * per_trial))
     ray.init(num_cpus=num_cpus, include_dashboard=cluster.dashboard, dashboard_host="127.0.0.1",
              dashboard_port=cluster.dashboard_port, _temp_dir=cluster.temp_dir, log_to_driver=False)
+    exposed = exposed_listeners(cluster_processes())
+    if exposed:
+        ray.shutdown()
+        raise RuntimeError(f"the local Ray cluster listens beyond loopback: {exposed}; stopped it")
     return True
+
+
+def cluster_processes() -> list[int]:
+    """The processes of a cluster this driver started: gcs_server, raylet, agents and workers descend from it."""
+    import psutil
+
+    return [p.pid for p in psutil.Process().children(recursive=True)]
+
+
+def listening_sockets(pids: list[int]) -> list[tuple[int, str, str, int]]:
+    """(pid, process name, address, port) of every listening TCP socket and bound UDP socket of `pids`."""
+    import psutil
+
+    found = []
+    for pid in pids:
+        try:
+            proc = psutil.Process(pid)
+            name = proc.name()
+            for c in proc.net_connections(kind="inet"):
+                if c.status == psutil.CONN_LISTEN or (c.type == socket.SOCK_DGRAM and c.laddr and not c.raddr):
+                    found.append((pid, name, c.laddr.ip, c.laddr.port))
+        except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+            continue  # ended meanwhile (a worker that exited) or not ours to inspect
+    return found
+
+
+def is_loopback(address: str) -> bool:
+    """127.0.0.0/8, ::1, and IPv4-mapped 127.x (::ffff:127.0.0.1, how dual-stack sockets report it)."""
+    ip = ipaddress.ip_address(address.split("%")[0])
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return (mapped or ip).is_loopback
+
+
+def exposed_listeners(pids: list[int]) -> list[str]:
+    """'name pid address:port' of every socket of `pids` that listens beyond loopback (0.0.0.0 and :: included)."""
+    return [f"{name} {pid} {ip}:{port}" for pid, name, ip, port in listening_sockets(pids) if not is_loopback(ip)]
 
 
 def run_search(search: Search, resources: Resources, cluster: ClusterOptions,
