@@ -209,6 +209,18 @@ def test_prepare_out_s3(tmp_path, s3_env):
     assert load_manifest("s3://bucket/prepared").index == load_manifest(tmp_path / "local").index
 
 
+def test_search_takes_shard_urls(tmp_path, s3_env):
+    """tune's --shards: a URL is checked like a directory and handed to the trials unchanged."""
+    from adpm_dist.tune.shards import resolve_shards
+
+    folds = tmp_path / "folds"
+    prepare_dataset("digits_lt", folds, image_size=8, folds=2, n_max=20, imbalance_ratio=2, val_per_class=0,
+                    samples_per_shard=20, progress=False)
+    publish(folds, "s3://bucket/folds", log=lambda *_: None)
+    assert resolve_shards("digits_lt", "s3://bucket/folds", tmp_path / "search", None) == ("s3://bucket/folds", 2)
+    assert resolve_shards("digits_lt", f"file://{folds}", tmp_path / "search", None) == (folds, 2)
+
+
 def test_publish_refuses_http(shards, http_url):
     with pytest.raises(ValueError, match="document root"):
         publish(shards, http_url + "/copy")
