@@ -285,13 +285,13 @@ def read_bytes(location: Location) -> bytes:
         return f.read()
 
 
-def exists(location: Location) -> bool:
-    if isinstance(location, Path):
-        return location.is_file()
-    if location.protocol == "pipe":
-        return True  # unknowable without running the command; its exit status is checked on reading
-    fs, path = filesystem(location)
-    return fs.exists(path)
+def _http_head_ok(fs, url: str) -> bool:
+    """fsspec's info() asks with HEAD (its exists() would start a GET of the whole shard)."""
+    try:
+        fs.info(url)
+        return True
+    except FileNotFoundError:
+        return False
 
 
 def missing(locations: Iterable[Location]) -> list[Location]:
@@ -309,7 +309,7 @@ def missing(locations: Iterable[Location]) -> list[Location]:
     fs, _ = filesystem(remote[0])
     if remote[0].protocol in ("http", "https"):
         with ThreadPoolExecutor(16) as pool:
-            present = list(pool.map(lambda p: fs.exists(filesystem(p)[1]), remote))
+            present = list(pool.map(lambda p: _http_head_ok(fs, filesystem(p)[1]), remote))
         return absent + [p for p, ok in zip(remote, present) if not ok]
     listed: dict[str, set[str]] = {}
     for p in remote:
