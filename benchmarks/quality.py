@@ -12,11 +12,16 @@
    (each with OMP_NUM_THREADS = CPUs / N unless set). Overrides: config < the method's (METHODS in
    benchmarks/tables.py; with --baseline-epochs N the classifier methods also
    train.epochs=N; default: the config's epochs for every method) < the key=value arguments,
-   which go to every run. Times and defaults: docs/baselines.md.
-3. Table: per dataset and method, mean +- sample std over the seeds of macro-F1, balanced accuracy
-   and the mean F1 of the head / medium / tail thirds of the classes by training count; written
-   between the quality markers of --results (benchmarks/RESULTS.md) with the date and this
-   command, and every run as a row of --csv.
+   which go to every run. Each run gets its resolved config as a file (launch.yaml in its
+   directory), so paths reach it verbatim. Times and defaults: docs/baselines.md.
+   Fold-only shards (no `test` part: PAD-UFES-20, SCIN, Hyper-Kvasir): every (method, seed) runs
+   once per outer fold k into .../seed<seed>_fold<k>, trained and checkpoint-selected on the other
+   folds and scored once on fold k (the Tune search's outer loop; methods here have no grid).
+3. Table: per dataset and method, mean +- sample std over the seeds (x outer folds) of macro-F1,
+   balanced accuracy and the mean F1 of the head / medium / tail thirds of the classes by training
+   count; written between the quality markers of --results (benchmarks/RESULTS.md) with the date
+   and this command, and every run as a row of --csv. OUT/protocol.json lists every figure with
+   the parts it was selected on and evaluated on (docs/baselines.md).
 """
 from __future__ import annotations
 
@@ -40,12 +45,14 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.tables import (DIFFUSION_ENTRIES, METHODS, METRICS, dataset_table,  # noqa: E402
                                          frequency_groups, groups_line, mean_std, replace_section, run_scores)
-from adpm_dist.config import ConfigError, from_dict, load_config  # noqa: E402
+from adpm_dist.config import ConfigError, from_dict, load_config, save_config, set_key  # noqa: E402
 from adpm_dist.data.digits_lt import DEFAULT_VAL_PER_CLASS  # noqa: E402
 from adpm_dist.data.manifest import load_manifest  # noqa: E402
 from adpm_dist.data.plan import plan_data  # noqa: E402
+from adpm_dist.tune.protocol import entry, mean_entry, write_protocol  # noqa: E402
 
 TIMING_FILE = "bench_seconds.json"
+LAUNCH_CONFIG = "launch.yaml"  # the run's resolved config, what launch/train.py gets
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -94,19 +101,48 @@ def datasets(args, out: Path) -> dict[str, Path]:
     return found
 
 
-def run_overrides(args, entries: dict, method: str, shards: Path, run_dir: Path, seed: int) -> list[str]:
+def outer_folds(shards: Path) -> list[str | None]:
+    """[None] (one run on the config's data.eval_part) unless the shards are fold-only: then every fold."""
+    parts = list(load_manifest(shards).parts)
+    folds = sorted((p for p in parts if p.startswith("fold") and p[4:].isdigit()), key=lambda p: int(p[4:]))
+    return folds if "test" not in parts and len(folds) >= 2 else [None]
+
+
+def run_name(seed: int, fold: str | None) -> str:
+    return f"seed{seed}" if fold is None else f"seed{seed}_{fold}"
+
+
+def run_overrides(args, entries: dict, method: str) -> list[str]:
+    """The text overrides of a run: the method's, the baseline epochs, then the command's (they win)."""
     epochs = [] if method in DIFFUSION_ENTRIES or not args.baseline_epochs else [f"train.epochs={args.baseline_epochs}"]
-    return [f"data.shards={shards}", f"run.output_dir={run_dir}", f"run.seed={seed}", "train.resume=auto",
-            *entries[method][0], *epochs, *args.overrides]
+    return [*entries[method][0], *epochs, *args.overrides]
 
 
-def launch(args, overrides: list[str], run_dir: Path) -> tuple[int, float]:
+def run_settings(shards: Path, run_dir: Path, seed: int, fold: str | None) -> dict:
+    """What the runner sets itself, as typed values (a path never goes through YAML text)."""
+    settings = {"data.shards": str(shards), "run.output_dir": str(run_dir), "run.seed": seed, "train.resume": "auto"}
+    if fold is not None:  # outer fold: score fold k, train (and carve the validation data) on the others
+        settings |= {"data.eval_part": fold, "data.train_parts": []}
+    return settings
+
+
+def write_launch_config(args, overrides: list[str], settings: dict, run_dir: Path) -> Path:
+    """The run's resolved config (config < overrides < settings) as a file for launch/train.py."""
+    cfg = load_config(args.config, overrides)
+    for key, value in settings.items():
+        set_key(cfg, key, value)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / LAUNCH_CONFIG
+    save_config(cfg, path)
+    return path
+
+
+def launch(args, config: Path, run_dir: Path) -> tuple[int, float]:
     """launch/train.py in a subprocess, its output in run_dir/train.log; (exit code, seconds)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.jobs)))
-    config = str(Path(args.config).resolve())  # relative to the caller's directory; the run starts in ROOT
-    cmd = [sys.executable, str(ROOT / "launch" / "train.py"), "--config", config, *overrides]
+    cmd = [sys.executable, str(ROOT / "launch" / "train.py"), "--config", str(config)]
     start = time.perf_counter()
     with open(run_dir / "train.log", "w") as log:
         rc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
@@ -125,20 +161,22 @@ def run_all(args, data: dict[str, Path], out: Path, entries: dict = METHODS, sho
     """Every missing run of ``args.methods`` (names in ``entries``: name -> (overrides, label)), with
     one progress line each showing metrics.json's ``show``; returns the failed run directories."""
     todo, done, failed = [], 0, []
-    configs = [(name, m, s) for name in data for m in args.methods for s in args.seeds]
-    for name, method, seed in configs:
-        run_dir = out / "runs" / name / method / f"seed{seed}"
+    configs = [(name, m, s, k) for name in data for k in outer_folds(data[name]) for m in args.methods
+               for s in args.seeds]
+    for name, method, seed, fold in configs:
+        run_dir = out / "runs" / name / method / run_name(seed, fold)
         if (run_dir / "metrics.json").is_file():
             done += 1
         else:
-            todo.append((name, method, seed, run_dir))
+            config = write_launch_config(args, run_overrides(args, entries, method),
+                                         run_settings(data[name], run_dir, seed, fold), run_dir)
+            todo.append((name, method, seed, fold, run_dir, config))
     total, start, spent = len(configs), time.perf_counter(), []
     print(f"{total} runs: {done} already done, {len(todo)} to go ({args.jobs} at a time)", flush=True)
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        futures = {pool.submit(launch, args, run_overrides(args, entries, m, data[n], d, s), d): (n, m, s, d)
-                   for n, m, s, d in todo}
+        futures = {pool.submit(launch, args, c, d): (n, m, s, k, d) for n, m, s, k, d, c in todo}
         for future in as_completed(futures):
-            name, method, seed, run_dir = futures[future]
+            name, method, seed, fold, run_dir = futures[future]
             rc, seconds = future.result()
             done, elapsed = done + 1, time.perf_counter() - start
             spent.append(seconds)
@@ -149,7 +187,8 @@ def run_all(args, data: dict[str, Path], out: Path, entries: dict = METHODS, sho
             else:
                 failed.append(str(run_dir))
                 result = f"FAILED (exit {rc}) after {seconds:.0f} s, log: {run_dir / 'train.log'}"
-            print(f"[{done}/{total}] {name} {method} seed {seed}: {result} | elapsed {clock(elapsed)}, "
+            where = f"seed {seed}" if fold is None else f"seed {seed} {fold}"
+            print(f"[{done}/{total}] {name} {method} {where}: {result} | elapsed {clock(elapsed)}, "
                   f"~{clock(left)} left", flush=True)
     return failed
 
@@ -168,7 +207,8 @@ def collect(args, data: dict[str, Path], out: Path) -> tuple[list[dict], dict[st
     """One row per finished run, and per dataset the head/medium/tail line."""
     rows, group_lines = [], {}
     for name, shards in data.items():
-        finished = [(m, s, out / "runs" / name / m / f"seed{s}") for m in args.methods for s in args.seeds]
+        finished = [(m, s, out / "runs" / name / m / run_name(s, k)) for k in outer_folds(shards)
+                    for m in args.methods for s in args.seeds]
         finished = [(m, s, d) for m, s, d in finished if (d / "metrics.json").is_file()]
         if not finished:
             continue
@@ -182,20 +222,45 @@ def collect(args, data: dict[str, Path], out: Path) -> tuple[list[dict], dict[st
             rows.append({"dataset": name, "method": method, "seed": seed, **run_scores(metrics, names, groups),
                          "accuracy": metrics["accuracy"], "val_macro_f1": metrics["val_macro_f1"],
                          "best_epoch": metrics["best_epoch"], "seconds": seconds,
-                         "run_dir": str(run_dir.relative_to(out))})  # relative to --out: portable
+                         "run_dir": str(run_dir.relative_to(out)),  # relative to --out: portable
+                         "eval_part": metrics.get("eval_part", "")})
     return rows, group_lines
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fields = ["dataset", "method", "seed", *METRICS, "accuracy", "val_macro_f1", "best_epoch", "seconds", "run_dir"]
+    fields = ["dataset", "method", "seed", *METRICS, "accuracy", "val_macro_f1", "best_epoch", "seconds", "run_dir",
+              "eval_part"]
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields, lineterminator="\n")
         w.writeheader()
         w.writerows(rows)
 
 
-def markdown(args, argv: list[str], rows: list[dict], group_lines: dict[str, str], failed: list[str]) -> str:
+def run_parts(shards: Path, run_dir: Path) -> tuple[list[str], list[str], str]:
+    """(trained on, checkpoint selected on, evaluated on) of a finished run, from its config and the manifest."""
+    cfg = from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    plan = plan_data(load_manifest(shards), cfg)
+    return plan.train_parts, [plan.val_part] if plan.val_part else plan.train_parts, plan.eval_part
+
+
+def protocol_entries(rows: list[dict], data: dict[str, Path], out: Path) -> list[dict]:
+    """protocol.json: every run of the CSV, and every table cell as the mean of its runs."""
+    entries, cells = [], {}
+    for r in rows:
+        train, selected, evaluated = run_parts(data[r["dataset"]], out / r["run_dir"])
+        e = entry(f"run {r['run_dir']}", selected, [evaluated], train, r["macro_f1"])
+        entries.append(e)
+        cells.setdefault((r["dataset"], r["method"]), []).append(e)
+    for (name, method), runs in cells.items():
+        values = [e["value"] for e in runs]
+        entries.append(mean_entry(f"RESULTS.md {name} `{method}`: mean ± std over {len(runs)} run(s)", runs,
+                                  float(np.mean(values))))
+    return entries
+
+
+def markdown(args, argv: list[str], rows: list[dict], group_lines: dict[str, str], failed: list[str],
+             fold_only: bool = False) -> str:
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     epochs = (f"train.epochs={args.baseline_epochs}" if args.baseline_epochs else "the config's train.epochs")
     lines = [
@@ -209,6 +274,10 @@ def markdown(args, argv: list[str], rows: list[dict], group_lines: dict[str, str
         f"{' '.join(map(str, args.seeds))}. Head / medium / tail: thirds of the classes by training count "
         "(class (count) below); their F1 is the mean per-class F1 of the group.",
     ]
+    if fold_only:
+        lines += ["", "Fold-only shards (no `test` part): every method ran once per outer fold k and seed, trained "
+                      "and checkpoint-selected on the other folds, scored once on fold k; mean ± std over outer folds "
+                      "x seeds. protocol.json (next to the runs) lists each run's parts."]
     for name, line in group_lines.items():
         lines += ["", f"### {name}", "", line, "", dataset_table([r for r in rows if r["dataset"] == name],
                                                                   args.methods)]
@@ -241,7 +310,7 @@ def plot(rows: list[dict], methods: list[str], path: Path) -> None:
         ax.plot(tail_mean, y, "o", color="tab:orange", ms=4)
         ax.axvline(np.nanmax(f1_mean), color="black", lw=0.6, ls=":")
         low = np.nanmin([*f1_mean, *tail_mean])
-        ax.set(title=name, xlabel="macro-F1 (bar) / tail F1 (dot), test part", xlim=(max(0.0, low - 0.05), 1.0))
+        ax.set(title=name, xlabel="macro-F1 (bar) / tail F1 (dot), evaluation part", xlim=(max(0.0, low - 0.05), 1.0))
     axes[0][0].set_yticks(list(y), methods, fontsize=8)
     axes[0][0].invert_yaxis()
     fig.suptitle("Quality benchmark: diffusion entries (purple) vs long-tail baselines (grey); "
@@ -265,9 +334,11 @@ def main(argv: list[str] | None = None) -> int:
     failed = run_all(args, data, out)
     rows, group_lines = collect(args, data, out)
     write_csv(Path(args.csv), rows)
+    write_protocol(out, protocol_entries(rows, data, out))
     results = Path(args.results)
     text = results.read_text() if results.is_file() else "# Benchmark results\n"
-    block = markdown(args, argv, rows, group_lines, failed)
+    fold_only = any(outer_folds(shards) != [None] for shards in data.values())
+    block = markdown(args, argv, rows, group_lines, failed, fold_only)
     results.write_text(replace_section(text, block))
     print(block)
     print(f"wrote {results} ({len(rows)} runs) and {args.csv}")

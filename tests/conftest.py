@@ -20,3 +20,24 @@ def digits_shards(tmp_path_factory) -> Path:
     run_session([sys.executable, "-m", "adpm_dist.data.prepare", "--dataset", "digits_lt", "--out", str(out)],
                 check=True, capture_output=True, cwd=ROOT, timeout=600)
     return out
+
+
+@pytest.fixture(scope="session")
+def fold_only_shards(tmp_path_factory) -> Path:
+    """Fold-only shards as PAD-UFES-20, SCIN and Hyper-Kvasir come (fold0..fold2; no `test`, no `val`),
+    prepared from a small image folder: classes head / mid / tail of 24 / 15 / 9 images, 32 px."""
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("image_folder")
+    rng = np.random.default_rng(0)
+    for level, (name, n) in enumerate((("head", 24), ("mid", 15), ("tail", 9))):
+        (root / name).mkdir()
+        for i in range(n):  # class-dependent brightness: learnable, so runs do not all score 0
+            pixels = np.clip(rng.normal(60 + 70 * level, 30, (32, 32, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{name}_{i:02d}.png")
+    out = tmp_path_factory.mktemp("fold_only")
+    run_session([sys.executable, "-m", "adpm_dist.data.prepare", "--dataset", "imagefolder", "--root", str(root),
+                 "--out", str(out), "--folds", "3", "--image-size", "32", "--quiet"],
+                check=True, capture_output=True, cwd=ROOT, timeout=300)
+    return out
