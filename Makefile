@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 DEMO    ?= runs/digits_lt_demo
 SHARDS  ?= data/digits_lt
-# Keep Ray on loopback and accelerate away from any user default_config.yaml (STACK_FACTS 1, 3).
+# Keep Ray on loopback and accelerate away from any user default_config.yaml (docs/distributed.md, docs/tune.md).
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 export HF_HOME := $(CURDIR)/.cache/hf
 

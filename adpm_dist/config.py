@@ -32,7 +32,7 @@ class DataConfig:
     val_max_share: float = 0.2              # a class gives at most this share of its samples to the carve-out
     val_min_train: int = 2                  # ... and always keeps this many for training (rare classes: no validation)
     image_size: int = 224
-    hflip: bool = True                      # ADPM_SPEC 2.1 augmentations
+    hflip: bool = True                      # docs/algorithm.md, "Inputs and augmentation"
     vflip: bool = False
     rotation: float = 30.0
     num_workers: int = 0
@@ -47,8 +47,8 @@ class ModelConfig:
     encoder_level: int = -1
     pretrained: str = ""                    # local checkpoint for the prior backbone ("" = random init)
     encoder_pretrained: str = ""            # local checkpoint for the denoiser's encoder
-    hidden_dim: int = 6144                  # DiffMIC/ADPM width of the denoiser (ADPM_SPEC 2.3)
-    token_dim: int = 512                    # width of the cross-attention tokens (ADPM_SPEC 3.4)
+    hidden_dim: int = 6144                  # DiffMIC/ADPM width of the denoiser (docs/algorithm.md, "Denoiser")
+    token_dim: int = 512                    # width of the cross-attention tokens (docs/algorithm.md, "Denoiser")
     heads: int = 8
     feature_product: bool = True            # keep DiffMIC's element-wise product with pooled features
     reverse_prior: bool = True              # cross-attention over image tokens (paper "reverse prior")
@@ -57,7 +57,7 @@ class ModelConfig:
     local_level: int = -1
     local_pretrained: str = ""              # local checkpoint for the local backbone ("" = random init)
     crop_size: int = 32                     # DCG local crops in pixels (paper: 32 of 224; digits-LT: 8 of 32)
-    num_crops: int = 6                      # DCG top-k saliency windows (ADPM_SPEC 2.2)
+    num_crops: int = 6                      # DCG top-k saliency windows (docs/algorithm.md, "Prior network (DCG)")
     crop_channels: Literal["channel0", "rgb"] = "channel0"  # channel0 (DiffMIC quirk) or rgb
     prior_loss: Literal["ce", "balanced_softmax"] = "ce"                  # the prior's training loss: ce (DCG, the paper) or balanced_softmax
     prior_mean: Literal["eval", "train_batch"] = "eval"                # where a joint step's chain means mu come from: eval (a 2nd prior pass,
@@ -84,7 +84,7 @@ class DiffusionConfig:
     test_timesteps: int = 250
     sampler: Literal["truncated", "respaced", "ddim"] = "truncated"  # docs/algorithm.md, "Sampling"
     mmd_weight: float = 0.5                 # eq. 17
-    samples: int = 1                        # samples per image; > 1: CARD majority vote (ADPM_SPEC 1.5)
+    samples: int = 1                        # samples per image; > 1: CARD majority vote (docs/algorithm.md, "Read-out")
     respace_start: int = 0                  # respaced/ddim span positions 0..N-1, N = this or T (0); 250 = DiffMIC start
     prediction: Literal["eps", "y0"] = "eps"                 # what the denoiser outputs: eps (CARD/DiffMIC/paper) or y0 (mu + residual)
     train_t_max: int = 0                    # train on t < this only (0 = all T); 250 = the truncated sampler's range
@@ -109,12 +109,12 @@ class TrainConfig:
     epochs: int = 1000
     prior_warmup_epochs: int = 15
     freeze_prior: bool = False              # stop training the prior after its warm-up (CARD's frozen f_phi);
-                                            # DiffMIC and the paper train it jointly (ADPM_SPEC 2.2)
+                                            # DiffMIC and the paper train it jointly (docs/algorithm.md)
     batch_size: int = 32
     eval_batch_size: int = 256              # sampling batch: only the MLP runs per step, so go wide
-    lr: float = 1e-3                        # denoiser (ADPM_SPEC 2.4)
+    lr: float = 1e-3                        # denoiser (docs/algorithm.md, "Training loop")
     warmup_epochs: int = 40                 # linear LR warm-up, then half-cycle cosine
-    prior_lr: float = 2e-4                  # DCG Adam (amsgrad) lr (ADPM_SPEC 2.2)
+    prior_lr: float = 2e-4                  # DCG Adam (amsgrad) lr (docs/algorithm.md, "Prior network (DCG)")
     grad_clip: float = 1.0
     val_every: int = 10                     # epochs between validations (data.val_part)
     select: Literal["best", "last", "refit"] = "best"  # which epoch is kept (runtime/selection.py): best val

@@ -1,4 +1,4 @@
-"""Lever sweep: which settings ADPM_SPEC leaves open move ADPM, judged on validation only (issue 8).
+"""Lever sweep: which settings the paper leaves open move ADPM, judged on validation only (issue 8).
 
     python benchmarks/levers.py [--irs 50 100] [--seeds 0 1] [--levers adpm alpha_one ...]
         [--sampling as_trained ddim_10 ...] [--jobs 2] [--out runs/quality] [--no-run] [key=value ...]

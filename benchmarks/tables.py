@@ -38,7 +38,7 @@ METHODS: dict[str, tuple[list[str], str]] = {
     "ldam_drw": (["method=ldam_drw"], "LDAM-DRW"),
     "resample": (["method=resample"], "class-balanced resampling"),
 }
-# The lever sweep (benchmarks/levers.py, issue 8 part 3): ADPM with one setting ADPM_SPEC leaves open
+# The lever sweep (benchmarks/levers.py, issue 8 part 3): ADPM with one setting the paper leaves open
 # changed, judged on validation data only. "adpm" and "isotropic" are the quality runs themselves.
 MU_ONLY = ["model.reverse_prior=false", "model.feature_product=false"]
 LEVERS: dict[str, tuple[list[str], str]] = {
@@ -48,11 +48,11 @@ LEVERS: dict[str, tuple[list[str], str]] = {
     "alpha_one": (["method=adpm", "noise.alpha=1"], "alpha = 1 (eq. 14; paper grid)"),
     "beta_1": (["method=adpm", "noise.beta=1"], "beta = 1 (eq. 14; paper grid 1..10)"),
     "beta_10": (["method=adpm", "noise.beta=10"], "beta = 10 (eq. 14; paper grid 1..10)"),
-    "formula_b": (["method=adpm", "noise.formula=B"], "eq. 14 as formula B (SPEC 3.2: c = 1, raw counts)"),
-    "formula_power": (["method=adpm", "noise.formula=power"], "lambda_j = (n_max/n_j)^alpha (SPEC 3.2: c = 0)"),
-    "variance": (["method=adpm", "noise.apply=variance"], "lambda scales the variance, not the std (SPEC 4.1)"),
+    "formula_b": (["method=adpm", "noise.formula=B"], "eq. 14 as formula B (c = 1, raw counts)"),
+    "formula_power": (["method=adpm", "noise.formula=power"], "lambda_j = (n_max/n_j)^alpha (c = 0)"),
+    "variance": (["method=adpm", "noise.apply=variance"], "lambda scales the variance, not the std (eq. 5)"),
     "eps": (["method=adpm", "diffusion.prediction=eps"], "the paper's eps prediction instead of y0"),
-    "no_warmup": (["method=adpm", "train.prior_warmup_epochs=0"], "no prior warm-up (SPEC 2.2: 15 epochs)"),
+    "no_warmup": (["method=adpm", "train.prior_warmup_epochs=0"], "no prior warm-up (paper: 15 epochs)"),
     "warmup_5": (["method=adpm", "train.prior_warmup_epochs=5"], "5 prior warm-up epochs"),
     "warmup_30": (["method=adpm", "train.prior_warmup_epochs=30"], "30 prior warm-up epochs"),
     "ema": (["method=adpm", "train.ema_decay=0.99", "train.eval_ema=true"], "select and sample EMA(0.99) weights"),
@@ -78,11 +78,11 @@ LEVERS: dict[str, tuple[list[str], str]] = {
 # Sampling-side levers: the selected checkpoint of an "adpm" run sampled again on validation.
 SAMPLING_LEVERS: dict[str, tuple[list[str], str]] = {
     "as_trained": ([], "the run's own sampling (truncated 250, one sample): reproduces its validation score"),
-    "ddim_10": (["diffusion.sampler=ddim", "diffusion.test_timesteps=10"], "DDIM, 10 steps (SPEC 3.8)"),
-    "respaced_250": (["diffusion.sampler=respaced"], "respaced 250-step chain over all T (SPEC 3.8)"),
-    "vote_10": (["diffusion.samples=10"], "CARD majority vote over 10 samples (SPEC 1.5)"),
-    "argmax_rule": (["noise.test_rule=argmax"], "test lambda of the prior's argmax class (SPEC 3.6)"),
-    "soft_counts": (["noise.test_levels=soft_counts"], "lambda_j re-estimated from soft counts (SPEC 3.6)"),
+    "ddim_10": (["diffusion.sampler=ddim", "diffusion.test_timesteps=10"], "DDIM, 10 steps"),
+    "respaced_250": (["diffusion.sampler=respaced"], "respaced 250-step chain over all T"),
+    "vote_10": (["diffusion.samples=10"], "CARD majority vote over 10 samples"),
+    "argmax_rule": (["noise.test_rule=argmax"], "test lambda of the prior's argmax class (eq. 18)"),
+    "soft_counts": (["noise.test_levels=soft_counts"], "lambda_j re-estimated from soft counts (eq. 18)"),
 }
 # These keep the config's epochs (prior warm-up + joint); the classifier baselines get --baseline-epochs.
 DIFFUSION_ENTRIES = tuple(name for name, (overrides, _) in METHODS.items()

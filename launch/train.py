@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         if acc.is_main_process:
             write_report_or_warn(cfg.run.output_dir, acc.print)
     finally:
-        acc.end_training()  # without it ~50% of multi-process runs abort at exit (STACK_FACTS 1)
+        acc.end_training()  # without it ~50% of multi-process runs abort at exit (docs/distributed.md)
     return 0
 
 

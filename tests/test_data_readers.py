@@ -1,4 +1,4 @@
-"""Readers of the official layouts (DESIGN.md 3), each on a fixture tree built here in that layout:
+"""Readers of the official layouts (docs/data.md, "Expected layouts"), each on a fixture tree built here in that layout:
 same file names, same CSV columns, a few tiny images per class. Checks labels, groups, parts,
 rejections and that no group ever spans two parts."""
 

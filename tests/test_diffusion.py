@@ -10,7 +10,7 @@ def sched():
 
 
 def test_schedule_values_match_spec(sched):
-    # ADPM_SPEC 0: abar_249 = 0.524, abar_59 = 0.960, abar_999 = 4.0e-5
+    # docs/algorithm.md, "Schedule and notation": abar_249 = 0.524, abar_59 = 0.960, abar_999 = 4.0e-5
     assert sched.abar[249].item() == pytest.approx(0.524, abs=1e-3)
     assert sched.abar[59].item() == pytest.approx(0.960, abs=1e-3)
     assert sched.abar[999].item() == pytest.approx(4.0e-5, rel=0.05)
@@ -25,7 +25,7 @@ def test_posterior_coefficients_sum_to_one(sched):
 @pytest.mark.parametrize("i", [1, 10, 249, 998])
 @pytest.mark.parametrize("lam", [1.0, 1.5])
 def test_posterior_matches_gaussian_conditioning(sched, i, lam):
-    """Bayes on the centred variable yc = y - mu (ADPM_SPEC 1.1): closed form vs scheduler.posterior."""
+    """Bayes on the centred variable yc = y - mu (eq. 5, docs/algorithm.md): closed form vs scheduler.posterior."""
     torch.manual_seed(0)
     mu, y0, y_t = torch.rand(4, 3).double(), torch.rand(4, 3).double(), torch.randn(4, 3).double()
     abar_prev, alpha = sched.abar[i - 1], sched.abar[i] / sched.abar[i - 1]
@@ -52,7 +52,7 @@ def test_forward_moments_per_class_match_closed_form(sched):
 
 
 def test_unit_lambda_is_card(sched):
-    """alpha = 0 gives lambda = 1: exactly CARD's q_sample for the same eps (ADPM_SPEC 1.1)."""
+    """alpha = 0 gives lambda = 1: exactly CARD's q_sample for the same eps (eq. 5)."""
     y0, mu, eps = torch.eye(4), torch.full((4, 4), 0.25), torch.randn(4, 4)
     t = torch.tensor([0, 100, 500, 999])
     sab, sdev = sched.sab[t].float().unsqueeze(1), sched.sdev[t].float().unsqueeze(1)

@@ -1,4 +1,4 @@
-"""prepare -> accelerate launch launch/train.py -> metrics.json, on the tiny config (DESIGN.md 4 contract)."""
+"""prepare -> accelerate launch launch/train.py -> metrics.json, on the tiny config (what README.md, "Train" promises)."""
 from __future__ import annotations
 
 import csv

@@ -32,7 +32,7 @@ def test_diffusion_loss_weights_the_prior_chains():
 
 
 def test_mmd_equals_diffmic_compute_mmd_written_out():
-    """DiffMIC's compute_mmd: k(a, b) = exp(-(1/D) mean_d (a_d - b_d)^2), biased V-statistic (ADPM_SPEC 2.4)."""
+    """DiffMIC's compute_mmd: k(a, b) = exp(-(1/D) mean_d (a_d - b_d)^2), biased V-statistic (eq. 17)."""
     g = torch.Generator().manual_seed(2)
     a, b = torch.randn(5, 3, generator=g), torch.randn(7, 3, generator=g) + 0.5
 

@@ -1,4 +1,4 @@
-"""The model: DCG prior (ADPM_SPEC 2.2), denoiser + forward/reverse priors (3.3, 3.4), ablation switches."""
+"""The model: DCG prior, denoiser + forward/reverse priors (docs/algorithm.md), ablation switches."""
 from __future__ import annotations
 
 import math
@@ -260,7 +260,7 @@ def test_freeze_prior_needs_adpm_and_a_trained_prior(overrides):
 
 
 def test_diffusion_loss_does_not_reach_the_prior():
-    """DCG outputs enter the diffusion loss under no_grad (ADPM_SPEC 2.2 last point, 3.7 step 1)."""
+    """DCG outputs enter the diffusion loss under no_grad (docs/algorithm.md, "Training loop")."""
     model = tiny_model()
     images, labels, t, eps = batch()
     model(images, labels, t, eps)["diffusion"].backward()

@@ -10,7 +10,7 @@ PAD_COUNTS = [845, 730, 244, 235, 192, 52]  # BCC, ACK, NEV, SEK, SCC, MEL
 
 def test_formula_a_matches_spec_values_for_pad_ufes():
     levels = class_noise_levels(PAD_COUNTS, alpha=1 / 6, beta=5, formula="A")
-    expected = [1.000, 1.021, 1.192, 1.198, 1.234, 1.493]  # ADPM_SPEC 3.2
+    expected = [1.000, 1.021, 1.192, 1.198, 1.234, 1.493]  # docs/algorithm.md, "Noise levels (eq. 14)"
     assert levels.tolist() == pytest.approx(expected, abs=1e-3)
 
 
@@ -62,7 +62,7 @@ def test_noise_std_on_std_or_variance():
 
 
 def test_soft_counts_re_estimate_levels():
-    """ADPM_SPEC 3.6: n_hat_j = sum_x p_j(x), then eq. 14; formula A depends only on count ratios."""
+    """Eq. 18 with soft counts: n_hat_j = sum_x p_j(x), then eq. 14; formula A depends only on count ratios."""
     probs = torch.tensor([[0.8, 0.2, 0.0], [0.6, 0.3, 0.1], [0.6, 0.1, 0.3]])
     n_hat = soft_counts(probs)
     assert n_hat.tolist() == pytest.approx([2.0, 0.6, 0.4])

@@ -1,4 +1,4 @@
-"""Samplers of ADPM_SPEC 3.8 (truncated, respaced, DDIM) and the vote read-out (1.5), against closed forms."""
+"""Samplers (truncated, respaced, DDIM) and the vote read-out of docs/algorithm.md, against closed forms."""
 from __future__ import annotations
 
 import pytest
@@ -53,7 +53,7 @@ def test_respaced_schedule_is_the_sub_sequence(sched):
     sub = sched.respaced(10)
     tau = respaced_timesteps(1000, 10)
     assert torch.equal(sub.abar, sched.abar[tau]) and torch.equal(sub.timestep_ids, tau)
-    # beta'_k = 1 - abar'_k / abar'_{k-1}; posterior coefficients still sum to one (ADPM_SPEC 1.2)
+    # beta'_k = 1 - abar'_k / abar'_{k-1}; posterior coefficients still sum to one (eq. 6)
     beta = 1 - sub.abar[1:] / sub.abar[:-1]
     assert torch.allclose(sub.posterior_var[1:], (1 - sub.abar[:-1]) * beta / (1 - sub.abar[1:]))
     assert torch.allclose(sub.g0 + sub.g1 + sub.g2, torch.ones(10, dtype=torch.float64))
@@ -83,7 +83,7 @@ def test_ddim_is_deterministic_given_its_start(sched):
 
 
 def test_ddim_step_is_textbook_ddim_on_the_centred_variable(sched):
-    """yc = y - mu: yc_{k-1} = sqrt(abar'_{k-1}) yc0_hat + lambda sqrt(1 - abar'_{k-1}) eps_hat (ADPM_SPEC 1.1)."""
+    """yc = y - mu: yc_{k-1} = sqrt(abar'_{k-1}) yc0_hat + lambda sqrt(1 - abar'_{k-1}) eps_hat (docs/algorithm.md)."""
     mu, _, lam = inputs()
     eps_fn = random_eps_fn(5)
     sub = sched.respaced(6)
@@ -105,7 +105,7 @@ def test_perfect_denoiser_recovers_y0(sched, sampler, steps):
 
 
 def test_unit_lambda_is_the_isotropic_card_chain(sched):
-    """lambda = 1 reproduces CARD/DiffMIC's p_sample loop (ADPM_SPEC 1.3) written out here."""
+    """lambda = 1 reproduces CARD/DiffMIC's p_sample loop (docs/algorithm.md, "Sampling") written out here."""
     mu, _, _ = inputs()
     eps_fn = random_eps_fn(9)
     steps, seed = 40, 11

@@ -37,7 +37,7 @@ simple. Batches carry `key`; callers gather, de-duplicate and compare the count 
 
 Accelerate: do not prepare() these loaders expecting anything. They are not torch DataLoaders, so
 `Accelerator.prepare(loader)` hands them back unchanged (tested); in particular it cannot apply its
-IterableDataset default of dispatching rank 0's batches to everybody (STACK_FACTS 5).
+IterableDataset default of dispatching rank 0's batches to everybody (docs/data.md, "2. Streaming").
 """
 
 from __future__ import annotations

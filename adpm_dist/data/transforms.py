@@ -1,4 +1,4 @@
-"""Image transforms, following DiffMIC's (ADPM_SPEC.md section 2.1).
+"""Image transforms, following DiffMIC's (docs/algorithm.md, "Inputs and augmentation").
 
 train: centre square crop -> resize -> random h-flip [-> random v-flip] -> random rotation in
        [-rotation, rotation] deg (bilinear, black fill) -> float in [0, 1] -> ImageNet normalisation

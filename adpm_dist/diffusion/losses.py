@@ -1,4 +1,4 @@
-"""Losses of eq. 17 (ADPM_SPEC 3.5): noise-prediction MSE on the fused chain + RBF-MMD on the prior chains."""
+"""Losses of eq. 17 (docs/algorithm.md): noise-prediction MSE on the fused chain + RBF-MMD on the prior chains."""
 from __future__ import annotations
 
 import torch
@@ -6,13 +6,13 @@ import torch.nn.functional as F
 
 
 def rbf_kernel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """DiffMIC's Gaussian kernel k(a, b) = exp(-||a - b||^2 / D^2) for rows of (n, D) and (m, D) (ADPM_SPEC 2.4)."""
+    """DiffMIC's Gaussian kernel k(a, b) = exp(-||a - b||^2 / D^2) for rows of (n, D) and (m, D) (eq. 17)."""
     d = a.shape[1]
     return torch.exp(-torch.cdist(a, b).pow(2) / d**2)
 
 
 def rbf_mmd(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Biased (V-statistic, diagonal included) MMD^2 between two samples (ADPM_SPEC 2.4)."""
+    """Biased (V-statistic, diagonal included) MMD^2 between two samples (eq. 17)."""
     return rbf_kernel(a, a).mean() + rbf_kernel(b, b).mean() - 2 * rbf_kernel(a, b).mean()
 
 

@@ -1,8 +1,8 @@
-"""Imbalance-sensitive noise levels lambda_j: pure functions (ADPM_SPEC 3.2 and 3.6).
+"""Imbalance-sensitive noise levels lambda_j: pure functions (eq. 14 and 18, docs/algorithm.md).
 
-lambda_j scales the noise standard deviation of class j's forward process (eq. 5, ADPM_SPEC 3.1):
+lambda_j scales the noise standard deviation of class j's forward process (eq. 5, docs/algorithm.md):
 rarer classes diffuse faster, so the denoiser must learn wider basins for them. With
-``noise.apply = variance`` (ADPM_SPEC 4.1 alternative) lambda_j scales the variance instead, i.e.
+``noise.apply = variance`` (the alternative of eq. 5 in docs/algorithm.md) lambda_j scales the variance instead, i.e.
 the standard deviation by sqrt(lambda_j): ``noise_std`` is the one place that choice is made.
 """
 from __future__ import annotations
@@ -43,7 +43,7 @@ def class_noise_levels(counts: Sequence[float], *, alpha: float, beta: float, fo
       B:     (beta n_j^-alpha + 1) / (beta n_max^-alpha + 1)           c = 1
       power: (n_max/n_j)^alpha                                         c = 0 (beta cancels)
     All give 1 for the head class, 1 everywhere when alpha = 0, and lie in [1, IR^alpha].
-    n_floor raises tiny classes first (ADPM_SPEC 3.2: Hyper-Kvasir's undifferentiable tail).
+    n_floor raises tiny classes first (docs/algorithm.md, "Noise levels (eq. 14)": Hyper-Kvasir's tail).
     """
     if formula not in FORMULAS:
         raise ValueError(f"noise.formula: {formula!r} is not one of {', '.join(FORMULAS)}")
@@ -62,7 +62,7 @@ def class_noise_levels(counts: Sequence[float], *, alpha: float, beta: float, fo
 
 
 def estimated_noise_level(probs: torch.Tensor, levels: torch.Tensor, rule: str = "expected") -> torch.Tensor:
-    """lambda_hat(x) for an unlabelled image from the prior's class probabilities (eq. 18, ADPM_SPEC 3.6).
+    """lambda_hat(x) for an unlabelled image from the prior's class probabilities (eq. 18, docs/algorithm.md).
 
     expected: sum_j p_j lambda_j (in [1, max lambda]);  argmax: lambda of the prior's predicted class.
     Returns shape (B, 1) so it broadcasts over the K label dimensions.
@@ -78,7 +78,7 @@ def estimated_noise_level(probs: torch.Tensor, levels: torch.Tensor, rule: str =
 
 
 def noise_std(lam: torch.Tensor, apply: str = "std") -> torch.Tensor:
-    """The factor on the noise standard deviation for noise level lambda (ADPM_SPEC 3.1, 4.1).
+    """The factor on the noise standard deviation for noise level lambda (docs/algorithm.md, "Forward process (eq. 5)").
 
     std: lambda itself (recommended); variance: sqrt(lambda), so the variance is lambda (1 - abar).
     Test-time levels (eq. 18) are estimated on lambda first and converted here afterwards.
@@ -91,7 +91,7 @@ def noise_std(lam: torch.Tensor, apply: str = "std") -> torch.Tensor:
 
 
 def soft_counts(probs: torch.Tensor) -> torch.Tensor:
-    """n_hat_j = sum_x p_j(x): expected class counts of unlabelled images (ADPM_SPEC 3.6 alternative).
+    """n_hat_j = sum_x p_j(x): expected class counts of unlabelled images (alternative of eq. 18).
 
     Fed to ``class_noise_levels`` in place of the training counts it re-estimates lambda_j on the
     evaluated images themselves; formula A only uses the ratios n_max / n_j, so the (smaller) test

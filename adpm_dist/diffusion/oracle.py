@@ -1,6 +1,6 @@
 """The Bayes-optimal denoiser of the anisotropic forward process: ADPM's sampler with a perfect network.
 
-For one image whose label posterior pi (over the K classes) is known, eq. 5 (ADPM_SPEC 3.1) makes
+For one image whose label posterior pi (over the K classes) is known, eq. 5 (docs/algorithm.md) makes
 y_t a mixture: class j with probability pi_j, then y_t ~ N(m_j, (lambda_j sdev_t)^2 I) with
 m_j = sab_t e_j + (1 - sab_t) mu. The MSE-optimal y0 prediction is the mixture's posterior mean
 E[y0 | y_t] = sum_j w_j e_j = w, with
@@ -34,7 +34,7 @@ def oracle_start(y_t: torch.Tensor, mu: torch.Tensor, posterior: torch.Tensor, s
 def oracle_sample(scheduler: ADPMScheduler, posterior: torch.Tensor, mu: torch.Tensor, stds: torch.Tensor, *,
                   sampler: str = "truncated", steps: int = 250, test_rule: str = "expected",
                   generator: torch.Generator | None = None, respace_start: int = 0) -> torch.Tensor:
-    """y0 from ADPM's sampler (ADPM_SPEC 3.8) driven by ``oracle_start``, as ``ADPM.sample`` drives its
+    """y0 from ADPM's sampler (docs/algorithm.md, "Sampling") driven by ``oracle_start``, as ``ADPM.sample`` drives its
     y0 network: lambda_hat from ``mu`` (eq. 18), the start mu + lambda_hat z, every step eps-converted.
     ``scheduler`` is the full T-step one: the oracle reads it at the network's time index."""
     lam_hat = estimated_noise_level(mu, stds, test_rule)

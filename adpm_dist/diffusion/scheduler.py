@@ -1,12 +1,12 @@
 """The anisotropic label diffusion: schedule, forward process, posterior and samplers.
 
 A scheduler object in the diffusers sense: no nn.Module, no training code. It holds the schedule
-(alpha-bar sequence) and implements the math of ADPM_SPEC 1 and 3; the denoiser reaches it only
+(alpha-bar sequence) and implements the math of docs/algorithm.md; the denoiser reaches it only
 through an ``eps_fn(y_t, t)`` closure, so image features are computed once per image outside the
-sampling loop (ADPM_SPEC 3.8).
+sampling loop (docs/algorithm.md, "Sampling").
 
-Notation (ADPM_SPEC 0): index i = 0..T-1 (paper step t = i+1); abar_i = prod_{s<=i} (1 - beta_s);
-sab = sqrt(abar); sdev = sqrt(1 - abar); mu = the prior network's class probabilities.
+Notation (docs/algorithm.md, "Schedule and notation"): index i = 0..T-1 (paper step t = i+1);
+abar_i = prod_{s<=i} (1 - beta_s); sab = sqrt(abar); sdev = sqrt(1 - abar); mu = the prior network's class probabilities.
 """
 from __future__ import annotations
 
@@ -20,19 +20,19 @@ EpsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def linear_betas(timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
-    """beta_i = linspace(beta_start, beta_end, T) (CARD/DiffMIC, ADPM_SPEC 0), float64."""
+    """beta_i = linspace(beta_start, beta_end, T) (CARD/DiffMIC, the paper's schedule), float64."""
     return torch.linspace(beta_start, beta_end, timesteps, dtype=torch.float64)
 
 
 def antithetic_timesteps(n: int, timesteps: int, generator: torch.Generator | None = None,
                          device: torch.device | str = "cpu") -> torch.Tensor:
-    """t and T-1-t in pairs, as CARD draws them (ADPM_SPEC 1.6): lower-variance loss estimates."""
+    """t and T-1-t in pairs, as CARD draws them (docs/algorithm.md, "Training loop"): lower-variance loss estimates."""
     t = torch.randint(0, timesteps, (n // 2 + 1,), generator=generator)
     return torch.cat([t, timesteps - 1 - t])[:n].to(device)
 
 
 class ADPMScheduler:
-    """Schedule + anisotropic forward process (eq. 5) + posterior (ADPM_SPEC 3.1) + reverse step (eq. 6).
+    """Schedule + anisotropic forward process (eq. 5) + posterior + reverse step (eq. 6).
 
     Built from a cumulative-product sequence ``abar`` and the network time index of each position
     (``timestep_ids``), so a respaced sub-schedule is the same object with fewer positions.
@@ -47,8 +47,8 @@ class ADPMScheduler:
         self.sab = abar.sqrt()
         self.sdev = (1 - abar).sqrt()
         self.timestep_ids = (torch.arange(len(abar)) if timestep_ids is None else timestep_ids.long())
-        # Posterior q(y_{i-1} | y_i, y0, x) coefficients (ADPM_SPEC 1.2): lambda leaves g0..g2 unchanged
-        # and scales only the variance (ADPM_SPEC 3.1).
+        # Posterior q(y_{i-1} | y_i, y0, x) coefficients: lambda leaves g0..g2 unchanged
+        # and scales only the variance (docs/algorithm.md, "Posterior and reverse step (eq. 6)").
         sab_prev = abar_prev.sqrt()
         self.g0 = betas * sab_prev / (1 - abar)
         self.g1 = (1 - abar_prev) * alphas.sqrt() / (1 - abar)
@@ -71,13 +71,13 @@ class ADPMScheduler:
 
     def add_noise(self, y0: torch.Tensor, mu: torch.Tensor, eps: torch.Tensor, i: torch.Tensor | int,
                   lam: torch.Tensor | float = 1.0) -> torch.Tensor:
-        """Eq. 5 (ADPM_SPEC 3.1): y_i = sab_i y0 + (1 - sab_i) mu + lambda sdev_i eps.  lambda = 1 is CARD."""
+        """Eq. 5: y_i = sab_i y0 + (1 - sab_i) mu + lambda sdev_i eps.  lambda = 1 is CARD."""
         sab = self._at(self.sab, i, y0)
         return sab * y0 + (1 - sab) * mu + lam * self._at(self.sdev, i, y0) * eps
 
     def predict_start(self, y_t: torch.Tensor, mu: torch.Tensor, eps_hat: torch.Tensor, i: torch.Tensor | int,
                       lam: torch.Tensor | float = 1.0) -> torch.Tensor:
-        """Invert eq. 5 for y0 given the predicted unit noise (ADPM_SPEC 3.1, no clipping)."""
+        """Invert eq. 5 for y0 given the predicted unit noise (no clipping), as eq. 6 does."""
         sab = self._at(self.sab, i, y_t)
         return (y_t - (1 - sab) * mu - lam * self._at(self.sdev, i, y_t) * eps_hat) / sab
 
@@ -90,7 +90,7 @@ class ADPMScheduler:
 
     def posterior(self, y0: torch.Tensor, y_t: torch.Tensor, mu: torch.Tensor, i: int,
                   lam: torch.Tensor | float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and variance of q(y_{i-1} | y_i, y0, x, lambda) (ADPM_SPEC 1.2 and 3.1)."""
+        """Mean and variance of q(y_{i-1} | y_i, y0, x, lambda) (eq. 6, docs/algorithm.md)."""
         mean = (self._at(self.g0, i, y0) * y0 + self._at(self.g1, i, y0) * y_t + self._at(self.g2, i, y0) * mu)
         var = lam ** 2 * self._at(self.posterior_var, i, y0)
         return mean, var
@@ -107,7 +107,7 @@ class ADPMScheduler:
 
     def _start(self, mu: torch.Tensor, lam: torch.Tensor | float, generator: torch.Generator | None,
                start_noise: torch.Tensor | None) -> torch.Tensor:
-        """y = mu + lambda z, z ~ N(0, I): the chain's starting point (ADPM_SPEC 1.3, 3.8)."""
+        """y = mu + lambda z, z ~ N(0, I): the chain's starting point (docs/algorithm.md, "Sampling")."""
         z = (torch.randn(mu.shape, generator=generator, device="cpu") if start_noise is None else start_noise)
         return mu + lam * z.to(mu.device, mu.dtype)
 
@@ -117,10 +117,10 @@ class ADPMScheduler:
 
     def sample(self, eps_fn: EpsFn, mu: torch.Tensor, lam: torch.Tensor | float, steps: int | None = None,
                generator: torch.Generator | None = None, start_noise: torch.Tensor | None = None) -> torch.Tensor:
-        """Ancestral sampling from position steps-1 down to 0; returns y0 (ADPM_SPEC 3.8).
+        """Ancestral sampling from position steps-1 down to 0; returns y0 (docs/algorithm.md, "Sampling").
 
         With the full T-step schedule and steps < T this is DiffMIC's truncated chain: it starts at
-        y = mu + lambda z (not the true marginal) and uses the T-step posterior (ADPM_SPEC 1.4).
+        y = mu + lambda z (not the true marginal) and uses the T-step posterior.
         On a respaced scheduler (``respaced``) with steps = len(self) it is the respaced chain.
         """
         steps = len(self) if steps is None else steps
@@ -134,7 +134,7 @@ class ADPMScheduler:
     def ddim_sample(self, eps_fn: EpsFn, mu: torch.Tensor, lam: torch.Tensor | float,
                     generator: torch.Generator | None = None, start_noise: torch.Tensor | None = None
                     ) -> torch.Tensor:
-        """Deterministic DDIM (eta = 0) over every position of this scheduler (ADPM_SPEC 1.1, 3.8).
+        """Deterministic DDIM (eta = 0) over every position of this scheduler (docs/algorithm.md, "Sampling").
 
         On the centred variable yc = y - mu the process is a standard DDPM with noise scale lambda:
         yc_i = sab_i yc_0 + lambda sdev_i eps. One step: y0_hat from eq. 5 inverted, then
@@ -149,7 +149,7 @@ class ADPMScheduler:
         return y
 
     def respaced(self, steps: int, start: int = 0) -> "ADPMScheduler":
-        """The S-position sub-schedule abar'_k = abar_{tau_k}, tau = respaced_timesteps (ADPM_SPEC 3.8).
+        """The S-position sub-schedule abar'_k = abar_{tau_k}, tau = respaced_timesteps (docs/algorithm.md, "Sampling").
 
         beta'_k = 1 - abar'_k / abar'_{k-1} follows in __init__; the network still sees tau_k.
         ``start`` > 0 spans positions 0..start-1 only (see ``respaced_timesteps``).
@@ -159,9 +159,9 @@ class ADPMScheduler:
 
 
 def respaced_timesteps(timesteps: int, steps: int, start: int = 0) -> torch.Tensor:
-    """tau_k = round(linspace(0, N-1, S)), k = 0..S-1, N = start or T (ADPM_SPEC 3.8); distinct as S <= N.
+    """tau_k = round(linspace(0, N-1, S)), k = 0..S-1, N = start or T (docs/algorithm.md, "Sampling"); distinct as S <= N.
 
-    N = T is the spec's respaced schedule (the chain starts at T-1, where the forward marginal is
+    N = T is the plain respaced schedule (the chain starts at T-1, where the forward marginal is
     ~N(mu, lambda^2) like the start mu + lambda z). N = 250 starts where DiffMIC's truncated chain
     starts: the same over-dispersed start, its 250 positions visited in S steps (``diffusion.respace_start``).
     """
@@ -209,7 +209,7 @@ def sample_labels(scheduler: ADPMScheduler, eps_fn: EpsFn, mu: torch.Tensor, lam
 
 
 def vote_readout(y0: torch.Tensor) -> torch.Tensor:
-    """CARD's majority vote over N samples (ADPM_SPEC 1.5): (N, B, K) samples -> (B, K) scores.
+    """CARD's majority vote over N samples (docs/algorithm.md, "Read-out"): (N, B, K) samples -> (B, K) scores.
 
     Each sample votes for argmax softmax(-(y0 - 1)^2), i.e. the class whose entry is closest to 1.
     Returned: log of the vote share (plus 1e-6 x the mean CARD probability, which only breaks ties),

@@ -50,7 +50,7 @@ class ADPM(nn.Module):
         return self.levels.numel()
 
     def prior_eval(self, images: torch.Tensor) -> PriorOutput:
-        """The eval-mode prior without gradient (ADPM_SPEC 3.7 step 1: DCG.eval(), no_grad)."""
+        """The eval-mode prior without gradient (docs/algorithm.md, "Training loop")."""
         was_training = self.prior.training
         self.prior.eval()
         with torch.no_grad():
@@ -68,7 +68,7 @@ class ADPM(nn.Module):
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor, t: torch.Tensor, eps: torch.Tensor,
                 joint: bool = True) -> dict[str, torch.Tensor]:
-        """One training step's losses (ADPM_SPEC 3.7): eq. 17 on the chains, then CE on the prior.
+        """One training step's losses (docs/algorithm.md, "Training loop"): eq. 17 on the chains, then CE on the prior.
 
         The two losses touch disjoint parameters (prior means are computed under no_grad), so one
         backward of their sum equals DiffMIC's two separate steps. ``joint=False`` is the prior warm-up.
@@ -82,7 +82,7 @@ class ADPM(nn.Module):
             prior_out = self.prior_eval(images) if prior_train is None else detached(prior_train)
             mus = self.chain_means(prior_out)
             y0 = F.one_hot(labels, self.num_classes).float()
-            lam = noise_std(self.levels[labels], self.noise.apply).unsqueeze(1)  # true-label lambda (SPEC 4.4)
+            lam = noise_std(self.levels[labels], self.noise.apply).unsqueeze(1)  # true-label lambda (eq. 16)
             n = len(mus)
             # eq. 16: every chain shares eps and lambda_y; they differ only in their prior mean.
             y_t = torch.cat([self.scheduler.add_noise(y0, mu, eps, t, lam) for mu in mus])
@@ -120,7 +120,7 @@ class ADPM(nn.Module):
     @torch.no_grad()
     def soft_count_levels(self, batches: Iterable[dict], device: torch.device | str,
                           reduce_sum: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
-        """lambda_j re-estimated on the evaluated images (ADPM_SPEC 3.6, ``noise.test_levels=soft_counts``).
+        """lambda_j re-estimated on the evaluated images (eq. 18, ``noise.test_levels=soft_counts``).
 
         Pass 1 of 2 over ``batches`` (prior only): n_hat_j = sum_x p_j(x), summed over ranks with
         ``reduce_sum`` (each rank sees disjoint images), then eq. 14. Pass 2 is ``sample(levels=...)``.
@@ -136,7 +136,7 @@ class ADPM(nn.Module):
     def sample(self, images: torch.Tensor, *, generator: torch.Generator | None = None,
                levels: torch.Tensor | None = None, cache_features: bool = True, test_rule: str | None = None,
                **overrides) -> tuple[torch.Tensor, torch.Tensor]:
-        """Denoised label vectors y0 and the prior's probabilities (ADPM_SPEC 3.8).
+        """Denoised label vectors y0 and the prior's probabilities (docs/algorithm.md, "Sampling").
 
         Prior, lambda_hat (eq. 18, from ``levels`` or the training lambda_j) and image features are
         computed once here; the loop only runs the MLP. ``cache_features=False`` re-runs the image

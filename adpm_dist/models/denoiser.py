@@ -1,7 +1,7 @@
-"""The denoiser eps_theta (ADPM_SPEC 2.3 and 3.4): time-gated MLP on (y_t, mu) conditioned on the image.
+"""The denoiser eps_theta (docs/algorithm.md, "Denoiser"): time-gated MLP on (y_t, mu) conditioned on the image.
 
 Image features do not depend on (y_t, t), so ``encode`` runs once per image and its output is
-reused at every diffusion step and by all three prior chains (ADPM_SPEC 3.7 step 4, 3.8).
+reused at every diffusion step and by all three prior chains (docs/algorithm.md, "Training loop", "Sampling").
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ class ConditionalLinear(nn.Module):
     def __init__(self, d_in: int, d_out: int, timesteps: int):
         super().__init__()
         self.lin = nn.Linear(d_in, d_out)
-        self.embed = nn.Embedding(timesteps + 1, d_out)  # row T unused (ADPM_SPEC 4.12)
+        self.embed = nn.Embedding(timesteps + 1, d_out)  # row T unused (docs/algorithm.md, "Denoiser")
         nn.init.uniform_(self.embed.weight)               # uniform [0, 1) as in CARD
 
     def forward(self, h: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -43,7 +43,7 @@ class ConditionalLinear(nn.Module):
 
 
 class CrossAttention(nn.Module):
-    """Pre-norm cross-attention + FFN block: label tokens query image tokens (ADPM_SPEC 3.4).
+    """Pre-norm cross-attention + FFN block: label tokens query image tokens (docs/algorithm.md, "Denoiser").
 
     q <- q + W_o softmax(Q K^T / sqrt(d_head)) V with Q = W_q LN(q), [K, V] = W_kv LN(img);
     q <- q + FFN(LN(q)). ``keys_values`` is split out because K and V depend on the image only:
@@ -74,7 +74,7 @@ class CrossAttention(nn.Module):
 
 
 class ImageEncoder(nn.Module):
-    """Backbone map -> spatial tokens (+ learned positions) and a pooled feature (ADPM_SPEC 2.3, 3.4).
+    """Backbone map -> spatial tokens (+ learned positions) and a pooled feature (docs/algorithm.md, "Denoiser").
 
     Only the outputs the denoiser uses are built (``tokens`` for the reverse prior, ``pooled`` for
     DiffMIC's product): a parameter that never gets a gradient would trip DDP's unused-parameter check.
@@ -110,7 +110,7 @@ class ImageEncoder(nn.Module):
         if self.features is None:
             if shared is None:
                 raise ValueError("model.encoder=prior: the prior's feature map must be passed to the encoder")
-            fmap = shared.detach()                     # the diffusion loss never trains the prior (SPEC 3.7)
+            fmap = shared.detach()                     # the diffusion loss never trains the prior (docs/algorithm.md)
         else:
             fmap = self.features(images)               # (B, C, h, w)
         cells = fmap.flatten(2).transpose(1, 2)        # (B, h*w, C)

@@ -1,4 +1,4 @@
-"""The prior network f_phi (DiffMIC's DCG, ADPM_SPEC 2.2): global and local image priors.
+"""The prior network f_phi (DiffMIC's DCG, docs/algorithm.md, "Prior network (DCG)"): global and local image priors.
 
 Its softmax outputs are the means the label diffuses toward (eq. 16): the fused prior for the main
 chain, the global and local priors for the two auxiliary chains of the forward prior.
@@ -7,7 +7,7 @@ chain, the global and local priors for the two auxiliary chains of the forward p
   ROI:    per class min-max normalise S, sum over classes -> saliency A; greedily take the top
           ``num_crops`` windows of A (zeroing each chosen window) -> crops of ``crop_size`` pixels
   local:  second backbone on the crops -> mean over space -> gated-attention MIL -> logits
-  fused = 0.5 (global + local)   (logits; the CE loss trains this output only, ADPM_SPEC 4.9)
+  fused = 0.5 (global + local)   (logits; the CE loss trains this output only, as in DiffMIC)
 
 DiffMIC runs the crop selection as a per-sample Python loop on cuda:0; here it is vectorised over
 the batch (the only loop is over the few crops) and lives on whatever device the images are on.
@@ -103,7 +103,7 @@ class GatedAttentionMIL(nn.Module):
 
 
 class PriorNetwork(nn.Module):
-    """DiffMIC's DCG (ADPM_SPEC 2.2): global CAM branch + local crop branch with MIL pooling."""
+    """DiffMIC's DCG (docs/algorithm.md, "Prior network (DCG)"): global CAM branch + local crop branch with MIL pooling."""
 
     def __init__(self, num_classes: int, backbone: str, level: int = -1, pretrained: str = "", *,
                  local_backbone: str = "", local_level: int = -1, local_pretrained: str = "",

@@ -1,7 +1,7 @@
 """Comparison tables in the paper's shapes, from finished runs (metrics.json only).
 
 Headline (Tables 4, 8, 9): one row per method, accuracy / F1 / precision / recall as mean ± std
-over its runs (folds). Per class (Tables 5, 7): per-class accuracy (= recall, ADPM_SPEC 4.15) and
+over its runs (folds). Per class (Tables 5, 7): per-class accuracy (= recall, docs/algorithm.md, "Metrics") and
 F1 of every method side by side, classes head to tail by training count, plus head / medium / tail
 thirds. Every run also contributes its prior network alone as a "prior network" row.
 """

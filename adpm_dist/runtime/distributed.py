@@ -1,4 +1,4 @@
-"""Building the Accelerator so that CPU, DDP and DeepSpeed launches do what they say (STACK_FACTS 1, 2).
+"""Building the Accelerator so that CPU, DDP and DeepSpeed launches do what they say (docs/distributed.md).
 
 Facts measured with accelerate 1.15 / deepspeed 0.19.8 on CPU:
 - with several CPU processes only ``Accelerator(cpu=True)`` (or ACCELERATE_USE_CPU=1) gives a real
@@ -199,7 +199,7 @@ def full_state_dict(acc, module: nn.Module) -> dict[str, torch.Tensor]:
 def sync_buffers(acc, module: nn.Module) -> None:
     """Copy rank 0's buffers to every rank before a forward, as DDP does and DeepSpeed does not.
 
-    Without it, under DeepSpeed, each rank's eval-mode prior (ADPM_SPEC 3.7 step 1) would use the
+    Without it, under DeepSpeed, each rank's eval-mode prior (docs/algorithm.md, "Training loop") would use the
     BatchNorm statistics of its own data shard, and ranks would diffuse toward different means.
     """
     if acc.num_processes > 1 and zero_stage(acc) is not None:

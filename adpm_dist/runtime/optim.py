@@ -1,4 +1,4 @@
-"""Optimizer with parameter groups and the per-iteration LR schedule (ADPM_SPEC 2.2, 2.4)."""
+"""Optimizer with parameter groups and the per-iteration LR schedule (docs/algorithm.md, "Training loop")."""
 from __future__ import annotations
 
 import math
@@ -9,7 +9,7 @@ from ..config import TrainConfig
 
 
 def warmup_cosine(epoch_f: float, warmup_epochs: float, total_epochs: float) -> float:
-    """LR factor at fractional epoch epoch_f: linear warm-up, then half-cycle cosine to 0 (ADPM_SPEC 2.4)."""
+    """LR factor at fractional epoch epoch_f: linear warm-up, then half-cycle cosine to 0 (docs/algorithm.md)."""
     if epoch_f < warmup_epochs:
         return epoch_f / warmup_epochs
     span = max(total_epochs - warmup_epochs, 1e-12)

@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 
-# The paper's grid (ADPM_SPEC 3.2, Table 2): alpha in {0, 1/6, 1/4, 1/2, 1}, beta in {1..10}, 5 folds.
+# The paper's grid (its Table 2; docs/algorithm.md, "Noise levels (eq. 14)"):
+# alpha in {0, 1/6, 1/4, 1/2, 1}, beta in {1..10}, 5 folds.
 PAPER_ALPHAS = ("0", "1/6", "1/4", "1/2", "1")
 PAPER_BETAS = tuple(str(b) for b in range(1, 11))
 PAPER_FOLDS = 5

@@ -3,7 +3,7 @@
 Single-process trials call ``engine.train(cfg, on_epoch=...)`` right in the Tune trial. Multi-worker
 trials make the Tune trial a driver that runs a Ray Train ``TorchTrainer``; every worker builds its
 own Accelerator (``distributed.build_accelerator``) on the process group Ray Train set up, and
-``TuneReportCallback`` forwards rank 0's reports to Tune (STACK_FACTS 3: inside a Tune function use
+``TuneReportCallback`` forwards rank 0's reports to Tune (docs/tune.md, "Cluster": inside a Tune function use
 ``ray.tune.report``, inside Train workers ``ray.train.report``; the other one raises).
 
 Every start of a trial appends a line to ``attempts.jsonl`` in its run directory, so retries after a
@@ -115,4 +115,4 @@ def train_worker(config: dict) -> None:
             metrics = train(cfg, acc, on_epoch=lambda row: ray.train.report(numeric(row)))
             ray.train.report(final_report(metrics))
         finally:
-            acc.end_training()  # without it ~50% of multi-process runs abort at exit (STACK_FACTS 1)
+            acc.end_training()  # without it ~50% of multi-process runs abort at exit (docs/distributed.md)
