@@ -1,6 +1,6 @@
 """Classification metrics and the run summary table.
 
-Metrics are computed over all de-duplicated predictions at once (ADPM_SPEC 4.15), never averaged
+Metrics are computed over all de-duplicated predictions at once (docs/algorithm.md, "Metrics"), never averaged
 per batch as DiffMIC did. Every function here is pure over arrays: gathering predictions from the
 ranks and de-duplicating them by key is engine.predict's job.
 """

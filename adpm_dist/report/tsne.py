@@ -23,7 +23,7 @@ from . import plots
 
 
 def chain_positions(sampler: str, steps: int, model: ADPM) -> tuple[object, list[int]]:
-    """The scheduler the sampler walks and its positions, first to last (ADPM_SPEC 3.8)."""
+    """The scheduler the sampler walks and its positions, first to last (docs/algorithm.md, "Sampling")."""
     if sampler == "truncated":
         return model.scheduler, list(range(steps - 1, -1, -1))
     if sampler in ("respaced", "ddim"):
@@ -48,10 +48,10 @@ def trace_reverse_chain(model: ADPM, images: torch.Tensor, *, sampler: str = "tr
     """
     mu = model.prior_probs(images)
     lam = noise_std(estimated_noise_level(mu, model.levels, test_rule), model.noise.apply)  # eq. 18
-    feats = model.denoiser.encode(images)  # once per image, reused at every step (ADPM_SPEC 3.8)
+    feats = model.denoiser.encode(images)  # once per image, reused at every step (docs/algorithm.md, "Sampling")
     sched, positions = chain_positions(sampler, steps, model)
     wanted = set(positions[:1] if snapshots is None else snapshots)
-    # the start y = mu + lambda z (ADPM_SPEC 1.3), drawn exactly as the scheduler draws it
+    # the start y = mu + lambda z (docs/algorithm.md, "Sampling"), drawn exactly as the scheduler draws it
     y = mu + lam * torch.randn(mu.shape, generator=generator, device="cpu").to(mu.device, mu.dtype)
     recorded = []
     for i in positions:
