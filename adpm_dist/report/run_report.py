@@ -120,7 +120,7 @@ def write_report(run_dir: str | Path, n_bins: int = 15) -> Path:
         "",
         _per_class(run, summary),
         "",
-        "Per-class accuracy = recall (ADPM_SPEC 4.15). lambda = the class's noise level (eq. 14).",
+        "Per-class accuracy = recall. lambda = the class's noise level (eq. 14).",
         "",
         "## Confusion matrices (row-normalised, classes head to tail)",
         "",
