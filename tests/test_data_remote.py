@@ -199,6 +199,15 @@ def test_publish_order_idempotence_and_verify(shards, s3_env, monkeypatch, capsy
     assert verify_remote(url, log=lambda *_: None) == 0
 
 
+def test_publish_to_a_shared_directory(shards, tmp_path):
+    target = tmp_path / "shared"
+    n = sum(len(v) for v in load_manifest(shards).shards.values())
+    assert publish(shards, f"file://{target}", log=lambda *_: None)["uploaded"] == n
+    assert publish(shards, target, log=lambda *_: None) == {"uploaded": 0, "skipped": n, "deleted": 0}
+    assert load_manifest(target).index == load_manifest(shards).index and verify_remote(target, log=print) == 0
+    assert not list(target.glob(".*.tmp"))
+
+
 def test_prepare_out_s3(tmp_path, s3_env):
     from adpm_dist.data.prepare import main
 
