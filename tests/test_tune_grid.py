@@ -211,3 +211,12 @@ def test_typed_values_reach_the_trial_verbatim(tmp_path):
     assert json.loads((out / SEARCH_FILE).read_text(encoding="utf-8"))["base_config"]["data"]["shards"] == str(
         shards.resolve())
     assert to_dict(search.base)["data"]["shards"] == str(shards.resolve())
+
+
+def test_trial_epochs_follow_the_method():
+    """ASHA's horizon and the progress table count the epochs the method trains (no warm-up for a classifier)."""
+    from adpm_dist.tune.search import epochs_per_trial
+
+    adpm = load_config(TINY, ["train.epochs=4", "train.prior_warmup_epochs=3"])
+    ce = load_config(TINY, ["train.epochs=4", "train.prior_warmup_epochs=3", "method=ce"])
+    assert epochs_per_trial(adpm) == 7 and epochs_per_trial(ce) == 4

@@ -251,7 +251,8 @@ def write_heatmap(path: Path, cells: list[Cell], search: dict, best: Cell | None
     ax.set_yticks(range(len(alphas)), [a["label"] for a in alphas])
     ax.set_xlabel("beta")
     ax.set_ylabel("alpha")
-    ax.set_title(f"mean macro-F1 over {search['folds']} folds ({search['dataset']}); (k/N): folds with results",
+    kind = "selection table (optimistic), " if protocol_of(search) == NESTED else ""
+    ax.set_title(f"{kind}mean macro-F1 over {search['folds']} folds ({search['dataset']}); (k/N): folds with results",
                  fontsize=8)
     finite = grid[np.isfinite(grid)]
     mid = (finite.min() + finite.max()) / 2 if finite.size else 0
