@@ -134,8 +134,14 @@ def readout_nll(scores: np.ndarray, labels: Sequence[int]) -> float:
 
 
 def model_label(metrics: dict) -> str:
-    """What a run's main predictions are called (the method's title, recorded by the engine)."""
-    return metrics.get("method_title") or metrics.get("method", "adpm")
+    """What a run's main predictions are called: the method's title (recorded by the engine since
+    metrics.json had it; an older run's from the registry), or its name if it is no longer known."""
+    if metrics.get("method_title"):
+        return metrics["method_title"]
+    from .methods import REGISTRY  # late: the methods import the metrics' neighbours
+
+    name = metrics.get("method", "adpm")
+    return REGISTRY[name].title if name in REGISTRY else name
 
 
 def format_table(metrics: dict) -> str:
@@ -167,6 +173,11 @@ def main(argv: list[str] | None = None) -> int:
     metrics = json.loads(path.read_text())
     print(f"{path}: {metrics['n_samples']} samples of part '{metrics.get('eval_part')}'")
     print(format_table(metrics))
+    if sel := metrics.get("selection"):
+        print(f"selection: rule {sel.get('rule')}, epoch {sel.get('epoch')}, tied epochs {sel.get('tied_epochs')}"
+              + (f"\nwarning: {sel['warning']}" if sel.get("warning") else ""))
+    if "prior_agreement" in metrics:
+        print(f"prior_agreement: {metrics['prior_agreement']:.4f} (the diffusion's prediction equals its prior's)")
     return 0
 
 

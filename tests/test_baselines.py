@@ -16,7 +16,7 @@ import yaml
 from process_group import run_session
 
 from adpm_dist.methods import losses
-from adpm_dist.methods.classifiers import CLASSIFIER_METHODS, Baseline
+from adpm_dist.methods import REGISTRY, ClassifierModel, method_for
 from benchmarks.tables import (BEGIN, END, LEVERS, METHODS, SAMPLING_LEVERS, frequency_groups, lever_table, mean_std, replace_section,
                                          run_scores, validation_scores)
 from adpm_dist.config import ConfigError, from_dict, load_config, save_config
@@ -30,7 +30,7 @@ from adpm_dist.runtime.optim import build_optimizer, clipped_parameters, set_lr
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "digits_lt_tiny.yaml"
 COUNTS = [40, 30, 20, 15, 10, 10, 8, 6, 4, 2]
-BASELINES = ("prior", *CLASSIFIER_METHODS)
+BASELINES = tuple(name for name, cls in REGISTRY.items() if not cls.has_diffusion)
 
 
 def _batch(k: int = 4, b: int = 6, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -42,20 +42,20 @@ def _batch(k: int = 4, b: int = 6, seed: int = 0) -> tuple[torch.Tensor, torch.T
 
 def test_focal_with_gamma_zero_is_ce_and_matches_its_formula():
     logits, labels = _batch()
-    torch.testing.assert_close(losses.focal_loss(logits, labels, 0.0), F.cross_entropy(logits, labels))
+    torch.testing.assert_close(losses.focal_loss(logits, labels, gamma=0.0), F.cross_entropy(logits, labels))
     # two equal logits: p_y = 1/2, so FL = (1/2)^gamma log 2 (Lin et al. eq. 4)
     two = torch.zeros(1, 2)
-    assert math.isclose(losses.focal_loss(two, torch.tensor([1]), 2.0).item(), 0.25 * math.log(2), rel_tol=1e-6)
-    assert losses.focal_loss(logits, labels, 2.0) < F.cross_entropy(logits, labels)  # down-weights easy samples
+    assert math.isclose(losses.focal_loss(two, torch.tensor([1]), gamma=2.0).item(), 0.25 * math.log(2), rel_tol=1e-6)
+    assert losses.focal_loss(logits, labels, gamma=2.0) < F.cross_entropy(logits, labels)  # down-weights easy samples
 
 
 def test_logit_adjusted_and_balanced_softmax():
     logits, labels = _batch()
     counts = [8, 4, 2, 1]
     ce = F.cross_entropy(logits, labels)
-    torch.testing.assert_close(losses.logit_adjusted_loss(logits, labels, counts, 0.0), ce)
+    torch.testing.assert_close(losses.logit_adjusted_loss(logits, labels, counts, tau=0.0), ce)
     log_pi = torch.log(torch.tensor(counts, dtype=torch.float32) / 15)
-    torch.testing.assert_close(losses.logit_adjusted_loss(logits, labels, counts, 0.5),
+    torch.testing.assert_close(losses.logit_adjusted_loss(logits, labels, counts, tau=0.5),
                                F.cross_entropy(logits + 0.5 * log_pi, labels))
     # balanced softmax (Ren et al. eq. 4): -log(n_y e^{f_y} / sum_k n_k e^{f_k}), by hand
     n = torch.tensor(counts, dtype=torch.float32)
@@ -63,7 +63,7 @@ def test_logit_adjusted_and_balanced_softmax():
                          / (n * logits.exp()).sum(1)).mean()
     torch.testing.assert_close(losses.balanced_softmax_loss(logits, labels, counts), by_hand)
     torch.testing.assert_close(losses.balanced_softmax_loss(logits, labels, counts),
-                               losses.logit_adjusted_loss(logits, labels, counts, 1.0))
+                               losses.logit_adjusted_loss(logits, labels, counts, tau=1.0))
 
 
 def test_weighted_ce_by_hand_on_two_classes():
@@ -78,7 +78,7 @@ def test_weighted_ce_by_hand_on_two_classes():
 
 def test_ldam_margins_and_loss():
     counts = [100, 16, 1]
-    m = losses.ldam_margins(counts, 0.5)
+    m = losses.ldam_margins(counts, max_margin=0.5)
     n = torch.tensor(counts, dtype=torch.float32)
     torch.testing.assert_close(m * n.pow(0.25), torch.full((3,), 0.5))  # C n^-1/4 with C = 0.5 * n_min^1/4
     assert m.max().item() == pytest.approx(0.5) and m.argmax().item() == 2
@@ -87,19 +87,19 @@ def test_ldam_margins_and_loss():
     shifted = cos.clone()
     shifted[0, 0] -= m[0]
     shifted[1, 2] -= m[2]
-    torch.testing.assert_close(losses.ldam_loss(cos, labels, counts, 0.5, 30.0), F.cross_entropy(30 * shifted, labels))
+    torch.testing.assert_close(losses.ldam_loss(cos, labels, counts, max_margin=0.5, scale=30.0), F.cross_entropy(30 * shifted, labels))
 
 
 def test_class_balanced_weights_follow_the_effective_number():
     counts = [1, 2]
-    w = losses.class_balanced_weights(counts, 0.9)
+    w = losses.class_balanced_weights(counts, beta=0.9)
     raw = torch.tensor([0.1 / (1 - 0.9), 0.1 / (1 - 0.81)])  # (1 - beta) / (1 - beta^n)
     torch.testing.assert_close(w, raw * 2 / raw.sum())        # normalised to sum K
-    torch.testing.assert_close(losses.class_balanced_weights([5, 50, 500], 0.0), torch.ones(3))
-    near_one = losses.class_balanced_weights([10, 40], 1 - 1e-9)  # beta -> 1: inverse frequency
+    torch.testing.assert_close(losses.class_balanced_weights([5, 50, 500], beta=0.0), torch.ones(3))
+    near_one = losses.class_balanced_weights([10, 40], beta=1 - 1e-9)  # beta -> 1: inverse frequency
     torch.testing.assert_close(near_one, torch.tensor([1.6, 0.4]), rtol=1e-4, atol=1e-4)
-    assert losses.drw_weights(counts, 0.9, epoch=7, start_epoch=8) is None
-    torch.testing.assert_close(losses.drw_weights(counts, 0.9, epoch=8, start_epoch=8), w)
+    assert losses.drw_weights(counts, beta=0.9, epoch=7, start_epoch=8) is None
+    torch.testing.assert_close(losses.drw_weights(counts, beta=0.9, epoch=8, start_epoch=8), w)
 
 
 # ---------------------------------------------------------------- config, models, optimizer
@@ -121,13 +121,13 @@ def test_every_baseline_trains_a_step(method):
     cfg = load_config(TINY, [f"method={method}"])
     torch.manual_seed(0)
     model = build_model(cfg, COUNTS)
-    assert isinstance(model, Baseline) and model.num_classes == 10
+    assert isinstance(model, ClassifierModel) and model.num_classes == 10
     opt = build_optimizer(model, cfg.train)
     assert [g["name"] for g in opt.param_groups] == (["prior"] if method == "prior" else ["classifier"])
     images = torch.randn(8, 3, 32, 32)
     labels = torch.arange(8) % 10
     before = [p.detach().clone() for p in model.parameters()]
-    losses_ = model(images, labels, None, None, joint=True)
+    losses_ = method_for(cfg).losses(model, images, labels, epoch=0, generator=torch.Generator())
     assert set(losses_) == {"prior_ce" if method == "prior" else method, "loss"}
     assert torch.isfinite(losses_["loss"])
     losses_["loss"].backward()
@@ -137,7 +137,8 @@ def test_every_baseline_trains_a_step(method):
     scores, probs = model.sample(images, sampler="truncated", steps=5, levels=None)
     assert scores.shape == probs.shape == (8, 10)
     torch.testing.assert_close(probs.sum(1), torch.ones(8))
-    assert torch.equal(scores.argmax(1), probs.argmax(1)) and model.soft_count_levels([], "cpu") is None
+    assert torch.equal(scores.argmax(1), probs.argmax(1))
+    assert method_for(cfg).prediction_levels(model, [], "cpu", lambda n: n) is None  # no noise levels
 
 
 def test_prior_baseline_is_adpms_prior_and_keeps_its_lr_unclipped():
@@ -156,17 +157,20 @@ def test_prior_baseline_is_adpms_prior_and_keeps_its_lr_unclipped():
 
 def test_ldam_drw_switches_to_class_balanced_weights_at_its_epoch():
     cfg = load_config(TINY, ["method=ldam_drw", "train.epochs=10", "baseline.drw_start_fraction=0.8"])
-    model = build_model(cfg, COUNTS)
-    assert model.drw_start == 8
+    method = method_for(cfg)
+    model = method.build(COUNTS)
     cos, labels = torch.rand(6, 10) * 2 - 1, torch.tensor([0, 9, 9, 3, 8, 1])
     s = cfg.baseline
-    model.set_epoch(7)
-    torch.testing.assert_close(model.loss(cos, labels), losses.ldam_loss(cos, labels, COUNTS, s.ldam_max_margin,
-                                                                         s.ldam_scale))
-    model.set_epoch(8)
-    weight = losses.class_balanced_weights(COUNTS, s.cb_beta)
-    torch.testing.assert_close(model.loss(cos, labels), losses.ldam_loss(cos, labels, COUNTS, s.ldam_max_margin,
-                                                                         s.ldam_scale, weight))
+
+    def loss_at(epoch: int) -> torch.Tensor:  # through the model, as the engine calls it (set_epoch first)
+        method.start_epoch(model, epoch)
+        return model.loss_fn(cos, labels, model.class_counts, model.epoch)
+
+    torch.testing.assert_close(loss_at(7), losses.ldam_loss(cos, labels, COUNTS, max_margin=s.ldam_max_margin,
+                                                            scale=s.ldam_scale))
+    weight = losses.class_balanced_weights(COUNTS, beta=s.cb_beta)
+    torch.testing.assert_close(loss_at(8), losses.ldam_loss(cos, labels, COUNTS, max_margin=s.ldam_max_margin,
+                                                            scale=s.ldam_scale, weight=weight))
 
 
 # ---------------------------------------------------------------- class-balanced stream

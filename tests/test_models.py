@@ -254,7 +254,7 @@ def test_frozen_prior_stays_put_through_joint_steps():
 def test_freeze_prior_needs_adpm_and_a_trained_prior(overrides):
     from adpm_dist.config import ConfigError
 
-    with pytest.raises(ConfigError, match="train.freeze_prior=true"):
+    with pytest.raises(ConfigError, match="train.freeze_prior: "):
         load_config(TINY, ["train.freeze_prior=true", *overrides])
     load_config(TINY, ["train.freeze_prior=true", "train.prior_warmup_epochs=0", "model.pretrained=w.pth"])
 

@@ -149,7 +149,7 @@ def test_a_baseline_checkpoint_predicts(method, image_folder, tmp_path):
     model = build_model(cfg, [100, 60, 40, 30, 20, 15, 10, 8, 6, 5]).eval()
     run = _save(tmp_path / "run", model.state_dict(), to_dict(cfg), CLASSES)
     loaded = load_model(run, device="cpu")
-    assert loaded.cfg.method == method and type(loaded.model).__name__ == "Baseline"
+    assert loaded.cfg.method == method and type(loaded.model).__name__ == "ClassifierModel"
     rows = [r for r in predict_images(loaded, [image_folder]) if not r["error"]]
     assert len(rows) == 4
     transform = build_transform(32, train=False)

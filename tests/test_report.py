@@ -37,7 +37,7 @@ def fake_run(path: Path, seed: int, *, prior_columns: bool = True, counts=(300, 
     labels = rng.integers(0, 3, n)
     y0 = rng.normal(size=(n, 3)) + 2.0 * np.eye(3)[labels] * (rng.random((n, 1)) < 0.7)
     prior = rng.dirichlet(np.ones(3), size=n)
-    pred = {"keys": [f"k{i:03d}" for i in range(n)], "labels": labels, "y0": y0, "prior": prior}
+    pred = {"keys": [f"k{i:03d}" for i in range(n)], "labels": labels, "scores": y0, "prior": prior}
     path.mkdir(parents=True)
     write_predictions(path / "predictions.csv", pred, NAMES)
     metrics = classification_metrics(labels, y0.argmax(1), NAMES)
@@ -94,7 +94,7 @@ def test_report_of_a_baseline_run_names_the_method(tmp_path):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     (run_dir / "metrics.json").write_text(json.dumps(metrics | {"method": "logit_adjusted"}))
     text = write_report(run_dir).read_text()
-    assert "| logit_adjusted |" in text and "ADPM (diffusion)" not in text
+    assert "| logit-adjusted loss |" in text and "ADPM (diffusion)" not in text
 
 
 def test_report_without_prior_probabilities(tmp_path):

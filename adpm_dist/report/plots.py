@@ -112,8 +112,9 @@ def reliability_figure(bins_by_model: dict[str, dict], ece: dict[str, float]) ->
     return fig
 
 
-def history_figure(history: Sequence[dict], label: str = "ADPM (diffusion)") -> Figure:
-    """Training losses per epoch and the validation macro F1 used to select the checkpoint."""
+def history_figure(history: Sequence[dict], label: str = "ADPM (diffusion)", kept_epoch: int | None = None) -> Figure:
+    """Training losses per epoch and the validation macro F1 used to select the checkpoint (the kept
+    epoch marked)."""
     fig = new_figure(8.0, 3.2)
     loss_ax, val_ax = fig.subplots(1, 2)
     epochs = [row["epoch"] for row in history]
@@ -129,6 +130,8 @@ def history_figure(history: Sequence[dict], label: str = "ADPM (diffusion)") -> 
         pts = [(row["epoch"], row[key]) for row in history if key in row]
         if pts:
             val_ax.plot(*zip(*pts), marker="o", label=name, color=color)
+    if kept_epoch is not None:
+        val_ax.axvline(kept_epoch, color="black", linestyle="--", linewidth=1, label=f"kept (epoch {kept_epoch})")
     val_ax.set_xlabel("epoch")
     val_ax.set_ylabel("validation macro F1")
     val_ax.set_ylim(0, 1)

@@ -75,36 +75,62 @@ def _per_class(run: RunData, summary: dict) -> str:
                            "prior recall", "prior F1", "prior AUC"], rows)
 
 
-def write_report(run_dir: str | Path, n_bins: int = 15) -> Path:
-    """Draw the run's figures and write RUN_DIR/report.md next to them; returns the report's path."""
-    run_dir = Path(run_dir)
-    run = load_run(run_dir)
-    summary = run_summary(run, n_bins)
+def _selection(m: dict) -> list[str]:
+    """Which epoch was kept, by which rule, and whether validation could tell epochs apart."""
+    sel = m.get("selection")
+    if not sel:
+        return []
+    lines = ["## Model selection", "",
+             f"Rule `{sel.get('rule')}` (train.select) kept epoch {sel.get('epoch')}"
+             + (f" after choosing {sel['refit_epochs']} epochs on validation and refitting on training + validation"
+                if sel.get("refit_epochs") else "")
+             + f". Validated epochs with the best macro-F1: {sel.get('tied_epochs') or 'n/a'}"
+             + (f"; ties broken by the lower validation NLL ({fmt(sel.get('val_nll'))})." if sel.get("tie_break") else ".")]
+    if sel.get("warning"):
+        lines += ["", f"**Warning:** {sel['warning']}"]
+    return lines + ["", f"![training history]({FIGURES['history']})", ""]
+
+
+def _draw_figures(run_dir: Path, run: RunData, summary: dict) -> None:
     names, counts = run.class_names, run.train_counts()
     order = np.argsort(-np.asarray(counts), kind="stable")  # head classes first everywhere
     sorted_names = [names[i] for i in order]
-
     matrices = {n: normalize_rows(cm)[np.ix_(order, order)] for n, cm in summary["confusion"].items()}
     plots.save(plots.confusion_figure(matrices, sorted_names), run_dir / FIGURES["confusion"])
     f1 = {model_label(run.metrics): [run.metrics["per_class"][c]["f1"] for c in names],
           PRIOR: [run.metrics["prior"]["per_class"][c]["f1"] for c in names]}
     plots.save(plots.per_class_f1_figure(names, counts, f1), run_dir / FIGURES["f1"])
     plots.save(plots.reliability_figure(summary["bins"], summary["ece"]), run_dir / FIGURES["reliability"])
-    m = run.metrics
-    history = m.get("history") or []
+    history, kept = run.metrics.get("history") or [], run.metrics.get("best_epoch")
     if history:
-        plots.save(plots.history_figure(history, model_label(m)), run_dir / FIGURES["history"])
+        plots.save(plots.history_figure(history, model_label(run.metrics), kept_epoch=kept), run_dir / FIGURES["history"])
 
-    lines = [
+
+def _introduction(run_dir: Path, run: RunData) -> list[str]:
+    m = run.metrics
+    agreement = m.get("prior_agreement")
+    return [
         f"# Run report: {run.name}",
         "",
         f"Evaluation part `{m.get('eval_part')}`: {m.get('n_samples', len(run.labels))} images, each predicted once "
         f"(de-duplicated over ranks). Checkpoint from epoch {m.get('best_epoch')} (validation macro F1 "
         f"{fmt(m.get('val_macro_f1'))}, selected on validation data, never on this part). "
-        f"Sampler `{m.get('sampler')}`, {m.get('sampling_steps')} steps.",
+        f"Sampler `{m.get('sampler')}`, {m.get('sampling_steps')} steps."
+        + (f" The diffusion predicts what its own prior predicts on {100 * agreement:.1f}% of these images "
+           "(`prior_agreement`)." if agreement is not None else ""),
         "",
         _config_line(run_dir),
         "",
+    ]
+
+
+def write_report(run_dir: str | Path, n_bins: int = 15) -> Path:
+    """Draw the run's figures and write RUN_DIR/report.md next to them; returns the report's path."""
+    run_dir = Path(run_dir)
+    run = load_run(run_dir)
+    summary = run_summary(run, n_bins)
+    _draw_figures(run_dir, run, summary)
+    lines = _introduction(run_dir, run) + [
         "## Headline metrics",
         "",
         _headline(run, summary),
@@ -135,14 +161,20 @@ def write_report(run_dir: str | Path, n_bins: int = 15) -> Path:
         f"![reliability diagram]({FIGURES['reliability']})",
         "",
     ]
-    if history:
+    if run.metrics.get("selection"):
+        lines += _selection(run.metrics)
+    elif run.metrics.get("history"):
         lines += ["## Training", "", f"![training history]({FIGURES['history']})", ""]
-    if (run_dir / FIGURES["tsne"]).is_file():
-        lines += ["## Denoised label vectors along the reverse chain (t-SNE)", "",
-                  f"![t-SNE]({FIGURES['tsne']})", ""]
-    else:
-        lines += [f"t-SNE of the reverse chain: `python -m adpm_dist.report tsne --run {run_dir}` "
-                  "(needs the checkpoint and the shards), then re-run `python -m adpm_dist.report show` to link it.", ""]
+    lines += _tsne(run_dir)
     path = run_dir / "report.md"
-    path.write_text("\n".join(lines))
+    tmp = path.with_name(".report.md.tmp")
+    tmp.write_text("\n".join(lines))
+    tmp.replace(path)
     return path
+
+
+def _tsne(run_dir: Path) -> list[str]:
+    if (run_dir / FIGURES["tsne"]).is_file():
+        return ["## Denoised label vectors along the reverse chain (t-SNE)", "", f"![t-SNE]({FIGURES['tsne']})", ""]
+    return [f"t-SNE of the reverse chain: `python -m adpm_dist.report tsne --run {run_dir}` "
+            "(needs the checkpoint and the shards), then re-run `python -m adpm_dist.report show` to link it.", ""]

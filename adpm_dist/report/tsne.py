@@ -17,6 +17,7 @@ import torch
 from ..data.manifest import load_manifest
 from ..data.stream import eval_batches
 from ..data.transforms import build_transform
+from ..methods import method_class
 from ..models import ADPM
 from ..diffusion.noise import estimated_noise_level, noise_std
 from . import plots
@@ -147,7 +148,7 @@ def write_tsne(runs: list[str | Path], out: str | Path | None = None, *, per_cla
     panels, labels, row_titles, class_names = [], [], [], None
     for run in runs:
         loaded = load_model(run, device)
-        if loaded.cfg.method != "adpm":
+        if not method_class(loaded.cfg.method).has_diffusion:
             raise ValueError(f"{run}: a method={loaded.cfg.method} run has no reverse chain to trace (t-SNE is for ADPM runs)")
         if class_names is not None and loaded.class_names != class_names:
             raise ValueError(f"{run}: classes {loaded.class_names} differ from the first run's {class_names}")

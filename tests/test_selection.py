@@ -1,0 +1,87 @@
+"""Model selection (train.select) and the tail-protecting carve-out: constructed histories, a
+fixture of classes with 1, 2, 3 and 50 samples, and the refit rule through engine.train."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from adpm_dist.config import load_config
+from adpm_dist.data.plan import carve_warnings
+from adpm_dist.data.validation import carve_quota, carve_validation
+from adpm_dist.evaluate import classification_metrics, readout_nll
+from adpm_dist.runtime import selection
+from adpm_dist.runtime.selection import Validation
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "configs" / "digits_lt_tiny.yaml"
+
+
+def run_rule(rule: str, history: list[Validation]) -> Validation:
+    kept = None
+    for v in history:
+        if selection.keeps(rule, v, kept):
+            kept = v
+    return kept
+
+
+def test_ties_go_to_the_lower_validation_nll_not_the_earliest_epoch():
+    history = [Validation(5, 0.8, 0.9), Validation(10, 1.0, 0.7), Validation(15, 1.0, 0.4), Validation(20, 1.0, 0.5)]
+    assert run_rule("best", history).epoch == 15
+    assert run_rule("last", history).epoch == 20
+    record = selection.selection_record("best", run_rule("best", history), history)
+    assert record["epoch"] == 15 and record["tied_epochs"] == [10, 15, 20] and record["tie_break"] == "val_nll"
+    assert "saturates" in selection.saturation_warning(history)  # best = 1.0
+
+
+def test_a_higher_macro_f1_wins_whatever_its_nll_and_nan_never_wins_a_tie():
+    assert selection.is_better(Validation(2, 0.6, 9.0), Validation(1, 0.5, 0.1))
+    assert not selection.is_better(Validation(2, 0.5, float("nan")), Validation(1, 0.5, 0.3))
+    assert selection.is_better(Validation(2, 0.5, 0.3), Validation(1, 0.5, float("nan")))
+    assert selection.saturation_warning([Validation(e, 0.5 + e / 100, 1.0) for e in range(4)]) is None
+    assert "saturates" in selection.saturation_warning([Validation(e, 0.7, 1.0) for e in range(5)])
+
+
+def test_readout_nll_is_the_mean_negative_log_softmax_of_the_label():
+    scores = [[0.0, 0.0], [math.log(3.0), 0.0]]
+    assert readout_nll(scores, [0, 0]) == pytest.approx((math.log(2) + math.log(4 / 3)) / 2)
+
+
+def test_carve_out_never_takes_a_fifth_or_the_last_two_samples_of_a_class():
+    assert [carve_quota(n, fraction=0.15) for n in (1, 2, 3, 4, 5, 50)] == [0, 0, 0, 0, 1, 8]
+    sizes = {0: 1, 1: 2, 2: 3, 3: 50}
+    samples = [(f"c{c}_{i:02d}", c, f"g{c}_{i}") for c, n in sizes.items() for i in range(n)]
+    val = carve_validation(samples, 0.15, seed=0)
+    per_class = {c: sum(k.startswith(f"c{c}_") for k in val) for c in sizes}
+    assert per_class == {0: 0, 1: 0, 2: 0, 3: 8}
+    rows = [SimpleNamespace(key=k, label=c) for k, c, _ in samples]
+    (warning,) = carve_warnings(["one", "two", "three", "fifty"], rows, val)
+    assert "one, two, three" in warning and "fifty" not in warning
+    # an explicit, more generous policy still keeps min_train samples
+    val = carve_validation(samples, 0.5, seed=0, max_share=0.9, min_train=2)
+    assert sum(k.startswith("c2_") for k in val) == 1 and sum(k.startswith("c3_") for k in val) == 25
+
+
+def test_validation_macro_f1_averages_over_the_classes_validation_has():
+    labels, preds = [0, 0, 1], [0, 0, 1]
+    assert classification_metrics(labels, preds, ["a", "b", "c"])["macro_f1"] == pytest.approx(2 / 3)
+    assert classification_metrics(labels, preds, ["a", "b", "c"], present_only=True)["macro_f1"] == 1.0
+
+
+def test_refit_trains_again_on_train_and_validation_for_the_chosen_epochs(digits_shards, tmp_path):
+    from adpm_dist.runtime.engine import train
+
+    out = tmp_path / "refit"
+    cfg = load_config(TINY, [f"data.shards={digits_shards}", f"run.output_dir={out}", "method=ce",
+                             "train.select=refit", "train.epochs=2"])
+    metrics = train(cfg)
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["selection"]["rule"] == "refit" and saved["selection"]["refit_epochs"] in (1, 2)
+    assert len(saved["history"]) == saved["selection"]["refit_epochs"]  # the refit pass: that many epochs
+    assert all("val_macro_f1" not in row for row in saved["history"])  # no validation data left to score
+    assert (out / "selection" / "checkpoints" / "best.pt").is_file()  # the first pass, kept apart
+    assert not (out / "selection" / "metrics.json").exists()  # ... and never evaluated on the test part
+    assert metrics["macro_f1"] == saved["macro_f1"]
