@@ -36,7 +36,6 @@ class Method:
     name: ClassVar[str]
     title: ClassVar[str]                    # what its predictions are called in tables and reports
     has_diffusion: ClassVar[bool] = False   # predictions come from a reverse chain, with a prior beside them
-    class_balanced: ClassVar[bool] = False  # the training stream draws classes equally often
     counts_buffer: ClassVar[str] = "class_counts"  # the buffer a checkpoint stores the class statistics in
 
     def __init__(self, cfg: Config):
@@ -56,6 +55,10 @@ class Method:
 
     def phase(self, epoch: int) -> str:
         return self.name
+
+    def class_balanced(self, epoch: int) -> bool:
+        """Whether this epoch's training stream draws every class equally often (resampling, cRT)."""
+        return False
 
     def build(self, class_counts: list[int]) -> nn.Module:
         """The model for a training set with these per-class counts (what the loop wraps and trains)."""

@@ -155,7 +155,9 @@ class LDAMDRW(ClassifierMethod):
 class Resample(ClassifierMethod):
     """Plain CE on a class-balanced stream (every class drawn equally often)."""
     name, title = "resample", "class-balanced resampling"
-    class_balanced = True
+
+    def class_balanced(self, epoch: int) -> bool:
+        return True
 
 
 CLASSIFIERS = (CrossEntropy, WeightedCrossEntropy, Focal, LogitAdjusted, BalancedSoftmax, LDAMDRW, Resample)

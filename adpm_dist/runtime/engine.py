@@ -183,7 +183,7 @@ def train_epoch(run: Run, epoch: int, resumed: dict | None) -> dict:
                             build_transform(d.image_size, train=True, hflip=d.hflip, vflip=d.vflip, rotation=d.rotation),
                             epoch=epoch, seed=cfg.run.seed, rank=acc.process_index, world_size=acc.num_processes,
                             num_workers=d.num_workers, exclude_keys=run.plan.val_keys,
-                            class_balanced=run.method.class_balanced)
+                            class_balanced=run.method.class_balanced(epoch))
     usable = len(batches) - len(batches) % t.grad_accum  # whole optimizer steps only
     if usable == 0:
         raise ValueError(f"train.grad_accum={t.grad_accum} exceeds the {len(batches)} batches per epoch")
