@@ -156,6 +156,33 @@ def test_search_end_to_end(tmp_path, ray_tmp):
     assert "4 trials: 4 finished" in res.stdout and "best: alpha=" in res.stdout  # live table, then summary
 
 
+def test_nested_search_on_fold_only_shards(tmp_path, ray_tmp, fold_only_shards):
+    """Fold-only shards at a path YAML text would cut (" #", spaces, non-ASCII): nested CV end to end (2 grid
+    points x 3 folds: 6 CV + 12 inner trials); every trial ran on that path verbatim and only on its own
+    parts; protocol.json never scores a figure on a part that chose it."""
+    shards = tmp_path / "data #2" / "fold only ünï ✓"
+    shutil.copytree(fold_only_shards, shards)
+    out = tmp_path / "exp #1"
+    cmd = [sys.executable, "tune/search_noise.py", "--dataset", "imagefolder", "--shards", str(shards),
+           "--alphas", "0,1/2", "--betas", "5", "--output", str(out), "--config", "configs/digits_lt_tiny.yaml",
+           "--progress-interval", "30", "--ray-temp-dir", str(ray_tmp), *FAST]
+    res = run_search(cmd, ray_env(tmp_path), timeout=360)
+    assert res.returncode == 0, res.stdout[-4000:]
+    assert "18 trials: 18 finished" in res.stdout and "nested CV estimate (publish this)" in res.stdout
+    for trial in (out / "trials").iterdir():
+        cfg = load_config(trial / "config.yaml")
+        assert cfg.data.shards == str(shards.resolve()) and cfg.run.output_dir == str(trial)
+        metrics = json.loads((trial / "metrics.json").read_text())
+        outer = trial.name.partition("_")[0] if trial.name.startswith("outer") else None
+        hidden = {metrics["eval_part"]} | ({f"fold{outer[5:]}"} if outer else set())
+        assert not hidden & set(cfg.data.train_parts), trial.name
+    figures = json.loads((out / "protocol.json").read_text())
+    for f in figures:
+        assert f["independent"] and not set(f.get("selected_on", [])) & set(f.get("evaluated_on", [])), f
+    assert "## Estimate: nested CV" in (out / "summary.md").read_text()
+    assert "NOT an estimate" in (out / "best.yaml").read_text()
+
+
 def test_killed_trial_is_retried(tmp_path, ray_tmp, fold_shards):
     """SIGKILL a trial process after its first resumable checkpoint: Tune retries it, engine resumes, all finish."""
     out = tmp_path / "exp"
