@@ -7,10 +7,12 @@ message that names the key (``ConfigError``).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Literal
 
 import yaml
@@ -129,6 +131,8 @@ class TrainConfig:
     checkpoint_every_epochs: int = 1        # ... and every N epochs (0 = never)
     keep_checkpoints: int = 2               # keep the last K (plus the one with the best validation macro-F1)
     resume: str = ""                        # "" = fresh run, "auto" = latest in run.output_dir, or a checkpoint dir
+    resume_changes: list[str] = field(default_factory=list)  # keys allowed to differ from the checkpoint's
+                                            # config on resume (a deliberate change, recorded in metrics.json)
 
 
 @dataclass
@@ -268,8 +272,44 @@ def to_dict(cfg: Config) -> dict:
     return dataclasses.asdict(cfg)
 
 
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """{"train": {"lr": 1}} -> {"train.lr": 1}: dotted keys, as overrides name them."""
+    out = {}
+    for k, v in tree.items():
+        out.update(flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+# Keys that cannot change a run's numbers: where it writes, how it logs, checkpoints and resumes, how
+# many loader workers read the shards (the stream is exact for any count) and where the shards are
+# read from (their content enters the fingerprint as the manifest's checksums instead).
+NON_RESULT_KEYS = ("run.output_dir", "train.resume", "train.resume_changes", "train.log_every",
+                   "train.checkpoint_every_steps", "train.checkpoint_every_epochs", "train.keep_checkpoints",
+                   "data.num_workers", "data.shards")
+
+
+def result_settings(config: Config | dict) -> dict:
+    """The flattened settings that can change results (everything but NON_RESULT_KEYS)."""
+    flat = flatten(to_dict(config) if isinstance(config, Config) else config)
+    return {k: v for k, v in flat.items() if k not in NON_RESULT_KEYS}
+
+
+def config_fingerprint(config: Config | dict, data_id: str = "") -> str:
+    """A short hash of ``result_settings`` (and of the data, ``data_id``): equal fingerprints, same run."""
+    text = json.dumps(result_settings(config), sort_keys=True, default=str) + "|" + data_id
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def changed_keys(old: Config | dict, new: Config | dict) -> list[str]:
+    """The result-changing keys whose values differ between two configs, sorted."""
+    a, b = result_settings(old), result_settings(new)
+    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+
+
 def save_config(cfg: Config, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    from .files import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
 # Range checks per section, as (key -> predicate) evaluated one at a time, so that a bad value names

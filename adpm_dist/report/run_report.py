@@ -12,6 +12,7 @@ import yaml
 
 from ..evaluate import (calibration_bins, confusion_matrix, expected_calibration_error, model_label,
                         normalize_rows, one_vs_rest_auc)
+from ..files import atomic_write_text
 from . import plots
 from .run_data import RunData, load_run
 from .tables import fmt, markdown_table
@@ -167,9 +168,7 @@ def write_report(run_dir: str | Path, n_bins: int = 15) -> Path:
         lines += ["## Training", "", f"![training history]({FIGURES['history']})", ""]
     lines += _tsne(run_dir)
     path = run_dir / "report.md"
-    tmp = path.with_name(".report.md.tmp")
-    tmp.write_text("\n".join(lines))
-    tmp.replace(path)
+    atomic_write_text(path, "\n".join(lines))
     return path
 
 

@@ -21,16 +21,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import Config, to_dict
+from ..config import Config, ConfigError, changed_keys, to_dict
+from ..files import atomic_torch_save
 
 STATE_FILE = "trainer_state.json"  # written last: its presence marks a complete checkpoint
-
-
-def atomic_torch_save(obj: object, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def save_best(accelerator, state: dict[str, torch.Tensor], path: Path, cfg: Config, extra: dict) -> None:
@@ -157,7 +151,8 @@ def load_training_state(acc, path: Path) -> tuple[dict, dict, dict | None]:
 
 def resume(acc, cfg: Config, ckpt_dir: Path, gen: torch.Generator, ema) -> tuple[dict, dict | None]:
     """(loop state, this rank's saved state or None): restores model, optimizer, EMA and RNGs in place."""
-    fresh = {"epoch": 0, "batch": 0, "step": 0, "best": {"epoch": -1, "macro_f1": None}, "history": []}
+    fresh = {"epoch": 0, "batch": 0, "step": 0, "best": {"epoch": -1, "macro_f1": None}, "history": [],
+             "validations": [], "resume_changes": []}
     path = resolve_resume(cfg.train.resume, ckpt_dir)
     if acc.is_main_process and ckpt_dir.is_dir():  # saves a killed run left half-written
         for p in [*ckpt_dir.glob(".tmp-step_*"), *ckpt_dir.glob(".old-step_*")]:
@@ -180,10 +175,10 @@ def resume(acc, cfg: Config, ckpt_dir: Path, gen: torch.Generator, ema) -> tuple
         ema.load_state_dict(ema_state)
     elif ema is not None:
         acc.print(f"warning: {path} has no EMA (train.ema_decay was 0); the EMA restarts from the loaded weights")
-    changed = sorted(k for k, v in flatten(to_dict(cfg)).items()
-                     if k != "train.resume" and flatten(loop["config"]).get(k) != v)
-    if changed:
-        acc.print(f"warning: the config differs from the checkpoint's in: {', '.join(changed)}")
+    changes = check_resume_changes(cfg, loop["config"], path)
+    if changes:
+        acc.print(f"resuming with deliberate changes (train.resume_changes): {', '.join(changes)}")
+        loop.setdefault("resume_changes", []).append({"step": loop["step"], "keys": changes})
     if acc.is_main_process:  # later checkpoints belong to a timeline this run abandons
         for p in complete_checkpoints(ckpt_dir):
             if int(p.name.split("_")[1]) > loop["step"]:
@@ -191,15 +186,21 @@ def resume(acc, cfg: Config, ckpt_dir: Path, gen: torch.Generator, ema) -> tuple
     acc.wait_for_everyone()
     acc.print(f"resumed from {path}: epoch {loop['epoch'] + 1}, batch {loop['batch']}, step {loop['step']} "
               f"(model, optimizer, LR position, EMA, RNG states, data position)")
-    state = {k: loop[k] for k in fresh}
+    state = {k: loop.get(k, v) for k, v in fresh.items()}
     return state, rank_state | {"batch": loop["batch"]}
 
 
-def flatten(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in tree.items():
-        out.update(flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-    return out
+def check_resume_changes(cfg: Config, saved: dict, path: Path) -> list[str]:
+    """The keys in which ``cfg`` differs from the checkpoint's config; a ConfigError (before any
+    training) when some of them are not listed in train.resume_changes: one run, one setting."""
+    changed = changed_keys(saved, cfg)
+    unexpected = [k for k in changed if k not in cfg.train.resume_changes]
+    if unexpected:
+        raise ConfigError(f"train.resume: the config differs from the one {path} was trained with in "
+                          f"{', '.join(unexpected)}; resuming would mix two settings in one run. Restore them, "
+                          "start a fresh run (another run.output_dir), or allow the change deliberately with "
+                          f"train.resume_changes={','.join(unexpected)}")
+    return changed
 
 
 def enter_epoch(batches, resumed: dict | None):

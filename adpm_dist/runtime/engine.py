@@ -12,7 +12,6 @@ sampling, and exactly the weights that go into best.pt.
 from __future__ import annotations
 
 import copy
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from ..data.plan import DataPlan, plan_data
 from ..data.stream import eval_batches, train_batches
 from ..data.transforms import build_transform
 from ..evaluate import format_table
+from ..files import atomic_write_json, remove_leftovers
 from ..methods import EpochPlan, Method, method_for
 from . import selection
 from .checkpoint import enter_epoch, load_best, resume, rng_snapshot, save_best, save_training_state
@@ -34,6 +34,7 @@ from .distributed import (build_accelerator, check_launch, configure_for, full_s
                           make_zero3_safe, mean_over_ranks, ranks_agree, sync_buffers, world_info, zero_stage)
 from .ema import EMA
 from .optim import build_optimizer, clipped_parameters, restart_group, set_lr
+from .record import run_record
 from .sampling import predict, score, write_predictions
 from .tracking import RunLog, peak_memory_mb, progress
 
@@ -125,6 +126,8 @@ def set_up(cfg: Config, accelerator=None) -> Run:
     out = Path(cfg.run.output_dir)
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
+        for leftover in remove_leftovers(out) + remove_leftovers(out / "checkpoints"):
+            acc.print(f"removed {leftover} (a temporary file of a killed run)")
         save_config(cfg, out / "config.yaml")
     acc.print(f"config: {cfg.run.output_dir}/config.yaml | {world_info(acc)}")
     manifest = load_manifest(cfg.data.shards)
@@ -347,21 +350,15 @@ def final_evaluation(run: Run, selected: dict) -> dict:
         selection=selected, sampler=d.sampler, sampling_steps=d.test_timesteps,
         method=run.cfg.method, method_title=run.method.title, noise_levels=noise_levels(run),
         train_counts=dict(zip(run.names, plan.class_counts)), history=run.loop["history"],
+        resume_changes=run.loop.get("resume_changes", []), **run_record(run.cfg, run.manifest.shards),
     )
     if acc.is_main_process:
-        write_json(run.out / "metrics.json", metrics)
+        atomic_write_json(run.out / "metrics.json", metrics)
         write_predictions(run.out / "predictions.csv", pred, run.names)
         acc.print(format_table(metrics))
         acc.print(f"wrote {run.out / 'metrics.json'}, {run.out / 'predictions.csv'}, {run.out / 'config.yaml'}")
     acc.wait_for_everyone()
     return metrics
-
-
-def write_json(path: Path, data: dict) -> None:
-    """Written to a temporary name and renamed: a killed run never leaves half a metrics.json."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(path)
 
 
 # ---------------------------------------------------------------- train.select=refit

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ..evaluate import classification_metrics, readout_nll
+from ..files import atomic_write_text
 from ..methods import Method
 from .tracking import progress
 
@@ -61,6 +62,4 @@ def write_predictions(path: Path, pred: dict, class_names: list[str]) -> None:
     for k, label, s, prior, p in zip(pred["keys"], pred["labels"], pred["scores"], pred["prior"], probs):
         row = [k, class_names[label], class_names[int(s.argmax())], class_names[int(prior.argmax())]]
         lines.append(",".join(row + [f"{v:.6f}" for v in p] + [f"{v:.6f}" for v in prior]))
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(path)
+    atomic_write_text(path, "\n".join(lines) + "\n")
