@@ -2,7 +2,8 @@
 
 Planning is checked against the library's own data plan (data.plan.plan_data, what engine.train
 reads) for every trial of a nested search; the Tune consolidator and benchmarks/quality.py write
-protocol.json from (fake or tiny real) finished runs on the `fold_only_shards` fixture.
+protocol.json from stand-in finished runs on the `fold_only_shards` fixture (tests/test_tune_ray.py
+runs a real nested search on it).
 """
 from __future__ import annotations
 
@@ -13,9 +14,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from process_group import run_session
 
-from adpm_dist.config import from_dict, to_dict
+from adpm_dist.config import from_dict, load_config, save_config, to_dict
 from adpm_dist.data.manifest import load_manifest
 from adpm_dist.data.plan import plan_data
 from adpm_dist.tune.consolidate import consolidate
@@ -88,24 +88,34 @@ def load_quality():
     return quality
 
 
-def test_quality_runs_every_outer_fold_with_its_path_verbatim(fold_only_shards, tmp_path):
+def test_quality_runs_every_outer_fold_with_its_path_verbatim(fold_only_shards, tmp_path, monkeypatch):
     """benchmarks/quality.py --shards on fold-only shards at a path YAML would cut (" #", spaces, non-ASCII):
-    one tiny real run per outer fold, each scored on its fold only; protocol.json disjoint."""
+    one run per outer fold, each scored on its fold only; protocol.json disjoint. The launcher is replaced by
+    a stand-in that reads the run's launch.yaml as launch/train.py does and writes what engine.train writes
+    (the real subprocess path is test_baselines.py::test_quality_script_smoke)."""
+    quality = load_quality()
     shards = tmp_path / "data #2" / "plain ünï ✓"
     shutil.copytree(fold_only_shards, shards)
+    launched = []
+
+    def fake_launch(args, config: Path, run_dir: Path) -> tuple[int, float]:
+        cfg = load_config(config)  # typed values from the file: no key=value text on the way
+        plan = plan_data(load_manifest(cfg.data.shards), cfg)
+        save_config(cfg, run_dir / "config.yaml")
+        (run_dir / "metrics.json").write_text(json.dumps(fake_metrics(0.6, plan.eval_part)))
+        launched.append((cfg.data.shards, plan.eval_part, plan.train_parts))
+        return 0, 1.0
+
+    monkeypatch.setattr(quality, "launch", fake_launch)
     out, results = tmp_path / "q #1", tmp_path / "RESULTS.md"
-    cmd = [sys.executable, "benchmarks/quality.py", "--shards", str(shards), "--config", TINY, "--seeds", "0",
-           "--methods", "ce", "--baseline-epochs", "1", "--out", str(out), "--results", str(results),
-           "--csv", str(tmp_path / "runs.csv"), "--plot", "", "--jobs", "2", "data.image_size=32"]
-    proc = run_session(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert quality.main(["--shards", str(shards), "--config", TINY, "--seeds", "0", "--methods", "ce",
+                         "--baseline-epochs", "1", "--out", str(out), "--results", str(results),
+                         "--csv", str(tmp_path / "runs.csv"), "--plot", ""]) == 0
+    assert sorted(launched) == [(str(shards.resolve()), "fold0", ["fold1", "fold2"]),
+                                (str(shards.resolve()), "fold1", ["fold0", "fold2"]),
+                                (str(shards.resolve()), "fold2", ["fold0", "fold1"])]
     runs = out / "runs" / shards.name / "ce"
     assert sorted(d.name for d in runs.iterdir()) == ["seed0_fold0", "seed0_fold1", "seed0_fold2"]
-    for k in range(3):
-        run = runs / f"seed0_fold{k}"
-        cfg = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
-        assert cfg["data"]["shards"] == str(shards.resolve()) and cfg["run"]["output_dir"] == str(run)
-        assert json.loads((run / "metrics.json").read_text())["eval_part"] == f"fold{k}"
     figures = json.loads((out / "protocol.json").read_text(encoding="utf-8"))
     assert_disjoint(figures)
     assert sorted(f["evaluated_on"][0] for f in figures if "mean_of" not in f) == ["fold0", "fold1", "fold2"]
