@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from .experiment import load_search, trial_dir
+from .experiment import load_search, shard_parts, trial_dir
 from .grid import Trial, isotropic, shared_source
 from .protocol import HELD_OUT, NESTED, checkpoint_selection_parts, entry, mean_entry, write_protocol
 
@@ -284,7 +284,7 @@ def best_config(search: dict, best: Cell, out: Path) -> dict:
     cfg["noise"]["alpha"], cfg["noise"]["beta"] = best.alpha, best.beta
     cfg["data"]["shards"] = search["shards"]
     cfg["data"]["train_parts"] = []
-    parts = _parts(Path(search["shards"]))
+    parts = search.get("parts") or shard_parts(search["shards"])
     if "test" in parts:
         cfg["data"]["eval_part"] = "test"
     elif cfg["data"]["eval_part"] not in parts:
@@ -293,11 +293,6 @@ def best_config(search: dict, best: Cell, out: Path) -> dict:
     return cfg
 
 
-def _parts(shards: Path) -> list[str]:
-    try:
-        return list(json.loads((shards / "manifest.json").read_text())["parts"])
-    except (OSError, ValueError, KeyError):
-        return []
 
 
 def write_best_yaml(path: Path, search: dict, best: Cell, complete: bool, out: Path,
@@ -440,7 +435,7 @@ def nested_section(outer_folds: list[OuterFold], names: list[str]) -> list[str]:
 def trial_parts(search: dict, trial: Trial) -> tuple[list[str], list[str]]:
     """(trained on, checkpoint selected on) of one trial, as experiment.trial_settings sets them."""
     train = trial.train_folds(search["folds"])
-    parts = search.get("parts") or _parts(Path(search["shards"]))
+    parts = search.get("parts") or shard_parts(search["shards"])
     selected = checkpoint_selection_parts(train, parts, search["base_config"]["data"]["val_part"], trial.eval_part)
     return train, selected
 

@@ -110,10 +110,12 @@ def trial_config(base: Config, trial: Trial, out: Path, folds: int) -> Config:
     return cfg
 
 
-def shard_parts(shards: Path) -> list[str]:
-    """The part names in the shards' manifest.json ([] if unreadable: the caller decides)."""
+def shard_parts(shards: Path | str) -> list[str]:
+    """The part names in the shards' manifest.json, local or at a URL ([] if unreadable: the caller decides)."""
+    from ..data.location import as_location, read_bytes
+
     try:
-        return list(json.loads((Path(shards) / "manifest.json").read_text(encoding="utf-8"))["parts"])
+        return list(json.loads(read_bytes(as_location(shards) / "manifest.json").decode("utf-8"))["parts"])
     except (OSError, ValueError, KeyError, TypeError):
         return []
 
