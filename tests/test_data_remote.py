@@ -214,8 +214,8 @@ def test_prepare_out_s3(tmp_path, s3_env):
     args = ["--dataset", "digits_lt", "--n-max", "20", "--val-per-class", "0", "--image-size", "8",
             "--samples-per-shard", "20", "--quiet"]
     assert main(args + ["--out", "s3://bucket/prepared", "--stage", str(tmp_path / "stage"), "--verify"]) == 0
-    assert main(args + ["--out", str(tmp_path / "local")]) == 0
-    assert load_manifest("s3://bucket/prepared").index == load_manifest(tmp_path / "local").index
+    assert load_manifest("s3://bucket/prepared").index == load_manifest(tmp_path / "stage").index
+    assert main(["--verify", "--out", "s3://bucket/prepared"]) == 0  # --verify alone on a remote directory
 
 
 def test_search_takes_shard_urls(tmp_path, s3_env):
