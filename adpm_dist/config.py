@@ -65,6 +65,9 @@ class ModelConfig:
     prior_mean: Literal["eval", "train_batch"] = "eval"                # where a joint step's chain means mu come from: eval (a 2nd prior pass,
                                             # eval mode, no_grad: the paper) or train_batch (the CE's train-mode
                                             # pass, detached: one prior pass per step, ~1/3 of a prior step less)
+    prior_readout: Literal["raw", "posthoc_la"] = "raw"  # ADPM's prior block: softmax(fused) (raw), or post-hoc
+                                            # logit adjustment softmax(fused - tau log pi), tau chosen on validation
+                                            # from baseline.readout_tau_grid (docs/baselines.md); y0 is unchanged
 
 
 @dataclass
@@ -104,6 +107,23 @@ class BaselineConfig:
     ldam_scale: float = 30.0                # LDAM: logits = scale * cos(feature, class weight) (normalised head)
     drw_start_fraction: float = 0.8         # LDAM-DRW: class-balanced weights from this fraction of train.epochs on
     cb_beta: float = 0.9999                 # DRW weights (1 - beta) / (1 - beta^n_j) (Cui et al. 2019), sum = K
+    # Issue 19 methods (adpm_dist/methods/{decoupled,posthoc,margins,mislas}.py, docs/baselines.md).
+    stage2_epochs: int = 10                 # two-stage methods (crt, lws, gcl, mislas): epochs after train.epochs
+                                            # that re-train only the head (stage 2), class-balanced
+    readout_tau_grid: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0])
+                                            # tau_norm, posthoc_la, model.prior_readout: tau is the grid value with the
+                                            # best validation macro-F1 (first on ties); 1 without validation data
+    posthoc_base: Literal["ce", "weighted_ce", "focal", "logit_adjusted", "balanced_softmax", "ldam_drw",
+                          "resample", "vs"] = "ce"  # posthoc_la: the classifier method whose trained scores it adjusts
+    vs_gamma: float = 0.2                   # VS loss (Kini et al. 2021): multiplicative Delta_j = (n_j / n_max)^gamma
+    vs_tau: float = 1.0                     # VS loss: additive iota_j = tau log pi_j
+    gcl_noise_mul: float = 0.5              # GCL (Li et al. 2022): cloud size; cos_j - mul |eps| log(n_max/n_j) / log(n_max/n_min)
+    gcl_scale: float = 30.0                 # GCL: logits = scale * cosine
+    gcl_margin: float = 0.0                 # GCL: extra margin subtracted from the target cosine (their code's m)
+    mislas_mixup_alpha: float = 1.0         # MiSLAS stage 1: mixup lambda ~ Beta(alpha, alpha)
+    mislas_smooth_head: float = 0.3         # MiSLAS stage 2: label-aware smoothing epsilon of the largest class
+    mislas_smooth_tail: float = 0.0         # ... of the smallest class
+    mislas_shape: Literal["concave", "linear", "convex"] = "concave"  # ... epsilon_j between them as a function of n_j
 
 
 @dataclass
@@ -131,6 +151,8 @@ class TrainConfig:
     checkpoint_every_epochs: int = 1        # ... and every N epochs (0 = never)
     keep_checkpoints: int = 2               # keep the last K (plus the one with the best validation macro-F1)
     resume: str = ""                        # "" = fresh run, "auto" = latest in run.output_dir, or a checkpoint dir
+    sam_rho: float = 0.0                    # SAM (Foret et al. 2021) radius, any method (runtime/sam.py): two forward-
+                                            # backward passes per step; 0 = off; needs grad_accum 1, not DeepSpeed
     resume_changes: list[str] = field(default_factory=list)  # keys allowed to differ from the checkpoint's
                                             # config on resume (a deliberate change, recorded in metrics.json)
 
@@ -347,6 +369,15 @@ CHECKS: dict[str, dict[str, Callable[[Any], bool]]] = {
         "ldam_scale": lambda b: b.ldam_scale > 0,
         "drw_start_fraction": lambda b: 0.0 <= b.drw_start_fraction <= 1.0,
         "cb_beta": lambda b: 0.0 <= b.cb_beta < 1.0,
+        "stage2_epochs": lambda b: b.stage2_epochs >= 1,
+        "readout_tau_grid": lambda b: len(b.readout_tau_grid) >= 1 and min(b.readout_tau_grid) >= 0,
+        "vs_gamma": lambda b: b.vs_gamma >= 0,
+        "gcl_noise_mul": lambda b: b.gcl_noise_mul >= 0,
+        "gcl_scale": lambda b: b.gcl_scale > 0,
+        "gcl_margin": lambda b: b.gcl_margin >= 0,
+        "mislas_mixup_alpha": lambda b: b.mislas_mixup_alpha >= 0,
+        "mislas_smooth_head": lambda b: 0.0 <= b.mislas_smooth_head < 1.0,
+        "mislas_smooth_tail": lambda b: 0.0 <= b.mislas_smooth_tail < 1.0,
     },
     "train": {
         "epochs": lambda t: t.epochs >= 1,
@@ -362,6 +393,7 @@ CHECKS: dict[str, dict[str, Callable[[Any], bool]]] = {
         "checkpoint_every_steps": lambda t: t.checkpoint_every_steps >= 0,
         "checkpoint_every_epochs": lambda t: t.checkpoint_every_epochs >= 0,
         "keep_checkpoints": lambda t: t.keep_checkpoints >= 1,
+        "sam_rho": lambda t: t.sam_rho >= 0 and (t.sam_rho == 0 or t.grad_accum == 1),
     },
 }
 

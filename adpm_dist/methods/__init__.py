@@ -15,6 +15,10 @@ from ..config import Config
 from .adpm import ADPMMethod
 from .base import EpochPlan, Method
 from .classifiers import CLASSIFIERS, ClassifierModel
+from .decoupled import DECOUPLED
+from .margins import MARGINS
+from .mislas import MiSLAS
+from .posthoc import ADPMWithPriorReadout, PosthocLogitAdjustment
 from .prior import PriorAlone
 
 REGISTRY: dict[str, type[Method]] = {}
@@ -28,7 +32,8 @@ def register(cls: type[Method]) -> type[Method]:
 
 
 def _register() -> None:
-    for cls in (ADPMMethod, PriorAlone, *CLASSIFIERS):  # a new method: add its class here
+    for cls in (ADPMWithPriorReadout, PriorAlone, *CLASSIFIERS,  # a new method: add its class here
+                *DECOUPLED, PosthocLogitAdjustment, *MARGINS, MiSLAS):  # ADPMWithPriorReadout: ADPM + model.prior_readout
         register(cls)
 
 

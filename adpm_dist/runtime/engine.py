@@ -34,6 +34,7 @@ from .distributed import (build_accelerator, check_launch, configure_for, full_s
                           make_zero3_safe, mean_over_ranks, ranks_agree, sync_buffers, world_info, zero_stage)
 from .ema import EMA
 from .optim import build_optimizer, clipped_parameters, restart_group, set_lr
+from .sam import forward_backward
 from .record import run_record
 from .sampling import predict, score, write_predictions
 from .tracking import RunLog, peak_memory_mb, progress
@@ -225,9 +226,8 @@ def train_step(run: Run, batch: dict, epoch: int) -> tuple[dict[str, float], int
     images, labels = batch["image"].to(acc.device), batch["label"].to(acc.device)
     sync_buffers(acc, run.raw)  # DeepSpeed only: rank 0's BatchNorm statistics, as DDP does
     with acc.accumulate(run.model):
-        with acc.autocast():
-            losses = run.method.losses(run.model, images, labels, epoch=epoch, generator=run.gen)
-        acc.backward(losses["loss"])
+        losses = forward_backward(acc, run.model, lambda: run.method.losses(  # two passes with train.sam_rho > 0
+            run.model, images, labels, epoch=epoch, generator=run.gen), run.gen, t.sam_rho)
         if acc.sync_gradients and t.grad_clip > 0 and run.clipped:  # under DeepSpeed its config clips (all)
             acc.clip_grad_norm_(run.clipped, t.grad_clip)
         run.optimizer.step()

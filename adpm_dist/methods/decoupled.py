@@ -1,0 +1,76 @@
+"""Decoupled training (Kang et al., ICLR 2020): ``method=crt``, ``lws``, ``tau_norm`` (docs/baselines.md).
+
+All three learn the representation with plain instance-balanced CE (stage 1, the ``ce`` baseline's
+recipe) and then re-balance only the classifier:
+
+- crt: classifier re-training. Stage 2 trains a freshly initialised linear head on the fixed
+  backbone with class-balanced sampling (staged.py explains the two-stage mechanics).
+- lws: learnable weight scaling. Stage 2 learns one scale f_j per class on the fixed stage-1 head,
+  class-balanced sampling.
+- tau_norm: no stage 2. The head is read out as w_j / ||w_j||^tau (losses.tau_normalised_weight),
+  tau chosen on validation data (readout.py). The head has no bias, so that tau = 0 is exactly the
+  trained classifier (a bias would not be normalised).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import losses
+from .classifiers import ClassifierMethod, ClassifierModel, PooledClassifier
+from .readout import ValidationTau, add_readout_buffer
+from .staged import ClassScales, NewHead, TwoStageMethod
+
+
+class ClassifierRetraining(TwoStageMethod):
+    name, title = "crt", "decoupled: classifier re-training (cRT)"
+
+    def stage2_module(self, network: PooledClassifier) -> nn.Module:
+        return NewHead(network.head)
+
+
+class LearnableWeightScaling(TwoStageMethod):
+    name, title = "lws", "decoupled: learnable weight scaling (LWS)"
+
+    def stage2_module(self, network: PooledClassifier) -> nn.Module:
+        return ClassScales(network.head.out_features)
+
+
+class TauNormModel(ClassifierModel):
+    """A CE classifier whose prediction reads the head as w_j / ||w_j||^tau (tau: ``readout_tau``)."""
+
+    def pooled(self, images: torch.Tensor) -> torch.Tensor:
+        return self.classifier.features(images).mean(dim=(2, 3)).float()
+
+    def normalised_scores(self, pooled: torch.Tensor, tau: float) -> torch.Tensor:
+        return pooled @ losses.tau_normalised_weight(self.classifier.head.weight.float(), tau=tau).t()
+
+    @torch.no_grad()
+    def sample(self, images: torch.Tensor, **_ignored) -> tuple[torch.Tensor, torch.Tensor]:
+        scores = self.normalised_scores(self.pooled(images), float(self.readout_tau))
+        return scores, F.softmax(scores, dim=1)
+
+
+class TauNormalised(ClassifierMethod):
+    name, title = "tau_norm", "decoupled: tau-normalised classifier"
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.validation = ValidationTau(cfg, "tau_norm")
+
+    def make_model(self, class_counts: list[int]) -> TauNormModel:
+        network = self.network(len(class_counts))
+        network.head = nn.Linear(network.head.in_features, len(class_counts), bias=False)
+        return add_readout_buffer(TauNormModel(network, class_counts, self.loss, loss_name=self.name))
+
+    def prediction_levels(self, model: nn.Module, batches: Iterable[dict], device: torch.device,
+                          reduce_sum: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        """tau for these weights, on the validation data (never ``batches``: they may be the evaluation part)."""
+        self.validation.choose(model, model.pooled, model.normalised_scores, device)
+        return None
+
+
+DECOUPLED = (ClassifierRetraining, LearnableWeightScaling, TauNormalised)

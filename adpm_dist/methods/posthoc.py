@@ -1,0 +1,103 @@
+"""Post-hoc logit adjustment (Menon et al., ICLR 2021, eq. 9): ``method=posthoc_la`` on any trained
+classifier, and ``model.prior_readout=posthoc_la`` for ADPM's prior (docs/baselines.md).
+
+posthoc_la trains exactly as the classifier method ``baseline.posthoc_base`` (default ``ce``: the
+paper's setting) and predicts argmax_j f_j(x) - tau log pi_j, tau chosen on validation data
+(readout.py). For ADPM, only the prior's prediction block changes: softmax(fused - tau log pi)
+instead of softmax(fused). The diffusion's y0 still starts from the raw prior mean it was trained
+with, so the ADPM scores are the same either way; what moves is the "prior" block of the metrics
+(and predictions.csv's prior columns).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import losses
+from .adpm import ADPMMethod
+from .classifiers import ClassifierMethod, ClassifierModel
+from .readout import ValidationTau, add_readout_buffer
+
+
+class PosthocModel(ClassifierModel):
+    """A classifier predicting score_scale * f(x) - tau log pi (tau: ``readout_tau``)."""
+
+    def scores(self, images: torch.Tensor) -> torch.Tensor:
+        return self.score_scale * self.outputs(images)
+
+    def adjusted(self, scores: torch.Tensor, tau: float) -> torch.Tensor:
+        return losses.posthoc_adjusted_logits(scores, self.class_counts, tau=tau)
+
+    @torch.no_grad()
+    def sample(self, images: torch.Tensor, **_ignored) -> tuple[torch.Tensor, torch.Tensor]:
+        scores = self.adjusted(self.scores(images), float(self.readout_tau))
+        return scores, F.softmax(scores, dim=1)
+
+
+class PosthocLogitAdjustment(ClassifierMethod):
+    """Trains as ``baseline.posthoc_base`` (its loss, head, stream, epochs); adjusts only the read-out."""
+
+    name, title = "posthoc_la", "post-hoc logit adjustment"
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        from . import method_class  # the registry imports this module
+
+        self.base: ClassifierMethod = method_class(cfg.baseline.posthoc_base)(cfg)
+        self.cosine_head = self.base.cosine_head
+        self.validation = ValidationTau(cfg, "posthoc_la")
+
+    def epochs(self):
+        return self.base.epochs()
+
+    def class_balanced(self, epoch: int) -> bool:
+        return self.base.class_balanced(epoch)
+
+    def loss(self, logits, labels, counts, epoch):
+        return self.base.loss(logits, labels, counts, epoch)
+
+    def make_model(self, class_counts: list[int]) -> PosthocModel:
+        model = PosthocModel(self.network(len(class_counts)), class_counts, self.loss, loss_name=self.name,
+                             score_scale=self.base.score_scale())
+        return add_readout_buffer(model)
+
+    def prediction_levels(self, model: nn.Module, batches: Iterable[dict], device: torch.device,
+                          reduce_sum: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        """tau for these weights, on the validation data (never ``batches``: they may be the evaluation part)."""
+        self.validation.choose(model, model.scores, model.adjusted, device)
+        return None
+
+
+class ADPMWithPriorReadout(ADPMMethod):
+    """ADPM (adpm.py) plus ``model.prior_readout``: with posthoc_la its prior block is logit-adjusted."""
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.validation = ValidationTau(cfg, "prior read-out posthoc_la")
+
+    def adjusts(self) -> bool:
+        return self.cfg.model.prior_readout == "posthoc_la"
+
+    def make_model(self, class_counts: list[int]) -> nn.Module:
+        model = add_readout_buffer(super().make_model(class_counts))
+        model.register_buffer("readout_counts", torch.as_tensor(class_counts, dtype=torch.float32), persistent=False)
+        return model
+
+    def prediction_levels(self, model, batches, device, reduce_sum):
+        if self.adjusts():
+            self.validation.choose(model, lambda images: model.prior(images).fused.float(),
+                                   lambda z, tau: losses.posthoc_adjusted_logits(z, model.readout_counts, tau=tau),
+                                   device)
+        return super().prediction_levels(model, batches, device, reduce_sum)
+
+    @torch.no_grad()
+    def predictions(self, model, images, *, generator, levels=None):
+        scores, prior = super().predictions(model, images, generator=generator, levels=levels)
+        if self.adjusts():  # a second (deterministic, eval-mode) prior pass: its logits, not log softmax
+            fused = model.prior(images).fused.float()
+            tau = float(model.readout_tau)
+            prior = F.softmax(losses.posthoc_adjusted_logits(fused, model.readout_counts, tau=tau), dim=1)
+        return scores, prior

@@ -1,0 +1,96 @@
+"""A read-out temperature tau chosen on the run's validation data only (tau_norm, posthoc_la, ADPM's
+``model.prior_readout=posthoc_la``; docs/baselines.md).
+
+The engine asks a method for ``prediction_levels`` right before it predicts a part (validation at each
+validated epoch, the evaluation part once at the end), with the weights about to be predicted. The
+methods here use that moment to pick tau for exactly those weights: every value of
+``baseline.readout_tau_grid`` is scored on the *validation* images (read from the run's own DataPlan,
+never the batches being predicted, which may be the evaluation part) and the one with the best
+macro-F1 wins (the first on ties, so the grid's order is the tie-break). The choice goes into the
+model's ``readout_tau`` buffer, which the prediction then reads. It is non-persistent: it is
+recomputed for whatever weights are loaded (best.pt, a re-evaluation), so a stale value never
+travels with a checkpoint. Without validation data (``data.val_part=none``: train.select=refit's
+second pass) tau = 1, the balanced-error Bayes rule of Menon et al. (2021, Sec. 4) and full
+normalisation for tau-norm.
+
+Every rank scores the whole validation set itself (no collective): the ranks compute the same tau
+without communicating, whatever the launch mode, at the price of one duplicated pass over the
+(small) validation part.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from ..config import Config
+
+NO_VALIDATION_TAU = 1.0
+
+
+def add_readout_buffer(model: nn.Module) -> nn.Module:
+    """The ``readout_tau`` buffer (non-persistent: never in a state dict or a checkpoint)."""
+    model.register_buffer("readout_tau", torch.tensor(NO_VALIDATION_TAU), persistent=False)
+    return model
+
+
+def _is_main_rank() -> bool:
+    return not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
+
+
+class ValidationTau:
+    """Scores a read-out's tau grid on the validation data of ``cfg`` (the DataPlan is read once)."""
+
+    def __init__(self, cfg: Config, what: str):
+        self.cfg, self.what = cfg, what
+        self._source: tuple | None = None
+
+    def source(self) -> tuple | None:
+        """(manifest, parts, include_keys) of the validation images, or None without validation data."""
+        if self._source is None:
+            from ..data.manifest import load_manifest
+            from ..data.plan import plan_data
+
+            manifest = load_manifest(self.cfg.data.shards)
+            plan = plan_data(manifest, self.cfg)
+            self._source = (manifest, *plan.val_source()) if plan.has_validation else ()
+        return self._source or None
+
+    @torch.no_grad()
+    def collect(self, inputs_fn: Callable[[torch.Tensor], torch.Tensor], device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(inputs_fn(images) for every validation image, labels), on this rank alone."""
+        from ..data.stream import eval_batches
+        from ..data.transforms import build_transform
+
+        manifest, parts, keys = self.source()
+        batches = eval_batches(manifest, parts, self.cfg.train.eval_batch_size,
+                               build_transform(self.cfg.data.image_size, train=False), include_keys=keys)
+        outs, labels = [], []
+        for batch in batches:
+            outs.append(inputs_fn(batch["image"].to(device)).float().cpu())
+            labels.append(batch["label"])
+        return torch.cat(outs), torch.cat(labels)
+
+    def choose(self, model: nn.Module, inputs_fn, scores_fn: Callable[[torch.Tensor, float], torch.Tensor],
+               device) -> float:
+        """Set ``model.readout_tau`` to the grid value whose ``scores_fn(inputs, tau)`` has the best
+        validation macro-F1 over the classes present; returns it."""
+        from ..evaluate import classification_metrics
+
+        tau = NO_VALIDATION_TAU
+        if self.source() is not None:
+            was_training = model.training
+            model.eval()
+            inputs, labels = self.collect(inputs_fn, device)
+            model.train(was_training)
+            names = [str(j) for j in range(model.num_classes)]
+            f1 = [classification_metrics(labels.numpy(), scores_fn(inputs, g).argmax(1).numpy(), names,
+                                         present_only=True)["macro_f1"] for g in self.cfg.baseline.readout_tau_grid]
+            best = max(range(len(f1)), key=lambda i: (f1[i], -i))  # first of the best
+            tau = self.cfg.baseline.readout_tau_grid[best]
+            if _is_main_rank():
+                print(f"{self.what}: tau = {tau:g} chosen on validation (macro-F1 {f1[best]:.4f}; grid "
+                      + ", ".join(f"{g:g}:{v:.3f}" for g, v in zip(self.cfg.baseline.readout_tau_grid, f1)) + ")")
+        model.readout_tau.fill_(tau)
+        return tau
