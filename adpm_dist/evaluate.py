@@ -7,6 +7,7 @@ ranks and de-duplicating them by key is engine.predict's job.
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -121,6 +122,34 @@ def expected_calibration_error(labels: Sequence[int], probs: np.ndarray, n_bins:
     full = bins["count"] > 0
     gaps = np.abs(bins["accuracy"][full] - bins["confidence"][full])
     return float((bins["count"][full] / n * gaps).sum())
+
+
+def mean_std(values: Sequence[float | None]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof 1) over runs or folds, ignoring None and NaN; the std
+    of a single value is NaN, and both are NaN for none."""
+    vals = [float(v) for v in values if v is not None and not math.isnan(v)]
+    if not vals:
+        return math.nan, math.nan
+    mean = sum(vals) / len(vals)
+    if len(vals) == 1:
+        return mean, math.nan
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1))
+
+
+def format_mean_std(values: Sequence[float | None], digits: int = 3, missing: str = "n/a") -> str:
+    """'mean ± std' as the paper's tables print it; just the mean for one value."""
+    mean, std = mean_std(values)
+    if math.isnan(mean):
+        return missing
+    return f"{mean:.{digits}f}" if math.isnan(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def frequency_thirds(counts: Sequence[float]) -> dict[str, list[int]]:
+    """Class indices split into head / medium / tail thirds by training count (largest first, ties by
+    index); K not divisible by 3: the earlier groups get the extra class (K = 10: 4 / 3 / 3)."""
+    order = sorted(range(len(counts)), key=lambda j: (-counts[j], j))
+    parts = np.array_split(np.array(order, dtype=int), 3)
+    return {name: [int(j) for j in part] for name, part in zip(("head", "medium", "tail"), parts)}
 
 
 def readout_nll(scores: np.ndarray, labels: Sequence[int]) -> float:

@@ -12,6 +12,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from adpm_dist.evaluate import format_mean_std as format_mean
+from adpm_dist.evaluate import frequency_thirds, mean_std  # noqa: F401 (mean_std: re-exported for the CLIs)
+
 # Benchmark entries: name -> (overrides of the run, label). Isotropic diffusion is ADPM with alpha = 0
 # (one key per fact: no method of its own).
 METHODS: dict[str, tuple[list[str], str]] = {
@@ -92,12 +95,7 @@ HEADERS = ("macro-F1", "balanced acc.", "head F1", "medium F1", "tail F1")
 BEGIN, END = "<!-- quality:begin -->", "<!-- quality:end -->"
 
 
-def frequency_groups(counts: Sequence[int]) -> dict[str, list[int]]:
-    """Class indices split into head / medium / tail thirds by training count (largest first; ties by
-    index). K not divisible by 3: the earlier groups get the extra class (K = 10: 4 / 3 / 3)."""
-    order = sorted(range(len(counts)), key=lambda j: (-counts[j], j))
-    parts = np.array_split(np.array(order, dtype=int), 3)
-    return {name: [int(j) for j in part] for name, part in zip(("head", "medium", "tail"), parts)}
+frequency_groups = frequency_thirds  # head / medium / tail thirds by training count (adpm_dist.evaluate)
 
 
 def run_scores(metrics: dict, class_names: Sequence[str], groups: dict[str, list[int]]) -> dict[str, float]:
@@ -109,19 +107,9 @@ def run_scores(metrics: dict, class_names: Sequence[str], groups: dict[str, list
     return scores
 
 
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (n - 1); std is NaN for a single value."""
-    values = list(values)
-    if not values:
-        return float("nan"), float("nan")
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else float("nan")
-
-
 def format_mean_std(values: Sequence[float]) -> str:
-    mean, std = mean_std(values)
-    if math.isnan(mean):
-        return "-"
-    return f"{mean:.3f}" if math.isnan(std) else f"{mean:.3f} ± {std:.3f}"
+    """The benchmark tables' cell: evaluate.format_mean_std with "-" for no value."""
+    return format_mean(values, missing="-")
 
 
 def dataset_table(rows: list[dict], methods: Sequence[str]) -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..evaluate import frequency_thirds
 from .run_data import load_metrics
 from .tables import markdown_table, mean_std
 
@@ -86,13 +87,8 @@ def class_order(methods: list[Method]) -> tuple[list[str], np.ndarray]:
 
 def thirds(n: int) -> list[tuple[str, range]]:
     """Head / medium / tail thirds of n classes sorted head first (head gets the remainder first)."""
-    sizes = [len(a) for a in np.array_split(np.arange(n), 3)]
-    out, start = [], 0
-    for name, size in zip(("head", "medium", "tail"), sizes):
-        if size:
-            out.append((name, range(start, start + size)))
-        start += size
-    return out
+    groups = frequency_thirds(range(n, 0, -1))  # n classes already sorted head first
+    return [(name, range(idx[0], idx[-1] + 1)) for name, idx in groups.items() if idx]
 
 
 def per_class_table(methods: list[Method]) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from ..evaluate import format_mean_std
+
 
 def fmt(value: float | None, digits: int = 3) -> str:
     """A number for a table; n/a for missing or NaN."""
@@ -13,15 +15,8 @@ def fmt(value: float | None, digits: int = 3) -> str:
 
 
 def mean_std(values: Sequence[float], digits: int = 3) -> str:
-    """'mean ± std' with the sample std (ddof = 1) over folds/runs; a single value has no std."""
-    vals = [v for v in values if v is not None and not math.isnan(v)]
-    if not vals:
-        return "n/a"
-    mean = sum(vals) / len(vals)
-    if len(vals) == 1:
-        return fmt(mean, digits)
-    std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1))
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+    """'mean ± std' (sample std) over folds/runs: evaluate.format_mean_std, "n/a" for none."""
+    return format_mean_std(values, digits)
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]], align_first_left: bool = True) -> str:
