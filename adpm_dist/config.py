@@ -423,6 +423,9 @@ def validate(cfg: Config) -> None:
         section = getattr(cfg, f.name)
         if dataclasses.is_dataclass(section):
             check_section(section, f.name)
+    if "://" in cfg.data.shards and "@" in cfg.data.shards.split("://", 1)[1].split("/", 1)[0]:
+        raise ConfigError("data.shards: a URL with credentials (user:password@) would be saved in config.yaml and "
+                          "every checkpoint; give them through the standard AWS variables/config or ~/.netrc")
     if not cfg.model.crop_size <= cfg.data.image_size:
         raise ConfigError(f"model.crop_size: invalid value {cfg.model.crop_size!r} (larger than data.image_size "
                           f"{cfg.data.image_size})")
