@@ -1,6 +1,7 @@
 """timm backbones as feature-map extractors; weights only from a local file (nothing is downloaded)."""
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import timm
@@ -31,7 +32,13 @@ class FeatureMap(nn.Module):
             if not path.is_file():
                 raise FileNotFoundError(f"pretrained checkpoint not found: {path} (nothing can be downloaded)")
             kwargs = {"pretrained": True, "pretrained_cfg_overlay": {"file": str(path)}}
-        self.net = timm.create_model(name, features_only=True, out_indices=(index,), **kwargs)
+        try:
+            self.net = timm.create_model(name, features_only=True, out_indices=(index,), **kwargs)
+        except (RuntimeError, ValueError, KeyError, EOFError, pickle.UnpicklingError) as e:
+            if not pretrained:
+                raise
+            raise ValueError(f"pretrained checkpoint {pretrained} does not fit timm model {name!r} "
+                             f"(not a state dict of that architecture): {e}") from None
         self.channels = self.net.feature_info.channels()[0]
         self.reduction = self.net.feature_info.reduction()[0]
 
