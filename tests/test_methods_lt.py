@@ -468,7 +468,9 @@ def ddp_steps(acc, cfg, method, model, opt, rho: float) -> str:
                              gen, rho)
             opt.step()
             opt.zero_grad(set_to_none=True)
-    flat = torch.cat([v.detach().float().flatten() for v in raw.state_dict().values()])
+    # parameters only: BatchNorm running statistics follow each rank's own last batch (DDP broadcasts
+    # rank 0's at the start of a forward, not after it)
+    flat = torch.cat([p.detach().float().flatten() for p in raw.parameters()])
     assert torch.isfinite(flat).all()
     return f"{flat.double().sum().item():.10e} {flat.double().abs().sum().item():.10e}"
 
