@@ -141,6 +141,7 @@ class TrainConfig:
     val_every: int = 10                     # epochs between validations (data.val_part)
     select: Literal["best", "last", "refit"] = "best"  # which epoch is kept (runtime/selection.py): best val
                                             # macro-F1, ties to the lower val NLL; last; or refit on train+val
+    keep_last: bool = False                 # also save the last epoch's weights as checkpoints/last.pt (to compare rules)
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     log_every: int = 10
     # Distributed training, EMA, checkpoints, resume (docs/distributed.md).
@@ -324,7 +325,8 @@ def config_fingerprint(config: Config | dict, data_id: str = "") -> str:
 
 def changed_keys(old: Config | dict, new: Config | dict) -> list[str]:
     """The result-changing keys whose values differ between two configs, sorted."""
-    a, b = result_settings(old), result_settings(new)
+    defaults = result_settings(Config())  # a key one side predates counts as its default
+    a, b = defaults | result_settings(old), defaults | result_settings(new)
     return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
 
 

@@ -293,6 +293,10 @@ def validate_and_select(run: Run, epoch: int) -> dict:
         run.loop["best"] = current.__dict__
         keep(run, weights)
     run.validations.append(current)
+    if run.cfg.train.keep_last and epoch == run.epochs.total - 1:
+        save_best(run.acc, weights, run.ckpt_dir / "last.pt", run.cfg,
+                  extra={"epoch": epoch + 1, "macro_f1": val["macro_f1"], "class_names": run.names,
+                         "ema": run.cfg.train.eval_ema})
     return {"val_macro_f1": val["macro_f1"], "val_prior_macro_f1": val["prior"]["macro_f1"], "val_nll": val["nll"]}
 
 
