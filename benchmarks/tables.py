@@ -40,6 +40,15 @@ METHODS: dict[str, tuple[list[str], str]] = {
     "balanced_softmax": (["method=balanced_softmax"], "balanced softmax"),
     "ldam_drw": (["method=ldam_drw"], "LDAM-DRW"),
     "resample": (["method=resample"], "class-balanced resampling"),
+    # Issue 19 (docs/baselines.md). The two-stage ones (crt, lws, gcl, mislas) add baseline.stage2_epochs
+    # class-balanced head epochs after train.epochs (so after --baseline-epochs too).
+    "crt": (["method=crt"], "decoupled: classifier re-training (cRT)"),
+    "lws": (["method=lws"], "decoupled: learnable weight scaling (LWS)"),
+    "tau_norm": (["method=tau_norm"], "decoupled: tau-normalised classifier"),
+    "posthoc_la": (["method=posthoc_la"], "post-hoc logit adjustment of CE"),
+    "vs": (["method=vs"], "VS loss"),
+    "gcl": (["method=gcl"], "GCL + classifier re-training"),
+    "mislas": (["method=mislas"], "MiSLAS"),
 }
 # The lever sweep (benchmarks/levers.py, issue 8 part 3): ADPM with one setting the paper leaves open
 # changed, judged on validation data only. "adpm" and "isotropic" are the quality runs themselves.
