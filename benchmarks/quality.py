@@ -46,6 +46,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.tables import (DIFFUSION_ENTRIES, METHODS, METRICS, dataset_table,  # noqa: E402
                                          frequency_groups, groups_line, mean_std, replace_section, run_scores)
 from adpm_dist.config import ConfigError, from_dict, load_config, save_config, set_key  # noqa: E402
+from adpm_dist.runtime.record import stale_keys  # noqa: E402
 from adpm_dist.data.digits_lt import DEFAULT_VAL_PER_CLASS  # noqa: E402
 from adpm_dist.data.manifest import load_manifest  # noqa: E402
 from adpm_dist.data.plan import plan_data  # noqa: E402
@@ -126,15 +127,12 @@ def run_settings(shards: Path, run_dir: Path, seed: int, fold: str | None) -> di
     return settings
 
 
-def write_launch_config(args, overrides: list[str], settings: dict, run_dir: Path) -> Path:
-    """The run's resolved config (config < overrides < settings) as a file for launch/train.py."""
+def resolved_config(args, overrides: list[str], settings: dict):
+    """The run's resolved config (config < overrides < settings), what launch/train.py gets as a file."""
     cfg = load_config(args.config, overrides)
     for key, value in settings.items():
         set_key(cfg, key, value)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / LAUNCH_CONFIG
-    save_config(cfg, path)
-    return path
+    return cfg
 
 
 def launch(args, config: Path, run_dir: Path) -> tuple[int, float]:
@@ -163,14 +161,21 @@ def run_all(args, data: dict[str, Path], out: Path, entries: dict = METHODS, sho
     todo, done, failed = [], 0, []
     configs = [(name, m, s, k) for name in data for k in outer_folds(data[name]) for m in args.methods
                for s in args.seeds]
+    stale = []
     for name, method, seed, fold in configs:
         run_dir = out / "runs" / name / method / run_name(seed, fold)
-        if (run_dir / "metrics.json").is_file():
+        cfg = resolved_config(args, run_overrides(args, entries, method), run_settings(data[name], run_dir, seed, fold))
+        changed = stale_keys(run_dir, cfg)
+        if changed == []:
             done += 1
+        elif changed:
+            stale.append(f"{run_dir}: {', '.join(changed)}")
         else:
-            config = write_launch_config(args, run_overrides(args, entries, method),
-                                         run_settings(data[name], run_dir, seed, fold), run_dir)
-            todo.append((name, method, seed, fold, run_dir, config))
+            save_config(cfg, run_dir / LAUNCH_CONFIG)
+            todo.append((name, method, seed, fold, run_dir, run_dir / LAUNCH_CONFIG))
+    if stale:  # never mix a figure trained otherwise into the table
+        raise SystemExit("finished runs were trained with other settings than this command would use "
+                         "(another --out, or delete them to re-run):\n  " + "\n  ".join(stale))
     total, start, spent = len(configs), time.perf_counter(), []
     print(f"{total} runs: {done} already done, {len(todo)} to go ({args.jobs} at a time)", flush=True)
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:

@@ -102,3 +102,20 @@ def test_the_engine_opens_the_evaluation_part_only_for_the_final_evaluation(meth
     assert saved["config_fingerprint"] == config_fingerprint(cfg) and saved["code_version"] == code_version()
     assert ("prior_agreement" in saved) == (method == "adpm") and "selection" in saved
     assert metrics["macro_f1"] == saved["macro_f1"]
+
+
+def test_quality_refuses_to_reuse_a_run_trained_with_other_settings(digits_shards, tmp_path, capsys):
+    """A finished run whose saved config differs from what the command would run is named, never reused."""
+    import importlib
+
+    quality = importlib.import_module("benchmarks.quality")
+    args = quality.parse_args(["--config", str(TINY), "--methods", "ce", "--seeds", "0", "--shards",
+                               str(digits_shards)])
+    data = {"digits": digits_shards}
+    run_dir = tmp_path / "runs" / "digits" / "ce" / "seed0"
+    trained = quality.resolved_config(args, ["train.lr=0.123", *quality.run_overrides(args, quality.METHODS, "ce")],
+                                      quality.run_settings(digits_shards, run_dir, 0, None))
+    save_config(trained, run_dir / "config.yaml")
+    atomic_write_json(run_dir / "metrics.json", {"config_fingerprint": config_fingerprint(trained), "macro_f1": 1.0})
+    with pytest.raises(SystemExit, match="seed0: train.lr"):
+        quality.run_all(args, data, tmp_path)

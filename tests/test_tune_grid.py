@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from adpm_dist.config import ConfigError, load_config, to_dict
+from adpm_dist.config import ConfigError, config_fingerprint, load_config, save_config, set_key, to_dict
 from adpm_dist.tune.experiment import (SEARCH_FILE, SearchSpec, check_overrides, plan_search, supports_resume,
                                        trial_config, write_search)
 from adpm_dist.tune.grid import Trial, build_trials, label, parse_values, shared_source
@@ -105,10 +105,16 @@ def test_resume_rules(tmp_path):
     write_search(search)
     with pytest.raises(FileExistsError, match="--resume"):
         plan_search(spec, shards, 2, resume=False)
-    done = Path(search.config_of(search.trials[0]).run.output_dir)
-    done.mkdir(parents=True)
-    (done / "metrics.json").write_text("{}")
+    trained = search.config_of(search.trials[0])
+    done = Path(trained.run.output_dir)
+    save_config(trained, done / "config.yaml")  # what the engine leaves in a finished trial
+    (done / "metrics.json").write_text(json.dumps({"config_fingerprint": config_fingerprint(trained)}))
     assert len(plan_search(spec, shards, 2, resume=True).todo) == 3  # finished trial skipped
+    set_key(trained, "train.batch_size", 3)  # a trial finished with other settings is refused, named
+    save_config(trained, done / "config.yaml")
+    (done / "metrics.json").write_text(json.dumps({"config_fingerprint": config_fingerprint(trained)}))
+    with pytest.raises(ValueError, match="differs in train.batch_size"):
+        plan_search(spec, shards, 2, resume=True)
     changed = SearchSpec(**{**spec.__dict__, "overrides": ["train.lr=0.5"]})
     with pytest.raises(ValueError, match="train.lr"):
         plan_search(changed, shards, 2, resume=True)

@@ -134,7 +134,8 @@ def test_quality_launch_config_holds_typed_values(tmp_path, fold):
     args = quality.parse_args(["--config", TINY, "--baseline-epochs", "1", "train.batch_size=8"])
     run_dir = tmp_path / "r #1 ü" / "seed3"
     settings = quality.run_settings(tmp_path / "s #2", run_dir, 3, fold)
-    path = quality.write_launch_config(args, quality.run_overrides(args, quality.METHODS, "ce"), settings, run_dir)
+    path = run_dir / quality.LAUNCH_CONFIG
+    quality.save_config(quality.resolved_config(args, quality.run_overrides(args, quality.METHODS, "ce"), settings), path)
     cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
     assert cfg["data"]["shards"] == str(tmp_path / "s #2") and cfg["run"]["output_dir"] == str(run_dir)
     assert cfg["run"]["seed"] == 3 and cfg["method"] == "ce" and cfg["train"]["epochs"] == 1

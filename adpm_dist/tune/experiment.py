@@ -20,7 +20,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import Config, ConfigError, TrainConfig, load_config, set_key, to_dict
+from ..config import Config, ConfigError, TrainConfig, flatten, load_config, set_key, to_dict
+from ..runtime.record import stale_keys
 from .grid import Trial, build_trials, label
 from .protocol import HELD_OUT, NESTED, choose_protocol
 
@@ -120,18 +121,8 @@ def shard_parts(shards: Path | str) -> list[str]:
         return []
 
 
-def flat(d: dict, prefix: str = "") -> dict:
-    items = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            items.update(flat(v, f"{prefix}{k}."))
-        else:
-            items[f"{prefix}{k}"] = v
-    return items
-
-
 def config_differences(old: dict, new: dict) -> list[str]:
-    a, b = flat(old), flat(new)
+    a, b = flatten(old), flatten(new)
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 
@@ -172,8 +163,17 @@ class Search:
         }
 
 
-def finished(out: Path, trial: Trial) -> bool:
-    return (trial_dir(out, trial) / "metrics.json").is_file()
+def finished(out: Path, trial: Trial, cfg: Config | None = None) -> bool:
+    """A trial with a metrics.json; with ``cfg``, one that ``cfg`` would reproduce, else a ValueError
+    naming the keys it was trained with differently (its figure must not mix into this search)."""
+    run_dir = trial_dir(out, trial)
+    if cfg is None:
+        return (run_dir / "metrics.json").is_file()
+    stale = stale_keys(run_dir, cfg)
+    if stale:
+        raise ValueError(f"--resume: {run_dir} finished with a config that differs in {', '.join(stale)} from what "
+                         "this search would run; use another --output, or delete that trial to re-run it")
+    return stale == []
 
 
 def early_stopped(out: Path, trial: Trial) -> bool:
@@ -209,7 +209,8 @@ def plan_search(spec: SearchSpec, shards: Path, folds: int, resume: bool) -> Sea
         if diff:
             raise ValueError(f"--resume: the training config differs from the one stored in {stored} "
                              f"({'; '.join(diff)}); use the same --config/overrides or another --output")
-    todo = [t for t in trials if not (resume and (finished(out, t) or early_stopped(out, t)))]
+    todo = [t for t in trials
+            if not (resume and (finished(out, t, trial_config(base, t, out, folds)) or early_stopped(out, t)))]
     return Search(spec, shards, folds, base, trials, todo, protocol)
 
 
