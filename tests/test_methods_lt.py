@@ -287,6 +287,18 @@ def test_readout_tau_is_the_best_grid_value_on_validation(name, shards):
                        else model.adjusted(model.scores(images), expected))
         torch.testing.assert_close(s, by_hand)
         assert torch.equal(s.argmax(1), p.argmax(1))
+        again = method.build([300] + [30] * 8 + [3]).eval()  # as the predict CLI: weights, then sample()
+        again.load_state_dict(model.state_dict())
+        assert math.isnan(float(again.readout_tau))
+        torch.testing.assert_close(again.sample(images)[0], s)  # chose the same tau at its first prediction
+        assert float(again.readout_tau) == expected
+
+
+def test_readout_without_the_validation_shards_warns_and_uses_tau_one(tmp_path, capsys):
+    cfg = load_config(TINY, ["method=posthoc_la", f"data.shards={tmp_path / 'gone'}"])
+    model = method_for(cfg).build(COUNTS).eval()
+    model.sample(torch.randn(2, 3, 32, 32))
+    assert float(model.readout_tau) == 1.0 and "no validation data to choose tau" in capsys.readouterr().out
 
 
 def test_adpm_prior_readout_changes_only_the_prior_block(shards):

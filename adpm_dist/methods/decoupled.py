@@ -21,7 +21,7 @@ from torch import nn
 
 from . import losses
 from .classifiers import ClassifierMethod, ClassifierModel, PooledClassifier
-from .readout import ValidationTau, add_readout_buffer
+from .readout import ChosenTau, ValidationTau, add_readout_buffer
 from .staged import ClassScales, NewHead, TwoStageMethod
 
 
@@ -39,8 +39,11 @@ class LearnableWeightScaling(TwoStageMethod):
         return ClassScales(network.head.out_features)
 
 
-class TauNormModel(ClassifierModel):
+class TauNormModel(ChosenTau, ClassifierModel):
     """A CE classifier whose prediction reads the head as w_j / ||w_j||^tau (tau: ``readout_tau``)."""
+
+    def choose_tau(self, device) -> float:
+        return self.validation.choose(self, self.pooled, self.normalised_scores, device)
 
     def pooled(self, images: torch.Tensor) -> torch.Tensor:
         return self.classifier.features(images).mean(dim=(2, 3)).float()
@@ -50,7 +53,7 @@ class TauNormModel(ClassifierModel):
 
     @torch.no_grad()
     def sample(self, images: torch.Tensor, **_ignored) -> tuple[torch.Tensor, torch.Tensor]:
-        scores = self.normalised_scores(self.pooled(images), float(self.readout_tau))
+        scores = self.normalised_scores(self.pooled(images), self.current_tau(images.device))
         return scores, F.softmax(scores, dim=1)
 
 
@@ -64,12 +67,14 @@ class TauNormalised(ClassifierMethod):
     def make_model(self, class_counts: list[int]) -> TauNormModel:
         network = self.network(len(class_counts))
         network.head = nn.Linear(network.head.in_features, len(class_counts), bias=False)
-        return add_readout_buffer(TauNormModel(network, class_counts, self.loss, loss_name=self.name))
+        model = add_readout_buffer(TauNormModel(network, class_counts, self.loss, loss_name=self.name))
+        model.validation = self.validation
+        return model
 
     def prediction_levels(self, model: nn.Module, batches: Iterable[dict], device: torch.device,
                           reduce_sum: Callable[[torch.Tensor], torch.Tensor]) -> None:
         """tau for these weights, on the validation data (never ``batches``: they may be the evaluation part)."""
-        self.validation.choose(model, model.pooled, model.normalised_scores, device)
+        model.choose_tau(device)
         return None
 
 

@@ -10,6 +10,7 @@ with, so the ADPM scores are the same either way; what moves is the "prior" bloc
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 
 import torch
@@ -19,11 +20,14 @@ from torch import nn
 from . import losses
 from .adpm import ADPMMethod
 from .classifiers import ClassifierMethod, ClassifierModel
-from .readout import ValidationTau, add_readout_buffer
+from .readout import ChosenTau, ValidationTau, add_readout_buffer
 
 
-class PosthocModel(ClassifierModel):
+class PosthocModel(ChosenTau, ClassifierModel):
     """A classifier predicting score_scale * f(x) - tau log pi (tau: ``readout_tau``)."""
+
+    def choose_tau(self, device) -> float:
+        return self.validation.choose(self, self.scores, self.adjusted, device)
 
     def scores(self, images: torch.Tensor) -> torch.Tensor:
         return self.score_scale * self.outputs(images)
@@ -33,7 +37,7 @@ class PosthocModel(ClassifierModel):
 
     @torch.no_grad()
     def sample(self, images: torch.Tensor, **_ignored) -> tuple[torch.Tensor, torch.Tensor]:
-        scores = self.adjusted(self.scores(images), float(self.readout_tau))
+        scores = self.adjusted(self.scores(images), self.current_tau(images.device))
         return scores, F.softmax(scores, dim=1)
 
 
@@ -62,12 +66,13 @@ class PosthocLogitAdjustment(ClassifierMethod):
     def make_model(self, class_counts: list[int]) -> PosthocModel:
         model = PosthocModel(self.network(len(class_counts)), class_counts, self.loss, loss_name=self.name,
                              score_scale=self.base.score_scale())
+        model.validation = self.validation
         return add_readout_buffer(model)
 
     def prediction_levels(self, model: nn.Module, batches: Iterable[dict], device: torch.device,
                           reduce_sum: Callable[[torch.Tensor], torch.Tensor]) -> None:
         """tau for these weights, on the validation data (never ``batches``: they may be the evaluation part)."""
-        self.validation.choose(model, model.scores, model.adjusted, device)
+        model.choose_tau(device)
         return None
 
 
@@ -82,15 +87,21 @@ class ADPMWithPriorReadout(ADPMMethod):
         return self.cfg.model.prior_readout == "posthoc_la"
 
     def make_model(self, class_counts: list[int]) -> nn.Module:
-        model = add_readout_buffer(super().make_model(class_counts))
-        model.register_buffer("readout_counts", torch.as_tensor(class_counts, dtype=torch.float32), persistent=False)
+        model = super().make_model(class_counts)
+        if self.adjusts():  # n_j saved with the weights (a checkpoint's model is rebuilt with dummy counts);
+            # only then, so that raw-readout checkpoints keep exactly ADPM's keys
+            model.register_buffer("readout_counts", torch.as_tensor(class_counts, dtype=torch.float32))
+            add_readout_buffer(model)
         return model
+
+    def choose_tau(self, model: nn.Module, device) -> float:
+        return self.validation.choose(model, lambda images: model.prior(images).fused.float(),
+                                      lambda z, tau: losses.posthoc_adjusted_logits(z, model.readout_counts, tau=tau),
+                                      device)
 
     def prediction_levels(self, model, batches, device, reduce_sum):
         if self.adjusts():
-            self.validation.choose(model, lambda images: model.prior(images).fused.float(),
-                                   lambda z, tau: losses.posthoc_adjusted_logits(z, model.readout_counts, tau=tau),
-                                   device)
+            self.choose_tau(model, device)
         return super().prediction_levels(model, batches, device, reduce_sum)
 
     @torch.no_grad()
@@ -99,5 +110,7 @@ class ADPMWithPriorReadout(ADPMMethod):
         if self.adjusts():  # a second (deterministic, eval-mode) prior pass: its logits, not log softmax
             fused = model.prior(images).fused.float()
             tau = float(model.readout_tau)
+            if math.isnan(tau):  # predicted without prediction_levels first
+                tau = self.choose_tau(model, images.device)
             prior = F.softmax(losses.posthoc_adjusted_logits(fused, model.readout_counts, tau=tau), dim=1)
         return scores, prior

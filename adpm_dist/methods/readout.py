@@ -9,7 +9,9 @@ never the batches being predicted, which may be the evaluation part) and the one
 macro-F1 wins (the first on ties, so the grid's order is the tie-break). The choice goes into the
 model's ``readout_tau`` buffer, which the prediction then reads. It is non-persistent: it is
 recomputed for whatever weights are loaded (best.pt, a re-evaluation), so a stale value never
-travels with a checkpoint. Without validation data (``data.val_part=none``: train.select=refit's
+travels with a checkpoint. A model predicting without the engine (``python -m adpm_dist.predict``
+calls ``model.sample``) chooses it itself at its first prediction (``ChosenTau``), on the validation
+data its config names; if those shards are not there, it warns and uses tau = 1. Without validation data (``data.val_part=none``: train.select=refit's
 second pass) tau = 1, the balanced-error Bayes rule of Menon et al. (2021, Sec. 4) and full
 normalisation for tau-norm.
 
@@ -19,6 +21,7 @@ without communicating, whatever the launch mode, at the price of one duplicated 
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -30,9 +33,25 @@ NO_VALIDATION_TAU = 1.0
 
 
 def add_readout_buffer(model: nn.Module) -> nn.Module:
-    """The ``readout_tau`` buffer (non-persistent: never in a state dict or a checkpoint)."""
-    model.register_buffer("readout_tau", torch.tensor(NO_VALIDATION_TAU), persistent=False)
+    """The ``readout_tau`` buffer (non-persistent: never in a state dict or a checkpoint); NaN = not chosen yet."""
+    model.register_buffer("readout_tau", torch.tensor(float("nan")), persistent=False)
     return model
+
+
+class ChosenTau:
+    """Mixin of a classifier whose prediction reads ``readout_tau``. The model sets ``choose_tau(device)``
+    (choose on validation) and ``validation`` (its ValidationTau); the engine chooses before every
+    prediction (``prediction_levels``), anything else at the first prediction."""
+
+    def current_tau(self, device) -> float:
+        if math.isnan(float(self.readout_tau)):
+            try:
+                self.choose_tau(device)
+            except OSError as e:  # the validation shards of the training run are not on this machine
+                print(f"warning: {self.validation.what}: no validation data to choose tau ({e}); "
+                      f"tau = {NO_VALIDATION_TAU:g}")
+                self.readout_tau.fill_(NO_VALIDATION_TAU)
+        return float(self.readout_tau)
 
 
 def _is_main_rank() -> bool:
