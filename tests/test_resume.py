@@ -1,6 +1,7 @@
-"""Exact resume: a 2-rank DDP run SIGKILLed right after its first checkpoint (mid-epoch: step 3 of 6 in
-the prior warm-up), relaunched with train.resume=auto, ends with the same metrics and training history
-as the uninterrupted run with the same seed (tests/test_distributed.py's DDP run, same config: EMA on
+"""Exact resume: a 2-rank run SIGKILLed right after a checkpoint (DDP in the prior warm-up; DDP with two
+loader workers per rank and DeepSpeed ZeRO-2 mid-way through joint training), relaunched with
+train.resume=auto, ends with the same metrics and training history as the uninterrupted run with the
+same seed (tests/test_distributed.py's DDP run, same config: EMA on
 and evaluated, a checkpoint every 3 steps). This needs the model, optimizer, LR position, EMA, every
 RNG (global ones and the engine's generator for t/eps) and the data position to be restored.
 
@@ -12,7 +13,11 @@ which checkpoint the race left (CI once failed here, on a busy machine, for that
 from __future__ import annotations
 
 import json
+import random
 import time
+from pathlib import Path
+
+import pytest
 
 from process_group import end_session
 from test_distributed import TIMEOUT, TIMING_KEYS, run, start, train_cmd, trained
@@ -24,36 +29,54 @@ def strip_timing(history: list[dict]) -> list[dict]:
     return [{k: v for k, v in row.items() if k not in TIMING_KEYS} for row in history]
 
 
-def test_sigkill_after_first_checkpoint_then_resume_matches_uninterrupted(digits_shards, tmp_path, tmp_path_factory):
-    out = tmp_path / "out"
-    cmd = train_cmd("ddp", out, f"data.shards={digits_shards}")
-    proc = start(cmd, tmp_path / "killed.log", tmp_path)
+def kill_at_checkpoint(cmd: list[str], out: Path, log: Path, tmp: Path, min_step: int) -> Path:
+    """Start ``cmd``, SIGKILL its whole process group once a checkpoint at or after ``min_step``
+    is complete; the latest complete checkpoint."""
+    proc = start(cmd, log, tmp)
     try:
         deadline = time.monotonic() + TIMEOUT
-        while not complete_checkpoints(out / "checkpoints"):
-            assert proc.poll() is None, (tmp_path / "killed.log").read_text()[-3000:]
+        while not [c for c in complete_checkpoints(out / "checkpoints") if int(c.name.split("_")[1]) >= min_step]:
+            assert proc.poll() is None, log.read_text()[-3000:]
             assert time.monotonic() < deadline, "no checkpoint before the timeout"
             time.sleep(0.05)
     finally:
         end_session(proc)  # SIGKILL to every process of the run: no chance to clean up or flush anything
     found = complete_checkpoints(out / "checkpoints")
     assert found and not (out / "metrics.json").exists(), found
-    latest = found[-1]  # step 3 unless the run got further before the kill landed (see above)
-    at = json.loads((latest / STATE_FILE).read_text())
-    reference_dir, _ = trained("ddp", digits_shards, tmp_path_factory)
+    return found[-1]
+
+
+# (launch mode, loader workers, phase killed in): the warm-up with DDP; joint training with DDP and two
+# DataLoader workers per rank, and with DeepSpeed ZeRO-2. Workers and ZeRO do not change the numbers,
+# so each resumed run must match the uninterrupted reference of its launch mode.
+CASES = [("ddp", 0, "warm-up"), ("ddp", 2, "joint"), ("zero2", 0, "joint")]
+
+
+@pytest.mark.parametrize("mode,workers,phase", CASES, ids=[f"{m}-w{w}-{p}" for m, w, p in CASES])
+def test_sigkill_then_resume_matches_uninterrupted(mode, workers, phase, digits_shards, tmp_path, tmp_path_factory):
+    reference_dir, _ = trained(mode, digits_shards, tmp_path_factory)
     reference = json.loads((reference_dir / "metrics.json").read_text())
+    per_epoch = reference["history"][0]["step"]  # optimizer steps per epoch (the warm-up is epoch 1)
+    # warm-up: the DDP run's own checkpoint every 3 steps; joint: mid-epoch 2 at a step this seed picks
+    step = 3 if phase == "warm-up" else per_epoch + 1 + random.Random(20261202).randrange(per_epoch - 2)
+    out = tmp_path / "out"
+    cmd = train_cmd(mode, out, f"data.shards={digits_shards}", f"data.num_workers={workers}",
+                    f"train.checkpoint_every_steps={step}")
+    latest = kill_at_checkpoint(cmd, out, tmp_path / "killed.log", tmp_path, step)
+    at = json.loads((latest / STATE_FILE).read_text())
     # n batches per epoch on every rank: step s is batch s % n of epoch s // n (step 3: epoch 0, batch 3)
-    per_epoch = reference["history"][0]["step"]
     assert per_epoch > 3 and (at["epoch"], at["batch"]) == divmod(at["step"], per_epoch), (latest, at, per_epoch)
+    assert phase == "warm-up" or at["epoch"] >= 1, at  # joint: killed after the warm-up epoch
 
     rc = run(cmd + ["train.resume=auto"], tmp_path / "resumed.log", tmp_path)
     log = (tmp_path / "resumed.log").read_text()
     assert rc == 0, log[-4000:]
-    assert f"resumed from {latest}: epoch {at['epoch'] + 1}, batch {at['batch']}, step {at['step']}" in log, \
-        f"checkpoints left by the kill: {[p.name for p in found]}\n" + log[:3000]
+    assert f"resumed from {latest}: epoch {at['epoch'] + 1}, batch {at['batch']}, step {at['step']}" in log, log[:3000]
 
     resumed = json.loads((out / "metrics.json").read_text())
     assert strip_timing(resumed.pop("history")) == strip_timing(reference.pop("history"))
-    assert resumed == reference  # accuracy, macro-F1, per-class, prior metrics, best epoch: all identical
+    for key in ("config_fingerprint", "code_version", "data_fingerprint", "resume_changes"):
+        resumed.pop(key, None), reference.pop(key, None)  # checkpoint_every_steps, data.num_workers: no effect
+    assert resumed == reference  # accuracy, macro-F1, per-class, prior metrics, selection: all identical
     best = load_checkpoint(out / "checkpoints" / "best.pt")
     assert {"model", "config", "epoch", "macro_f1", "class_names"} <= set(best) and best["ema"] is True
