@@ -335,7 +335,7 @@ def parse(argv):
     parser.add_argument("--tiny", action="store_true", help=f"with --quick: {TINY_CONFIG} (seconds; smoke test)")
     parser.add_argument("--classes", type=int, default=6, help="classes of the random labels (no --shards)")
     parser.add_argument("--image-size", type=int, default=0, help="with --untrained: resize inputs (paper: 224)")
-    parser.add_argument("--batch", type=int, default=0, help="images per predict call (default 256; --quick 16)")
+    parser.add_argument("--batch", type=int, default=0, help="images per predict call (default 256; --quick 32)")
     parser.add_argument("--train-batch", type=int, default=0, help="train-step batch (default train.batch_size; "
                         "--quick 8)")
     parser.add_argument("--fast-steps", default="5,10", help="S of the timed respaced-S and DDIM-S rows")
@@ -367,7 +367,7 @@ def parse(argv):
         args.untrained = True
         args.config = args.config or (TINY_CONFIG if args.tiny else PAPER_CONFIG)
         args.overrides = [*QUICK_DEFAULTS, *args.overrides]
-        args.batch, args.train_batch = args.batch or 16, args.train_batch or 8
+        args.batch, args.train_batch = args.batch or 32, args.train_batch or 8
         args.rounds, args.train_rounds = args.rounds or 2, args.train_rounds or 2
     args.config = args.config or "configs/digits_lt.yaml"
     args.batch, args.rounds, args.train_rounds = args.batch or 256, args.rounds or 5, args.train_rounds or 3
