@@ -68,6 +68,11 @@ QUICK_DEFAULTS = ["model.prior_mean=train_batch", "model.encoder=prior"]
 QUICK_SAMPLER, QUICK_STEPS = "respaced", 5
 PRIOR_MEANS = ("eval", "train_batch")
 GB = 1e9
+# What a timing reads: the process's CPU time by default. With one torch thread the work of a call is
+# its CPU seconds, which other jobs on a shared machine barely change; wall time (--clock wall) also
+# counts the time the scheduler gave to them.
+CLOCKS = {"cpu": time.process_time, "wall": time.perf_counter}
+clock = CLOCKS["cpu"]
 
 
 def timed_rounds(methods: dict, rounds: int) -> dict[str, float]:
@@ -79,9 +84,9 @@ def timed_rounds(methods: dict, rounds: int) -> dict[str, float]:
     for r in range(rounds):
         for name, (fn, max_rounds) in methods.items():
             if r < max_rounds:
-                start = time.perf_counter()
+                start = clock()
                 fn()
-                times[name].append(time.perf_counter() - start)
+                times[name].append(clock() - start)
     return {name: min(v) for name, v in times.items() if v}
 
 
@@ -189,12 +194,12 @@ def step_fn(model, optimizer, batch, *, joint: bool, prior_mean: str):
 
     def step() -> tuple[float, float]:
         model.prior_mean = prior_mean
-        start = time.perf_counter()
+        start = clock()
         model(x, y, t, eps, joint=joint)["loss"].backward()
-        mid = time.perf_counter()
+        mid = clock()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        return mid - start, time.perf_counter() - mid
+        return mid - start, clock() - mid
     return step
 
 
@@ -356,6 +361,8 @@ def parse(argv):
     parser.add_argument("--memory-batches", default="2,8", help="the two batch sizes of the memory probes")
     parser.add_argument("--seeds", type=int, default=3, help="sampling seeds for the macro-F1 of stochastic samplers")
     parser.add_argument("--threads", type=int, default=1, help="torch threads while timing")
+    parser.add_argument("--clock", choices=tuple(CLOCKS), default="cpu",
+                        help="cpu: process CPU time (robust on a shared machine, with --threads 1); wall")
     parser.add_argument("--results", default=str(ROOT / "benchmarks/RESULTS.md"))
     parser.add_argument("--probe", choices=("train", "predict"), help=argparse.SUPPRESS)
     parser.add_argument("--probe-batch", type=int, default=2, help=argparse.SUPPRESS)
@@ -377,7 +384,9 @@ def parse(argv):
 
 
 def main(argv: list[str] | None = None) -> int:
+    global clock
     args = parse(argv)
+    clock = CLOCKS[args.clock]
     command = "python benchmarks/speed.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     overrides = ([f"data.shards={args.shards}"] if args.shards else []) + \
         ([f"data.image_size={args.image_size}"] if args.image_size else []) + list(args.overrides)
@@ -510,7 +519,8 @@ def quick(cfg, args, k: int) -> int:
           f"{args.train_batch}: joint {train_ms['joint step'][0]:.0f} ms, prior-only "
           f"{train_ms['prior-only step'][0]:.0f} ms; predict batch {args.batch}: {args.sampler}-{args.steps} "
           f"{predict[f'{args.sampler}-{args.steps}']:.1f} ms/image, prior {predict['prior only']:.1f} ms/image; "
-          f"{time.perf_counter() - started:.0f} s, load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+          f"{args.clock} time; {time.perf_counter() - started:.0f} s wall, load {os.getloadavg()[0]:.1f} on "
+          f"{os.cpu_count()} cores")
     print(f"train_step_ratio={train_ratio:.2f} predict_ratio={predict_ratio:.2f}")
     return 0
 
@@ -526,8 +536,8 @@ def report(cfg, args, command, epoch, n, train_batch, predict, train_ms, flops, 
         f"Model: prior {m.backbone} (level {m.backbone_level}) + local {m.local_backbone or m.backbone} on "
         f"{m.num_crops} crops of {m.crop_size} px; denoiser hidden {m.hidden_dim}, tokens {m.token_dim}; image "
         f"{cfg.data.image_size} px; weights: {epoch if epoch == 'untrained' else f'epoch {epoch}'}. torch threads "
-        f"{args.threads}; load average at the end {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (shared "
-        "machine: each timing is the best of interleaved rounds).",
+        f"{args.threads}; clock: {args.clock} time; load average at the end {os.getloadavg()[0]:.1f} on "
+        f"{os.cpu_count()} cores (shared machine: each timing is the best of interleaved rounds).",
         "",
         f"| predict (batch {n}), ms / image | " + " | ".join(predict) + " | x prior |",
         "|---|" + "---|" * (len(predict) + 1),
