@@ -38,6 +38,8 @@ class DataConfig:
     vflip: bool = False
     rotation: float = 30.0
     num_workers: int = 0
+    verify: bool = False                    # check every shard's sha256 against the manifest at start (reads
+                                            # all shard bytes once: seconds locally, a full download if remote)
 
 
 @dataclass

@@ -70,17 +70,35 @@ def _shard_ref(path: Path | RemotePath) -> str | RemotePath:
     return path if isinstance(path, RemotePath) else str(path)
 
 
-def decode_sample(sample: dict) -> tuple[Image.Image, int, str]:
-    """Raw sample -> (RGB PIL image, label, key). Each image is decoded exactly once, here."""
-    ext = next((e for e in IMAGE_EXTS if e in sample), None)
-    if ext is None:
-        raise ValueError(f"sample {sample.get('__key__')} in {sample.get('__url__')} has no image member")
-    meta = json.loads(sample["json"])
-    image = Image.open(io.BytesIO(sample[ext]))
-    image.load()
-    if image.mode != "RGB":  # prepare stores RGB; a copy only for shards written by other tools
-        image = image.convert("RGB")
-    return image, int(meta["label"]), sample["__key__"]
+class BadSample(ValueError):
+    """A sample that cannot be used (truncated image, bad JSON, label out of range), named by shard and key."""
+
+    def __init__(self, shard: str, key: str, reason: str):
+        super().__init__(f"bad sample {key!r} in shard {shard}: {reason}")
+        self.shard, self.key, self.reason = shard, key, reason
+
+    def record(self) -> dict:
+        return {"shard": self.shard, "key": self.key, "reason": self.reason}
+
+
+def decode_sample(sample: dict, num_classes: int | None = None) -> tuple[Image.Image, int, str]:
+    """Raw sample -> (RGB PIL image, label, key). Each image is decoded exactly once, here; anything
+    wrong with it is a BadSample naming its shard, key and reason."""
+    key, shard = str(sample.get("__key__")), str(sample.get("__url__"))
+    try:
+        ext = next((e for e in IMAGE_EXTS if e in sample), None)
+        if ext is None:
+            raise ValueError("no image member")
+        label = int(json.loads(sample["json"])["label"])
+        if num_classes is not None and not 0 <= label < num_classes:
+            raise ValueError(f"label {label} out of range [0, {num_classes})")
+        image = Image.open(io.BytesIO(sample[ext]))
+        image.load()  # a truncated file fails here, not in a transform later
+        if image.mode != "RGB":  # prepare stores RGB; a copy only for shards written by other tools
+            image = image.convert("RGB")
+    except (OSError, ValueError, KeyError, TypeError, SyntaxError) as e:  # PIL, JSON, int(), missing keys
+        raise BadSample(shard, key, f"{type(e).__name__}: {e}") from None
+    return image, label, key
 
 
 def balance(counts: Sequence[int], bins: int) -> list[list[int]]:
@@ -191,8 +209,10 @@ class _TrainSamples(IterableDataset):
     shared-memory transfer per batch instead of one per image, as a DataLoader with batch_size does.
     """
 
-    def __init__(self, transform, keep: Callable[[str], bool], shuffle_buffer: int, batch_size: int):
+    def __init__(self, transform, keep: Callable[[str], bool], shuffle_buffer: int, batch_size: int,
+                 num_classes: int | None = None):
         self.transform, self.keep, self.shuffle_buffer, self.batch_size = transform, keep, shuffle_buffer, batch_size
+        self.num_classes = num_classes
         self.shards: list[tuple[str | RemotePath, int]] = []  # (shard, samples passing `keep`), set per epoch
         self.budget = 0
         self.seed = ""
@@ -207,7 +227,8 @@ class _TrainSamples(IterableDataset):
         stream = _budgeted(paths, budget, self.keep, random.Random(f"{self.seed}:{wid}:refill"))
         if self.shuffle_buffer > 1:
             stream = _buffer_shuffle(stream, self.shuffle_buffer, random.Random(f"{self.seed}:{wid}"))
-        yield from _decoded_batches(stream, self.transform, self.batch_size)
+        yield from _decoded_batches(stream, self.transform, self.batch_size, skip_bad=True,
+                                    num_classes=self.num_classes)
 
 
 class _EvalSamples(IterableDataset):
@@ -219,6 +240,7 @@ class _EvalSamples(IterableDataset):
                  batch_size: int):
         self.shards, self.transform = [_shard_ref(s) for s in shards], transform
         self.rank, self.world_size, self.keep, self.batch_size = rank, world_size, keep, batch_size
+        self.num_classes: int | None = None
 
     def _rank_share(self) -> Iterator[dict]:
         i = 0  # index among the samples that pass the key filter, the same on every rank
@@ -233,27 +255,44 @@ class _EvalSamples(IterableDataset):
         info = get_worker_info()
         wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
         mine = (sample for j, sample in enumerate(self._rank_share()) if (j // self.batch_size) % nw == wid)
-        yield from _decoded_batches(mine, self.transform, self.batch_size)
+        yield from _decoded_batches(mine, self.transform, self.batch_size, num_classes=self.num_classes)
 
 
-def _decoded_batches(samples: Iterable[dict], transform, batch_size: int) -> Iterator[dict]:
-    """Decode and transform each raw sample once, then batch; the last batch may be short."""
-    chunk = []
+def _decoded_batches(samples: Iterable[dict], transform, batch_size: int, *, skip_bad: bool = False,
+                     num_classes: int | None = None) -> Iterator[dict]:
+    """Decode and transform each raw sample once, then batch; the last batch may be short.
+
+    A BadSample stops evaluation (exact-once coverage cannot hold). In training (``skip_bad``) it is
+    recorded in the batch's ``skipped`` list and its place taken by the next good sample of the same
+    stream, so every rank still yields exactly its number of batches.
+    """
+    chunk, skipped, owed = [], [], 0
     for sample in samples:
-        image, label, key = decode_sample(sample)
-        chunk.append((transform(image), label, key))
-        if len(chunk) == batch_size:
-            yield _collate(chunk)
-            chunk = []
+        try:
+            image, label, key = decode_sample(sample, num_classes)
+        except BadSample as bad:
+            if not skip_bad:
+                raise
+            skipped.append(bad.record())
+            owed += 1
+            continue
+        item = (transform(image), label, key)
+        for _ in range(1 + owed):
+            chunk.append(item)
+            if len(chunk) == batch_size:
+                yield _collate(chunk, skipped)
+                chunk, skipped = [], []
+        owed = 0
     if chunk:
-        yield _collate(chunk)
+        yield _collate(chunk, skipped)
 
 
-def _collate(items: list) -> dict:
+def _collate(items: list, skipped: list[dict] | None = None) -> dict:
     images, labels, keys = zip(*items)
     # default_collate stacks straight into shared memory inside a DataLoader worker (one copy less
     # than torch.stack followed by the worker's move to shared memory).
-    return {"image": default_collate(list(images)), "label": torch.tensor(labels, dtype=torch.long), "key": list(keys)}
+    return {"image": default_collate(list(images)), "label": torch.tensor(labels, dtype=torch.long), "key": list(keys),
+            "skipped": list(skipped or [])}
 
 
 class ShardLoader:
@@ -302,11 +341,12 @@ def _concat(chunks: list[dict]) -> dict:
     if len(chunks) == 1:
         return chunks[0]
     return {"image": torch.cat([c["image"] for c in chunks]), "label": torch.cat([c["label"] for c in chunks]),
-            "key": [k for c in chunks for k in c["key"]]}
+            "key": [k for c in chunks for k in c["key"]], "skipped": [s for c in chunks for s in c["skipped"]]}
 
 
 def _take(batch: dict, start: int, stop: int) -> dict:
-    return {"image": batch["image"][start:stop], "label": batch["label"][start:stop], "key": batch["key"][start:stop]}
+    return {"image": batch["image"][start:stop], "label": batch["label"][start:stop], "key": batch["key"][start:stop],
+            "skipped": batch["skipped"] if start == 0 else []}  # reported once, with the first piece
 
 
 class TrainLoader(ShardLoader):
@@ -402,7 +442,7 @@ def train_batches(
             f"or use fewer data workers (data.num_workers)")
     num_batches = max(1, n // (batch_size * world_size))
     per_rank = min(num_batches * batch_size, n // world_size)
-    samples = _TrainSamples(transform, keep, shuffle_buffer, min(batch_size, per_rank))
+    samples = _TrainSamples(transform, keep, shuffle_buffer, min(batch_size, per_rank), manifest.num_classes)
     loader = TrainLoader(samples, min(batch_size, per_rank), num_batches, per_rank, num_workers,
                          shards=shards, seed=seed, rank=rank, world_size=world_size, rebalance=rebalance)
     loader.set_epoch(epoch)
@@ -435,4 +475,5 @@ def eval_batches(
     per_rank = len(range(rank, n, world_size))
     order = [p for part in manifest.check_parts(parts) for p in manifest.parts[part]]
     samples = _EvalSamples(order, transform, rank=rank, world_size=world_size, keep=keep, batch_size=batch_size)
+    samples.num_classes = manifest.num_classes
     return ShardLoader(samples, batch_size, -(-per_rank // batch_size), per_rank, num_workers)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ..config import Config, from_dict, save_config, set_key, to_dict
-from ..data.manifest import Manifest, load_manifest
+from ..data.manifest import Manifest, load_manifest, verify_shards
 from ..data.plan import DataPlan, plan_data
 from ..data.stream import eval_batches, train_batches
 from ..data.transforms import build_transform
@@ -59,6 +59,7 @@ class Run:
     log: RunLog | None = None
     loop: dict = field(default_factory=dict)
     validations: list = field(default_factory=list)  # selection.Validation per validated epoch
+    skipped: dict = field(default_factory=dict)      # (shard, key) -> bad training sample record, this rank
     clipped: list = field(default_factory=list)
 
     @property
@@ -132,6 +133,9 @@ def set_up(cfg: Config, accelerator=None) -> Run:
         save_config(cfg, out / "config.yaml")
     acc.print(f"config: {cfg.run.output_dir}/config.yaml | {world_info(acc)}")
     manifest = load_manifest(cfg.data.shards)
+    if cfg.data.verify and acc.is_main_process:  # reads every shard once: a full download if remote
+        verify_shards(manifest)
+    acc.wait_for_everyone()
     plan = plan_data(manifest, cfg)
     for warning in plan.warnings:
         acc.print(f"warning: {warning}")
@@ -172,6 +176,7 @@ def start_position(run: Run) -> dict | None:
     t, acc = run.cfg.train, run.acc
     run.loop, resumed = resume(acc, run.cfg, run.ckpt_dir, run.gen, run.ema)
     run.validations = [selection.Validation(**v) for v in run.loop.get("validations", [])]
+    run.skipped = {(r["shard"], r["key"]): r for r in (resumed or {}).get("skipped", [])}
     run.log = RunLog(acc, run.out, log_every=t.log_every, images_per_step=t.batch_size * acc.num_processes * t.grad_accum,
                      purge_step=run.loop["step"] if resumed else None)
     return resumed
@@ -224,6 +229,7 @@ def train_step(run: Run, batch: dict, epoch: int) -> tuple[dict[str, float], int
     """Forward, backward and (at accumulation boundaries) an optimizer step; the batch's losses."""
     acc, t = run.acc, run.cfg.train
     images, labels = batch["image"].to(acc.device), batch["label"].to(acc.device)
+    note_skipped(run, batch.get("skipped", []))
     sync_buffers(acc, run.raw)  # DeepSpeed only: rank 0's BatchNorm statistics, as DDP does
     with acc.accumulate(run.model):
         losses = forward_backward(acc, run.model, lambda: run.method.losses(  # two passes with train.sam_rho > 0
@@ -233,6 +239,29 @@ def train_step(run: Run, batch: dict, epoch: int) -> tuple[dict[str, float], int
         run.optimizer.step()
         run.optimizer.zero_grad(set_to_none=True)
     return {k: v.item() for k, v in losses.items()}, len(labels)
+
+
+def note_skipped(run: Run, records: list[dict]) -> None:
+    """Bad training samples the stream replaced: logged once each, counted, listed in metrics.json."""
+    for record in records:
+        key = (record["shard"], record["key"])
+        if key not in run.skipped:
+            print(f"warning: skipped {record['key']!r} of {record['shard']}: {record['reason']}", flush=True)
+            run.skipped[key] = record | {"times": 0}
+        run.skipped[key]["times"] += 1
+
+
+def all_skipped(run: Run) -> list[dict]:
+    """Every rank's skipped samples (a collective), one record per sample."""
+    from accelerate.utils import gather_object
+
+    records = list(run.skipped.values())
+    if run.acc.num_processes > 1:
+        records = gather_object(records)
+    merged: dict = {}
+    for r in records:
+        merged.setdefault((r["shard"], r["key"]), r | {"times": 0})["times"] += r["times"]
+    return sorted(merged.values(), key=lambda r: (r["shard"], r["key"]))
 
 
 def after_step(run: Run, losses: dict, epoch: int, i: int, usable: int, sums: dict, epoch_rng: dict) -> None:
@@ -258,7 +287,8 @@ def end_epoch(run: Run, epoch: int, row: dict) -> None:
 
 def save_checkpoint(run: Run, epoch: int, batch: int, sums: dict, epoch_rng: dict, val_f1: float | None = None) -> None:
     run.loop.update(epoch=epoch, batch=batch, validations=[v.__dict__ for v in run.validations])
-    rank_state = {"gen": run.gen.get_state(), "rng": rng_snapshot(), "epoch_rng": epoch_rng, "sums": sums}
+    rank_state = {"gen": run.gen.get_state(), "rng": rng_snapshot(), "epoch_rng": epoch_rng, "sums": sums,
+                  "skipped": list(run.skipped.values())}
     meta = {**run.loop, "val_macro_f1": val_f1, "world_size": run.acc.num_processes,
             "zero_stage": zero_stage(run.acc), "config": to_dict(run.cfg)}
     t = run.cfg.train
@@ -345,6 +375,7 @@ def final_evaluation(run: Run, selected: dict) -> dict:
     if len(pred["keys"]) != expected:
         raise RuntimeError(f"evaluation saw {len(pred['keys'])} unique samples of part {plan.eval_part!r}, "
                            f"manifest says {expected}")
+    skipped = all_skipped(run)
     metrics = score(pred, run.names)
     if run.method.has_diffusion:  # did the diffusion change anything its own prior would not have said?
         metrics["prior_agreement"] = float(np.mean(pred["scores"].argmax(1) == pred["prior"].argmax(1)))
@@ -354,7 +385,8 @@ def final_evaluation(run: Run, selected: dict) -> dict:
         selection=selected, sampler=d.sampler, sampling_steps=d.test_timesteps,
         method=run.cfg.method, method_title=run.method.title, noise_levels=noise_levels(run),
         train_counts=dict(zip(run.names, plan.class_counts)), history=run.loop["history"],
-        resume_changes=run.loop.get("resume_changes", []), **run_record(run.cfg, run.manifest.shards),
+        resume_changes=run.loop.get("resume_changes", []), skipped_samples=skipped,
+        **run_record(run.cfg, run.manifest.shards),
     )
     if acc.is_main_process:
         atomic_write_json(run.out / "metrics.json", metrics)
