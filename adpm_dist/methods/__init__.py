@@ -12,7 +12,6 @@ from __future__ import annotations
 from torch import nn
 
 from ..config import Config
-from .adpm import ADPMMethod
 from .base import EpochPlan, Method
 from .classifiers import CLASSIFIERS, ClassifierModel
 from .decoupled import DECOUPLED
@@ -32,8 +31,8 @@ def register(cls: type[Method]) -> type[Method]:
 
 
 def _register() -> None:
-    for cls in (ADPMWithPriorReadout, PriorAlone, *CLASSIFIERS,  # a new method: add its class here
-                *DECOUPLED, PosthocLogitAdjustment, *MARGINS, MiSLAS):  # ADPMWithPriorReadout: ADPM + model.prior_readout
+    # a new method: add its class here. ADPMWithPriorReadout is adpm.py's ADPMMethod + model.prior_readout.
+    for cls in (ADPMWithPriorReadout, PriorAlone, *CLASSIFIERS, *DECOUPLED, PosthocLogitAdjustment, *MARGINS, MiSLAS):
         register(cls)
 
 

@@ -11,9 +11,9 @@ model's ``readout_tau`` buffer, which the prediction then reads. It is non-persi
 recomputed for whatever weights are loaded (best.pt, a re-evaluation), so a stale value never
 travels with a checkpoint. A model predicting without the engine (``python -m adpm_dist.predict``
 calls ``model.sample``) chooses it itself at its first prediction (``ChosenTau``), on the validation
-data its config names; if those shards are not there, it warns and uses tau = 1. Without validation data (``data.val_part=none``: train.select=refit's
-second pass) tau = 1, the balanced-error Bayes rule of Menon et al. (2021, Sec. 4) and full
-normalisation for tau-norm.
+data its config names; if those shards are not there, it warns and uses tau = 1. Without validation
+data (``data.val_part=none``: train.select=refit's second pass) tau = 1, the balanced-error Bayes
+rule of Menon et al. (2021, Sec. 4) and full normalisation for tau-norm.
 
 Every rank scores the whole validation set itself (no collective): the ranks compute the same tau
 without communicating, whatever the launch mode, at the price of one duplicated pass over the
