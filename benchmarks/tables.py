@@ -99,8 +99,8 @@ SAMPLING_LEVERS: dict[str, tuple[list[str], str]] = {
 # These keep the config's epochs (prior warm-up + joint); the classifier baselines get --baseline-epochs.
 DIFFUSION_ENTRIES = tuple(name for name, (overrides, _) in METHODS.items()
                           if {"method=adpm", "method=prior"} & set(overrides))
-METRICS = ("macro_f1", "balanced_accuracy", "head_f1", "medium_f1", "tail_f1")
-HEADERS = ("macro-F1", "balanced acc.", "head F1", "medium F1", "tail F1")
+METRICS = ("macro_f1", "balanced_accuracy", "head_f1", "medium_f1", "tail_f1", "prior_agreement")
+HEADERS = ("macro-F1", "balanced acc.", "head F1", "medium F1", "tail F1", "= own prior")
 BEGIN, END = "<!-- quality:begin -->", "<!-- quality:end -->"
 
 
@@ -113,6 +113,8 @@ def run_scores(metrics: dict, class_names: Sequence[str], groups: dict[str, list
     scores = {"macro_f1": metrics["macro_f1"], "balanced_accuracy": metrics["balanced_accuracy"]}
     for group, members in groups.items():
         scores[f"{group}_f1"] = float(np.mean([f1[j] for j in members])) if members else float("nan")
+    # a diffusion run: the fraction of test images on which it predicts what its own prior predicts
+    scores["prior_agreement"] = metrics.get("prior_agreement")
     return scores
 
 

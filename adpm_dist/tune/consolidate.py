@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from ..evaluate import mean_std
 from .experiment import load_search, shard_parts, trial_dir
 from .grid import Trial, isotropic, shared_source
 from .protocol import HELD_OUT, NESTED, checkpoint_selection_parts, entry, mean_entry, write_protocol
@@ -54,15 +55,14 @@ class Cell:
     status: dict[int, str] = field(default_factory=dict)   # fold -> done / early_stopped / failed / not run
 
     def values(self, key: str, prior: bool = False) -> np.ndarray:
-        return np.array([(m["prior"] if prior else m)[key] for _, m in sorted(self.folds.items())], dtype=float)
+        values = [(m["prior"] if prior else m).get(key) for _, m in sorted(self.folds.items())]
+        return np.array([v for v in values if v is not None], dtype=float)  # older runs lack prior_agreement
 
     def mean(self, key: str, prior: bool = False) -> float:
-        v = self.values(key, prior)
-        return float(v.mean()) if len(v) else math.nan
+        return mean_std(self.values(key, prior))[0]
 
     def std(self, key: str, prior: bool = False) -> float:
-        v = self.values(key, prior)
-        return float(v.std(ddof=1)) if len(v) > 1 else math.nan  # sample std over folds
+        return mean_std(self.values(key, prior))[1]  # sample std over folds
 
     def per_class(self, key: str, name: str, prior: bool = False) -> np.ndarray:
         return np.array([(m["prior"] if prior else m)["per_class"][name][key] for _, m in sorted(self.folds.items())])
@@ -117,7 +117,7 @@ def result_row(cell: Cell, fold: int, source: Trial, status: str, metrics: dict 
     row |= {k: metrics[k] for k in HEADLINE}
     row |= {f"prior_{k}": metrics["prior"][k] for k in HEADLINE}
     row |= {"n_samples": metrics["n_samples"], "best_epoch": metrics.get("best_epoch"),
-            "val_macro_f1": metrics.get("val_macro_f1")}
+            "val_macro_f1": metrics.get("val_macro_f1"), "prior_agreement": metrics.get("prior_agreement")}
     row |= {f"f1_{c}": v["f1"] for c, v in metrics["per_class"].items()}
     row |= {f"prior_f1_{c}": v["f1"] for c, v in metrics["prior"]["per_class"].items()}
     return row
@@ -216,18 +216,14 @@ def per_class_table(best: Cell, baseline: Cell | None, class_names: list[str]) -
         lam = np.mean([m.get("noise_levels", {}).get(name, math.nan) for m in best.folds.values()])
         support = sum(m["per_class"][name]["support"] for m in best.folds.values())
         f1, rec = best.per_class("f1", name), best.per_class("recall", name)
-        cols = [name, f"{train_n:.0f}", f"{lam:.3f}", str(support), pm(f1.mean(), _std(f1)), pm(rec.mean(), _std(rec))]
+        cols = [name, f"{train_n:.0f}", f"{lam:.3f}", str(support), pm(*mean_std(f1)), pm(*mean_std(rec))]
         if baseline is not None and baseline.folds:
             b = baseline.per_class("f1", name)
-            cols.append(pm(b.mean(), _std(b)))
+            cols.append(pm(*mean_std(b)))
         p = best.per_class("f1", name, prior=True)
-        cols.append(pm(p.mean(), _std(p)))
+        cols.append(pm(*mean_std(p)))
         lines.append("| " + " | ".join(cols) + " |")
     return lines
-
-
-def _std(v: np.ndarray) -> float:
-    return float(v.std(ddof=1)) if len(v) > 1 else math.nan
 
 
 def class_names_of(cells: list[Cell]) -> list[str]:
@@ -350,14 +346,16 @@ def summary_markdown(search: dict, cells: list[Cell], best: Cell | None, complet
     lines += table2(cells, search, best)
     lines += ["", "std is the sample standard deviation over folds; (k/N): only k of N folds have results.", ""]
     lines += ["## Every configuration" + (" (selection table)" if nested else ""), "",
-              "| alpha | beta | folds | " + " | ".join(NAMES[k] for k in HEADLINE) + " | prior macro-F1 | prior accuracy |",
-              "|---|---|---|" + "---|" * (len(HEADLINE) + 2)]
+              "| alpha | beta | folds | " + " | ".join(NAMES[k] for k in HEADLINE)
+              + " | prior macro-F1 | prior accuracy | = own prior |",
+              "|---|---|---|" + "---|" * (len(HEADLINE) + 3)]
     for c in cells:
         if c.folds:
             lines.append(f"| {c.alpha_label} | {c.beta_label} | {len(c.folds)}/{folds} | "
                          + " | ".join(pm(c.mean(k), c.std(k)) for k in HEADLINE)
                          + f" | {pm(c.mean('macro_f1', True), c.std('macro_f1', True))}"
-                         + f" | {pm(c.mean('accuracy', True), c.std('accuracy', True))} |")
+                         + f" | {pm(c.mean('accuracy', True), c.std('accuracy', True))}"
+                         + f" | {pm(c.mean('prior_agreement'), c.std('prior_agreement'))} |")
     if best is not None and not nested:  # nested: a per-class table of the optimistic pick would be published by mistake
         lines += ["", f"## Best: alpha = {best.alpha_label}, beta = {best.beta_label} "
                       f"(mean macro-F1 {pm(best.mean('macro_f1'), best.std('macro_f1'), digits=4)}"
