@@ -56,6 +56,22 @@ def make_digits_lt(
     return source
 
 
+def _draw(targets: np.ndarray, class_order: np.ndarray, counts: list[int], val_per_class: int,
+          rng: np.random.Generator) -> tuple[set[int], set[int]]:
+    """(training indices, balanced validation indices): class_order[i] gets counts[i] digits, then
+    ``val_per_class`` of every class from the digits not drawn."""
+    drawn: set[int] = set()
+    for i, digit in enumerate(class_order):
+        pool = np.flatnonzero(targets == digit)
+        # At least one sample per class even for absurd IRs, so every class exists in training.
+        drawn.update(int(j) for j in rng.choice(pool, size=max(counts[i], 1), replace=False))
+    val: set[int] = set()  # drawn after the training set, so val_per_class never changes the latter
+    for digit in range(NUM_CLASSES):
+        pool = np.array([j for j in np.flatnonzero(targets == digit) if int(j) not in drawn])
+        val.update(int(j) for j in rng.choice(pool, size=val_per_class, replace=False))
+    return drawn, val
+
+
 def read_digits_lt(
     *,
     root=None,
@@ -85,17 +101,7 @@ def read_digits_lt(
 
     rng = np.random.default_rng(seed)
     class_order = rng.permutation(NUM_CLASSES)  # class_order[i] gets the i-th largest count
-    counts = long_tail_counts(NUM_CLASSES, n_max, imbalance_ratio)
-    drawn: set[int] = set()
-    for i, digit in enumerate(class_order):
-        pool = np.flatnonzero(targets == digit)
-        # At least one sample per class even for absurd IRs, so every class exists in training.
-        drawn.update(int(j) for j in rng.choice(pool, size=max(counts[i], 1), replace=False))
-    val: set[int] = set()  # drawn after the training set, so val_per_class never changes the latter
-    for digit in range(NUM_CLASSES):
-        pool = np.array([j for j in np.flatnonzero(targets == digit) if int(j) not in drawn])
-        val.update(int(j) for j in rng.choice(pool, size=val_per_class, replace=False))
-
+    drawn, val = _draw(targets, class_order, long_tail_counts(NUM_CLASSES, n_max, imbalance_ratio), val_per_class, rng)
     records = [
         Record(
             key=f"digits-{j:04d}",

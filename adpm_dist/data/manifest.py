@@ -26,6 +26,7 @@ from pathlib import Path
 from .location import Location, RemotePath, as_location, missing, read_bytes
 from .shards import IMAGE_EXTS, sha256_file
 from .tario import read_samples
+from ..files import atomic_write_text
 
 FORMAT = "adpm-dist-shards/1"
 MANIFEST_NAME = "manifest.json"
@@ -79,25 +80,16 @@ class Manifest:
         return [r for r in self.index if r.part in wanted]
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8", newline="") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def write_index(out: Path, rows: Sequence[dict]) -> None:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=INDEX_FIELDS, lineterminator="\n")
     w.writeheader()
     w.writerows({k: r[k] for k in INDEX_FIELDS} for r in rows)
-    _atomic_write_text(out / INDEX_NAME, buf.getvalue())
+    atomic_write_text(out / INDEX_NAME, buf.getvalue())
 
 
 def write_manifest(out: Path, data: dict) -> None:
-    _atomic_write_text(out / MANIFEST_NAME, json.dumps({"format": FORMAT, **data}, indent=2) + "\n")
+    atomic_write_text(out / MANIFEST_NAME, json.dumps({"format": FORMAT, **data}, indent=2) + "\n")
 
 
 def _read_index(path: Location) -> list[IndexRow]:

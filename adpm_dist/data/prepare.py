@@ -26,6 +26,7 @@ import time
 import warnings
 from pathlib import Path
 
+from ..files import remove_leftovers
 from .folds import assign_parts, part_sort_key, protocol_name
 from .location import as_location, is_remote, redact
 from .manifest import MANIFEST_NAME, Manifest, load_manifest, verify_shards, write_index, write_manifest
@@ -70,6 +71,39 @@ def prepare(
     (default min(4, CPUs)). Deterministic: the same input gives byte-identical output, whatever
     `workers` is. Warnings (small classes, missing lesion ids) are re-issued and kept in the manifest.
     """
+    reader = _reader(dataset, reader_options, folds, test_fraction)
+    kwargs = dict(root=root, test_root=test_root, seed=seed, **reader_options)
+    if image_size is not None:
+        kwargs["image_size"] = image_size
+    source, records, notes, folds, test_fraction = _read_and_split(reader, kwargs, folds, test_fraction, seed)
+    if not records:
+        reasons = "; ".join(f"{r['file']}: {r['reason']}" for r in source.rejected[:3])
+        raise ValueError(f"{dataset}: no usable image under {root} ({len(source.rejected)} input(s) rejected"
+                         + (f", e.g. {reasons})" if reasons else ")"))
+    image_size = source.default_image_size if image_size is None else image_size
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for leftover in remove_leftovers(out):  # a killed prepare's half-written shard or manifest
+        print(f"removed {leftover} (left by a killed prepare)", file=sys.stderr)
+    stale = _previous_shards(out)
+    # Until the new manifest lands the directory is incomplete; make that visible to readers.
+    (out / MANIFEST_NAME).unlink(missing_ok=True)
+
+    result = write_shards(out, records, image_size=image_size, samples_per_shard=samples_per_shard, seed=seed,
+                          workers=default_workers() if workers is None else workers, progress=progress)
+    write_index(out, result.index)
+
+    write_manifest(out, _manifest_data(source, result, notes, image_size=image_size, seed=seed, folds=folds,
+                                       test_fraction=test_fraction, samples_per_shard=samples_per_shard))
+    written = {s["file"] for v in result.parts.values() for s in v}
+    for name in stale - written:
+        (out / name).unlink(missing_ok=True)
+    return load_manifest(out)
+
+
+def _reader(dataset: str, reader_options: dict, folds: int | None, test_fraction: float | None):
+    """The dataset's reader, once its options and the split arguments are known to be valid."""
     if dataset not in READERS:
         raise ValueError(f"unknown dataset {dataset!r}; choose one of {sorted(READERS)}")
     reader = READERS[dataset]
@@ -81,10 +115,12 @@ def prepare(
         raise ValueError(f"folds must be >= 0, got {folds}")
     if test_fraction is not None and not 0.0 <= test_fraction < 1.0:
         raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
-    kwargs = dict(root=root, test_root=test_root, seed=seed, **reader_options)
-    if image_size is not None:
-        kwargs["image_size"] = image_size
+    return reader
 
+
+def _read_and_split(reader, kwargs: dict, folds: int | None, test_fraction: float | None, seed: int):
+    """(source, records with parts, warnings, folds, test_fraction): the reader's defaults fill the
+    split arguments not given; its warnings are re-issued and kept for the manifest."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         source = reader(**kwargs)
@@ -92,31 +128,20 @@ def prepare(
             test_fraction = source.default_test_fraction if folds is None else 0.0
         folds = source.default_folds if folds is None else folds
         records = assign_parts(source.records, folds, seed, test_fraction)
-    notes = [str(w.message) for w in caught]
     for w in caught:
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    if not records:
-        reasons = "; ".join(f"{r['file']}: {r['reason']}" for r in source.rejected[:3])
-        raise ValueError(f"{dataset}: no usable image under {root} ({len(source.rejected)} input(s) rejected"
-                         + (f", e.g. {reasons})" if reasons else ")"))
-    image_size = source.default_image_size if image_size is None else image_size
+    return source, records, [str(w.message) for w in caught], folds, test_fraction
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    stale = _previous_shards(out)
-    # Until the new manifest lands the directory is incomplete; make that visible to readers.
-    (out / MANIFEST_NAME).unlink(missing_ok=True)
 
-    result = write_shards(out, records, image_size=image_size, samples_per_shard=samples_per_shard, seed=seed,
-                          workers=default_workers() if workers is None else workers, progress=progress)
-    write_index(out, result.index)
-
+def _manifest_data(source, result, notes: list[str], *, image_size: int, seed: int, folds: int,
+                   test_fraction: float, samples_per_shard: int) -> dict:
+    """manifest.json's content (written last: its presence marks a complete shard directory)."""
     parts = sorted(result.parts, key=part_sort_key)
     counts = {p: {c: 0 for c in source.class_names} for p in parts}
     for row in result.index:
         counts[row["part"]][row["class_name"]] += 1
     rejected = source.rejected + result.rejected
-    write_manifest(out, {
+    return {
         "dataset": source.name,
         "class_names": source.class_names,
         "image_size": image_size,
@@ -132,11 +157,7 @@ def prepare(
         "rejected": rejected,
         "warnings": notes,
         "index": "index.csv",
-    })
-    written = {s["file"] for v in result.parts.values() for s in v}
-    for name in stale - written:
-        (out / name).unlink(missing_ok=True)
-    return load_manifest(out)
+    }
 
 
 def format_counts(manifest: Manifest) -> str:
@@ -175,7 +196,7 @@ def _verify(out: Path | str) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m adpm_dist.data.prepare", description=__doc__.split("\n")[0])
     ap.add_argument("--dataset", choices=sorted(READERS), help="required unless --verify alone")
     ap.add_argument("--out", required=True, help="output shard directory, or s3://bucket/prefix (then staged "
@@ -197,6 +218,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--top-k", type=int, help="scin: keep the K most frequent conditions (default 20)")
     ap.add_argument("--verify", action="store_true", help="re-check shards against the manifest (sha256, counts)")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    return ap
+
+
+def _print_summary(manifest: Manifest, seconds: float) -> None:
+    n_shards = sum(len(v) for v in manifest.parts.values())
+    print(f"{manifest.dataset}: {sum(manifest.num_samples.values())} samples in {n_shards} shards "
+          f"({manifest.protocol}) -> {manifest.root} [{seconds:.1f} s]")
+    inputs = manifest.inputs
+    print(f"inputs: {inputs['found']} found = {inputs['written']} written + {inputs['rejected']} rejected")
+    print(format_counts(manifest))
+    for note in manifest.warnings:
+        print(f"WARNING: {note}", file=sys.stderr)
+    if manifest.rejected:
+        print(f"{len(manifest.rejected)} input(s) rejected (see {manifest.root / MANIFEST_NAME}):", file=sys.stderr)
+        for r in manifest.rejected:
+            print(f"  {r['file']}: {r['reason']}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = _parser()
     args = ap.parse_args(argv)
     if args.dataset is None:
         if args.verify:
@@ -218,18 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    n_shards = sum(len(v) for v in manifest.parts.values())
-    print(f"{manifest.dataset}: {sum(manifest.num_samples.values())} samples in {n_shards} shards "
-          f"({manifest.protocol}) -> {manifest.root} [{time.perf_counter() - t0:.1f} s]")
-    inputs = manifest.inputs
-    print(f"inputs: {inputs['found']} found = {inputs['written']} written + {inputs['rejected']} rejected")
-    print(format_counts(manifest))
-    for note in manifest.warnings:
-        print(f"WARNING: {note}", file=sys.stderr)
-    if manifest.rejected:
-        print(f"{len(manifest.rejected)} input(s) rejected (see {manifest.root / MANIFEST_NAME}):", file=sys.stderr)
-        for r in manifest.rejected:
-            print(f"  {r['file']}: {r['reason']}", file=sys.stderr)
+    _print_summary(manifest, time.perf_counter() - t0)
     if remote:
         from .publish import publish
 

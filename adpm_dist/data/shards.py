@@ -27,6 +27,7 @@ from tqdm import tqdm
 from .encode import encode_task
 from .folds import part_sort_key
 from .location import RemotePath, open_binary
+from ..files import temporary_name
 from .records import Record
 from .tario import TarSampleWriter
 
@@ -68,7 +69,7 @@ class _ShardSink:
 
     def write(self, sample: dict) -> str:
         if self._writer is None:
-            self._tmp = self.out / f".{self.current_name}.tmp"
+            self._tmp = temporary_name(self.out / self.current_name)  # .NAME.tmp-PID: removed at the next start
             self._file = open(self._tmp, "wb")
             self._writer = TarSampleWriter(self._file)
         name = self.current_name
