@@ -305,12 +305,13 @@ def flatten(tree: dict, prefix: str = "") -> dict:
     return out
 
 
-# Keys that cannot change a run's numbers: where it writes, how it logs, checkpoints and resumes, how
-# many loader workers read the shards (the stream is exact for any count) and where the shards are
-# read from (their content enters the fingerprint as the manifest's checksums instead).
+# Keys that cannot change a run's numbers: where it writes, how it logs, checkpoints and resumes, and
+# where the shards are read from (their content enters the fingerprint as the manifest's checksums).
+# data.num_workers is NOT one: each training worker reads whole shards, so the worker count changes
+# which samples share a batch (evaluation is exact for any count, training is not).
 NON_RESULT_KEYS = ("run.output_dir", "train.resume", "train.resume_changes", "train.log_every",
                    "train.checkpoint_every_steps", "train.checkpoint_every_epochs", "train.keep_checkpoints",
-                   "data.num_workers", "data.shards")
+                   "train.keep_last", "data.verify", "data.shards")
 
 
 def result_settings(config: Config | dict) -> dict:

@@ -15,7 +15,6 @@ import io
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -23,6 +22,7 @@ import time
 from pathlib import Path
 
 import pytest
+from process_group import end_session
 import torch
 
 from adpm_dist.data import build_transform, eval_batches, load_manifest, prepare_dataset, train_batches
@@ -54,7 +54,7 @@ def _wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 20.0) -> 
             return
         except OSError:
             time.sleep(0.05)
-    _stop(proc)
+    end_session(proc)
     raise RuntimeError(f"server did not listen on {LOOPBACK}:{port} within {timeout} s: {proc.args}")
 
 
@@ -62,17 +62,6 @@ def _start(args: list[str], port: int) -> subprocess.Popen:
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     _wait_for_port(port, proc)
     return proc
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """SIGTERM the server's process group, wait at most 5 s, then SIGKILL it."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
 
 
 def _http_server(directory: Path, port: int) -> subprocess.Popen:
@@ -92,7 +81,7 @@ def http_url(shards):
     port = _free_port()
     proc = _http_server(shards, port)
     yield f"http://{LOOPBACK}:{port}"
-    _stop(proc)
+    end_session(proc)
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +105,7 @@ def s3_env():
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-        _stop(proc)
+        end_session(proc)
 
 
 @pytest.fixture(scope="module")
@@ -248,7 +237,7 @@ def test_missing_shard_fails_at_load_naming_it(shards, tmp_path, s3_env):
         with pytest.raises(FileNotFoundError, match=f"do not exist.*{victim}"):
             load_manifest(f"http://{LOOPBACK}:{port}/")
     finally:
-        _stop(proc)
+        end_session(proc)
     publish(shards, "s3://bucket/missing", log=lambda *_: None)
     s3_env.rm_file(f"bucket/missing/{victim}")
     with pytest.raises(FileNotFoundError, match=f"s3://bucket/missing/{victim}"):
@@ -275,11 +264,11 @@ def test_dropped_connection_resumes_at_the_byte_offset(tmp_path, monkeypatch):
     try:
         samples = read_samples(f"http://{LOOPBACK}:{port}/big.tar")
         got = [next(samples)]
-        _stop(proc)  # mid-shard: s1's 16 MiB are still on their way
+        end_session(proc)  # mid-shard: s1's 16 MiB are still on their way
         proc = _http_server(directory, port)  # back within the retries: the stream resumes
         got += list(samples)
     finally:
-        _stop(proc)
+        end_session(proc)
     assert [s["__key__"] for s in got] == ["s0", "s1", "s2", "s3"]
     assert all(s["bin"] == bytes([i]) * (16 << 20) for i, s in enumerate(got))
 
@@ -292,11 +281,11 @@ def test_server_stopped_mid_shard_fails_naming_url_and_key(tmp_path):
     try:
         samples = read_samples(url)
         next(samples)
-        _stop(proc)
+        end_session(proc)
         with pytest.raises(ShardReadError) as err:
             list(samples)
     finally:
-        _stop(proc)
+        end_session(proc)
     message = str(err.value)
     assert f"http://***@{LOOPBACK}:{port}/big.tar" in message and "after 2 retries" in message
     assert re.search(r"while reading sample 's[123]'", message)  # s0 is done; how far the socket got varies
@@ -313,11 +302,11 @@ def test_server_stopped_mid_epoch_fails_clearly(shards, tmp_path):
                                epoch=0, seed=0, shuffle_buffer=1)
         batches = iter(loader)
         next(batches)
-        _stop(proc)
+        end_session(proc)
         with pytest.raises(ShardReadError, match=rf"http://{LOOPBACK}:{port}/train-\d{{6}}\.tar.*after 2 retries"):
             list(batches)
     finally:
-        _stop(proc)
+        end_session(proc)
 
 
 class _Flaky(io.RawIOBase):

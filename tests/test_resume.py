@@ -47,20 +47,44 @@ def kill_at_checkpoint(cmd: list[str], out: Path, log: Path, tmp: Path, min_step
 
 
 # (launch mode, loader workers, phase killed in): the warm-up with DDP; joint training with DDP and two
-# DataLoader workers per rank, and with DeepSpeed ZeRO-2. Workers and ZeRO do not change the numbers,
-# so each resumed run must match the uninterrupted reference of its launch mode.
+# DataLoader workers per rank, and with DeepSpeed ZeRO-2. Each resumed run must match the
+# uninterrupted run of the same setting.
 CASES = [("ddp", 0, "warm-up"), ("ddp", 2, "joint"), ("zero2", 0, "joint")]
 
 
+@pytest.fixture(scope="module")
+def small_shards(tmp_path_factory) -> Path:
+    """digits-LT in 64-sample shards: 2 ranks x 2 workers need at least 4 training shards."""
+    from adpm_dist.data.prepare import prepare
+
+    out = tmp_path_factory.mktemp("digits_64") / "shards"
+    prepare("digits_lt", out, samples_per_shard=64, progress=False)
+    return out
+
+
+def reference_run(mode: str, workers: int, digits_shards: Path, small_shards: Path, tmp_path_factory) -> tuple[dict, Path]:
+    """(metrics, shards) of the uninterrupted run to compare with: the shared run of the launch mode, or
+    with loader workers an uninterrupted run with as many workers on the small shards (a training
+    worker reads whole shards, so the worker count changes batches: it is part of the setting)."""
+    if workers == 0:
+        reference_dir, _ = trained(mode, digits_shards, tmp_path_factory)
+        return json.loads((reference_dir / "metrics.json").read_text()), digits_shards
+    tmp = tmp_path_factory.mktemp(f"reference_{mode}_w{workers}")
+    rc = run(train_cmd(mode, tmp / "out", f"data.shards={small_shards}", f"data.num_workers={workers}"),
+             tmp / "train.log", tmp)
+    assert rc == 0, (tmp / "train.log").read_text()[-3000:]
+    return json.loads((tmp / "out" / "metrics.json").read_text()), small_shards
+
+
 @pytest.mark.parametrize("mode,workers,phase", CASES, ids=[f"{m}-w{w}-{p}" for m, w, p in CASES])
-def test_sigkill_then_resume_matches_uninterrupted(mode, workers, phase, digits_shards, tmp_path, tmp_path_factory):
-    reference_dir, _ = trained(mode, digits_shards, tmp_path_factory)
-    reference = json.loads((reference_dir / "metrics.json").read_text())
+def test_sigkill_then_resume_matches_uninterrupted(mode, workers, phase, digits_shards, small_shards, tmp_path,
+                                                   tmp_path_factory):
+    reference, shards = reference_run(mode, workers, digits_shards, small_shards, tmp_path_factory)
     per_epoch = reference["history"][0]["step"]  # optimizer steps per epoch (the warm-up is epoch 1)
     # warm-up: the DDP run's own checkpoint every 3 steps; joint: mid-epoch 2 at a step this seed picks
     step = 3 if phase == "warm-up" else per_epoch + 1 + random.Random(20261202).randrange(per_epoch - 2)
     out = tmp_path / "out"
-    cmd = train_cmd(mode, out, f"data.shards={digits_shards}", f"data.num_workers={workers}",
+    cmd = train_cmd(mode, out, f"data.shards={shards}", f"data.num_workers={workers}",
                     f"train.checkpoint_every_steps={step}")
     latest = kill_at_checkpoint(cmd, out, tmp_path / "killed.log", tmp_path, step)
     at = json.loads((latest / STATE_FILE).read_text())
