@@ -345,10 +345,17 @@ def summary_markdown(search: dict, cells: list[Cell], best: Cell | None, complet
         lines += [f"## Macro-F1, mean ± std over {folds} folds (Table 2 layout)", ""]
     lines += table2(cells, search, best)
     lines += ["", "std is the sample standard deviation over folds; (k/N): only k of N folds have results.", ""]
-    lines += ["## Every configuration" + (" (selection table)" if nested else ""), "",
-              "| alpha | beta | folds | " + " | ".join(NAMES[k] for k in HEADLINE)
-              + " | prior macro-F1 | prior accuracy | = own prior |",
-              "|---|---|---|" + "---|" * (len(HEADLINE) + 3)]
+    lines += every_configuration(cells, folds, nested)
+    lines += best_sections(cells, best, alpha0, names, complete, nested)
+    lines += missing_cells(rows)
+    return "\n".join(lines) + "\n"
+
+
+def every_configuration(cells: list[Cell], folds: int, nested: bool) -> list[str]:
+    lines = ["## Every configuration" + (" (selection table)" if nested else ""), "",
+             "| alpha | beta | folds | " + " | ".join(NAMES[k] for k in HEADLINE)
+             + " | prior macro-F1 | prior accuracy | = own prior |",
+             "|---|---|---|" + "---|" * (len(HEADLINE) + 3)]
     for c in cells:
         if c.folds:
             lines.append(f"| {c.alpha_label} | {c.beta_label} | {len(c.folds)}/{folds} | "
@@ -356,6 +363,13 @@ def summary_markdown(search: dict, cells: list[Cell], best: Cell | None, complet
                          + f" | {pm(c.mean('macro_f1', True), c.std('macro_f1', True))}"
                          + f" | {pm(c.mean('accuracy', True), c.std('accuracy', True))}"
                          + f" | {pm(c.mean('prior_agreement'), c.std('prior_agreement'))} |")
+    return lines
+
+
+def best_sections(cells: list[Cell], best: Cell | None, alpha0: list[Cell], names: list[str], complete: bool,
+                  nested: bool) -> list[str]:
+    """The winning cell per class (not for nested: its pick is optimistic) and every cell's per-class F1."""
+    lines = []
     if best is not None and not nested:  # nested: a per-class table of the optimistic pick would be published by mistake
         lines += ["", f"## Best: alpha = {best.alpha_label}, beta = {best.beta_label} "
                       f"(mean macro-F1 {pm(best.mean('macro_f1'), best.std('macro_f1'), digits=4)}"
@@ -372,13 +386,17 @@ def summary_markdown(search: dict, cells: list[Cell], best: Cell | None, complet
                 lines.append(f"| {c.alpha_label} | {c.beta_label} | "
                              + " | ".join(f"{c.per_class('f1', n).mean():.3f}" for n in names) + " |")
         lines += ["", "</details>"]
+    return lines
+
+
+def missing_cells(rows: list[dict]) -> list[str]:
     missing = [r for r in rows if r["status"] != "done"]
-    if missing:
-        lines += ["", "## Cells without results", "",
-                  "| outer fold | alpha | beta | fold | status | trial |", "|---|---|---|---|---|---|"]
-        lines += [f"| {'-' if r['outer'] == '' else r['outer']} | {r['alpha_label']} | {r['beta_label']} | {r['fold']} "
-                  f"| {r['status']} | {r['source_trial']} |" for r in missing]
-    return "\n".join(lines) + "\n"
+    if not missing:
+        return []
+    return ["", "## Cells without results", "", "| outer fold | alpha | beta | fold | status | trial |",
+            "|---|---|---|---|---|---|"] + [
+        f"| {'-' if r['outer'] == '' else r['outer']} | {r['alpha_label']} | {r['beta_label']} | {r['fold']} "
+        f"| {r['status']} | {r['source_trial']} |" for r in missing]
 
 
 def held_out_protocol_text(folds: int) -> list[str]:
