@@ -50,6 +50,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--out", default="runs/selection")
     p.add_argument("--results", default="benchmarks/RESULTS.md")
     p.add_argument("--jobs", type=int, default=1)
+    p.add_argument("--no-run", action="store_true", help="only the table, from the runs that finished")
     p.add_argument("overrides", nargs="*", help="key=value overrides for every run")
     return p.parse_args(argv)
 
@@ -138,10 +139,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     out = Path(args.out).resolve()
     args.shards, args.baseline_epochs = None, 0  # what quality.py's runner reads from its own arguments
-    data = datasets(args, out)
+    data = datasets(args, out) if not args.no_run else {f"digits_lt_ir{ir:g}": out / "data" / f"digits_lt_ir{ir:g}"
+                                                         for ir in args.irs}
     all_entries = entries(args)
     args.methods, methods = list(all_entries), args.methods
-    failed = run_all(args, data, out, entries=all_entries)
+    failed = [] if args.no_run else run_all(args, data, out, entries=all_entries)
     args.methods = methods
     found = figures(args, data, out)
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
