@@ -188,6 +188,17 @@ def predict_times(models: dict, images, rounds: int, **kw) -> dict[str, dict[str
 
 # --- train step ----------------------------------------------------------------------------------
 
+def optimizer_for(model, cfg, adam: str = "engine"):
+    """The engine's optimizer (runtime/optim.py), or the same groups with torch's fused Adam kernel
+    (``adam="fused"``: one kernel over all tensors; on CPU the engine's default steps them one by one,
+    on CUDA torch defaults to its multi-tensor (foreach) path)."""
+    optimizer = build_optimizer(model, cfg.train)
+    if adam == "fused":
+        for group in optimizer.param_groups:
+            group["fused"] = True
+    return optimizer
+
+
 def step_fn(model, optimizer, batch, *, joint: bool, prior_mean: str):
     """One optimizer step; returns (seconds of forward + backward, seconds of Adam step + zero_grad)."""
     x, y, t, eps = batch
@@ -342,7 +353,7 @@ def parse(argv):
     parser.add_argument("--image-size", type=int, default=0, help="with --untrained: resize inputs (paper: 224)")
     parser.add_argument("--batch", type=int, default=0, help="images per predict call (default 256; --quick 32)")
     parser.add_argument("--train-batch", type=int, default=0, help="train-step batch (default train.batch_size; "
-                        "--quick 8)")
+                        "--quick 32, the paper's; --tiny 8)")
     parser.add_argument("--fast-steps", default="5,10", help="S of the timed respaced-S and DDIM-S rows")
     parser.add_argument("--sampler", default=QUICK_SAMPLER, help="the recommended sampler (targets, --quick)")
     parser.add_argument("--steps", type=int, default=QUICK_STEPS, help="its step count")
@@ -361,6 +372,8 @@ def parse(argv):
     parser.add_argument("--memory-batches", default="2,8", help="the two batch sizes of the memory probes")
     parser.add_argument("--seeds", type=int, default=3, help="sampling seeds for the macro-F1 of stochastic samplers")
     parser.add_argument("--threads", type=int, default=1, help="torch threads while timing")
+    parser.add_argument("--adam", choices=("engine", "fused"), default="engine",
+                        help="train steps with the engine's Adam, or the same with fused=True")
     parser.add_argument("--clock", choices=tuple(CLOCKS), default="cpu",
                         help="cpu: process CPU time (robust on a shared machine, with --threads 1); wall")
     parser.add_argument("--results", default=str(ROOT / "benchmarks/RESULTS.md"))
@@ -374,8 +387,8 @@ def parse(argv):
         args.untrained = True
         args.config = args.config or (TINY_CONFIG if args.tiny else PAPER_CONFIG)
         args.overrides = [*QUICK_DEFAULTS, *args.overrides]
-        args.batch, args.train_batch = args.batch or 32, args.train_batch or 8
-        args.rounds, args.train_rounds = args.rounds or 2, args.train_rounds or 2
+        args.batch, args.train_batch = args.batch or 32, args.train_batch or (8 if args.tiny else 32)
+        args.rounds, args.train_rounds = args.rounds or 2, args.train_rounds or 1
     args.config = args.config or "configs/digits_lt.yaml"
     args.batch, args.rounds, args.train_rounds = args.batch or 256, args.rounds or 5, args.train_rounds or 3
     if not (args.untrained or args.shards):
@@ -438,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
     t, eps = diffusion_inputs(cfg, train["label"], k)
     batch = (train["image"], train["label"], t, eps)
     train_models = {label: fresh_model(cfg, k, *ov).train() for label, ov in variants.items()}
-    optimizers = {label: build_optimizer(m, cfg.train) for label, m in train_models.items()}
+    optimizers = {label: optimizer_for(m, cfg, args.adam) for label, m in train_models.items()}
     first = next(iter(train_models))
     kinds = {"prior-only step": (first, False, "eval")}
     for label in train_models:
@@ -500,7 +513,7 @@ def quick(cfg, args, k: int) -> int:
     prior alone; the last line is ``train_step_ratio=<x> predict_ratio=<y>``."""
     started = time.perf_counter()
     model = fresh_model(cfg, k)
-    optimizer = build_optimizer(model.train(), cfg.train)
+    optimizer = optimizer_for(model.train(), cfg, args.adam)
     train = synthetic_batch(args.train_batch, cfg.data.image_size, k, seed=1)
     t, eps = diffusion_inputs(cfg, train["label"], k)
     batch = (train["image"], train["label"], t, eps)
@@ -515,7 +528,7 @@ def quick(cfg, args, k: int) -> int:
     predict_ratio = predict[f"{args.sampler}-{args.steps}"] / predict["prior only"]
     m = cfg.model
     print(f"quick: prior {m.backbone} + local {m.local_backbone or m.backbone}, denoiser encoder {m.encoder}, "
-          f"hidden {m.hidden_dim}, image {cfg.data.image_size} px, model.prior_mean={mean}; train batch "
+          f"hidden {m.hidden_dim}, image {cfg.data.image_size} px, model.prior_mean={mean}, Adam {args.adam}; train batch "
           f"{args.train_batch}: joint {train_ms['joint step'][0]:.0f} ms, prior-only "
           f"{train_ms['prior-only step'][0]:.0f} ms; predict batch {args.batch}: {args.sampler}-{args.steps} "
           f"{predict[f'{args.sampler}-{args.steps}']:.1f} ms/image, prior {predict['prior only']:.1f} ms/image; "
