@@ -68,7 +68,7 @@ class RunLog:
         self.scalars(step, {"images_per_s": rate}, "throughput/")
         if not interactive():
             stats = " | ".join(f"{k} {v:.4f}" for k, v in losses.items())
-            self.acc.print(f"step {step} | {where} | {stats} | lr {lrs.get('denoiser', 0):.2e} | {rate:.0f} img/s")
+            self.acc.print(f"step {step} | {where} | {stats} | lr {next(iter(lrs.values()), 0.0):.2e} | {rate:.0f} img/s")
 
     def epoch(self, row: dict, history: list[dict]) -> None:
         """TensorBoard per-epoch scalars and summary.csv rewritten from the whole history (resume-proof)."""
