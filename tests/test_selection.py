@@ -14,6 +14,7 @@ from adpm_dist.data.plan import carve_warnings
 from adpm_dist.data.validation import carve_quota, carve_validation
 from adpm_dist.evaluate import classification_metrics, readout_nll
 from adpm_dist.runtime import selection
+from adpm_dist.runtime.engine import refit_config
 from adpm_dist.runtime.selection import Validation
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,6 +81,9 @@ def test_refit_trains_again_on_train_and_validation_for_the_chosen_epochs(digits
     metrics = train(cfg)
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["selection"]["rule"] == "refit" and saved["selection"]["refit_epochs"] in (1, 2)
+    assert saved["selection"]["refit_parts"] == ["train", "val"]  # the balanced val part joins training
+    carved = refit_config(load_config(TINY, ["data.val_part=carve"]), 3, ["train"])
+    assert carved.data.train_parts == ["train"] and carved.data.val_part == "none"  # digits' val part stays out
     assert len(saved["history"]) == saved["selection"]["refit_epochs"]  # the refit pass: that many epochs
     assert all("val_macro_f1" not in row for row in saved["history"])  # no validation data left to score
     assert (out / "selection" / "checkpoints" / "best.pt").is_file()  # the first pass, kept apart

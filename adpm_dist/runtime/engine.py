@@ -87,9 +87,11 @@ def train(cfg: Config, accelerator=None, on_epoch: Callable[[dict], None] | None
     """
     if cfg.train.select != "refit":
         return train_once(cfg, accelerator, on_epoch)
-    chosen = train_once(refit_selection_config(cfg), accelerator, on_epoch, evaluate=False)["selection"]
-    refit = chosen | {"rule": "refit", "refit_epochs": chosen["epoch"]}
-    return train_once(refit_config(cfg, chosen["epoch"]), accelerator, on_epoch, selection_record=refit)
+    first = train_once(refit_selection_config(cfg), accelerator, on_epoch, evaluate=False)
+    chosen = first["selection"]
+    refit = chosen | {"rule": "refit", "refit_epochs": chosen["epoch"], "refit_parts": first["refit_parts"]}
+    return train_once(refit_config(cfg, chosen["epoch"], first["refit_parts"]), accelerator, on_epoch,
+                      selection_record=refit)
 
 
 def train_once(cfg: Config, accelerator=None, on_epoch=None, *, evaluate: bool = True,
@@ -109,8 +111,9 @@ def train_once(cfg: Config, accelerator=None, on_epoch=None, *, evaluate: bool =
         if on_epoch is not None:
             on_epoch(row)
     run.log.close()
-    if not evaluate:
-        return {"selection": selection_summary(run)}
+    if not evaluate:  # what a refit trains on: exactly this run's training and validation data
+        return {"selection": selection_summary(run),
+                "refit_parts": run.plan.train_parts + ([run.plan.val_part] if run.plan.val_part else [])}
     return final_evaluation(run, selection_record or selection_summary(run))
 
 
@@ -407,12 +410,15 @@ def refit_selection_config(cfg: Config) -> Config:
     return first
 
 
-def refit_config(cfg: Config, epochs: int) -> Config:
-    """The second pass: train and validation data together (``data.val_part=none``), the chosen
-    number of epochs (warm-up included), the last epoch kept."""
+def refit_config(cfg: Config, epochs: int, parts: list[str]) -> Config:
+    """The second pass: the first pass's training and validation data together (its training
+    parts, its carve-out returned, and its validation part if it had one; never another part such
+    as a `val` part a carve-out run did not use), the chosen number of epochs (warm-up included),
+    the last epoch kept."""
     refit = from_dict(to_dict(cfg))
     fixed = method_for(cfg).epochs().total - cfg.train.epochs  # epochs not counted by train.epochs (warm-up)
     set_key(refit, "data.val_part", "none")
+    set_key(refit, "data.train_parts", list(parts))
     set_key(refit, "train.select", "last")
     set_key(refit, "train.epochs", max(epochs - fixed, 1))
     return refit
