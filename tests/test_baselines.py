@@ -302,7 +302,7 @@ def test_quality_script_smoke(tmp_path):
     assert "### digits_lt_ir20" in text and "--irs 20 --seeds 0" in text
     assert "Config configs/digits_lt_tiny.yaml;" in text  # as given on the command line (run from ROOT)
     assert (tmp_path / "quality.png").stat().st_size > 10_000
-    assert ("| method | what | runs | macro-F1 | balanced acc. | head F1 | medium F1 | tail F1 | min/run |"
+    assert ("| method | what | runs | macro-F1 | balanced acc. | head F1 | medium F1 | tail F1 | = own prior | min/run |"
             in text)
     assert "| `ce` | cross-entropy | 1 |" in text and "| `ldam_drw` | LDAM-DRW | 1 |" in text
     rows = (tmp_path / "runs.csv").read_text().splitlines()

@@ -21,6 +21,8 @@ without communicating, whatever the launch mode, at the price of one duplicated 
 """
 from __future__ import annotations
 
+import warnings
+
 import math
 from collections.abc import Callable
 
@@ -71,7 +73,13 @@ class ValidationTau:
             from ..data.manifest import load_manifest
             from ..data.plan import plan_data
 
-            manifest = load_manifest(self.cfg.data.shards)
+            try:
+                manifest = load_manifest(self.cfg.data.shards)
+            except FileNotFoundError as e:  # e.g. a checkpoint predicting on another machine
+                warnings.warn(f"{self.what}: no validation data to choose tau on ({e}); tau = {NO_VALIDATION_TAU}",
+                              stacklevel=2)
+                self._source = ()
+                return None
             plan = plan_data(manifest, self.cfg)
             self._source = (manifest, *plan.val_source()) if plan.has_validation else ()
         return self._source or None
