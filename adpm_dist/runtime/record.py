@@ -64,5 +64,6 @@ def stale_keys(run_dir: str | Path, cfg: Config) -> list[str] | None:
         return None  # unreadable: not a finished record
     if recorded is not None and recorded == config_fingerprint(cfg):
         return []
-    diff = changed_keys(yaml.safe_load(saved.read_text()) or {}, cfg)
-    return diff or ([] if recorded is None else ["<fingerprint of an older code version>"])
+    # A fingerprint can differ while no setting does: keys added since, at their defaults (which keep
+    # the old behaviour). The saved config decides then, key by key.
+    return changed_keys(yaml.safe_load(saved.read_text()) or {}, cfg)
