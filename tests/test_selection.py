@@ -15,6 +15,7 @@ from adpm_dist.data.validation import carve_quota, carve_validation
 from adpm_dist.evaluate import classification_metrics, readout_nll
 from adpm_dist.runtime import selection
 from adpm_dist.runtime.engine import refit_config
+from adpm_dist.runtime.record import stale_keys
 from adpm_dist.runtime.selection import Validation
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,5 +88,8 @@ def test_refit_trains_again_on_train_and_validation_for_the_chosen_epochs(digits
     assert len(saved["history"]) == saved["selection"]["refit_epochs"]  # the refit pass: that many epochs
     assert all("val_macro_f1" not in row for row in saved["history"])  # no validation data left to score
     assert (out / "selection" / "checkpoints" / "best.pt").is_file()  # the first pass, kept apart
+    assert load_config(out / "config.yaml").train.select == "refit"  # what was asked: what reusers compare
+    assert load_config(out / "refit_config.yaml").data.val_part == "none"
+    assert stale_keys(out, cfg) == []
     assert not (out / "selection" / "metrics.json").exists()  # ... and never evaluated on the test part
     assert metrics["macro_f1"] == saved["macro_f1"]

@@ -91,13 +91,16 @@ def train(cfg: Config, accelerator=None, on_epoch: Callable[[dict], None] | None
     chosen = first["selection"]
     refit = chosen | {"rule": "refit", "refit_epochs": chosen["epoch"], "refit_parts": first["refit_parts"]}
     return train_once(refit_config(cfg, chosen["epoch"], first["refit_parts"]), accelerator, on_epoch,
-                      selection_record=refit)
+                      selection_record=refit, asked=cfg)
 
 
 def train_once(cfg: Config, accelerator=None, on_epoch=None, *, evaluate: bool = True,
-               selection_record: dict | None = None) -> dict:
+               selection_record: dict | None = None, asked: Config | None = None) -> dict:
     """One training run; ``evaluate=False`` stops after selection (refit's first pass), and
-    ``selection_record`` replaces what metrics.json records under ``selection`` (refit's second)."""
+    ``selection_record`` replaces what metrics.json records under ``selection`` (refit's second).
+    ``asked``: the config the user gave when ``cfg`` was derived from it (refit): config.yaml and the
+    fingerprint are the asked one's (what a reuser compares with), the derived one is kept as
+    refit_config.yaml."""
     run = set_up(cfg, accelerator)
     resumed = start_position(run)
     for epoch in range(run.loop["epoch"], run.epochs.total):
@@ -114,7 +117,7 @@ def train_once(cfg: Config, accelerator=None, on_epoch=None, *, evaluate: bool =
     if not evaluate:  # what a refit trains on: exactly this run's training and validation data
         return {"selection": selection_summary(run),
                 "refit_parts": run.plan.train_parts + ([run.plan.val_part] if run.plan.val_part else [])}
-    return final_evaluation(run, selection_record or selection_summary(run))
+    return final_evaluation(run, selection_record or selection_summary(run), asked or cfg)
 
 
 # ---------------------------------------------------------------- set-up
@@ -366,7 +369,7 @@ def selection_summary(run: Run) -> dict:
 
 # ---------------------------------------------------------------- final evaluation
 
-def final_evaluation(run: Run, selected: dict) -> dict:
+def final_evaluation(run: Run, selected: dict, asked: Config) -> dict:
     """The kept checkpoint on the evaluation part, once: metrics.json, predictions.csv."""
     acc, plan = run.acc, run.plan
     best = load_best(run.eval_model, run.ckpt_dir / "best.pt")
@@ -389,9 +392,12 @@ def final_evaluation(run: Run, selected: dict) -> dict:
         method=run.cfg.method, method_title=run.method.title, noise_levels=noise_levels(run),
         train_counts=dict(zip(run.names, plan.class_counts)), history=run.loop["history"],
         resume_changes=run.loop.get("resume_changes", []), skipped_samples=skipped,
-        **run_record(run.cfg, run.manifest.shards),
+        **run_record(asked, run.manifest.shards),
     )
     if acc.is_main_process:
+        if asked is not run.cfg:
+            save_config(run.cfg, run.out / "refit_config.yaml")
+            save_config(asked, run.out / "config.yaml")
         atomic_write_json(run.out / "metrics.json", metrics)
         write_predictions(run.out / "predictions.csv", pred, run.names)
         acc.print(format_table(metrics))
