@@ -21,8 +21,6 @@ without communicating, whatever the launch mode, at the price of one duplicated 
 """
 from __future__ import annotations
 
-import warnings
-
 import math
 from collections.abc import Callable
 
@@ -76,8 +74,8 @@ class ValidationTau:
             try:
                 manifest = load_manifest(self.cfg.data.shards)
             except FileNotFoundError as e:  # e.g. a checkpoint predicting on another machine
-                warnings.warn(f"{self.what}: no validation data to choose tau on ({e}); tau = {NO_VALIDATION_TAU}",
-                              stacklevel=2)
+                print(f"warning: {self.what}: no validation data to choose tau ({e}); "
+                      f"tau = {NO_VALIDATION_TAU:g}", flush=True)
                 self._source = ()
                 return None
             plan = plan_data(manifest, self.cfg)
