@@ -49,6 +49,10 @@ METHODS: dict[str, tuple[list[str], str]] = {
     "vs": (["method=vs"], "VS loss"),
     "gcl": (["method=gcl"], "GCL + classifier re-training"),
     "mislas": (["method=mislas"], "MiSLAS"),
+    "ce_sam": (["method=ce", "train.sam_rho=0.05"], "CE + SAM (rho 0.05)"),
+    "logit_adjusted_sam": (["method=logit_adjusted", "train.sam_rho=0.05"], "logit-adjusted loss + SAM (rho 0.05)"),
+    "adpm_prior_la": (["method=adpm", "model.prior_readout=posthoc_la"],
+                      "ADPM, prior read out with post-hoc logit adjustment"),
 }
 # The lever sweep (benchmarks/levers.py, issue 8 part 3): ADPM with one setting the paper leaves open
 # changed, judged on validation data only. "adpm" and "isotropic" are the quality runs themselves.
