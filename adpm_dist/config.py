@@ -144,6 +144,9 @@ class TrainConfig:
     select: Literal["best", "last", "refit"] = "best"  # which epoch is kept (runtime/selection.py): best val
                                             # macro-F1, ties to the lower val NLL; last; or refit on train+val
     keep_last: bool = False                 # also save the last epoch's weights as checkpoints/last.pt (to compare rules)
+    stop_patience: int = 0                  # stop after this many validations without the validation loss (ADPM: its
+                                            # diffusion loss) improving by > stop_min_delta; 0 = all train.epochs
+    stop_min_delta: float = 0.01            # relative improvement that counts (runtime/selection.py, "Stopping")
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     log_every: int = 10
     # Distributed training, EMA, checkpoints, resume (docs/distributed.md).
@@ -391,6 +394,8 @@ CHECKS: dict[str, dict[str, Callable[[Any], bool]]] = {
         "lr": lambda t: t.lr > 0,
         "prior_warmup_epochs": lambda t: t.prior_warmup_epochs >= 0,
         "val_every": lambda t: t.val_every >= 1,
+        "stop_patience": lambda t: t.stop_patience >= 0,
+        "stop_min_delta": lambda t: 0 <= t.stop_min_delta < 1,
         "grad_clip": lambda t: t.grad_clip >= 0,
         "grad_accum": lambda t: t.grad_accum >= 1,
         "ema_decay": lambda t: 0.0 <= t.ema_decay < 1.0,

@@ -152,14 +152,28 @@ def frequency_thirds(counts: Sequence[float]) -> dict[str, list[int]]:
     return {name: [int(j) for j in part] for name, part in zip(("head", "medium", "tail"), parts)}
 
 
-def readout_nll(scores: np.ndarray, labels: Sequence[int]) -> float:
-    """Mean -log softmax(scores)[label]: the continuous validation score that breaks macro-F1 ties."""
+def sample_nll(scores: np.ndarray, labels: Sequence[int]) -> np.ndarray:
+    """-log softmax(scores)[label] of every sample (the read-out's per-sample loss)."""
     z = np.asarray(scores, dtype=np.float64)
     if len(z) == 0:
-        return float("nan")
+        return np.zeros(0)
     z = z - z.max(axis=1, keepdims=True)
     log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-    return float(-log_p[np.arange(len(z)), np.asarray(labels)].mean())
+    return -log_p[np.arange(len(z)), np.asarray(labels)]
+
+
+def readout_nll(scores: np.ndarray, labels: Sequence[int]) -> float:
+    """Mean -log softmax(scores)[label]: the continuous validation score that breaks macro-F1 ties."""
+    losses = sample_nll(scores, labels)
+    return float(losses.mean()) if len(losses) else float("nan")
+
+
+def class_losses(scores: np.ndarray, labels: Sequence[int], class_names: Sequence[str]) -> dict[str, list[float]]:
+    """Per-sample read-out NLL grouped by true class (classes without samples left out): what the
+    noise-law fit (eq. 7) reads from a prior-only run's validation."""
+    losses, labels = sample_nll(scores, labels), np.asarray(labels)
+    return {name: [float(x) for x in losses[labels == j]] for j, name in enumerate(class_names)
+            if (labels == j).any()}
 
 
 def model_label(metrics: dict) -> str:

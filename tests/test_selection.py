@@ -93,3 +93,35 @@ def test_refit_trains_again_on_train_and_validation_for_the_chosen_epochs(digits
     assert stale_keys(out, cfg) == []
     assert not (out / "selection" / "metrics.json").exists()  # ... and never evaluated on the test part
     assert metrics["macro_f1"] == saved["macro_f1"]
+
+
+def test_plateau_stops_only_after_patience_validations_without_a_relative_gain():
+    improving = [1.0, 0.8, 0.6, 0.5]
+    assert not selection.plateaued(improving, patience=2, min_delta=0.01)
+    flat = [1.0, 0.8, 0.795, 0.81]  # 0.795 is < 1 % under 0.8: no real gain twice in a row
+    assert selection.plateaued(flat, patience=2, min_delta=0.01)
+    assert not selection.plateaued(flat, patience=2, min_delta=0.0)  # any gain counts: 0.795 < 0.8
+    assert not selection.plateaued(flat, patience=0, min_delta=0.01)  # off
+    assert not selection.plateaued([1.0, 1.0], patience=2, min_delta=0.01)  # nothing before the window
+    assert selection.plateaued([math.nan, 1.0, 1.2, 1.1], patience=2, min_delta=0.0)  # NaN (warm-up) ignored
+
+
+def test_a_run_stops_on_its_validation_loss_records_it_and_a_resume_trains_no_further(digits_shards, tmp_path):
+    from adpm_dist.runtime.engine import train
+
+    out = tmp_path / "stop"
+    overrides = [f"data.shards={digits_shards}", f"run.output_dir={out}", "train.epochs=6",
+                 "train.stop_patience=1", "train.stop_min_delta=0.99"]  # any gain under 99 % is "no gain"
+    train(load_config(TINY, overrides))
+    saved = json.loads((out / "metrics.json").read_text())
+    sel = saved["selection"]
+    # warm-up epoch 1, validations at 2 and 3: the second cannot gain 99 %, so training stops at epoch 3 of 7
+    assert sel["stopped"] == {"epoch": 3, "loss": "val_diffusion", "patience": 1, "min_delta": 0.99}
+    assert [row["epoch"] for row in saved["history"]] == [1, 2, 3]
+    assert all(row["val_diffusion"] > 0 for row in saved["history"] if "val_macro_f1" in row)
+    assert [v["loss"] for v in sel["history"]] == [row["val_diffusion"] for row in saved["history"][1:]]
+    # per-sample validation NLL of the kept epoch by class: the noise-law fit's input
+    assert set(sel["val_class_losses"]) <= set(saved["train_counts"]) and sel["val_class_losses"]
+    assert all(x >= 0 for losses in sel["val_class_losses"].values() for x in losses)
+    again = train(load_config(TINY, overrides + ["train.resume=auto"]))
+    assert [row["epoch"] for row in again["history"]] == [1, 2, 3]  # stopped runs stay stopped

@@ -19,6 +19,7 @@ from .base import EpochPlan, Method
 class ADPMMethod(Method):
     name = "adpm"
     title = "ADPM (diffusion)"
+    plateau_loss = "diffusion"  # the denoiser's eq. 17 loss: the paper trains "until it has converged"
     has_diffusion = True
     counts_buffer = "levels"
 

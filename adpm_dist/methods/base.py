@@ -37,6 +37,7 @@ class Method:
     title: ClassVar[str]                    # what its predictions are called in tables and reports
     has_diffusion: ClassVar[bool] = False   # predictions come from a reverse chain, with a prior beside them
     counts_buffer: ClassVar[str] = "class_counts"  # the buffer a checkpoint stores the class statistics in
+    plateau_loss: ClassVar[str] = "loss"  # the validation loss train.stop_patience watches (a key of losses())
 
     def __init__(self, cfg: Config):
         self.cfg = cfg

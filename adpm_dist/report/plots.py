@@ -122,8 +122,12 @@ def history_figure(history: Sequence[dict], label: str = "ADPM (diffusion)", kep
         values = [row.get(key, np.nan) for row in history]
         if not all(np.isnan(values)):
             loss_ax.plot(epochs, values, marker=".", label=key)
+    for key in ("val_diffusion", "val_prior_ce", "val_loss"):  # the curve train.stop_patience watches
+        pts = [(row["epoch"], row[key]) for row in history if key in row]
+        if pts:
+            loss_ax.plot(*zip(*pts), marker="o", linestyle="--", label=f"{key} (validation)")
     loss_ax.set_xlabel("epoch")
-    loss_ax.set_ylabel("training loss")
+    loss_ax.set_ylabel("loss (training: per epoch; validation: dashed)")
     loss_ax.legend(fontsize=8)
     for key, name, color in (("val_macro_f1", label, DIFFUSION_COLOR),
                              ("val_prior_macro_f1", "prior network", PRIOR_COLOR)):

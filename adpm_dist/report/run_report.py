@@ -87,6 +87,9 @@ def _selection(m: dict) -> list[str]:
                 if sel.get("refit_epochs") else "")
              + f". Validated epochs with the best macro-F1: {sel.get('tied_epochs') or 'n/a'}"
              + (f"; ties broken by the lower validation NLL ({fmt(sel.get('val_nll'))})." if sel.get("tie_break") else ".")]
+    if stop := sel.get("stopped"):
+        lines += ["", f"Training stopped at epoch {stop['epoch']}: `{stop['loss']}` had not improved by more than "
+                      f"{stop['min_delta']:.0%} for {stop['patience']} validations (train.stop_patience)."]
     if sel.get("warning"):
         lines += ["", f"**Warning:** {sel['warning']}"]
     return lines + ["", f"![training history]({FIGURES['history']})", ""]

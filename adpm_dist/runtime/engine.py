@@ -25,7 +25,7 @@ from ..data.manifest import Manifest, load_manifest, verify_shards
 from ..data.plan import DataPlan, plan_data
 from ..data.stream import eval_batches, train_batches
 from ..data.transforms import build_transform
-from ..evaluate import format_table
+from ..evaluate import class_losses, format_table
 from ..files import atomic_write_json, remove_leftovers
 from ..methods import EpochPlan, Method, method_for
 from . import selection
@@ -36,7 +36,7 @@ from .ema import EMA
 from .optim import build_optimizer, clipped_parameters, restart_group, set_lr
 from .sam import forward_backward
 from .record import run_record
-from .sampling import predict, score, write_predictions
+from .sampling import predict, score, validation_losses, write_predictions
 from .tracking import RunLog, peak_memory_mb, progress
 
 
@@ -104,6 +104,8 @@ def train_once(cfg: Config, accelerator=None, on_epoch=None, *, evaluate: bool =
     run = set_up(cfg, accelerator)
     resumed = start_position(run)
     for epoch in range(run.loop["epoch"], run.epochs.total):
+        if stopped(run):  # a resumed run that had already stopped on its validation loss
+            break
         row = train_epoch(run, epoch, resumed)
         resumed = None
         if run.plan.has_validation and run.epochs.validates(epoch, cfg.train.val_every):
@@ -324,16 +326,28 @@ def validate_and_select(run: Run, epoch: int) -> dict:
     pred = predict(run.method, run.eval_model, run.batches(val_parts, include_keys=val_keys), run.acc,
                    run.cfg.run.seed, "validation")
     val = score(pred, run.names, present_only=True)
-    current = selection.Validation(epoch + 1, val["macro_f1"], val["nll"])
+    losses = validation_losses(run.method, run.eval_model, run.batches(val_parts, include_keys=val_keys), run.acc,
+                               run.cfg.run.seed, epoch=epoch)
+    current = selection.Validation(epoch + 1, val["macro_f1"], val["nll"],
+                                   losses.get(f"val_{run.method.plateau_loss}", float("nan")))
     if selection.keeps(run.cfg.train.select, current, kept_validation(run)):
-        run.loop["best"] = current.__dict__
+        # the kept epoch's per-class losses: what a noise-law fit (eq. 7) reads from a prior-only run
+        run.loop["best"] = current.__dict__ | {"class_losses": class_losses(pred["scores"], pred["labels"], run.names)}
         keep(run, weights)
     run.validations.append(current)
-    if run.cfg.train.keep_last and epoch == run.epochs.total - 1:
+    if run.cfg.train.keep_last and (epoch == run.epochs.total - 1 or stopped(run)):
         save_best(run.acc, weights, run.ckpt_dir / "last.pt", run.cfg,
                   extra={"epoch": epoch + 1, "macro_f1": val["macro_f1"], "class_names": run.names,
                          "ema": run.cfg.train.eval_ema})
-    return {"val_macro_f1": val["macro_f1"], "val_prior_macro_f1": val["prior"]["macro_f1"], "val_nll": val["nll"]}
+    return {"val_macro_f1": val["macro_f1"], "val_prior_macro_f1": val["prior"]["macro_f1"], "val_nll": val["nll"],
+            **losses}
+
+
+def stopped(run: Run) -> bool:
+    """Whether the validation loss has plateaued (train.stop_patience; runtime/selection.py, "Stopping")."""
+    t = run.cfg.train
+    return selection.plateaued([v.loss for v in run.validations], patience=t.stop_patience,
+                               min_delta=t.stop_min_delta)
 
 
 def kept_validation(run: Run) -> selection.Validation | None:
@@ -361,6 +375,11 @@ def selection_summary(run: Run) -> dict:
     if not run.validations:
         return {"rule": run.cfg.train.select, "epoch": kept.epoch, "val_metric": None, "tied_epochs": []}
     record = selection.selection_record(run.cfg.train.select, kept, run.validations)
+    record["val_class_losses"] = run.loop["best"].get("class_losses", {})
+    if stopped(run):
+        t = run.cfg.train
+        record["stopped"] = {"epoch": run.validations[-1].epoch, "loss": f"val_{run.method.plateau_loss}",
+                             "patience": t.stop_patience, "min_delta": t.stop_min_delta}
     if warning := selection.saturation_warning(run.validations):
         run.acc.print(f"warning: {warning}")
         record["warning"] = warning
@@ -426,6 +445,7 @@ def refit_config(cfg: Config, epochs: int, parts: list[str]) -> Config:
     set_key(refit, "data.val_part", "none")
     set_key(refit, "data.train_parts", list(parts))
     set_key(refit, "train.select", "last")
+    set_key(refit, "train.stop_patience", 0)  # exactly the chosen epochs
     set_key(refit, "train.epochs", max(epochs - fixed, 1))
     return refit
 

@@ -44,6 +44,29 @@ def predict(method: Method, model, batches, accelerator, seed: int, desc: str = 
     }
 
 
+@torch.no_grad()
+def validation_losses(method: Method, model, batches, accelerator, seed: int, *, epoch: int) -> dict[str, float]:
+    """The method's training losses on validation images, in eval mode, with t and noise drawn from
+    fixed per-batch seeds (so successive validations differ only in the weights): the curve that
+    ``train.stop_patience`` watches. Sample-weighted means over all ranks, keys prefixed ``val_``."""
+    from accelerate.utils import gather_object
+
+    model.eval()
+    sums, n = {}, 0
+    for i, batch in enumerate(batches):
+        images, labels = batch["image"].to(accelerator.device), batch["label"].to(accelerator.device)
+        gen = torch.Generator().manual_seed(seed * 100_003 + accelerator.process_index * 1009 + i + 17)
+        with accelerator.autocast():
+            losses = method.losses(model, images, labels, epoch=epoch, generator=gen)
+        for k, v in losses.items():
+            sums[k] = sums.get(k, 0.0) + float(v) * len(labels)
+        n += len(labels)
+    parts = gather_object([(sums, n)]) if accelerator.num_processes > 1 else [(sums, n)]
+    total = sum(part_n for _, part_n in parts)
+    keys = sorted({k for part, _ in parts for k in part})
+    return {f"val_{k}": sum(part.get(k, 0.0) for part, _ in parts) / total for k in keys} if total else {}
+
+
 def score(pred: dict, class_names: list[str], *, present_only: bool = False) -> dict:
     """The method's metrics (argmax of its scores), the prior alone's under "prior", and the read-out NLL."""
     metrics = classification_metrics(pred["labels"], pred["scores"].argmax(1), class_names, present_only=present_only)

@@ -10,6 +10,12 @@ Rules (docs/baselines.md, "Model selection"):
 - ``refit``: choose the epoch count with ``best`` on validation, then train again on the training
   and validation data together for that many epochs and keep the last epoch (for small datasets,
   where every image held out is an image the model never sees).
+
+Stopping (``train.stop_patience``, any rule): training ends once the method's validation loss (its
+``plateau_loss``: ADPM's diffusion loss, a classifier's training loss, on the validation images with
+fixed t and noise draws) has not improved on its best earlier value by more than ``train.stop_min_delta``
+(relative) for ``stop_patience`` validations in a row; ``train.epochs`` is then the cap. The paper trains
+for 1000 epochs; this is "until the denoiser's validation loss has plateaued".
 """
 from __future__ import annotations
 
@@ -26,6 +32,7 @@ class Validation:
     epoch: int
     macro_f1: float
     nll: float
+    loss: float = math.nan  # the method's validation loss (plateau_loss), for stopping and the curve
 
 
 def is_better(new: Validation, best: Validation | None) -> bool:
@@ -60,6 +67,16 @@ def selection_record(rule: str, kept: Validation, history: list[Validation]) -> 
         "tied_epochs": tied_epochs(history, best_score),
         "history": [asdict(v) for v in history],
     }
+
+
+def plateaued(losses: list[float], *, patience: int, min_delta: float) -> bool:
+    """Whether the last ``patience`` losses all stayed above (1 - min_delta) x the best loss before
+    them; False while there are not more than ``patience`` losses, and with patience 0 (off)."""
+    finite = [x for x in losses if not math.isnan(x)]
+    if patience <= 0 or len(finite) <= patience:
+        return False
+    best_before = min(finite[:-patience])
+    return min(finite[-patience:]) > best_before - min_delta * abs(best_before)
 
 
 def saturation_warning(history: list[Validation]) -> str | None:
