@@ -72,7 +72,8 @@ def fit_power_law(counts: Sequence[float], losses: Sequence[float], *,
     fitted = b * x ** -alpha + c
     sse = float(np.sum(w * (loss - fitted) ** 2))
     sse_constant = float(np.sum(w * (loss - np.average(loss, weights=w)) ** 2))
-    r2 = 1.0 - sse / sse_constant if sse_constant > 0 else 0.0  # equal losses: nothing for the counts to explain
+    varies = sse_constant > 1e-18 * float(np.sum(w * loss ** 2))  # else equal losses up to rounding
+    r2 = 1.0 - sse / sse_constant if varies else 0.0  # equal losses: nothing for the counts to explain
     m = len(n)
     r2_adjusted = 1.0 - (1.0 - r2) * (m - 1) / (m - 3) if m > 3 else None
     return PowerLawFit(alpha, beta, c, tuple(map(float, n)), tuple(map(float, loss)), tuple(map(float, w)),
