@@ -2,11 +2,17 @@
 
     python tune/search_noise.py --dataset digits_lt [--alphas 0,1/6,1/4,1/2,1] [--betas 1,...,10] [--folds 5]
         [--config configs/<dataset>.yaml] [--shards DIR] [--output runs/tune_<dataset>] [key=value ...]
+    python tune/search_noise.py --dataset digits_lt --fit [--fit-boot 200] [--folds 5] ...
 
 One trial = (alpha, beta, fold k): engine.train on the other folds, evaluated on fold k. Shards without
 a `test` part (fold-only datasets) get nested CV: per outer fold, the same grid on the other folds
 only. key=value overrides go to every trial's training config. Writes cv_results.csv, summary.md,
 heatmap.png, best.yaml and protocol.json into --output (docs/tune.md).
+
+--fit: no grid. Per fold k, the prior network alone trained on the other folds; eq. 7 fitted to its
+per-class validation losses; ADPM trained at that fitted law (eq. 14) and evaluated on fold k. Writes
+noise_fit.json, noise_fit.png, cv_results.csv, summary.md and protocol.json (docs/tune.md, "Fitting
+the noise law instead of searching it").
 """
 from __future__ import annotations
 
@@ -28,8 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
                                     "(default: prepared once under OUTPUT/shards)")
     g.add_argument("--root", help="dataset files in their official layout, to prepare OUTPUT/shards from "
                                   "(not for digits_lt, which is embedded)")
-    g.add_argument("--alphas", nargs="+", default=list(PAPER_ALPHAS), help="e.g. 0,1/6,1/4 (default: the paper's)")
-    g.add_argument("--betas", nargs="+", default=list(PAPER_BETAS), help="e.g. 1,5,10 (default: 1..10)")
+    g.add_argument("--alphas", nargs="+", help=f"e.g. 0,1/6,1/4 (default: the paper's, {','.join(PAPER_ALPHAS)})")
+    g.add_argument("--betas", nargs="+", help="e.g. 1,5,10 (default: 1..10)")
+    g.add_argument("--fit", action="store_true", help="fit the noise law (eq. 7) per fold instead of searching "
+                                                      "alpha and beta: 2 trials per fold")
+    g.add_argument("--fit-boot", type=int, default=200, help="--fit: bootstrap replicates of each fold's fit (default 200)")
     g.add_argument("--folds", type=int, help="CV folds (default: those of --shards, else 5)")
     g.add_argument("--output", help="experiment directory (default: runs/tune_<dataset>)")
     g.add_argument("--resume", action="store_true", help="continue a search: finished trials are not re-run")
@@ -62,6 +71,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args([a for a, o in zip(argv, is_override) if not o])
     args.overrides = [a for a, o in zip(argv, is_override) if o] + args.overrides  # the rest fails in load_config
+    if args.fit and (args.alphas or args.betas or args.early_stop):
+        parser.error("--fit fits alpha and beta per fold: --alphas, --betas and --early-stop do not apply")
+    if args.fit_boot < 0:
+        parser.error(f"--fit-boot must be >= 0, got {args.fit_boot}")
+    from adpm_dist.tune.grid import PAPER_ALPHAS, PAPER_BETAS
+
+    args.alphas, args.betas = args.alphas or list(PAPER_ALPHAS), args.betas or list(PAPER_BETAS)
     return args
 
 
@@ -83,6 +99,15 @@ def main(argv: list[str] | None = None) -> int:
     from adpm_dist.tune.shards import resolve_shards
 
     output = Path(args.output or f"runs/tune_{args.dataset}").resolve()
+    if args.fit and not args.consolidate_only:
+        from adpm_dist.tune.fit_run import main_fit
+
+        try:
+            config = resolve_config(args.config, args.dataset)
+        except FileNotFoundError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        return main_fit(args, output, config)
     if args.consolidate_only:
         try:
             report = consolidate(output)
@@ -134,6 +159,10 @@ def main(argv: list[str] | None = None) -> int:
 def show(report: dict, output: Path) -> int:
     from adpm_dist.tune.consolidate import pm
 
+    if "fits" in report:  # a --fit search
+        from adpm_dist.tune.fit_run import show_fit
+
+        return show_fit(report)
     best, estimate = report["best"], report["estimate"]
     kind = "cross-validated selection table, optimistic" if estimate is not None else "rows alpha, columns beta"
     print(f"\nmacro-F1, mean ± std over folds ({kind}):\n{report['table']}")

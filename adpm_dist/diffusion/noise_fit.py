@@ -20,6 +20,10 @@ from scipy.optimize import least_squares, nnls
 
 MIN_CLASSES = 3            # three parameters: fewer classes cannot determine the law
 ALPHA_STARTS = (0.1, 0.5, 1.0, 2.0)  # deterministic multi-start: the cost is not convex in alpha
+# Upper bound of alpha. Learning curves fall like n^-0.1 .. n^-1 (the paper's grid: 0 .. 1); a larger
+# alpha only fits one outlying small class (b -> 0, alpha -> infinity, never converging). A fit that
+# ends on this bound says so in its verdict.
+ALPHA_MAX = 4.0
 TINY_C = 1e-9              # c below this share of the head class's loss counts as 0 (formula power)
 
 
@@ -49,24 +53,26 @@ class PowerLawFit:
     def verdict(self) -> str:
         """One line: does the per-class loss follow a power law in n at all?"""
         adj = "n/a with 3 classes" if self.r2_adjusted is None else f"{self.r2_adjusted:.3f}"
+        bound = f"; alpha ended on its bound {ALPHA_MAX:g}: no learning curve" if self.alpha >= ALPHA_MAX - 1e-9 else ""
         return (f"power law explains {100 * self.r2:.1f}% of the weighted variance of the {len(self.counts)} "
-                f"class losses around one constant loss (R^2 {self.r2:.3f}, adjusted {adj}; constant model: 0)")
+                f"class losses around one constant loss (R^2 {self.r2:.3f}, adjusted {adj}; constant model: 0){bound}")
 
     def to_dict(self) -> dict:
         return asdict(self) | {"verdict": self.verdict()}
 
 
 def fit_power_law(counts: Sequence[float], losses: Sequence[float], *,
-                  weights: Sequence[float] | None = None) -> PowerLawFit:
-    """Weighted least squares of L_j = beta n_j^-alpha + c (eq. 7) with alpha, beta, c >= 0.
+                  weights: Sequence[float] | None = None, alpha_starts: Sequence[float] = ALPHA_STARTS) -> PowerLawFit:
+    """Weighted least squares of L_j = beta n_j^-alpha + c (eq. 7) with alpha, beta, c >= 0 (alpha <= ALPHA_MAX).
 
     weights: per class, typically its number of validation samples, so that a class's mean loss
-    counts by its precision; classes with weight 0 are left out. Deterministic (fixed starts).
+    counts by its precision; classes with weight 0 are left out. Deterministic (fixed starts;
+    the bootstrap starts its refits at the point fit's alpha only).
     """
     n, loss, w = _checked(counts, losses, weights)
     n_max = n.max()
     x = n / n_max  # fitted as b x^-alpha + c with b = beta n_max^-alpha: well conditioned for any n
-    best = min((_refine(x, loss, w, a0) for a0 in ALPHA_STARTS), key=lambda r: r.cost)
+    best = min((_refine(x, loss, w, a0) for a0 in alpha_starts), key=lambda r: r.cost)
     alpha, b, c = (float(v) for v in best.x)
     beta = float(b * n_max ** alpha)
     fitted = b * x ** -alpha + c
@@ -110,8 +116,8 @@ def _refine(x: np.ndarray, loss: np.ndarray, w: np.ndarray, alpha0: float):
     def residuals(p):
         return sw * (p[1] * x ** -p[0] + p[2] - loss)
 
-    return least_squares(residuals, x0=[alpha0, b0, c0], bounds=([0, 0, 0], [np.inf] * 3),
-                         method="trf", x_scale="jac", xtol=1e-15, ftol=1e-15, gtol=1e-15, max_nfev=5000)
+    return least_squares(residuals, x0=[alpha0, b0, c0], bounds=([0, 0, 0], [ALPHA_MAX, np.inf, np.inf]),
+                         method="trf", x_scale="jac", xtol=1e-13, ftol=1e-13, gtol=1e-13, max_nfev=500)
 
 
 @dataclass(frozen=True)
@@ -147,16 +153,16 @@ def bootstrap_fit(counts: Sequence[float], class_losses: Sequence[Sequence[float
     sizes = [len(s) for s in samples]
     fit = fit_power_law(n, [s.mean() for s in samples], weights=sizes)
     rng = np.random.default_rng(seed)
-    draws = np.array([_refit(n, samples, sizes, rng) for _ in range(n_boot)])
+    draws = np.array([_refit(n, samples, sizes, rng, fit.alpha) for _ in range(n_boot)])
     tail = 100 * (1 - level) / 2
     intervals = {name: (float(np.percentile(draws[:, i], tail)), float(np.percentile(draws[:, i], 100 - tail)))
                  for i, name in enumerate(("alpha", "beta", "c"))} if n_boot else {}
     return BootstrapFit(fit, intervals, n_boot, seed, level)
 
 
-def _refit(n, samples, sizes, rng) -> tuple[float, float, float]:
+def _refit(n, samples, sizes, rng, alpha0: float) -> tuple[float, float, float]:
     means = [s[rng.integers(0, len(s), len(s))].mean() for s in samples]
-    f = fit_power_law(n, means, weights=sizes)
+    f = fit_power_law(n, means, weights=sizes, alpha_starts=(min(max(alpha0, 0.05), ALPHA_MAX - 0.05),))
     return f.alpha, f.beta, f.c
 
 

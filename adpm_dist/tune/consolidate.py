@@ -513,6 +513,10 @@ def consolidate(out: str | Path) -> dict:
     """Write cv_results.csv, summary.md, heatmap.png, best.yaml and protocol.json into the experiment dir `out`."""
     out = Path(out).resolve()
     search = load_search(out)
+    if search.get("mode") == "fit":  # --fit: one fitted law per fold, not a grid (fit_summary.py)
+        from .fit_summary import consolidate_fit
+
+        return consolidate_fit(out)
     cells, rows = collect(out, search)
     best, complete = choose_best(cells, search["folds"])
     outer_folds, estimate = None, None

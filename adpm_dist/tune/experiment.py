@@ -144,6 +144,10 @@ class Search:
     def config_of(self, trial: Trial) -> Config:
         return trial_config(self.base, trial, self.out, self.folds)
 
+    def settings_of(self, trial: Trial) -> dict:
+        """What the trial sets itself (search.trial_payloads hands it over; fit_plan.FitSearch has its own)."""
+        return trial_settings(trial, self.folds, self.out)
+
     def manifest(self) -> dict:
         return {
             "format": SEARCH_FORMAT,
@@ -199,19 +203,28 @@ def plan_search(spec: SearchSpec, shards: Path, folds: int, resume: bool) -> Sea
     trials = build_trials(spec.alphas, spec.betas, folds, nested=protocol == NESTED)
     for t in trials[:1]:
         trial_config(base, t, out, folds)  # exercises every per-trial key once
+    check_stored(out, base, resume)
+    todo = [t for t in trials
+            if not (resume and (finished(out, t, trial_config(base, t, out, folds)) or early_stopped(out, t)))]
+    return Search(spec, shards, folds, base, trials, todo, protocol)
+
+
+def check_stored(out: Path, base: Config, resume: bool, mode: str = "grid") -> None:
+    """Refuse to mix a new search into `out`'s old one: without `resume`, or with another base config or mode."""
     stored = out / SEARCH_FILE
     if stored.is_file() and not resume:
         raise FileExistsError(f"{out} already holds a search ({SEARCH_FILE}): pass --resume to continue it, "
                               f"--consolidate-only to re-evaluate it, or choose another --output")
-    if stored.is_file():
-        old = json.loads(stored.read_text())["base_config"]
-        diff = config_differences(old, to_dict(base))
-        if diff:
-            raise ValueError(f"--resume: the training config differs from the one stored in {stored} "
-                             f"({'; '.join(diff)}); use the same --config/overrides or another --output")
-    todo = [t for t in trials
-            if not (resume and (finished(out, t, trial_config(base, t, out, folds)) or early_stopped(out, t)))]
-    return Search(spec, shards, folds, base, trials, todo, protocol)
+    if not stored.is_file():
+        return
+    data = json.loads(stored.read_text())
+    if data.get("mode", "grid") != mode:
+        raise ValueError(f"--resume: {stored} holds a {data.get('mode', 'grid')} search, this is a {mode} search "
+                         f"(--fit or not must match); choose another --output")
+    diff = config_differences(data["base_config"], to_dict(base))
+    if diff:
+        raise ValueError(f"--resume: the training config differs from the one stored in {stored} "
+                         f"({'; '.join(diff)}); use the same --config/overrides or another --output")
 
 
 def write_search(search: Search) -> Path:

@@ -9,6 +9,7 @@ that cluster instead; its resources are the cluster's business then.
 """
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import math
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import to_dict
-from .experiment import Search, trial_settings, write_search
+from .experiment import Search, write_search
 
 DRIVER_CPU = 0.1  # a multi-worker trial only waits on its TorchTrainer; {"cpu": 0} is rejected by Tune
 
@@ -153,10 +154,11 @@ def exposed_listeners(pids: list[int]) -> list[str]:
 
 def run_search(search: Search, resources: Resources, cluster: ClusterOptions,
                early_stopping: EarlyStopping | None = None, progress_interval: float = 15.0,
-               stream=None) -> dict:
+               stream=None, *, connected: bool = False) -> dict:
     """Run every trial in `search.todo` on Ray Tune and return {trial id: status}.
 
     The caller consolidates afterwards (also when some trials failed: the summary says which).
+    `connected`: the caller holds the cluster (`ray_cluster`), e.g. for the two phases of --fit.
     """
     resources.check()
     stream = stream or sys.stdout
@@ -164,11 +166,20 @@ def run_search(search: Search, resources: Resources, cluster: ClusterOptions,
     if not search.todo:
         print("every trial already has results; nothing to run", file=stream, flush=True)
         return {}
+    if connected:
+        return _fit(search, resources, early_stopping, progress_interval, stream)
+    with ray_cluster(cluster, resources, len(search.todo)):
+        return _fit(search, resources, early_stopping, progress_interval, stream)
+
+
+@contextlib.contextmanager
+def ray_cluster(cluster: ClusterOptions, resources: Resources, n_trials: int):
+    """Connected to (or running a local) Ray cluster for the duration of the block."""
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")  # snapshot spam
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # its reporter prints boxes even at verbose=0
-    started = connect(cluster, resources, len(search.todo))
+    started = connect(cluster, resources, n_trials)
     try:
-        return _fit(search, resources, early_stopping, progress_interval, stream)
+        yield
     finally:
         if started:
             import ray
@@ -226,7 +237,7 @@ def epochs_per_trial(cfg) -> int:
 def trial_payloads(search: Search) -> list[dict]:
     """What each Tune trial receives: its Trial fields, the typed settings it applies and its whole
     resolved config as plain values (trainable.trial_config_of rebuilds it; no text is re-parsed)."""
-    return [t.to_dict() | {"settings": trial_settings(t, search.folds, search.out),
+    return [t.to_dict() | {"settings": search.settings_of(t),
                            "config": to_dict(search.config_of(t))} for t in search.todo]
 
 
@@ -237,4 +248,4 @@ def _describe(r: Resources) -> str:
     return f"per trial: {who} | max concurrent: {r.max_concurrent or 'as resources allow'} | retries: {r.max_failures}"
 
 
-__all__ = ["Resources", "ClusterOptions", "EarlyStopping", "connect", "run_search", "trial_payloads"]
+__all__ = ["Resources", "ClusterOptions", "EarlyStopping", "connect", "ray_cluster", "run_search", "trial_payloads"]
