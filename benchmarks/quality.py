@@ -69,6 +69,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--csv", default="benchmarks/quality_runs.csv", help="one row per run")
     p.add_argument("--plot", default="docs/img/quality_macro_f1.png",
                    help="macro-F1 and tail F1 per method, one panel per dataset ('' for none)")
+    p.add_argument("--section", default="",
+                   help="write the table into its own RESULTS section <!-- quality-SECTION:begin/end --> "
+                        "(default: the main quality table)")
+    p.add_argument("--heading", default="", help="heading of a new --section (default: '## Quality: SECTION')")
     p.add_argument("--jobs", type=int, default=1, help="runs at a time")
     p.add_argument("--baseline-epochs", type=int, default=0,
                    help="train.epochs of the non-diffusion methods (0: the config's)")
@@ -291,6 +295,14 @@ def markdown(args, argv: list[str], rows: list[dict], group_lines: dict[str, str
     return "\n".join(lines)
 
 
+def section_markers(args) -> tuple:
+    """(heading, markers) of the RESULTS section this table goes to: the main one, or --section's own."""
+    if not args.section:
+        return ()
+    return (args.heading or f"## Quality: {args.section}",
+            (f"<!-- quality-{args.section}:begin -->", f"<!-- quality-{args.section}:end -->"))
+
+
 def plot(rows: list[dict], methods: list[str], path: Path) -> None:
     """Macro-F1 (bar, mean +- std over seeds) and tail-third F1 (dot) of every method, one panel per
     dataset; diffusion entries and classifier baselines in two colours."""
@@ -344,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     text = results.read_text() if results.is_file() else "# Benchmark results\n"
     fold_only = any(outer_folds(shards) != [None] for shards in data.values())
     block = markdown(args, argv, rows, group_lines, failed, fold_only)
-    results.write_text(replace_section(text, block))
+    results.write_text(replace_section(text, block, *section_markers(args)))
     print(block)
     print(f"wrote {results} ({len(rows)} runs) and {args.csv}")
     if args.plot:
