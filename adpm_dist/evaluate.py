@@ -138,7 +138,11 @@ def mean_std(values: Sequence[float | None]) -> tuple[float, float]:
 
 def format_mean_std(values: Sequence[float | None], digits: int = 3, missing: str = "n/a") -> str:
     """'mean ± std' as the paper's tables print it; just the mean for one value."""
-    mean, std = mean_std(values)
+    return format_pm(*mean_std(values), digits=digits, missing=missing)
+
+
+def format_pm(mean: float, std: float, digits: int = 3, missing: str = "-") -> str:
+    """'mean ± std' of an already computed pair; just the mean when std is NaN, ``missing`` for no mean."""
     if math.isnan(mean):
         return missing
     return f"{mean:.{digits}f}" if math.isnan(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"

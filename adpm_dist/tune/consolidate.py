@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from ..evaluate import format_pm as pm  # noqa: F401 (pm: the tables' cell, also imported by the CLI)
 from ..evaluate import mean_std
 from .experiment import load_search, shard_parts, trial_dir
 from .grid import Trial, isotropic, shared_source
@@ -175,12 +176,6 @@ def write_csv(path: Path, rows: list[dict]) -> None:
         w = csv.DictWriter(f, fieldnames=fields, lineterminator="\n")
         w.writeheader()
         w.writerows({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in r.items()} for r in rows)
-
-
-def pm(mean: float, std: float, digits: int = 3) -> str:
-    if math.isnan(mean):
-        return "-"
-    return f"{mean:.{digits}f}" if math.isnan(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
 def table2(cells: list[Cell], search: dict, best: Cell | None, key: str = "macro_f1") -> list[str]:
