@@ -107,10 +107,12 @@ class ADPMWithPriorReadout(ADPMMethod):
     @torch.no_grad()
     def predictions(self, model, images, *, generator, levels=None):
         scores, prior = super().predictions(model, images, generator=generator, levels=levels)
-        if self.adjusts():  # a second (deterministic, eval-mode) prior pass: its logits, not log softmax
-            fused = model.prior(images).fused.float()
+        if self.adjusts():
             tau = float(model.readout_tau)
             if math.isnan(tau):  # predicted without prediction_levels first
                 tau = self.choose_tau(model, images.device)
-            prior = F.softmax(losses.posthoc_adjusted_logits(fused, model.readout_counts, tau=tau), dim=1)
+            # the chain's prior block is softmax(fused): log of it is fused up to a per-row constant, which
+            # softmax ignores, so no second prior pass is needed (tiny clamps an underflowed 0, never the argmax)
+            log_prior = torch.log(prior.float().clamp_min(torch.finfo(torch.float32).tiny))
+            prior = F.softmax(losses.posthoc_adjusted_logits(log_prior, model.readout_counts, tau=tau), dim=1)
         return scores, prior
