@@ -48,10 +48,14 @@ class ChosenTau:
             try:
                 self.choose_tau(device)
             except OSError as e:  # the validation shards of the training run are not on this machine
-                print(f"warning: {self.validation.what}: no validation data to choose tau ({e}); "
-                      f"tau = {NO_VALIDATION_TAU:g}")
+                warn_no_validation(self.validation.what, e)
                 self.readout_tau.fill_(NO_VALIDATION_TAU)
         return float(self.readout_tau)
+
+
+def warn_no_validation(what: str, error: Exception) -> None:
+    """The one fallback of every read-out: no validation data reachable, so tau = 1 (said on stdout)."""
+    print(f"warning: {what}: no validation data to choose tau ({error}); tau = {NO_VALIDATION_TAU:g}", flush=True)
 
 
 def _is_main_rank() -> bool:
@@ -74,8 +78,7 @@ class ValidationTau:
             try:
                 manifest = load_manifest(self.cfg.data.shards)
             except FileNotFoundError as e:  # e.g. a checkpoint predicting on another machine
-                print(f"warning: {self.what}: no validation data to choose tau ({e}); "
-                      f"tau = {NO_VALIDATION_TAU:g}", flush=True)
+                warn_no_validation(self.what, e)
                 self._source = ()
                 return None
             plan = plan_data(manifest, self.cfg)
