@@ -95,8 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     from adpm_dist.tune.consolidate import consolidate
     from adpm_dist.tune.experiment import SearchSpec, check_overrides, plan_search
     from adpm_dist.tune.grid import parse_values
-    from adpm_dist.tune.search import ClusterOptions, EarlyStopping, Resources, run_search
-    from adpm_dist.tune.shards import resolve_shards
+    from adpm_dist.tune.search import ClusterOptions, EarlyStopping, resources_and_shards, run_search
 
     output = Path(args.output or f"runs/tune_{args.dataset}").resolve()
     if args.fit and not args.consolidate_only:
@@ -123,11 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         spec = SearchSpec(dataset=args.dataset, config=str(config), output=str(output),
                           alphas=parse_values(args.alphas, "--alphas"), betas=parse_values(args.betas, "--betas"),
                           folds=args.folds, shards=args.shards, overrides=args.overrides)
-        resources = Resources(args.cpus_per_trial, args.gpus_per_trial, args.workers_per_trial,
-                              args.max_concurrent, args.max_failures)
-        resources.check()
-        shards, folds = resolve_shards(args.dataset, args.shards, output, args.folds, args.root,
-                                       min_shards=args.workers_per_trial * max(1, base.data.num_workers))
+        resources, shards, folds = resources_and_shards(args, output, base)
         search = plan_search(spec, shards, folds, resume=args.resume)
     except (ConfigError, ValueError, FileNotFoundError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)

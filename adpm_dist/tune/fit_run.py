@@ -13,8 +13,7 @@ from ..config import ConfigError, load_config
 from .experiment import SearchSpec
 from .fit_law import FIT_PLOT, add_cost, fit_folds, fold_settings, write_fit_plot, write_noise_fit
 from .fit_plan import FITTED, PRIOR, check_fit_overrides, plan_fit
-from .search import ClusterOptions, Resources, ray_cluster, run_search
-from .shards import resolve_shards
+from .search import ClusterOptions, Resources, ray_cluster, resources_and_shards, run_search
 
 
 def main_fit(args, output: Path, config: Path) -> int:
@@ -57,11 +56,7 @@ def plan_first(args, output: Path, config: Path):
     base = load_config(config, args.overrides)  # fail on bad keys before preparing data or starting Ray
     spec = SearchSpec(dataset=args.dataset, config=str(config), output=str(output), alphas=[], betas=[],
                       folds=args.folds, shards=args.shards, overrides=args.overrides)
-    resources = Resources(args.cpus_per_trial, args.gpus_per_trial, args.workers_per_trial,
-                          args.max_concurrent, args.max_failures)
-    resources.check()
-    shards, folds = resolve_shards(args.dataset, args.shards, output, args.folds, args.root,
-                                   min_shards=args.workers_per_trial * max(1, base.data.num_workers))
+    resources, shards, folds = resources_and_shards(args, output, base)
     return spec, resources, plan_fit(spec, shards, folds, args.resume, PRIOR, n_boot=args.fit_boot)
 
 

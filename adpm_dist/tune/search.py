@@ -66,6 +66,19 @@ class Resources:
                 "train_storage": str(train_storage)}
 
 
+def resources_and_shards(args, output: Path, base) -> tuple[Resources, Path | str, int]:
+    """What both search modes (grid, --fit) take from the CLI: the checked trial resources, and the shard
+    location with its fold count (prepared under ``output`` if needed), enough shards for every loader."""
+    from .shards import resolve_shards
+
+    resources = Resources(args.cpus_per_trial, args.gpus_per_trial, args.workers_per_trial,
+                          args.max_concurrent, args.max_failures)
+    resources.check()
+    shards, folds = resolve_shards(args.dataset, args.shards, output, args.folds, args.root,
+                                   min_shards=args.workers_per_trial * max(1, base.data.num_workers))
+    return resources, shards, folds
+
+
 @dataclass
 class ClusterOptions:
     address: str | None = None      # None: RAY_ADDRESS if set (ray job submit), else start a local cluster
@@ -248,4 +261,4 @@ def _describe(r: Resources) -> str:
     return f"per trial: {who} | max concurrent: {r.max_concurrent or 'as resources allow'} | retries: {r.max_failures}"
 
 
-__all__ = ["Resources", "ClusterOptions", "EarlyStopping", "connect", "ray_cluster", "run_search", "trial_payloads"]
+__all__ = ["Resources", "resources_and_shards", "ClusterOptions", "EarlyStopping", "connect", "ray_cluster", "run_search", "trial_payloads"]
