@@ -139,7 +139,7 @@ def block(args, argv: list[str], rows: list[dict], group_lines: dict, out: Path,
              "what its own prior predicts.", ""]
     for name, groups in group_lines.items():
         mine = [r for r in rows if r["dataset"] == name]
-        lines += [f"### {name}", "", groups, "", dataset_table(mine, list(entries(args))), "",
+        lines += [f"### {name}", "", groups, "", dataset_table(mine, list(entries(args)), entries(args)), "",
                   "Stopped at epoch (kept epoch), per seed: "
                   + "; ".join(f"`{m}` {stops[(name, m)]}" for m in entries(args) if (name, m) in stops), ""]
     lines += ["Paired with the isotropic twin (same parameterisation and seed):", "", *paired_lines(args, rows)]
@@ -157,9 +157,6 @@ def main(argv: list[str] | None = None) -> int:
     args.methods = list(table_entries)
     data = datasets(args, out)
     failed = [] if args.no_run else run_all(args, data, out, entries=table_entries)
-    import benchmarks.tables as tables
-
-    tables.METHODS.update(table_entries)  # labels for dataset_table
     rows, group_lines = collect(args, data, out)
     text = block(args, argv, rows, group_lines, out, failed)
     results = Path(args.results)

@@ -127,9 +127,11 @@ def format_mean_std(values: Sequence[float]) -> str:
     return format_mean(values, missing="-")
 
 
-def dataset_table(rows: list[dict], methods: Sequence[str]) -> str:
+def dataset_table(rows: list[dict], methods: Sequence[str], labels: dict[str, tuple] | None = None) -> str:
     """Markdown table of one dataset: one line per method (in ``methods`` order) with the number of
-    runs, mean +- std of every METRICS column and the mean minutes per run."""
+    runs, mean +- std of every METRICS column and the mean minutes per run. ``labels``: name ->
+    (overrides, label) entries (default METHODS)."""
+    labels = METHODS if labels is None else labels
     lines = ["| method | what | runs | " + " | ".join(HEADERS) + " | min/run |",
              "|---|---|---|" + "---|" * len(HEADERS) + "---|"]
     for method in methods:
@@ -139,7 +141,7 @@ def dataset_table(rows: list[dict], methods: Sequence[str]) -> str:
         cells = [format_mean_std([r[m] for r in mine]) for m in METRICS]
         times = [r["seconds"] for r in mine if r.get("seconds") is not None and not math.isnan(r["seconds"])]
         minutes = f"{statistics.fmean(times) / 60:.1f}" if times else "-"
-        label = METHODS[method][1] if method in METHODS else method
+        label = labels[method][1] if method in labels else method
         lines.append(f"| `{method}` | {label} | {len(mine)} | " + " | ".join(cells) + f" | {minutes} |")
     return "\n".join(lines)
 
