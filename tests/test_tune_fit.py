@@ -71,3 +71,48 @@ def test_fit_trial_names_and_parts():
     t = FitTrial("prior", 2)
     assert t.id == "prior_fold2" and t.eval_part == "fold2" and t.train_folds(4) == ["fold0", "fold1", "fold3"]
     assert FitTrial("fitted", 0).to_dict()["outer"] is None
+
+
+def test_consolidate_leaves_out_a_fold_trained_at_another_law(tmp_path):
+    """--consolidate-only refits phase 1; a phase-2 score trained at another law is reported, not averaged."""
+    import yaml
+    from test_tune_consolidate import TINY, fake_metrics
+
+    from adpm_dist.tune.experiment import SearchSpec
+    from adpm_dist.tune.fit_law import fit_folds
+    from adpm_dist.tune.fit_plan import plan_fit
+    from adpm_dist.tune.fit_summary import consolidate_fit
+
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    (shards / "manifest.json").write_text(json.dumps({"parts": {"fold0": {}, "fold1": {}, "test": {}}}))
+    spec = SearchSpec(dataset="digits_lt", config=TINY, output=str(tmp_path / "exp"), alphas=[], betas=[], folds=2)
+    search = plan_fit(spec, shards, 2, resume=False, n_boot=20)
+    out = search.out
+    (out / "search.json").parent.mkdir(parents=True, exist_ok=True)
+    (out / "search.json").write_text(json.dumps(search.manifest()))
+    counts = {"head": 100, "mid": 30, "tail": 10}
+    for k in range(2):  # phase 1: losses on the law 2 n^-0.5 + 0.1 (+ fold-dependent noise)
+        losses = {c: [2 * n ** -0.5 + 0.1 + 0.01 * (k + i) for i in range(4)] for c, n in counts.items()}
+        prior = trial_dir_of(out, f"prior_fold{k}")
+        (prior / "metrics.json").write_text(json.dumps({"selection": {"val_class_losses": losses},
+                                                        "train_counts": counts}))
+    fits = fit_folds(out, 2, 20)
+    for k, f1 in ((0, 0.8), (1, 0.6)):  # phase 2: fold 0 at its fitted law, fold 1 at an older one
+        fitted = trial_dir_of(out, f"fitted_fold{k}")
+        noise = {key.split(".")[1]: v for key, v in fits[k]["eq14"].items()}
+        if k == 1:
+            noise["alpha"] = noise["alpha"] + 0.25
+        (fitted / "config.yaml").write_text(yaml.safe_dump({"noise": noise}))
+        (fitted / "metrics.json").write_text(json.dumps(fake_metrics(f1, k)))
+    report = consolidate_fit(out, 20)
+    assert sorted(report["estimate"].folds) == [0]  # only fold 0's score belongs to the law fitted now
+    assert [r["source_trial"] for r in report["missing"]] == ["fitted_fold1"]
+    assert report["missing"][0]["status"].startswith("trained at another law: noise.alpha trained")
+    assert "mean ± std over 1/2 folds" in (out / "summary.md").read_text()
+
+
+def trial_dir_of(out, trial_id: str):
+    path = out / "trials" / trial_id
+    path.mkdir(parents=True, exist_ok=True)
+    return path

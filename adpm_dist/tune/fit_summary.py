@@ -11,6 +11,8 @@ import math
 import time
 from pathlib import Path
 
+import yaml
+
 from ..files import atomic_write_text
 from .consolidate import HEADLINE, NAMES, Cell, pm, per_class_table, result_row, trial_status, write_csv
 from .experiment import load_search, trial_dir
@@ -27,6 +29,9 @@ def fold_results(out: Path, search: dict, fits: dict[int, dict]) -> tuple[Cell, 
     for k in range(search["folds"]):
         trial, fit = FitTrial(FITTED, k), fits.get(k, {})
         status = trial_status(trial_dir(out, trial)) if "eq14" in fit else "no fit"
+        stale = law_changes(trial_dir(out, trial), fit["eq14"]) if status == "done" else []
+        if stale:  # phase 1 changed since: that score belongs to another law and must not mix into this one
+            status = "trained at another law: " + "; ".join(stale)
         metrics = json.loads((trial_dir(out, trial) / "metrics.json").read_text()) if status == "done" else None
         cell = Cell(fit.get("alpha", math.nan), fit.get("beta", math.nan), "fitted", "")
         if metrics is not None:
@@ -37,6 +42,22 @@ def fold_results(out: Path, search: dict, fits: dict[int, dict]) -> tuple[Cell, 
                 "noise.beta": fit.get("eq14", {}).get("noise.beta", math.nan), "fit_error": fit.get("error", "")}
         rows.append(row)
     return estimate, rows
+
+
+def law_changes(run_dir: Path, settings: dict) -> list[str]:
+    """The eq. 14 keys on which phase 2's saved config differs from the law fitted now (empty: the same law)."""
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return [f"{path} missing (the law it was trained at is unknown)"]
+    saved = (yaml.safe_load(path.read_text()) or {}).get("noise", {})
+    changes = []
+    for key, value in settings.items():
+        trained = saved.get(key.split(".", 1)[1])
+        same = trained == value if isinstance(value, str) else trained is not None and math.isclose(trained, value,
+                                                                                                    rel_tol=1e-9)
+        if not same:
+            changes.append(f"{key} trained {trained!r}, fitted now {value!r}")
+    return changes
 
 
 def grid_trials(search: dict) -> int:
