@@ -54,6 +54,9 @@ def same_experiment(fit: dict, grid: dict) -> None:
     for key in ("dataset", "folds", "config", "overrides"):
         if fit.get(key) != grid.get(key):
             raise SystemExit(f"the searches differ in {key}: fit {fit.get(key)!r}, grid {grid.get(key)!r}")
+    manifests = [Path(s["shards"]) / "manifest.json" for s in (fit, grid)]
+    if all(m.is_file() for m in manifests) and manifests[0].read_bytes() != manifests[1].read_bytes():
+        raise SystemExit(f"the searches read different folds: {manifests[0]} and {manifests[1]} differ")
 
 
 def grid_wall_seconds(out: Path) -> float:

@@ -65,3 +65,13 @@ def test_refuses_searches_that_differ(fit_dir, experiment):  # noqa: F811
         fit_vs_grid.main(["--fit-dir", str(fit_dir), "--grid-dir", str(experiment), "--no-write"])
     with pytest.raises(SystemExit, match="not 'fit'"):
         fit_vs_grid.main(["--fit-dir", str(experiment), "--grid-dir", str(experiment), "--no-write"])
+
+
+def test_refuses_searches_on_different_folds(fit_dir, experiment, tmp_path):  # noqa: F811
+    other = tmp_path / "other_shards"
+    other.mkdir()
+    (other / "manifest.json").write_text(json.dumps({"parts": {"fold0": {"n": 1}}}))
+    search = json.loads((fit_dir / "search.json").read_text())
+    (fit_dir / "search.json").write_text(json.dumps(search | {"shards": str(other)}))
+    with pytest.raises(SystemExit, match="different folds"):
+        fit_vs_grid.main(["--fit-dir", str(fit_dir), "--grid-dir", str(experiment), "--no-write"])
