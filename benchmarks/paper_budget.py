@@ -102,7 +102,14 @@ def stop_epochs(out: Path, rows: list[dict]) -> dict[tuple[str, str], str]:
     return {k: ", ".join(v) for k, v in found.items()}
 
 
-def plot_curves(out: Path, rows: list[dict], path: Path) -> None:
+def curves_title(overrides: list[str]) -> str:
+    """What the runs were trained to: the command's train.stop_patience (last one wins) overrides PAPER's."""
+    patience = [o.split("=", 1)[1] for o in [*PAPER, *overrides] if o.startswith("train.stop_patience=")][-1]
+    return ("every run until its validation diffusion loss plateaued" if int(patience) > 0
+            else "every run over the whole schedule (no plateau stop)")
+
+
+def plot_curves(out: Path, rows: list[dict], path: Path, title: str) -> None:
     """Validation diffusion loss (left) and validation macro-F1 (right) against the epoch, every run."""
     import matplotlib
 
@@ -122,7 +129,7 @@ def plot_curves(out: Path, rows: list[dict], path: Path) -> None:
     loss_ax.set(xlabel="epoch", ylabel="validation diffusion loss (eq. 17)", yscale="log")
     f1_ax.set(xlabel="epoch", ylabel="validation macro-F1", ylim=(0, 1))
     loss_ax.legend(fontsize=7)
-    fig.suptitle("ADPM at the paper's budget: every run until its validation diffusion loss plateaued", fontsize=9)
+    fig.suptitle(f"ADPM at the paper's budget: {title}", fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -163,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     results.write_text(replace_section(results.read_text() if results.is_file() else "", text,
                                        heading=HEADING, markers=(BEGIN, END)))
     if rows and args.plot:
-        plot_curves(out, rows, Path(args.plot))
+        plot_curves(out, rows, Path(args.plot), curves_title(args.overrides))
     print(text)
     return 1 if failed else 0
 

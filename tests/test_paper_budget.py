@@ -26,3 +26,11 @@ def test_differences_are_paired_by_seed_with_the_isotropic_twin():
     line = paired_lines(args, rows)[-1]
     assert "| d | y0, alpha 1/2 | 2 |" in line and "+0.050, -0.020" in line
     assert "0.015 ± 0.049" in line  # mean and sample std of (+0.05, -0.02)
+
+
+def test_curves_title_says_whether_runs_were_stopped():
+    from benchmarks.paper_budget import curves_title
+
+    assert "plateaued" in curves_title([])
+    assert "whole schedule" in curves_title(["train.stop_patience=0"])
+    assert "plateaued" in curves_title(["train.stop_patience=0", "train.stop_patience=3"])
