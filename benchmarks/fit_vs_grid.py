@@ -29,6 +29,7 @@ from adpm_dist.evaluate import format_mean_std  # noqa: E402
 from adpm_dist.tune.consolidate import Cell, choose_best, collect  # noqa: E402
 from adpm_dist.tune.experiment import load_search  # noqa: E402
 from adpm_dist.tune.fit_law import FIT_FILE  # noqa: E402
+from adpm_dist.tune.fit_summary import fold_results  # noqa: E402
 from benchmarks.tables import replace_section  # noqa: E402
 
 BEGIN, END = "<!-- fit-vs-grid:begin -->", "<!-- fit-vs-grid:end -->"
@@ -76,22 +77,11 @@ def fold_f1(cell: Cell) -> dict[int, float]:
     return {k: m["macro_f1"] for k, m in cell.folds.items()}
 
 
-def fitted_f1(fit_dir: Path, folds: int) -> dict[int, dict]:
-    """Fold -> metrics.json of phase 2 (ADPM at fold k's fitted law)."""
-    found = {}
-    for k in range(folds):
-        path = fit_dir / "trials" / f"fitted_fold{k}" / "metrics.json"
-        if path.is_file():
-            found[k] = json.loads(path.read_text())
-    return found
-
-
-def score_row(label: str, metrics: dict[int, dict], trials: str, wall: str) -> str:
-    def cell(key: str, prior: bool = False) -> str:
-        values = [(m["prior"] if prior else m).get(key) for m in metrics.values()]
-        return format_mean_std([v for v in values if v is not None])
-    return (f"| {label} | {len(metrics)} | {cell('macro_f1')} | {cell('balanced_accuracy')} | "
-            f"{cell('macro_f1', prior=True)} | {cell('prior_agreement')} | {trials} | {wall} |")
+def score_row(label: str, cell: Cell, trials: str, wall: str) -> str:
+    def cells(key: str, prior: bool = False) -> str:
+        return format_mean_std(cell.values(key, prior))
+    return (f"| {label} | {len(cell.folds)} | {cells('macro_f1')} | {cells('balanced_accuracy')} | "
+            f"{cells('macro_f1', prior=True)} | {cells('prior_agreement')} | {trials} | {wall} |")
 
 
 def difference(a: dict[int, float], b: dict[int, float]) -> str:
@@ -127,10 +117,11 @@ def section(args, argv: list[str]) -> str:
     cost = noise_fit.get("cost", {})
     fit_wall = sum(c["wall_s"] for c in cost.values())
     fit_trials = sum(c["trials"] for c in cost.values())
-    fitted = fitted_f1(args.fit_dir, folds)
+    # phase 2's scores as the search's own tables read them (a fold trained at another law is left out)
+    fitted, _ = fold_results(args.fit_dir.resolve(), fit_search, {f["fold"]: f for f in noise_fit["fits"]})
     cells, _ = collect(args.grid_dir.resolve(), grid_search)
     best, complete = choose_best(cells, folds)
-    grid_trials = len({t for t in (args.grid_dir / "trials").iterdir() if (t / "metrics.json").is_file()})
+    grid_trials = sum((t / "metrics.json").is_file() for t in (args.grid_dir / "trials").iterdir())
     grid_wall = grid_wall_seconds(args.grid_dir)
     iso, paper = find_cell(cells, 0.0, None), find_cell(cells, *PAPER_POINT)
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
@@ -148,15 +139,15 @@ def section(args, argv: list[str]) -> str:
              score_row("fitted law per fold (`--fit`)", fitted, str(fit_trials), f"{fit_wall / 60:.0f} min")]
     if best is not None:
         lines.append(score_row(f"grid best: alpha {best.alpha_label}, beta {best.beta_label} (chosen on these folds: "
-                               f"optimistic{'' if complete else '; incomplete grid'})", best.folds,
+                               f"optimistic{'' if complete else '; incomplete grid'})", best,
                                str(grid_trials), f"{grid_wall / 60:.0f} min (whole grid)"))
     for label, c in (("grid, the paper's point alpha 1/6, beta 5", paper), ("grid, alpha 0 (isotropic)", iso)):
         if c is not None and c is not best:
-            lines.append(score_row(label, c.folds, "(in the grid)", ""))
+            lines.append(score_row(label, c, "(in the grid)", ""))
     lines += ["", "Per-fold macro-F1 differences (fitted law minus):", ""]
     for label, c in (("grid best", best), ("the paper's point", paper), ("isotropic", iso)):
         if c is not None and (c is best) == (label == "grid best"):
-            lines.append(f"- {label}: {difference({k: m['macro_f1'] for k, m in fitted.items()}, fold_f1(c))}")
+            lines.append(f"- {label}: {difference(fold_f1(fitted), fold_f1(c))}")
     lines += ["", "The law fitted per fold on the prior network's per-class validation NLL (eq. 7, weighted least "
                   f"squares, {noise_fit['fits'][0].get('n_boot', '?')} bootstrap refits, "
                   f"{noise_fit['fits'][0].get('level', 0.9):.0%} intervals):", ""] + law_lines(noise_fit["fits"])

@@ -32,6 +32,8 @@ def fit_dir(tmp_path, experiment):  # noqa: F811
     for k, f1 in enumerate(FITTED_F1):
         (out / "trials" / f"fitted_fold{k}").mkdir()
         (out / "trials" / f"fitted_fold{k}" / "metrics.json").write_text(json.dumps(fake_metrics(f1, k)))
+        noise = {key.split(".")[1]: v for key, v in fit_law(k)["eq14"].items()}  # trained at the fitted law
+        (out / "trials" / f"fitted_fold{k}" / "config.yaml").write_text(json.dumps({"noise": noise}))
     cost = {"prior": {"trials": 3, "wall_s": 120.0}, "fitted": {"trials": 3, "wall_s": 240.0}}
     (out / "noise_fit.json").write_text(json.dumps({"fits": [fit_law(k) for k in range(3)], "cost": cost}))
     for d in (experiment / "trials").iterdir():  # the grid's trials started a known time apart

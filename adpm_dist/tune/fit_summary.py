@@ -6,6 +6,7 @@ without fold k, both runs select their checkpoint on validation data, and fold k
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from ..config import changed_keys, from_dict, result_settings, set_key
 from ..files import atomic_write_text
 from .consolidate import HEADLINE, NAMES, Cell, pm, per_class_table, result_row, trial_status, write_csv
 from .experiment import load_search, trial_dir
@@ -49,15 +51,12 @@ def law_changes(run_dir: Path, settings: dict) -> list[str]:
     path = run_dir / "config.yaml"
     if not path.is_file():
         return [f"{path} missing (the law it was trained at is unknown)"]
-    saved = (yaml.safe_load(path.read_text()) or {}).get("noise", {})
-    changes = []
+    saved = from_dict(yaml.safe_load(path.read_text()) or {})
+    refit = copy.deepcopy(saved)
     for key, value in settings.items():
-        trained = saved.get(key.split(".", 1)[1])
-        same = trained == value if isinstance(value, str) else trained is not None and math.isclose(trained, value,
-                                                                                                    rel_tol=1e-9)
-        if not same:
-            changes.append(f"{key} trained {trained!r}, fitted now {value!r}")
-    return changes
+        set_key(refit, key, value)
+    trained, fitted = result_settings(saved), result_settings(refit)
+    return [f"{key} trained {trained[key]!r}, fitted now {fitted[key]!r}" for key in changed_keys(saved, refit)]
 
 
 def grid_trials(search: dict) -> int:
