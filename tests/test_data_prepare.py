@@ -129,7 +129,8 @@ def test_imagefolder_folds_and_rejected(folder, tmp_path, capsys):
     assert list(m.parts) == ["fold0", "fold1", "fold2"]
     assert {k: sum(m.counts[p][k] for p in m.parts) for k in m.class_names} == {"cat": 6, "dog": 8, "eel": 10}
     rejected = {Path(r["file"]).name: r["reason"] for r in m.rejected}
-    assert set(rejected) == {"corrupt.jpg", "truncated.jpg", "notes.txt"}
+    assert set(rejected) == {"corrupt.jpg", "truncated.jpg", "notes.txt", ".DS_Store"}
+    assert m.inputs == {"found": 28, "written": 24, "rejected": 4}
     assert "WARNING" in capsys.readouterr().err
     for part in m.parts:  # stratified: every class in every fold
         assert all(m.counts[part][c] >= 2 for c in m.class_names)
