@@ -209,8 +209,9 @@ def read_samples(path: str | Path | Location, expected: int | None = None) -> It
 
 
 def _lost(done: int, last: str | None, expected: int | None) -> str:
-    """What a truncation cost, for its message: the complete samples read and those lost."""
+    """What a truncation cost, for its message: the samples delivered and those not (the sample being
+    read when the shard ended is not delivered: nothing says whether more of its members followed)."""
     upto = f" (up to {last!r})" if last else ""
     if expected is None:
-        return f"; the first {done} sample(s) read{upto}"
-    return f"; the first {done} of its {expected} samples read{upto}, {max(expected - done, 0)} missing"
+        return f"; read: the first {done} sample(s){upto}"
+    return f"; read: the first {done} of its {expected} samples{upto}; not read: {max(expected - done, 0)}"
