@@ -25,7 +25,10 @@ dropped connection is retried (ADPM_SHARD_RETRIES times, default 3, exponential 
 ADPM_SHARD_BACKOFF seconds, default 1): the stream is re-opened and resumes at the byte offset it
 had reached (seek where the store allows it, otherwise skip the bytes already read), so the samples
 come out exactly as from an unbroken stream. Then it fails naming the URL and the byte offset; the
-tar reader adds the sample key.
+tar reader adds the sample key. A stalled connection counts as dropped after ADPM_SHARD_TIMEOUT
+seconds without a byte (default 120). A stream that ends before the tar end-of-archive marker (an
+HTTP body without Content-Length closed early ends like a complete one) is re-opened the same way
+when the tar reader asks (RetryingStream.resume_after_eof).
 """
 
 from __future__ import annotations
