@@ -4,6 +4,7 @@ import csv
 import hashlib
 import io
 import json
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -83,11 +84,11 @@ def test_rerun_is_idempotent_and_cleans_stale_shards(digits_out, tmp_path):
     assert main(["--dataset", "digits_lt", "--out", str(other), "--samples-per-shard", "100", "--quiet"]) == 0
     assert json.loads((other / "manifest.json").read_text()) == first
     assert (other / "index.csv").read_bytes() == (out / "index.csv").read_bytes()
-    # re-run in place with bigger shards: the old, now unlisted shard files disappear
-    prepare("digits_lt", other, samples_per_shard=1000, progress=False)
+    # re-run in place with bigger shards (--overwrite): the old, now unlisted shard files disappear
+    prepare("digits_lt", other, samples_per_shard=1000, progress=False, overwrite=True)
     assert sorted(p.name for p in other.glob("*.tar")) == ["test-000000.tar", "test-000001.tar", "train-000000.tar",
                                                             "val-000000.tar"]
-    assert not list(other.glob(".*"))  # no temporary files left behind
+    assert not list(other.glob(".*")) and not list(tmp_path.glob(".*"))  # no temporary files left behind
 
 
 def test_digits_folds_protocol(tmp_path):
@@ -128,7 +129,8 @@ def test_imagefolder_folds_and_rejected(folder, tmp_path, capsys):
     assert list(m.parts) == ["fold0", "fold1", "fold2"]
     assert {k: sum(m.counts[p][k] for p in m.parts) for k in m.class_names} == {"cat": 6, "dog": 8, "eel": 10}
     rejected = {Path(r["file"]).name: r["reason"] for r in m.rejected}
-    assert set(rejected) == {"corrupt.jpg", "truncated.jpg", "notes.txt"}
+    assert set(rejected) == {"corrupt.jpg", "truncated.jpg", "notes.txt", ".DS_Store"}
+    assert m.inputs == {"found": 28, "written": 24, "rejected": 4}
     assert "WARNING" in capsys.readouterr().err
     for part in m.parts:  # stratified: every class in every fold
         assert all(m.counts[part][c] >= 2 for c in m.class_names)
@@ -181,3 +183,46 @@ def test_load_manifest_errors(tmp_path, digits_out):
     (tmp_path / "manifest.json").write_text((out / "manifest.json").read_text())
     with pytest.raises(FileNotFoundError, match="index.csv"):
         load_manifest(tmp_path)
+
+
+def test_out_holding_a_set_is_refused_without_overwrite_and_replaced_whole_with_it(folder, tmp_path, capsys):
+    """A --test-root set is not replaced by a K-fold set unasked; with --overwrite it is swapped whole."""
+    test_root = tmp_path / "test_root"
+    (test_root / "cat").mkdir(parents=True)
+    _write_image(test_root / "cat" / "a.png", size=(8, 8))
+    out = tmp_path / "out"
+    args = ["--dataset", "imagefolder", "--root", str(folder), "--out", str(out), "--image-size", "8", "--quiet"]
+    assert main(args + ["--test-root", str(test_root)]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    capsys.readouterr()
+    assert main(args + ["--folds", "3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"--out {out} already holds a shard set (imagefolder, fixed-test" in err[0]
+    assert "--overwrite" in err[0]
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # untouched
+    assert main(args + ["--folds", "3", "--overwrite"]) == 0
+    assert list(load_manifest(out).parts) == ["fold0", "fold1", "fold2"]
+    assert not any(p.name.startswith("test-") for p in out.iterdir())  # nothing of the old set mixed in
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    # a directory with files prepare did not write is refused even with --overwrite, and kept
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("precious")
+    assert main(args + ["--out", str(mine), "--overwrite"]) == 2
+    assert "thesis.tex" in capsys.readouterr().err and (mine / "thesis.tex").read_text() == "precious"
+
+
+def test_a_prepare_killed_between_the_renames_gets_its_set_back(digits_out, tmp_path):
+    """Killed after moving the old set aside and before moving the new one in: the next prepare
+    puts the old set back first (then refuses to replace it without --overwrite)."""
+    src, _ = digits_out
+    out = tmp_path / "set"
+    aside = tmp_path / ".set.old.tmp-999999999"  # no such process
+    shutil.copytree(src, aside)
+    half = tmp_path / ".set.new.tmp-999999998"
+    half.mkdir()
+    (half / "train-000000.tar").write_bytes(b"half")
+    with pytest.raises(ValueError, match="--overwrite"):
+        prepare("digits_lt", out, progress=False)
+    assert (out / "manifest.json").read_bytes() == (src / "manifest.json").read_bytes()
+    assert not aside.exists() and not half.exists()

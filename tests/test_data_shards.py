@@ -158,7 +158,8 @@ def test_workers_and_reruns_give_identical_bytes(bad, tmp_path):
                     progress=False)  # a 2-process pool
     assert again.shards == m.shards and again.rejected == m.rejected
     first = json.loads((m.root / "manifest.json").read_text())
-    prepare("pad_ufes", tmp_path / "w2", root=m.options["root"], image_size=32, folds=2, workers=1, progress=False)
+    prepare("pad_ufes", tmp_path / "w2", root=m.options["root"], image_size=32, folds=2, workers=1, progress=False,
+            overwrite=True)
     second = json.loads((tmp_path / "w2" / "manifest.json").read_text())
     assert {k: v for k, v in first.items() if k != "options"} == {k: v for k, v in second.items() if k != "options"}
 
@@ -183,10 +184,11 @@ def test_verify_detects_tampering(bad, tmp_path, capsys):
         verify_shards(load_manifest(out))
 
 
-def test_failure_midway_leaves_no_partial_shard_and_no_manifest(bad, tmp_path, monkeypatch):
+def test_failure_midway_leaves_the_previous_set_whole(bad, tmp_path, monkeypatch):
     m, _ = bad
     out = tmp_path / "crash"
     prepare("pad_ufes", out, root=m.options["root"], image_size=32, folds=2, workers=1, progress=False)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
     real = shards_module._encoded
 
     def crash_after_three(*args, **kwargs):
@@ -197,10 +199,11 @@ def test_failure_midway_leaves_no_partial_shard_and_no_manifest(bad, tmp_path, m
 
     monkeypatch.setattr(shards_module, "_encoded", crash_after_three)
     with pytest.raises(KeyboardInterrupt):
-        prepare("pad_ufes", out, root=m.options["root"], image_size=32, folds=2, workers=1, progress=False)
-    assert not list(out.glob(".*.tmp"))  # the half-written shard was removed, not renamed into place
-    with pytest.raises(FileNotFoundError, match="manifest.json"):
-        load_manifest(out)  # the directory says "incomplete" until a run finishes
+        prepare("pad_ufes", out, root=m.options["root"], image_size=4, folds=2, workers=1, progress=False,
+                overwrite=True)
+    # the new set was written beside `out` and is gone; the previous set is untouched and complete
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before and not list(tmp_path.glob(".*"))
+    verify_shards(load_manifest(out))
 
 
 def test_webdataset_reads_our_shards(bad):

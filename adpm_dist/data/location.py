@@ -25,7 +25,10 @@ dropped connection is retried (ADPM_SHARD_RETRIES times, default 3, exponential 
 ADPM_SHARD_BACKOFF seconds, default 1): the stream is re-opened and resumes at the byte offset it
 had reached (seek where the store allows it, otherwise skip the bytes already read), so the samples
 come out exactly as from an unbroken stream. Then it fails naming the URL and the byte offset; the
-tar reader adds the sample key.
+tar reader adds the sample key. A stalled connection counts as dropped after ADPM_SHARD_TIMEOUT
+seconds without a byte (default 120). A stream that ends before the tar end-of-archive marker (an
+HTTP body without Content-Length closed early ends like a complete one) is re-opened the same way
+when the tar reader asks (RetryingStream.resume_after_eof).
 """
 
 from __future__ import annotations
@@ -137,9 +140,12 @@ def _storage_options(protocol: str) -> dict:
         import aiohttp
 
         # No total timeout: a large shard may legitimately stream for longer than aiohttp's default
-        # 5 minutes; a stalled connection is caught by sock_read instead. trust_env: proxies and
-        # ~/.netrc credentials from the environment, so no password has to sit in the URL.
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=120)
+        # 5 minutes; a stalled connection (a server that stops sending without closing) is caught by
+        # sock_read instead, ADPM_SHARD_TIMEOUT seconds without a byte, then retried like a dropped
+        # one. trust_env: proxies and ~/.netrc credentials from the environment, so no password has
+        # to sit in the URL.
+        stall = float(os.environ.get("ADPM_SHARD_TIMEOUT", "120"))
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=min(30.0, stall), sock_read=stall)
         return {"client_kwargs": {"timeout": timeout, "trust_env": True}}
     return {}
 
@@ -202,6 +208,7 @@ class RetryingStream(io.RawIOBase):
         self.retries = default_retries if retries is None else retries
         self.backoff = default_backoff if backoff is None else backoff
         self.offset = 0
+        self._early_ends = 0  # resume_after_eof calls since data last arrived
         self._errors = _transient_errors()
         self._stream: BinaryIO | None = None
 
@@ -232,7 +239,20 @@ class RetryingStream(io.RawIOBase):
                 time.sleep(self.backoff * 2 ** (failures - 1))
         buffer[: len(data)] = data
         self.offset += len(data)
+        if data:
+            self._early_ends = 0
         return len(data)
+
+    def resume_after_eof(self) -> bool:
+        """The reader says the stream ended too early (an HTTP body without Content-Length, closed by
+        the server mid-shard, ends like a complete one): re-open it at the offset reached, as after a
+        dropped connection. False once `retries` re-opens in a row brought no byte: it really ends there."""
+        self._early_ends += 1
+        if self._early_ends > self.retries:
+            return False
+        self._drop_stream()
+        time.sleep(self.backoff * 2 ** (self._early_ends - 1))
+        return True
 
     def _skip_to_offset(self, stream: BinaryIO) -> None:
         if self.offset == 0:

@@ -74,6 +74,10 @@ class Manifest:
             raise ValueError(f"unknown part(s) {unknown or parts} in {self.root}; available: {list(self.parts)}")
         return parts
 
+    def shard_sizes(self) -> dict[str, int]:
+        """Shard file name -> its number of samples, as manifest.json lists it (checked as it is read)."""
+        return {info["file"]: int(info["num_samples"]) for infos in self.shards.values() for info in infos}
+
     def rows(self, parts: str | Iterable[str]) -> list[IndexRow]:
         """Index rows of the given parts, in shard/stream order."""
         wanted = set(self.check_parts(parts))

@@ -16,20 +16,23 @@
 from __future__ import annotations
 
 import argparse
+import glob
 import hashlib
 import inspect
 import json
+import os
 import re
+import shutil
 import sys
 import tempfile
 import time
 import warnings
 from pathlib import Path
 
-from ..files import remove_leftovers
+from ..files import TMP_INFIX, is_leftover
 from .folds import assign_parts, part_sort_key, protocol_name
-from .location import as_location, is_remote, redact
-from .manifest import MANIFEST_NAME, Manifest, load_manifest, verify_shards, write_index, write_manifest
+from .location import RemotePath, as_location, is_remote, read_bytes, redact
+from .manifest import INDEX_NAME, MANIFEST_NAME, Manifest, load_manifest, verify_shards, write_index, write_manifest
 from .shards import default_workers, write_shards
 from .sources import READERS
 
@@ -37,13 +40,86 @@ DEFAULT_SAMPLES_PER_SHARD = 256
 _SHARD_NAME = re.compile(r"[A-Za-z0-9_]+-\d{6}\.tar")
 
 
-def _previous_shards(out: Path) -> set[str]:
-    """Shard files named by an existing manifest (so a re-run can delete the ones it no longer needs)."""
+def _ours(entry: Path) -> bool:
+    """A file prepare writes into a shard directory (or a killed prepare's temporary one)."""
+    return entry.is_file() and (entry.name in (MANIFEST_NAME, INDEX_NAME) or bool(_SHARD_NAME.fullmatch(entry.name))
+                                or is_leftover(entry))
+
+
+def _describe(out: Path) -> str:
     try:
-        parts = json.loads((out / MANIFEST_NAME).read_text())["parts"]
-        return {s["file"] for v in parts.values() for s in v["shards"] if _SHARD_NAME.fullmatch(s["file"])}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return set()
+        m = json.loads((out / MANIFEST_NAME).read_text())
+        return f"a shard set ({m['dataset']}, {m['protocol']}, parts {', '.join(m['parts'])})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"{sum(1 for _ in out.iterdir())} file(s)"
+
+
+def check_out(out: Path, overwrite: bool) -> None:
+    """Refuse an --out that would lose something: an existing non-empty directory without
+    `overwrite`, and, even with it, one holding files prepare did not write (it is replaced whole)."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} exists and is not a directory")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not overwrite:
+        raise ValueError(f"--out {out} already holds {_describe(out)}; pass --overwrite to replace it "
+                         f"(the new set replaces it only once complete)")
+    foreign = sorted(e.name for e in out.iterdir() if not _ours(e))
+    if foreign:
+        raise ValueError(f"--out {out} holds files prepare did not write ({', '.join(foreign[:3])}"
+                         f"{', ...' if len(foreign) > 3 else ''}); --overwrite replaces only a shard directory")
+
+
+def _beside(out: Path, tag: str) -> Path:
+    """A hidden sibling of `out` named like the project's other temporary files (files.is_leftover)."""
+    return out.with_name(f".{out.name}.{tag}{TMP_INFIX}{os.getpid()}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _clean_beside(out: Path) -> None:
+    """What a killed prepare left beside `out`: put back a set it had moved aside but not yet
+    replaced (killed between the two renames of _swap_in), then delete its half-written set."""
+    for tag in ("old", "new"):
+        for leftover in sorted(out.parent.glob(f".{glob.escape(out.name)}.{tag}{TMP_INFIX}*")):
+            pid = leftover.name.rsplit(TMP_INFIX, 1)[1]
+            if not pid.isdigit() or _alive(int(pid)):
+                continue  # another prepare still writing
+            if tag == "old" and not out.exists():
+                os.replace(leftover, out)
+                print(f"restored {out} (moved aside by a killed prepare)", file=sys.stderr)
+            else:
+                shutil.rmtree(leftover, ignore_errors=True)
+                print(f"removed {leftover} (left by a killed prepare)", file=sys.stderr)
+
+
+def _swap_in(new: Path, out: Path) -> None:
+    """Put the complete set `new` at `out`. Two renames: `out` moved aside, `new` moved in; a kill
+    between them leaves the old set beside `out`, and the next prepare puts it back."""
+    old = None
+    if out.exists():
+        old = _beside(out, "old")
+        os.replace(out, old)
+    os.replace(new, out)
+    _fsync_dir(out.parent)
+    if old is not None:
+        shutil.rmtree(old)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def prepare(
@@ -59,9 +135,14 @@ def prepare(
     samples_per_shard: int = DEFAULT_SAMPLES_PER_SHARD,
     workers: int | None = None,
     progress: bool = True,
+    overwrite: bool = False,
     **reader_options,
 ) -> Manifest:
     """Read `dataset`, assign parts, write shards, index.csv and (last) manifest.json into `out`.
+
+    `out` must be absent or empty unless `overwrite` (then it must be a shard directory). The set is
+    written into a hidden directory beside `out` and swapped in once complete, so a failed or
+    killed prepare never leaves `out` half-written or mixed with an earlier set.
 
     Defaults come from the reader: digits_lt 32 px + train/test; others 256 px shorter side and
     5 folds, except HAM10000 (a 7:3 grouped train/test split: test_fraction 0.3) and imagefolder
@@ -71,6 +152,9 @@ def prepare(
     (default min(4, CPUs)). Deterministic: the same input gives byte-identical output, whatever
     `workers` is. Warnings (small classes, missing lesion ids) are re-issued and kept in the manifest.
     """
+    out = Path(out).resolve()
+    _clean_beside(out)
+    check_out(out, overwrite)
     reader = _reader(dataset, reader_options, folds, test_fraction)
     kwargs = dict(root=root, test_root=test_root, seed=seed, **reader_options)
     if image_size is not None:
@@ -82,23 +166,20 @@ def prepare(
                          + (f", e.g. {reasons})" if reasons else ")"))
     image_size = source.default_image_size if image_size is None else image_size
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    for leftover in remove_leftovers(out):  # a killed prepare's half-written shard or manifest
-        print(f"removed {leftover} (left by a killed prepare)", file=sys.stderr)
-    stale = _previous_shards(out)
-    # Until the new manifest lands the directory is incomplete; make that visible to readers.
-    (out / MANIFEST_NAME).unlink(missing_ok=True)
-
-    result = write_shards(out, records, image_size=image_size, samples_per_shard=samples_per_shard, seed=seed,
-                          workers=default_workers() if workers is None else workers, progress=progress)
-    write_index(out, result.index)
-
-    write_manifest(out, _manifest_data(source, result, notes, image_size=image_size, seed=seed, folds=folds,
-                                       test_fraction=test_fraction, samples_per_shard=samples_per_shard))
-    written = {s["file"] for v in result.parts.values() for s in v}
-    for name in stale - written:
-        (out / name).unlink(missing_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    new = _beside(out, "new")
+    try:
+        new.mkdir()
+        result = write_shards(new, records, image_size=image_size, samples_per_shard=samples_per_shard, seed=seed,
+                              workers=default_workers() if workers is None else workers, progress=progress)
+        write_index(new, result.index)
+        write_manifest(new, _manifest_data(source, result, notes, image_size=image_size, seed=seed, folds=folds,
+                                           test_fraction=test_fraction, samples_per_shard=samples_per_shard))
+        check_out(out, overwrite)  # again: something may have appeared there meanwhile
+        _swap_in(new, out)
+    except BaseException:
+        shutil.rmtree(new, ignore_errors=True)
+        raise
     return load_manifest(out)
 
 
@@ -196,6 +277,18 @@ def _verify(out: Path | str) -> int:
     return 0
 
 
+def _check_remote_out(url: str) -> None:
+    """A remote --out holding a shard set is refused without --overwrite, like a local one (its
+    own staging directory is always rewritten: it only mirrors the target)."""
+    target = as_location(url)
+    if isinstance(target, RemotePath) and target.protocol != "pipe":
+        try:
+            read_bytes(target / MANIFEST_NAME)
+        except FileNotFoundError:
+            return
+        raise ValueError(f"--out {target} already holds a shard set ({MANIFEST_NAME}); pass --overwrite to replace it")
+
+
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m adpm_dist.data.prepare", description=__doc__.split("\n")[0])
     ap.add_argument("--dataset", choices=sorted(READERS), help="required unless --verify alone")
@@ -216,6 +309,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--val-per-class", type=int,
                     help="digits_lt: undrawn digits per class in a balanced `val` part (default 10; 0 = none)")
     ap.add_argument("--top-k", type=int, help="scin: keep the K most frequent conditions (default 20)")
+    ap.add_argument("--overwrite", action="store_true", help="replace an existing shard directory --out (swapped in "
+                    "only once the new set is complete); without it a non-empty --out is refused")
     ap.add_argument("--verify", action="store_true", help="re-check shards against the manifest (sha256, counts)")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     return ap
@@ -250,12 +345,14 @@ def main(argv: list[str] | None = None) -> int:
     remote = is_remote(args.out)
     local_out = (args.stage or staging_dir(args.out)) if remote else as_location(args.out)
     try:
+        if remote and not args.overwrite:
+            _check_remote_out(args.out)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # printed below from the manifest, once, readably
             manifest = prepare(args.dataset, local_out, root=args.root, test_root=args.test_root,
                                image_size=args.image_size, folds=args.folds, test_fraction=args.test_fraction,
                                seed=args.seed, samples_per_shard=args.samples_per_shard, workers=args.workers,
-                               progress=not args.quiet, **options)
+                               progress=not args.quiet, overwrite=args.overwrite or remote, **options)
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -55,13 +55,37 @@ from torch.utils.data import DataLoader, IterableDataset, default_collate, get_w
 from .location import RemotePath
 from .manifest import Manifest
 from .shards import IMAGE_EXTS
-from .tario import read_samples
+from .tario import ShardCountError, TruncatedShard, check_count, read_samples
 
 
 def read_shard(path: str | Path | RemotePath) -> Iterator[dict]:
     """Raw samples ({"__key__", "__url__", "png"|"jpg": bytes, "json": bytes}) of one tar shard, in order.
-    `path`: a local file or a remote one (location.py): each worker streams its own shards."""
+    `path`: a local file or a remote one (location.py): each worker streams its own shards. A shard
+    cut short raises tario.TruncatedShard naming it; it never reads as a smaller shard."""
     return read_samples(path)
+
+
+def _shard_name(path: str | RemotePath) -> str:
+    return path.name if isinstance(path, RemotePath) else Path(path).name
+
+
+def _selected(path: str | RemotePath, keep: Callable[[str], int], sizes: dict[str, int],
+              selected: int | None) -> Iterator[tuple[dict, int]]:
+    """(sample, keep(key)) for each sample of one shard. Read to its end, the shard must hold the
+    samples its manifest lists (`sizes`: file name -> count) and `selected` kept ones (the count
+    planned from index.csv): otherwise the epoch would quietly be shorter, or refilled by re-reads."""
+    got, total, expected = 0, 0, sizes.get(_shard_name(path))
+    try:
+        for sample in read_shard(path):
+            n = int(keep(sample["__key__"]))
+            got, total = got + n, total + 1
+            yield sample, n
+    except TruncatedShard as exc:
+        raise exc.against(expected) from None
+    check_count(str(path), total, expected)
+    if selected is not None and got != selected:
+        raise ShardCountError(f"{path}: {got} of its samples are selected, index.csv lists {selected}: its keys "
+                              f"differ from index.csv (re-run prepare, or copy the shard directory again)")
 
 
 def _shard_ref(path: Path | RemotePath) -> str | RemotePath:
@@ -184,21 +208,23 @@ class _Copies:
         return self.copies.get(key, 0)
 
 
-def _budgeted(shards: Sequence[str], budget: int, keep: Callable[[str], int], rng: random.Random) -> Iterator[dict]:
-    """Exactly `budget` samples from `shards`: stop early if they hold more, re-read them if fewer.
-    `keep(key)`: True/False, or a number of copies (class-balanced epochs)."""
+def _budgeted(shards: Sequence[tuple[str | RemotePath, int]], budget: int, keep: Callable[[str], int],
+              rng: random.Random, sizes: dict[str, int] | None = None) -> Iterator[dict]:
+    """Exactly `budget` samples from `shards` ((shard, samples passing `keep`)): stop early if they
+    hold more, re-read them if fewer. `keep(key)`: True/False, or a number of copies (class-balanced
+    epochs). `sizes`: each shard's sample count in the manifest, checked as it is read (_selected)."""
     produced, order = 0, list(shards)
     while produced < budget:
         before = produced
-        for path in order:
-            for sample in read_shard(path):
-                for _ in range(int(keep(sample["__key__"]))):
+        for path, selected in order:
+            for sample, copies in _selected(path, keep, sizes or {}, selected):
+                for _ in range(copies):
                     yield sample
                     produced += 1
                     if produced == budget:
                         return
         if produced == before:  # never loop forever on shards that disagree with index.csv
-            raise RuntimeError(f"shards {list(shards)} hold no sample the index promised; re-run prepare")
+            raise RuntimeError(f"shards {[str(p) for p, _ in shards]} hold no sample the index promised; re-run prepare")
         order = rng.sample(order, len(order))
 
 
@@ -214,6 +240,7 @@ class _TrainSamples(IterableDataset):
         self.transform, self.keep, self.shuffle_buffer, self.batch_size = transform, keep, shuffle_buffer, batch_size
         self.num_classes = num_classes
         self.shards: list[tuple[str | RemotePath, int]] = []  # (shard, samples passing `keep`), set per epoch
+        self.sizes: dict[str, int] = {}  # shard file name -> its samples in the manifest
         self.budget = 0
         self.seed = ""
 
@@ -223,8 +250,8 @@ class _TrainSamples(IterableDataset):
         counts = [n for _, n in self.shards]
         dealt = balance(counts, nw)
         budget = split_budget(self.budget, [sum(counts[i] for i in d) for d in dealt])[wid]
-        paths = [self.shards[i][0] for i in dealt[wid]]
-        stream = _budgeted(paths, budget, self.keep, random.Random(f"{self.seed}:{wid}:refill"))
+        mine = [self.shards[i] for i in dealt[wid]]
+        stream = _budgeted(mine, budget, self.keep, random.Random(f"{self.seed}:{wid}:refill"), self.sizes)
         if self.shuffle_buffer > 1:
             stream = _buffer_shuffle(stream, self.shuffle_buffer, random.Random(f"{self.seed}:{wid}"))
         yield from _decoded_batches(stream, self.transform, self.batch_size, skip_bad=True,
@@ -241,12 +268,14 @@ class _EvalSamples(IterableDataset):
         self.shards, self.transform = [_shard_ref(s) for s in shards], transform
         self.rank, self.world_size, self.keep, self.batch_size = rank, world_size, keep, batch_size
         self.num_classes: int | None = None
+        self.sizes: dict[str, int] = {}  # shard file name -> its samples in the manifest
+        self.selected: dict[str, int] = {}  # shard file name -> its samples passing `keep` (index.csv)
 
     def _rank_share(self) -> Iterator[dict]:
         i = 0  # index among the samples that pass the key filter, the same on every rank
         for path in self.shards:
-            for sample in read_shard(path):
-                if self.keep(sample["__key__"]):
+            for sample, kept in _selected(path, self.keep, self.sizes, self.selected.get(_shard_name(path), 0)):
+                if kept:
                     if i % self.world_size == self.rank:
                         yield sample
                     i += 1
@@ -443,6 +472,7 @@ def train_batches(
     num_batches = max(1, n // (batch_size * world_size))
     per_rank = min(num_batches * batch_size, n // world_size)
     samples = _TrainSamples(transform, keep, shuffle_buffer, min(batch_size, per_rank), manifest.num_classes)
+    samples.sizes = manifest.shard_sizes()
     loader = TrainLoader(samples, min(batch_size, per_rank), num_batches, per_rank, num_workers,
                          shards=shards, seed=seed, rank=rank, world_size=world_size, rebalance=rebalance)
     loader.set_epoch(epoch)
@@ -471,9 +501,13 @@ def eval_batches(
     """
     _check_split(batch_size, rank, world_size)
     keep = _KeyFilter(None if include_keys is None else frozenset(include_keys), frozenset(exclude_keys))
-    n = sum(1 for r in manifest.rows(parts) if keep(r.key))
+    selected: dict[str, int] = {}
+    for r in manifest.rows(parts):
+        if keep(r.key):
+            selected[r.shard] = selected.get(r.shard, 0) + 1
+    n = sum(selected.values())
     per_rank = len(range(rank, n, world_size))
     order = [p for part in manifest.check_parts(parts) for p in manifest.parts[part]]
     samples = _EvalSamples(order, transform, rank=rank, world_size=world_size, keep=keep, batch_size=batch_size)
-    samples.num_classes = manifest.num_classes
+    samples.num_classes, samples.sizes, samples.selected = manifest.num_classes, manifest.shard_sizes(), selected
     return ShardLoader(samples, batch_size, -(-per_rank // batch_size), per_rank, num_workers)

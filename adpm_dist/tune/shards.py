@@ -107,11 +107,12 @@ def resolve_shards(dataset: str, shards: str | None, out: Path, folds: int | Non
     if progress:
         print(f"preparing {dataset} shards with {folds} folds in {path} ...", flush=True)
     # Data seed fixed at 0: every search over this dataset sees the same folds (shard size does not change them).
-    manifest = prepare(dataset, path, root=root, folds=folds, seed=0, progress=False)
+    # overwrite: `path` is this search's own directory (a set that did not match is replaced whole)
+    manifest = prepare(dataset, path, root=root, folds=folds, seed=0, progress=False, overwrite=True)
     check_folds(manifest, folds, dataset)
     smallest = min(manifest.num_samples[p] for p in fold_parts(manifest))
     if min(len(manifest.parts[p]) for p in fold_parts(manifest)) < min_shards:
-        manifest = prepare(dataset, path, root=root, folds=folds, seed=0, progress=False,
+        manifest = prepare(dataset, path, root=root, folds=folds, seed=0, progress=False, overwrite=True,
                            samples_per_shard=max(1, smallest // min_shards))
         check_shard_counts(manifest, min_shards, dataset)
     return path, folds
