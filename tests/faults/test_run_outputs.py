@@ -118,3 +118,13 @@ def _partial_text(path: Path) -> None:
     with atomic_writer(path, newline="") as f:
         f.write("half a row,")
         raise Killed
+
+
+def test_extending_a_finished_run_is_refused_before_anything_is_written(digits_shards, tmp_path):
+    out = tmp_path / "run"
+    same = load_manifest(digits_shards)
+    fake_checkpoint(out, tiny(digits_shards, out), data_identity(same.shards, same.dataset))
+    before = (out / "config.yaml").read_bytes()
+    with pytest.raises(ConfigError, match="train.epochs.*train.resume_changes=train.epochs"):
+        check_run(tiny(digits_shards, out, "train.resume=auto", "train.epochs=9"), 1)
+    assert (out / "config.yaml").read_bytes() == before
