@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import typing
 from dataclasses import dataclass, field
 from collections.abc import Callable
@@ -167,6 +168,8 @@ class TrainConfig:
 class RunConfig:
     output_dir: str = "runs/default"
     seed: int = 0
+    overwrite: bool = False                 # a fresh run (train.resume empty) into an output_dir that holds an
+                                            # earlier run deletes that run's outputs first; false: refuse
 
 
 @dataclass
@@ -259,14 +262,31 @@ def set_key(cfg: Config, dotted: str, value: Any) -> None:
     _apply(cfg, nested, "")
 
 
-def parse_overrides(items: list[str]) -> list[tuple[str, str]]:
+def parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
     pairs = []
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"override {item!r} is not of the form key=value")
-        pairs.append((key.strip(), yaml.safe_load(value) if value.strip() else ""))
+        pairs.append((key.strip(), override_value(key.strip(), value)))
     return pairs
+
+
+def override_value(key: str, text: str) -> Any:
+    """An override's value read as YAML (numbers, .inf, null, [a, b], quoted strings), except that what
+    YAML would drop as a comment is never dropped: ``runs/victim #2`` is kept verbatim (a string key
+    gets it whole, a number key refuses it) instead of silently becoming ``runs/victim``."""
+    if not text.strip():
+        return ""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as e:
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{key}: cannot read {text!r} as a value ({problem}); quote it") from None
+    end = node.end_mark.index if node is not None else 0
+    if text[end:].strip():  # only a comment can follow a complete YAML node on one line
+        return text
+    return yaml.safe_load(text)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
@@ -312,7 +332,7 @@ def flatten(tree: dict, prefix: str = "") -> dict:
 # where the shards are read from (their content enters the fingerprint as the manifest's checksums).
 # data.num_workers is NOT one: each training worker reads whole shards, so the worker count changes
 # which samples share a batch (evaluation is exact for any count, training is not).
-NON_RESULT_KEYS = ("run.output_dir", "train.resume", "train.resume_changes", "train.log_every",
+NON_RESULT_KEYS = ("run.output_dir", "run.overwrite", "train.resume", "train.resume_changes", "train.log_every",
                    "train.checkpoint_every_steps", "train.checkpoint_every_epochs", "train.keep_checkpoints",
                    "train.keep_last", "data.verify", "data.shards")
 
@@ -350,6 +370,8 @@ CHECKS: dict[str, dict[str, Callable[[Any], bool]]] = {
         "val_max_share": lambda d: 0.0 < d.val_max_share < 1.0,
         "val_min_train": lambda d: d.val_min_train >= 1,
         "image_size": lambda d: d.image_size >= 8,
+        "rotation": lambda d: 0.0 <= d.rotation <= 180.0,
+        "num_workers": lambda d: d.num_workers >= 0,
     },
     "model": {
         "heads": lambda m: m.heads >= 1,
@@ -361,6 +383,7 @@ CHECKS: dict[str, dict[str, Callable[[Any], bool]]] = {
     "noise": {
         "alpha": lambda n: n.alpha >= 0,
         "beta": lambda n: n.beta >= 0,
+        "n_floor": lambda n: n.n_floor >= 0,
     },
     "diffusion": {
         "timesteps": lambda d: d.timesteps >= 2,
@@ -369,6 +392,7 @@ CHECKS: dict[str, dict[str, Callable[[Any], bool]]] = {
         "train_t_max": lambda d: 0 <= d.train_t_max <= d.timesteps,
         "beta_end": lambda d: 0 < d.beta_start < d.beta_end < 1,
         "samples": lambda d: d.samples >= 1,
+        "mmd_weight": lambda d: d.mmd_weight >= 0,
     },
     "baseline": {
         "focal_gamma": lambda b: b.focal_gamma >= 0,
@@ -392,6 +416,9 @@ CHECKS: dict[str, dict[str, Callable[[Any], bool]]] = {
         "batch_size": lambda t: t.batch_size >= 1,
         "eval_batch_size": lambda t: t.eval_batch_size >= 1,
         "lr": lambda t: t.lr > 0,
+        "prior_lr": lambda t: t.prior_lr > 0,
+        "warmup_epochs": lambda t: t.warmup_epochs >= 0,
+        "log_every": lambda t: t.log_every >= 1,
         "prior_warmup_epochs": lambda t: t.prior_warmup_epochs >= 0,
         "val_every": lambda t: t.val_every >= 1,
         "stop_patience": lambda t: t.stop_patience >= 0,
@@ -405,7 +432,31 @@ CHECKS: dict[str, dict[str, Callable[[Any], bool]]] = {
         "keep_checkpoints": lambda t: t.keep_checkpoints >= 1,
         "sam_rho": lambda t: t.sam_rho >= 0 and (t.sam_rho == 0 or t.grad_accum == 1),
     },
+    "run": {
+        "seed": lambda r: r.seed >= 0,
+    },
 }
+
+
+def non_finite(section: Any, name: str) -> str | None:
+    """The first float setting of a section that is NaN or infinite, as 'key: value' (no range check
+    of the form ``x >= 0`` rejects inf, and none rejects nan: every comparison with it is false)."""
+    for field_name, tp in _field_types(type(section)).items():
+        values = getattr(section, field_name)
+        if tp is float or (typing.get_origin(tp) is list and typing.get_args(tp) == (float,)):
+            for v in values if isinstance(values, list) else [values]:
+                if not math.isfinite(v):
+                    return f"{name}.{field_name}: invalid value {values!r} (not a finite number)"
+    return None
+
+
+def check_resume_changes_keys(keys: list[str]) -> None:
+    """train.resume_changes names config keys (dotted, as overrides do): a typo would silently allow nothing."""
+    known = flatten(to_dict(Config()))
+    for key in keys:
+        if key not in known:
+            raise ConfigError(f"train.resume_changes: {key!r} is not a config key (dotted, e.g. train.epochs; "
+                              "data.shards allows resuming on other data)")
 
 
 def check_section(section: Any, name: str) -> None:
@@ -413,6 +464,8 @@ def check_section(section: Any, name: str) -> None:
     for field_name, tp in _field_types(type(section)).items():
         if typing.get_origin(tp) is Literal:
             _convert(getattr(section, field_name), tp, f"{name}.{field_name}")
+    if problem := non_finite(section, name):
+        raise ConfigError(problem)
     for key, ok in CHECKS.get(name, {}).items():
         value = getattr(section, key)
         try:
@@ -433,6 +486,7 @@ def validate(cfg: Config) -> None:
         section = getattr(cfg, f.name)
         if dataclasses.is_dataclass(section):
             check_section(section, f.name)
+    check_resume_changes_keys(cfg.train.resume_changes)
     if "://" in cfg.data.shards and "@" in cfg.data.shards.split("://", 1)[1].split("/", 1)[0]:
         raise ConfigError("data.shards: a URL with credentials (user:password@) would be saved in config.yaml and "
                           "every checkpoint; give them through the standard AWS variables/config or ~/.netrc")

@@ -96,6 +96,7 @@ def trained_checkpoint(cfg, args) -> Path:
     from adpm_dist.runtime.engine import train
 
     cfg.run.output_dir = str(Path(args.workdir) / "run")
+    cfg.run.overwrite = True  # a scratch run: a second benchmark in the same --workdir starts it over
     started = time.perf_counter()
     train(cfg)
     print(f"trained in {time.perf_counter() - started:.0f} s -> {cfg.run.output_dir}", flush=True)

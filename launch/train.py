@@ -34,6 +34,10 @@ def main(argv: list[str] | None = None) -> int:
         train(cfg, acc)
         if acc.is_main_process:
             write_report_or_warn(cfg.run.output_dir, acc.print)
+    except ConfigError as e:  # refused before run.output_dir was touched (runtime/rundir.py): one line
+        if acc.is_main_process:
+            print(f"config error: {e}", file=sys.stderr)
+        return 2
     finally:
         acc.end_training()  # without it ~50% of multi-process runs abort at exit (docs/distributed.md)
     return 0

@@ -94,15 +94,30 @@ def test_vote_agreement_over_several_samples(run_dir, image_folder):
 
 def test_cli_writes_csv_and_reports_unreadable(run_dir, image_folder, tmp_path, capsys):
     out = tmp_path / "preds.csv"
+    (tmp_path / "gone.png").symlink_to(tmp_path / "deleted.png")  # a dangling link: an error row, not a gap
     code = main(["--checkpoint", str(run_dir), "--images", str(image_folder), str(tmp_path / "gone.png"),
                  "--out", str(out), "--batch-size", "3", "--device", "cpu", "--steps", "3", "--quiet"])
     assert code == 0
     with open(out) as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 6 and sum(bool(r["error"]) for r in rows) == 2
-    assert rows[-1]["error"] == "file not found" and rows[0]["prediction"] in CLASSES
+    assert rows[-1]["error"].startswith("dangling symlink to") and rows[0]["prediction"] in CLASSES
     err = capsys.readouterr().err
     assert "corrupt.png" in err and "4 images predicted, 2 unreadable" in err
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".preds.csv")]  # no temporary file left
+
+
+def test_cli_refuses_a_missing_path_before_writing(run_dir, image_folder, tmp_path, capsys):
+    out = tmp_path / "preds.csv"
+    code = main(["--checkpoint", str(run_dir), "--images", str(image_folder), str(tmp_path / "typo.png"),
+                 "--out", str(out), "--device", "cpu", "--quiet"])
+    assert code == 2 and not out.exists()
+    assert "typo.png" in capsys.readouterr().err
+
+
+def test_find_images_lists_a_dangling_symlink_in_a_folder(tmp_path):
+    (tmp_path / "a.png").symlink_to(tmp_path / "nowhere.png")
+    assert [p.name for p in find_images([tmp_path])] == ["a.png"]
 
 
 def test_cli_without_images_fails(run_dir, tmp_path, capsys):

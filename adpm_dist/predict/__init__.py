@@ -20,6 +20,7 @@ its logits, the prior_ columns repeat them, and --samples must stay 1 (it is det
 from __future__ import annotations
 
 import csv
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from ..files import atomic_writer
 from ..runtime.checkpoint import load_checkpoint
 from ..config import Config, ConfigError, from_dict, set_key, to_dict, validate
 from ..data.transforms import build_transform
@@ -134,15 +136,26 @@ def state_mismatch(expected: dict, saved: dict) -> str:
 def find_images(paths: list[str | Path]) -> list[Path]:
     """Files as given (any extension), folders searched recursively for image files, in sorted order.
 
-    A path that does not exist is kept, so that it gets an error row instead of vanishing silently.
+    A path that does not exist is kept, so that it gets an error row instead of vanishing silently; so
+    is a symlink to an image that is gone (a dangling link in a folder).
     """
     found: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            found += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            found += sorted(f for f in p.rglob("*") if (f.is_file() or dangling(f))
+                            and f.suffix.lower() in IMAGE_SUFFIXES)
         else:
             found.append(p)
     return found
+
+
+def dangling(path: Path) -> bool:
+    return path.is_symlink() and not path.exists()
+
+
+def missing_paths(paths: list[str | Path]) -> list[str]:
+    """Command-line paths that name nothing at all (a dangling symlink names something: an error row)."""
+    return [str(p) for p in paths if not os.path.lexists(p)]
 
 
 def _read(path: Path, transform) -> tuple[torch.Tensor | None, str]:
@@ -151,7 +164,7 @@ def _read(path: Path, transform) -> tuple[torch.Tensor | None, str]:
             image = im.convert("RGB")  # forces a full decode: truncated files fail here, not later
         return transform(image), ""
     except FileNotFoundError:
-        return None, "file not found"
+        return None, f"dangling symlink to {os.readlink(path)}" if dangling(path) else "file not found"
     except Exception as e:  # noqa: BLE001 - any unreadable image becomes an error row, the rest continue
         return None, f"cannot read image: {type(e).__name__}: {e}"
 
@@ -229,8 +242,7 @@ def csv_columns(class_names: list[str]) -> list[str]:
 
 def write_predictions_csv(rows: list[dict], class_names: list[str], out: str | Path) -> Path:
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", newline="") as f:
+    with atomic_writer(out, newline="") as f:  # an interrupted run keeps the previous CSV, never half of one
         writer = csv.DictWriter(f, fieldnames=csv_columns(class_names), restval="")
         writer.writeheader()
         for row in rows:

@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from . import __doc__ as LIBRARY_DOC
-from . import load_model, predict_images, write_predictions_csv
+from . import load_model, missing_paths, predict_images, write_predictions_csv
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,6 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     expected = [c for c in args.classes.split(",") if c] if args.classes else None
+    if missing := missing_paths(args.images):  # a typo must not pass as a prediction run with error rows
+        print(f"error: --images: not found: {', '.join(missing)}", file=sys.stderr)
+        return 2
     try:
         loaded = load_model(args.checkpoint, args.device, expected)
         rows = predict_images(loaded, args.images, samples=args.samples, sampler=args.sampler, steps=args.steps,

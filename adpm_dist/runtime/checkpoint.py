@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ..config import Config, ConfigError, changed_keys, to_dict
-from ..files import atomic_torch_save
+from ..files import atomic_torch_save, atomic_write_text, fsync_dir, fsync_tree
 
 STATE_FILE = "trainer_state.json"  # written last: its presence marks a complete checkpoint
 
@@ -111,12 +111,14 @@ def save_training_state(acc, root: Path, loop: dict, rank_state: dict, ema_state
     if acc.is_main_process:
         if ema_state is not None:
             torch.save(ema_state, tmp / "ema.pt")
-        (tmp / STATE_FILE).write_text(json.dumps(loop, indent=1))
+        atomic_write_text(tmp / STATE_FILE, json.dumps(loop, indent=1))
+        fsync_tree(tmp)  # every file on disk before the rename makes the checkpoint count as complete
         if final.exists():  # the same step written again (a resumed run re-doing a step)
             old = root / f".old-{final.name}"
             os.replace(final, old)
             shutil.rmtree(old)
         os.replace(tmp, final)
+        fsync_dir(root)
         prune(root, keep)
     acc.wait_for_everyone()
     return final
@@ -149,8 +151,11 @@ def load_training_state(acc, path: Path) -> tuple[dict, dict, dict | None]:
     return loop, rank_state, ema_state
 
 
-def resume(acc, cfg: Config, ckpt_dir: Path, gen: torch.Generator, ema) -> tuple[dict, dict | None]:
-    """(loop state, this rank's saved state or None): restores model, optimizer, EMA and RNGs in place."""
+def resume(acc, cfg: Config, ckpt_dir: Path, gen: torch.Generator, ema, data: dict | None = None
+           ) -> tuple[dict, dict | None]:
+    """(loop state, this rank's saved state or None): restores model, optimizer, EMA and RNGs in place.
+    ``data``: this run's data identity (record.data_identity); runtime/rundir.py has already refused a
+    resume on other data that train.resume_changes does not allow."""
     fresh = {"epoch": 0, "batch": 0, "step": 0, "best": {"epoch": -1, "macro_f1": None}, "history": [],
              "validations": [], "resume_changes": []}
     path = resolve_resume(cfg.train.resume, ckpt_dir)
@@ -176,6 +181,9 @@ def resume(acc, cfg: Config, ckpt_dir: Path, gen: torch.Generator, ema) -> tuple
     elif ema is not None:
         acc.print(f"warning: {path} has no EMA (train.ema_decay was 0); the EMA restarts from the loaded weights")
     changes = check_resume_changes(cfg, loop["config"], path)
+    if data is not None and loop.get("data", data).get("fingerprint") != data.get("fingerprint"):
+        changes.append("data.shards")  # allowed (rundir.check_resume), so recorded like any deliberate change
+    loop["data"] = data
     if changes:
         acc.print(f"resuming with deliberate changes (train.resume_changes): {', '.join(changes)}")
         loop.setdefault("resume_changes", []).append({"step": loop["step"], "keys": changes})

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from ..config import Config, from_dict, save_config, set_key, to_dict
-from ..data.manifest import Manifest, load_manifest, verify_shards
-from ..data.plan import DataPlan, plan_data
+from ..data.manifest import Manifest, verify_shards
+from ..data.plan import DataPlan
 from ..data.stream import eval_batches, train_batches
 from ..data.transforms import build_transform
 from ..evaluate import class_losses, format_table
@@ -35,7 +35,8 @@ from .distributed import (build_accelerator, check_launch, configure_for, full_s
 from .ema import EMA
 from .optim import build_optimizer, clipped_parameters, restart_group, set_lr
 from .sam import forward_backward
-from .record import run_record
+from .record import data_identity, run_record
+from .rundir import check_run, start_clean
 from .sampling import predict, score, validation_losses, write_predictions
 from .tracking import RunLog, peak_memory_mb, progress
 
@@ -133,18 +134,23 @@ def set_up(cfg: Config, accelerator=None) -> Run:
     configure_for(acc, t)  # our accumulation / clipping / micro-batch, also into a caller's Accelerator
     check_launch(acc)
     set_seed(cfg.run.seed)
-    out = Path(cfg.run.output_dir)
+    # Data, resume and output directory are checked on every rank before any rank creates or changes
+    # anything (rundir.py): a refused run leaves run.output_dir as it found it.
+    checked = check_run(cfg, acc.num_processes)
+    acc.wait_for_everyone()
+    manifest, plan, out = checked.manifest, checked.plan, Path(cfg.run.output_dir)
     if acc.is_main_process:
+        if checked.resume_from is None and cfg.run.overwrite and cfg.train.resume in ("", "none", "never"):
+            if removed := start_clean(out):
+                acc.print(f"run.overwrite=true: removed the earlier run's {', '.join(removed)} from {out}")
         out.mkdir(parents=True, exist_ok=True)
         for leftover in remove_leftovers(out) + remove_leftovers(out / "checkpoints"):
             acc.print(f"removed {leftover} (a temporary file of a killed run)")
         save_config(cfg, out / "config.yaml")
     acc.print(f"config: {cfg.run.output_dir}/config.yaml | {world_info(acc)}")
-    manifest = load_manifest(cfg.data.shards)
     if cfg.data.verify and acc.is_main_process:  # reads every shard once: a full download if remote
         verify_shards(manifest)
     acc.wait_for_everyone()
-    plan = plan_data(manifest, cfg)
     for warning in plan.warnings:
         acc.print(f"warning: {warning}")
     method = method_for(cfg)
@@ -182,12 +188,17 @@ def noise_levels(run: Run) -> dict[str, float]:
 def start_position(run: Run) -> dict | None:
     """A fresh run, or the position of a checkpoint (train.resume); the run log starts there."""
     t, acc = run.cfg.train, run.acc
-    run.loop, resumed = resume(acc, run.cfg, run.ckpt_dir, run.gen, run.ema)
+    run.loop, resumed = resume(acc, run.cfg, run.ckpt_dir, run.gen, run.ema, data=data_of(run))
     run.validations = [selection.Validation(**v) for v in run.loop.get("validations", [])]
     run.skipped = {(r["shard"], r["key"]): r for r in (resumed or {}).get("skipped", [])}
     run.log = RunLog(acc, run.out, log_every=t.log_every, images_per_step=t.batch_size * acc.num_processes * t.grad_accum,
                      purge_step=run.loop["step"] if resumed else None)
     return resumed
+
+
+def data_of(run: Run) -> dict:
+    """The data identity a checkpoint records and a resume compares (record.data_identity)."""
+    return data_identity(run.manifest.shards, run.manifest.dataset)
 
 
 # ---------------------------------------------------------------- warm-up and joint epochs
@@ -298,7 +309,7 @@ def save_checkpoint(run: Run, epoch: int, batch: int, sums: dict, epoch_rng: dic
     rank_state = {"gen": run.gen.get_state(), "rng": rng_snapshot(), "epoch_rng": epoch_rng, "sums": sums,
                   "skipped": list(run.skipped.values())}
     meta = {**run.loop, "val_macro_f1": val_f1, "world_size": run.acc.num_processes,
-            "zero_stage": zero_stage(run.acc), "config": to_dict(run.cfg)}
+            "zero_stage": zero_stage(run.acc), "config": to_dict(run.cfg), "data": data_of(run)}
     t = run.cfg.train
     path = save_training_state(run.acc, run.ckpt_dir, meta, rank_state, run.ema and run.ema.state_dict(),
                                t.keep_checkpoints)

@@ -67,3 +67,28 @@ def stale_keys(run_dir: str | Path, cfg: Config) -> list[str] | None:
     # A fingerprint can differ while no setting does: keys added since, at their defaults (which keep
     # the old behaviour). The saved config decides then, key by key.
     return changed_keys(yaml.safe_load(saved.read_text()) or {}, cfg)
+
+
+def data_identity(shards: dict[str, list[dict]], dataset: str = "") -> dict:
+    """What a checkpoint records of its data: the whole-manifest fingerprint and, per part, its sample
+    and shard counts and a fingerprint, so that a resume on other data can say which part differs."""
+    parts = {part: {"samples": sum(int(s.get("num_samples", 0)) for s in listed), "shards": len(listed),
+                    "fingerprint": data_fingerprint({part: listed})} for part, listed in shards.items()}
+    return {"dataset": dataset, "fingerprint": data_fingerprint(shards), "parts": parts}
+
+
+def data_differences(saved: dict, now: dict) -> list[str]:
+    """How ``now`` (data_identity) differs from ``saved``, one phrase per difference ([] = same data)."""
+    if saved.get("fingerprint") == now.get("fingerprint"):
+        return []
+    out = [f"dataset {saved['dataset']!r} -> {now['dataset']!r}"] if saved.get("dataset") != now.get("dataset") else []
+    old, new = saved.get("parts", {}), now.get("parts", {})
+    for part in sorted(old.keys() | new.keys()):
+        a, b = old.get(part), new.get(part)
+        if a is None or b is None:
+            out.append(f"part {part!r} {'added' if a is None else 'missing'}")
+        elif a["fingerprint"] != b["fingerprint"]:
+            out.append(f"part {part!r}: {a['samples']} samples in {a['shards']} shard(s) -> {b['samples']} in "
+                       f"{b['shards']}" + ("" if (a["samples"], a["shards"]) != (b["samples"], b["shards"])
+                                           else " (same counts, other content)"))
+    return out or ["the manifest's shard list"]

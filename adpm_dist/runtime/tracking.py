@@ -15,6 +15,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from ..files import atomic_writer
+
 
 def interactive() -> bool:
     """Both streams on a terminal: tqdm draws on stderr, and a redirected stdout means a log file."""
@@ -78,7 +80,7 @@ class RunLog:
                      "epoch/")
         if self.acc.is_main_process:
             keys = list(dict.fromkeys(k for r in history for k in r))
-            with open(self.out / "summary.csv", "w", newline="") as f:
+            with atomic_writer(self.out / "summary.csv", newline="") as f:  # a kill mid-write keeps the old one
                 w = csv.DictWriter(f, fieldnames=keys)
                 w.writeheader()
                 w.writerows(history)

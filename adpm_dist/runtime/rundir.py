@@ -1,0 +1,104 @@
+"""What a run checks before it creates or changes anything in run.output_dir (one ConfigError line, exit 2
+from launch/train.py), and the clean start of ``run.overwrite=true``.
+
+A fresh run (train.resume empty) into a directory that holds an earlier run is refused: it would delete
+that run's checkpoints and overlay two runs' TensorBoard curves. A resume is refused when the config or
+the data differ from the checkpoint's, unless train.resume_changes names the keys (data.shards for
+other data); the checkpoint must also come from as many processes.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import Config, ConfigError
+from ..data.manifest import Manifest, load_manifest
+from ..data.plan import DataPlan, plan_data
+from .checkpoint import STATE_FILE, check_resume_changes, complete_checkpoints, resolve_resume
+from .record import data_differences, data_identity
+
+# What a run writes into run.output_dir (launch/train.py, engine.final_evaluation, report): what marks
+# the directory as an earlier run's, and what run.overwrite=true deletes. Anything else there (a
+# launcher's train.log, attempts.jsonl, refit's selection/ run) is left alone.
+RUN_OUTPUTS = ("config.yaml", "refit_config.yaml", "metrics.json", "predictions.csv", "summary.csv", "report.md",
+               "confusion_matrix.png", "per_class_f1.png", "reliability.png", "training_history.png", "tsne.png",
+               "checkpoints", "tensorboard")
+
+
+@dataclass
+class Checked:
+    manifest: Manifest
+    plan: DataPlan
+    resume_from: Path | None  # the checkpoint this run continues, None for a fresh start
+
+
+def earlier_outputs(out: Path) -> list[str]:
+    """The run outputs found in ``out`` (an empty checkpoints/ or tensorboard/ counts as none)."""
+    found = []
+    for name in RUN_OUTPUTS:
+        p = out / name
+        if p.is_file() or (p.is_dir() and any(p.iterdir())):
+            found.append(name + ("/" if p.is_dir() else ""))
+    return found
+
+
+def check_run(cfg: Config, num_processes: int) -> Checked:
+    """Everything that can be refused before the run directory is touched; ConfigError names the key."""
+    manifest = read_manifest(cfg)
+    try:
+        plan = plan_data(manifest, cfg)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    out = Path(cfg.run.output_dir)
+    try:
+        path = resolve_resume(cfg.train.resume, out / "checkpoints")
+    except FileNotFoundError as e:
+        raise ConfigError(str(e)) from None
+    if path is not None:
+        check_resume(cfg, path, manifest, num_processes)
+    elif cfg.train.resume in ("", "none", "never") and not cfg.run.overwrite and (found := earlier_outputs(out)):
+        raise ConfigError(f"run.output_dir: {out} holds an earlier run ({', '.join(found)}); continue it with "
+                          "train.resume=auto, start it over with run.overwrite=true (deletes those outputs), "
+                          "or choose another run.output_dir")
+    return Checked(manifest, plan, path)
+
+
+def read_manifest(cfg: Config) -> Manifest:
+    try:
+        return load_manifest(cfg.data.shards)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"data.shards: {e}") from None
+
+
+def check_resume(cfg: Config, path: Path, manifest: Manifest, num_processes: int) -> None:
+    """The checkpoint's config, data and process count against this run's."""
+    try:
+        loop = json.loads((path / STATE_FILE).read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"train.resume: cannot read {path / STATE_FILE}: {e}") from None
+    if loop.get("world_size", num_processes) != num_processes:
+        raise ConfigError(f"train.resume: {path} was written by {loop['world_size']} processes, this run has "
+                          f"{num_processes}: the data position and ZeRO shards depend on it; resume with the same launch")
+    check_resume_changes(cfg, loop["config"], path)
+    saved = loop.get("data")
+    if saved is None or "data.shards" in cfg.train.resume_changes:
+        return  # a checkpoint from before data identities were recorded, or a deliberate change of data
+    differences = data_differences(saved, data_identity(manifest.shards, manifest.dataset))
+    if differences:
+        raise ConfigError(f"train.resume: the data in data.shards={cfg.data.shards} differ from the data {path} "
+                          f"was trained on ({'; '.join(differences)}); point data.shards at that data, start a "
+                          "fresh run, or allow it deliberately with train.resume_changes=data.shards")
+
+
+def start_clean(out: Path) -> list[str]:
+    """run.overwrite=true: delete the earlier run's outputs (never anything else in ``out``)."""
+    removed = earlier_outputs(out)
+    for name in RUN_OUTPUTS:
+        p = out / name
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
+    return removed
