@@ -170,10 +170,13 @@ def test_compare_cli(tmp_path, capsys, monkeypatch):
 
 # ---------------------------------------------------------------- reverse-chain trace
 
-@pytest.mark.parametrize("sampler", ["truncated", "respaced", "ddim"])
-def test_trace_ends_where_model_sample_ends(sampler):
+@pytest.mark.parametrize("sampler,overrides", [("truncated", []), ("respaced", []), ("ddim", []),
+                                               # the demo's model: the prior's feature map, y0 target
+                                               ("truncated", ["model.encoder=prior", "diffusion.prediction=y0"]),
+                                               ("ddim", ["model.encoder=prior", "diffusion.prediction=y0"])])
+def test_trace_ends_where_model_sample_ends(sampler, overrides):
     """The recorded chain is ADPM.sample's chain: same generator -> same y0 (and the start is mu + lambda z)."""
-    cfg = load_config(ROOT / "configs" / "digits_lt_tiny.yaml")
+    cfg = load_config(ROOT / "configs" / "digits_lt_tiny.yaml", overrides)
     torch.manual_seed(0)
     model = build_model(cfg, [50, 20, 10, 5, 5, 5, 5, 5, 5, 5]).eval()
     images = torch.randn(6, 3, cfg.data.image_size, cfg.data.image_size)
