@@ -112,7 +112,8 @@ def reliability_figure(bins_by_model: dict[str, dict], ece: dict[str, float]) ->
     return fig
 
 
-def history_figure(history: Sequence[dict], label: str = "ADPM (diffusion)", kept_epoch: int | None = None) -> Figure:
+def history_figure(history: Sequence[dict], label: str = "ADPM (diffusion)", kept_epoch: int | None = None,
+                   prior: bool = True) -> Figure:
     """Training losses per epoch and the validation macro F1 used to select the checkpoint (the kept
     epoch marked)."""
     fig = new_figure(8.0, 3.2)
@@ -129,8 +130,9 @@ def history_figure(history: Sequence[dict], label: str = "ADPM (diffusion)", kep
     loss_ax.set_xlabel("epoch")
     loss_ax.set_ylabel("loss (training: per epoch; validation: dashed)")
     loss_ax.legend(fontsize=8)
-    for key, name, color in (("val_macro_f1", label, DIFFUSION_COLOR),
-                             ("val_prior_macro_f1", "prior network", PRIOR_COLOR)):
+    curves = [("val_macro_f1", label, DIFFUSION_COLOR)] + ([("val_prior_macro_f1", "prior network", PRIOR_COLOR)]
+                                                           if prior else [])  # a baseline's "prior" is itself
+    for key, name, color in curves:
         pts = [(row["epoch"], row[key]) for row in history if key in row]
         if pts:
             val_ax.plot(*zip(*pts), marker="o", label=name, color=color)

@@ -408,7 +408,8 @@ def final_evaluation(run: Run, selected: dict, asked: Config) -> dict:
     metrics.update(
         eval_part=plan.eval_part, best_epoch=best["epoch"], val_macro_f1=best["macro_f1"],
         selection=selected, sampler=d.sampler, sampling_steps=d.test_timesteps,
-        method=run.cfg.method, method_title=run.method.title, noise_levels=noise_levels(run),
+        method=run.cfg.method, method_title=run.method.title, has_diffusion=run.method.has_diffusion,
+        noise_levels=noise_levels(run),
         train_counts=dict(zip(run.names, plan.class_counts)), history=run.loop["history"],
         resume_changes=run.loop.get("resume_changes", []), skipped_samples=skipped,
         **run_record(asked, run.manifest.shards),
@@ -418,7 +419,7 @@ def final_evaluation(run: Run, selected: dict, asked: Config) -> dict:
             save_config(run.cfg, run.out / "refit_config.yaml")
             save_config(asked, run.out / "config.yaml")
         atomic_write_json(run.out / "metrics.json", metrics)
-        write_predictions(run.out / "predictions.csv", pred, run.names)
+        write_predictions(run.out / "predictions.csv", pred, run.names, prior=run.method.has_diffusion)
         acc.print(format_table(metrics))
         acc.print(f"wrote {run.out / 'metrics.json'}, {run.out / 'predictions.csv'}, {run.out / 'config.yaml'}")
     acc.wait_for_everyone()
