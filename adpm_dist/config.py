@@ -149,6 +149,8 @@ class TrainConfig:
     stop_min_delta: float = 0.01            # relative improvement that counts (runtime/selection.py, "Stopping")
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     log_every: int = 10
+    log_with: list[str] = field(default_factory=list)  # Accelerate trackers beside TensorBoard/CSV: wandb, mlflow,
+                                            # comet_ml, aim, clearml, dvclive, ... (runtime/tracking.py)
     # Distributed training, EMA, checkpoints, resume (docs/distributed.md).
     grad_accum: int = 1                     # micro-batches per optimizer step (global batch = batch_size*ranks*grad_accum)
     ema_decay: float = 0.9999               # EMA of the weights (DiffMIC); 0 = off
@@ -439,5 +441,9 @@ def validate(cfg: Config) -> None:
     if not cfg.model.crop_size <= cfg.data.image_size:
         raise ConfigError(f"model.crop_size: invalid value {cfg.model.crop_size!r} (larger than data.image_size "
                           f"{cfg.data.image_size})")
+    from .runtime.tracking import check_trackers  # accelerate's tracker names, looked up late
+
+    if problem := check_trackers(cfg.train.log_with):
+        raise ConfigError(f"train.log_with: {problem}")
     for key, reason in REGISTRY[cfg.method].check(cfg):
         raise ConfigError(f"{key}: {reason}")

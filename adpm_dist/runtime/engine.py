@@ -129,7 +129,8 @@ def set_up(cfg: Config, accelerator=None) -> Run:
     from accelerate.utils import set_seed
 
     t = cfg.train
-    acc = accelerator or build_accelerator(t.mixed_precision, find_unused_parameters=has_idle_parameters(t))
+    acc = accelerator or build_accelerator(t.mixed_precision, find_unused_parameters=has_idle_parameters(t),
+                                           log_with=t.log_with, project_dir=cfg.run.output_dir)
     configure_for(acc, t)  # our accumulation / clipping / micro-batch, also into a caller's Accelerator
     check_launch(acc)
     set_seed(cfg.run.seed)
@@ -154,7 +155,16 @@ def set_up(cfg: Config, accelerator=None) -> Run:
               f"{plan.describe_val()} | eval part {plan.eval_part!r}")
     acc.print(f"method {cfg.method} | noise levels lambda_j: "
               + (", ".join(f"{n}={v:.3f}" for n, v in noise_levels(run).items()) or "none"))
+    acc.print(epochs_line(run.epochs, t.epochs))
     return run
+
+
+def epochs_line(plan, asked: int) -> str:
+    """The header's epoch count, saying when a warm-up is added to train.epochs (ADPM's prior warm-up)."""
+    if plan.total == asked:
+        return f"epochs: {plan.total} (train.epochs)"
+    return (f"epochs: {plan.total} = {plan.total - asked} warm-up (train.prior_warmup_epochs, added) "
+            f"+ {asked} (train.epochs)")
 
 
 def build_model_and_optimizer(run: Run) -> None:
@@ -186,7 +196,8 @@ def start_position(run: Run) -> dict | None:
     run.validations = [selection.Validation(**v) for v in run.loop.get("validations", [])]
     run.skipped = {(r["shard"], r["key"]): r for r in (resumed or {}).get("skipped", [])}
     run.log = RunLog(acc, run.out, log_every=t.log_every, images_per_step=t.batch_size * acc.num_processes * t.grad_accum,
-                     purge_step=run.loop["step"] if resumed else None)
+                     purge_step=run.loop["step"] if resumed else None, total_epochs=run.epochs.total,
+                     first_epoch=run.loop["epoch"], tracker_config=to_dict(run.cfg))
     return resumed
 
 
