@@ -37,6 +37,8 @@ class DataConfig:
     hflip: bool = True                      # docs/algorithm.md, "Inputs and augmentation"
     vflip: bool = False
     rotation: float = 30.0
+    mean: list[float] = field(default_factory=list)  # per-channel normalisation (RGB, 0-1 scale); empty: the
+    std: list[float] = field(default_factory=list)   # pretrained weights' (model.pretrained from timm's hub), else ImageNet's
     num_workers: int = 0
     verify: bool = False                    # check every shard's sha256 against the manifest at start (reads
                                             # all shard bytes once: seconds locally, a full download if remote)
@@ -314,7 +316,7 @@ def flatten(tree: dict, prefix: str = "") -> dict:
 # where the shards are read from (their content enters the fingerprint as the manifest's checksums).
 # data.num_workers is NOT one: each training worker reads whole shards, so the worker count changes
 # which samples share a batch (evaluation is exact for any count, training is not).
-NON_RESULT_KEYS = ("run.output_dir", "train.resume", "train.resume_changes", "train.log_every",
+NON_RESULT_KEYS = ("run.output_dir", "train.resume", "train.resume_changes", "train.log_every", "train.log_with",
                    "train.checkpoint_every_steps", "train.checkpoint_every_epochs", "train.keep_checkpoints",
                    "train.keep_last", "data.verify", "data.shards")
 
@@ -352,6 +354,8 @@ CHECKS: dict[str, dict[str, Callable[[Any], bool]]] = {
         "val_max_share": lambda d: 0.0 < d.val_max_share < 1.0,
         "val_min_train": lambda d: d.val_min_train >= 1,
         "image_size": lambda d: d.image_size >= 8,
+        "mean": lambda d: len(d.mean) in (0, 3),
+        "std": lambda d: len(d.std) in (0, 3) and all(s > 0 for s in d.std),
     },
     "model": {
         "heads": lambda m: m.heads >= 1,

@@ -58,3 +58,16 @@ def test_hub_id_forms():
     assert hub_id("resnet18", "true", "timm/resnet18.a1_in1k") == "timm/resnet18.a1_in1k"
     assert hub_id("resnet18", "resnet18.tv_in1k", None) == "timm/resnet18.tv_in1k"
     assert hub_id("resnet18", "weights/r18.pth", None) is None
+
+
+def test_hub_weights_bring_their_normalisation():
+    from adpm_dist.config import load_config
+    from adpm_dist.data.transforms import IMAGENET_MEAN, normalisation, transform_for
+
+    tiny = Path(__file__).resolve().parents[1] / "configs" / "digits_lt_tiny.yaml"
+    assert normalisation(load_config(tiny))[0] == IMAGENET_MEAN
+    hub = load_config(tiny, ["model.pretrained=true"])  # test_resnet's weights: mean = std = 0.5
+    assert normalisation(hub) == ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    assert torch.allclose(transform_for(hub, train=False).shift.flatten(), torch.tensor([127.5] * 3))
+    mine = load_config(tiny, ["model.pretrained=true", "data.mean=[0.1,0.2,0.3]", "data.std=[1,1,1]"])
+    assert normalisation(mine) == ((0.1, 0.2, 0.3), (1.0, 1.0, 1.0))  # the user's setting wins

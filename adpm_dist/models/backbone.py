@@ -77,6 +77,21 @@ def hub_id(name: str, pretrained: str, default: str | None) -> str | None:
     return None
 
 
+def hub_pretrained_cfg(name: str, pretrained: str) -> dict | None:
+    """timm's pretrained config (mean, std, ...) of the hub weights ``model.pretrained`` names, from
+    timm's registry (no download); None for a local file or a hub repo timm does not list."""
+    try:
+        default = timm.models.get_pretrained_cfg(name)
+        repo = hub_id(name, pretrained, default.hf_hub_id if default else None)
+    except (RuntimeError, ValueError):
+        return None
+    if repo is None:
+        return None
+    tag = repo.split("/", 1)[1] if repo.startswith("timm/") else None
+    found = timm.models.get_pretrained_cfg(tag) if tag else None
+    return found.to_dict() if found is not None else None
+
+
 def pretrained_kwargs(name: str, pretrained: str, pretrained_cfg: dict) -> dict:
     """timm.create_model's arguments for ``model.pretrained`` (module docstring)."""
     if not pretrained:

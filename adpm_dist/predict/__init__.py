@@ -30,7 +30,7 @@ from PIL import Image
 
 from ..runtime.checkpoint import load_checkpoint
 from ..config import Config, ConfigError, from_dict, set_key, to_dict, validate
-from ..data.transforms import build_transform
+from ..data.transforms import transform_for
 from ..methods import ClassifierModel, method_class
 from ..models import ADPM
 
@@ -190,7 +190,7 @@ def predict_images(loaded: LoadedModel, paths: list[str | Path], *, samples: int
     sampler, steps = check_sampling(loaded.cfg, sampler, steps, samples)
     if batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
-    transform = build_transform(loaded.cfg.data.image_size, train=False)
+    transform = transform_for(loaded.cfg, train=False)
     names, model = loaded.class_names, loaded.model
     prior = method_class(loaded.cfg.method).has_diffusion  # a baseline's "prior" is itself: not repeated
     files = find_images(paths)

@@ -16,7 +16,7 @@ import torch
 
 from ..data.manifest import load_manifest
 from ..data.stream import eval_batches
-from ..data.transforms import build_transform
+from ..data.transforms import transform_for
 from ..methods import method_class
 from ..models import ADPM
 from ..diffusion.noise import estimated_noise_level, noise_std
@@ -100,7 +100,7 @@ def chain_snapshots(loaded, *, part: str | None = None, shards: str | None = Non
     bad = [p for p in snapshots if p not in positions]
     if bad:
         raise ValueError(f"snapshot positions {bad} are not on the {sampler} chain (positions {len(positions) - 1}..0)")
-    transform = build_transform(cfg.data.image_size, train=False)
+    transform = transform_for(cfg, train=False)
     batches = eval_batches(manifest, [part], batch_size, transform, include_keys=keys)
     states: dict[int, list] = defaultdict(list)
     outputs, labels, seen = [], [], []

@@ -24,7 +24,7 @@ from ..config import Config, from_dict, save_config, set_key, to_dict
 from ..data.manifest import Manifest, load_manifest, verify_shards
 from ..data.plan import DataPlan, plan_data
 from ..data.stream import eval_batches, train_batches
-from ..data.transforms import build_transform
+from ..data.transforms import transform_for
 from ..evaluate import class_losses, format_table
 from ..files import atomic_write_json, remove_leftovers
 from ..methods import EpochPlan, Method, method_for
@@ -72,7 +72,7 @@ class Run:
 
     def batches(self, parts: list[str], *, include_keys=None) -> object:
         d, t = self.cfg.data, self.cfg.train
-        return eval_batches(self.manifest, parts, t.eval_batch_size, build_transform(d.image_size, train=False),
+        return eval_batches(self.manifest, parts, t.eval_batch_size, transform_for(self.cfg, train=False),
                             rank=self.acc.process_index, world_size=self.acc.num_processes,
                             include_keys=include_keys, num_workers=d.num_workers)
 
@@ -208,7 +208,7 @@ def train_epoch(run: Run, epoch: int, resumed: dict | None) -> dict:
     cfg, t, acc = run.cfg, run.cfg.train, run.acc
     d = cfg.data
     batches = train_batches(run.manifest, run.plan.train_parts, t.batch_size,
-                            build_transform(d.image_size, train=True, hflip=d.hflip, vflip=d.vflip, rotation=d.rotation),
+                            transform_for(cfg, train=True),
                             epoch=epoch, seed=cfg.run.seed, rank=acc.process_index, world_size=acc.num_processes,
                             num_workers=d.num_workers, exclude_keys=run.plan.val_keys,
                             class_balanced=run.method.class_balanced(epoch))
