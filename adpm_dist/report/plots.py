@@ -116,7 +116,8 @@ def per_class_f1_figure(class_names: Sequence[str], train_counts: Sequence[float
     counts_ax.set_ylabel("training count (log scale)")
     handles = ax.get_legend_handles_labels()
     extra = counts_ax.get_legend_handles_labels()
-    ax.legend(handles[0] + extra[0], handles[1] + extra[1], loc="upper right", fontsize=8)
+    # above the axes: inside, it covered the head classes' bars
+    fig.legend(handles[0] + extra[0], handles[1] + extra[1], loc="outside upper center", ncols=3, fontsize=8)
     return fig
 
 
