@@ -38,6 +38,8 @@ class DataConfig:
     hflip: bool = True                      # docs/algorithm.md, "Inputs and augmentation"
     vflip: bool = False
     rotation: float = 30.0
+    mean: list[float] = field(default_factory=list)  # per-channel normalisation (RGB, 0-1 scale); empty: the
+    std: list[float] = field(default_factory=list)   # pretrained weights' (model.pretrained from timm's hub), else ImageNet's
     num_workers: int = 0
     verify: bool = False                    # check every shard's sha256 against the manifest at start (reads
                                             # all shard bytes once: seconds locally, a full download if remote)
@@ -150,6 +152,8 @@ class TrainConfig:
     stop_min_delta: float = 0.01            # relative improvement that counts (runtime/selection.py, "Stopping")
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     log_every: int = 10
+    log_with: list[str] = field(default_factory=list)  # Accelerate trackers beside TensorBoard/CSV: wandb, mlflow,
+                                            # comet_ml, aim, clearml, dvclive, ... (runtime/tracking.py)
     # Distributed training, EMA, checkpoints, resume (docs/distributed.md).
     grad_accum: int = 1                     # micro-batches per optimizer step (global batch = batch_size*ranks*grad_accum)
     ema_decay: float = 0.9999               # EMA of the weights (DiffMIC); 0 = off
@@ -333,6 +337,7 @@ def flatten(tree: dict, prefix: str = "") -> dict:
 # data.num_workers is NOT one: each training worker reads whole shards, so the worker count changes
 # which samples share a batch (evaluation is exact for any count, training is not).
 NON_RESULT_KEYS = ("run.output_dir", "run.overwrite", "train.resume", "train.resume_changes", "train.log_every",
+                   "train.log_with",
                    "train.checkpoint_every_steps", "train.checkpoint_every_epochs", "train.keep_checkpoints",
                    "train.keep_last", "data.verify", "data.shards")
 
@@ -372,6 +377,8 @@ CHECKS: dict[str, dict[str, Callable[[Any], bool]]] = {
         "image_size": lambda d: d.image_size >= 8,
         "rotation": lambda d: 0.0 <= d.rotation <= 180.0,
         "num_workers": lambda d: d.num_workers >= 0,
+        "mean": lambda d: len(d.mean) in (0, 3),
+        "std": lambda d: len(d.std) in (0, 3) and all(s > 0 for s in d.std),
     },
     "model": {
         "heads": lambda m: m.heads >= 1,
@@ -493,5 +500,9 @@ def validate(cfg: Config) -> None:
     if not cfg.model.crop_size <= cfg.data.image_size:
         raise ConfigError(f"model.crop_size: invalid value {cfg.model.crop_size!r} (larger than data.image_size "
                           f"{cfg.data.image_size})")
+    from .runtime.tracking import check_trackers  # accelerate's tracker names, looked up late
+
+    if problem := check_trackers(cfg.train.log_with):
+        raise ConfigError(f"train.log_with: {problem}")
     for key, reason in REGISTRY[cfg.method].check(cfg):
         raise ConfigError(f"{key}: {reason}")

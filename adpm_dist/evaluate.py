@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import accuracy_score, balanced_accuracy_score, precision_recall_fscore_support
+from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 
 
 def classification_metrics(labels: Sequence[int], predictions: Sequence[int], class_names: Sequence[str], *,
@@ -32,7 +32,10 @@ def classification_metrics(labels: Sequence[int], predictions: Sequence[int], cl
         "macro_f1": float(f1[over].mean()),
         "macro_precision": float(prec[over].mean()),
         "macro_recall": float(rec[over].mean()),
-        "balanced_accuracy": float(balanced_accuracy_score(y, p)) if len(y) else 0.0,
+        # = sklearn's balanced_accuracy_score (mean recall over the classes present in y), computed
+        # from the recalls above with labels= given, so a class predicted but absent from y (small
+        # validation data) does not warn "y_pred contains classes not in y_true"
+        "balanced_accuracy": float(rec[support > 0].mean()) if support.any() else 0.0,
         "n_samples": int(len(y)),
         "per_class": {name: {"precision": float(prec[i]), "recall": float(rec[i]), "f1": float(f1[i]),
                              "support": int(support[i])} for i, name in enumerate(class_names)},
@@ -191,19 +194,34 @@ def model_label(metrics: dict) -> str:
     return REGISTRY[name].title if name in REGISTRY else name
 
 
+def has_prior(metrics: dict) -> bool:
+    """Whether a run's predictions come with a separate prior network's (a diffusion method's
+    ``Method.has_diffusion``, recorded by the engine; an older run's from the registry). A baseline's
+    metrics.json still carries a "prior" block, but it is the method itself: reports leave it out."""
+    if "has_diffusion" in metrics:
+        return bool(metrics["has_diffusion"])
+    from .methods import REGISTRY  # late: the methods import the metrics' neighbours
+
+    name = metrics.get("method", "adpm")
+    return REGISTRY[name].has_diffusion if name in REGISTRY else True
+
+
 def format_table(metrics: dict) -> str:
-    """Headline metrics for ADPM and the prior alone, then per-class F1, as a plain-text table."""
-    # a baseline reports its own name; its "prior" block is itself
-    rows = [(model_label(metrics), metrics), ("prior network", metrics["prior"])]
+    """Headline metrics of the method (and, for a diffusion method, its prior network alone), then
+    per-class F1 (with lambda_j and the prior's F1 where the method has them), as a plain-text table."""
+    main, prior = model_label(metrics), has_prior(metrics)
+    rows = [(main, metrics)] + ([("prior network", metrics["prior"])] if prior else [])
     keys = ("accuracy", "macro_f1", "macro_precision", "macro_recall", "balanced_accuracy")
-    lines = [f"{'':18}" + "".join(f"{k:>18}" for k in keys)]
-    lines += [f"{name:18}" + "".join(f"{m[k]:>18.4f}" for k in keys) for name, m in rows]
+    width = max(18, *(len(name) + 2 for name, _ in rows))
+    lines = [f"{'':{width}}" + "".join(f"{k:>18}" for k in keys)]
+    lines += [f"{name:{width}}" + "".join(f"{m[k]:>18.4f}" for k in keys) for name, m in rows]
     lines.append("")
-    lines.append(f"{'class':>10}{'support':>9}{'lambda':>9}{'F1 ADPM':>10}{'F1 prior':>10}")
-    levels = metrics.get("noise_levels", {})
+    levels = metrics.get("noise_levels") or {}
+    lines.append(f"{'class':>10}{'support':>9}" + (f"{'lambda':>9}" if levels else "") + f"{'F1':>10}"
+                 + (f"{'F1 prior':>10}" if prior else ""))
     for name, pc in metrics["per_class"].items():
-        lines.append(f"{name:>10}{pc['support']:>9}{levels.get(name, float('nan')):>9.3f}{pc['f1']:>10.4f}"
-                     f"{metrics['prior']['per_class'][name]['f1']:>10.4f}")
+        lines.append(f"{name:>10}{pc['support']:>9}" + (f"{levels.get(name, float('nan')):>9.3f}" if levels else "")
+                     + f"{pc['f1']:>10.4f}" + (f"{metrics['prior']['per_class'][name]['f1']:>10.4f}" if prior else ""))
     return "\n".join(lines)
 
 

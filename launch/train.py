@@ -4,7 +4,9 @@
     accelerate launch --config_file configs/accelerate/cpu_ddp.yaml launch/train.py --config ... (2 CPU ranks)
 
 Everything after the config file is a dotted override (``train.epochs=2 noise.alpha=1/6``);
-``train.resume=auto`` continues a killed run from its last checkpoint. docs/distributed.md has
+``train.resume=auto`` continues a killed run from its last checkpoint. ``--print-config`` prints
+the resolved config (defaults < YAML < overrides, validated) as YAML and exits without training
+(no accelerate launch needed: ``python launch/train.py --config X k=v --print-config``). docs/distributed.md has
 the command for every launch (DDP, DeepSpeed ZeRO-2/3, several nodes).
 """
 from __future__ import annotations
@@ -12,8 +14,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from adpm_dist.config import ConfigError, load_config
-from adpm_dist.runtime.distributed import accelerator_for
+import yaml
+
+from adpm_dist.config import ConfigError, load_config, to_dict
+from adpm_dist.runtime.distributed import accelerator_for, launcher_precision_conflict
 from adpm_dist.report import write_report_or_warn
 from adpm_dist.runtime.engine import train
 
@@ -22,9 +26,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="YAML config (configs/*.yaml)")
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. train.epochs=2")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved config as YAML and exit (nothing is trained or written)")
     args = parser.parse_args(argv)
     try:
         cfg = load_config(args.config, args.overrides)
+        if args.print_config:
+            print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
+            return 0
+        if conflict := launcher_precision_conflict(cfg.train):
+            raise ConfigError(conflict)
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2

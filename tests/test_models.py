@@ -131,7 +131,7 @@ def test_feature_map_loads_a_local_checkpoint(tmp_path):
         key = name.replace("_", ".", 1) if name not in ref else name   # timm feature wrappers rename layers
         assert torch.equal(value, ref[key]), name
     assert not torch.equal(loaded.net.state_dict()["conv1.0.weight"], fresh.net.state_dict()["conv1.0.weight"])
-    with pytest.raises(FileNotFoundError, match="nothing can be downloaded"):
+    with pytest.raises(FileNotFoundError, match="pretrained checkpoint not found"):
         FeatureMap("test_resnet", 2, str(tmp_path / "missing.pth"))
 
 

@@ -172,7 +172,10 @@ def test_a_baseline_checkpoint_predicts(method, image_folder, tmp_path):
         expected = torch.softmax(model.outputs(transform(im.convert("RGB"))[None]), 1)[0]
     row = next(r for r in rows if r["path"].endswith("img1.png"))
     assert np.allclose([row[f"p_{c}"] for c in CLASSES], expected.detach().numpy(), atol=1e-5)
-    assert row["prediction"] == row["prior_prediction"] == CLASSES[int(expected.argmax())]
+    assert row["prediction"] == CLASSES[int(expected.argmax())]
+    assert not any(k.startswith("prior_") for k in row)  # no copy of p_* as prior_p_* (a baseline has no prior)
+    header = write_predictions_csv(rows, CLASSES, tmp_path / "p.csv").read_text().splitlines()[0]
+    assert "prior" not in header
     with pytest.raises(ValueError, match="deterministic"):
         predict_images(loaded, [image_folder], samples=3)
     from adpm_dist.report.tsne import write_tsne
@@ -206,6 +209,7 @@ def test_cuda_requested_without_cuda(run_dir):
 
 
 def test_csv_has_a_column_per_class(tmp_path):
-    out = write_predictions_csv([{"path": "x.png", "error": "file not found"}], ["a", "b"], tmp_path / "p.csv")
+    out = write_predictions_csv([{"path": "x.png", "error": "file not found"}], ["a", "b"], tmp_path / "p.csv",
+                                prior=True)
     assert out.read_text().splitlines()[0] == ("path,prediction,agreement,entropy,prior_prediction,p_a,p_b,"
                                                 "prior_p_a,prior_p_b,error")

@@ -89,12 +89,43 @@ def test_write_report_files_and_numbers(tmp_path):
     assert "tsne.png" not in text.split("t-SNE of the reverse chain:")[0]
 
 
-def test_report_of_a_baseline_run_names_the_method(tmp_path):
-    run_dir = fake_run(tmp_path / "ce", 3)
+def baseline_run(path: Path, seed: int, *, recorded: bool = True) -> Path:
+    """A logit-adjustment run as the engine writes it: no prior columns, no noise levels, its "prior"
+    block a copy of itself. ``recorded=False``: an older run (no has_diffusion, prior columns repeated)."""
+    run_dir = fake_run(path, seed)
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    (run_dir / "metrics.json").write_text(json.dumps(metrics | {"method": "logit_adjusted"}))
+    metrics |= {"method": "logit_adjusted", "noise_levels": {}, "prior": {k: v for k, v in metrics.items()}}
+    if recorded:
+        metrics["has_diffusion"] = False
+        run = load_run(run_dir)
+        pred = {"keys": run.keys, "labels": run.labels, "scores": np.log(run.probs), "prior": run.probs}
+        write_predictions(run_dir / "predictions.csv", pred, NAMES, prior=False)
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    return run_dir
+
+
+@pytest.mark.parametrize("recorded", [True, False])
+def test_report_of_a_baseline_run_is_method_neutral(tmp_path, recorded):
+    from adpm_dist.evaluate import format_table
+
+    run_dir = baseline_run(tmp_path / "la", 3, recorded=recorded)
     text = write_report(run_dir).read_text()
     assert "| logit-adjusted loss |" in text and "ADPM (diffusion)" not in text
+    for absent in ("prior network", "prior F1", "lambda", "Sampler", "softmax(y0)", "t-SNE", "noise:"):
+        assert absent not in text, absent
+    table = format_table(json.loads((run_dir / "metrics.json").read_text()))
+    assert "ADPM" not in table and "prior" not in table and "nan" not in table and "lambda" not in table
+    comparison = compare([run_dir, fake_run(tmp_path / "adpm", 4)], labels=["LA", "ADPM"])
+    assert "| prior network (ADPM)" in comparison and "prior network (LA)" not in comparison
+
+
+def test_validation_without_a_predicted_class_does_not_warn():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # sklearn: "y_pred contains classes not in y_true"
+        m = classification_metrics([0, 0, 1], [0, 2, 1], NAMES, present_only=True)
+    assert m["balanced_accuracy"] == pytest.approx(0.75)
 
 
 def test_report_without_prior_probabilities(tmp_path):
@@ -170,10 +201,13 @@ def test_compare_cli(tmp_path, capsys, monkeypatch):
 
 # ---------------------------------------------------------------- reverse-chain trace
 
-@pytest.mark.parametrize("sampler", ["truncated", "respaced", "ddim"])
-def test_trace_ends_where_model_sample_ends(sampler):
+@pytest.mark.parametrize("sampler,overrides", [("truncated", []), ("respaced", []), ("ddim", []),
+                                               # the demo's model: the prior's feature map, y0 target
+                                               ("truncated", ["model.encoder=prior", "diffusion.prediction=y0"]),
+                                               ("ddim", ["model.encoder=prior", "diffusion.prediction=y0"])])
+def test_trace_ends_where_model_sample_ends(sampler, overrides):
     """The recorded chain is ADPM.sample's chain: same generator -> same y0 (and the start is mu + lambda z)."""
-    cfg = load_config(ROOT / "configs" / "digits_lt_tiny.yaml")
+    cfg = load_config(ROOT / "configs" / "digits_lt_tiny.yaml", overrides)
     torch.manual_seed(0)
     model = build_model(cfg, [50, 20, 10, 5, 5, 5, 5, 5, 5, 5]).eval()
     images = torch.randn(6, 3, cfg.data.image_size, cfg.data.image_size)

@@ -91,6 +91,13 @@ def resolve_config(path: str | None, dataset: str) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from adpm_dist.extras import MissingExtra, require
+
+    try:
+        require("ray", "tune/search_noise.py (Ray Tune trials)")
+    except MissingExtra as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     from adpm_dist.config import ConfigError, load_config
     from adpm_dist.tune.consolidate import consolidate
     from adpm_dist.tune.experiment import SearchSpec, check_overrides, plan_search

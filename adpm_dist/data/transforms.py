@@ -79,11 +79,11 @@ class ImageTransform:
     """PIL image / uint8 tensor / uint8 array -> float tensor (3, image_size, image_size). Picklable."""
 
     def __init__(self, image_size: int, train: bool, hflip: bool = True, vflip: bool = False,
-                 rotation: float = 30.0, normalize: bool = True):
+                 rotation: float = 30.0, normalize: bool = True, mean: tuple = IMAGENET_MEAN, std: tuple = IMAGENET_STD):
         self.image_size, self.train = image_size, train
         self.hflip, self.vflip, self.rotation = hflip and train, vflip and train, float(rotation) if train else 0.0
-        mean = torch.tensor(IMAGENET_MEAN if normalize else (0.0, 0.0, 0.0)).view(3, 1, 1) * 255.0
-        std = torch.tensor(IMAGENET_STD if normalize else (1.0, 1.0, 1.0)).view(3, 1, 1) * 255.0
+        mean = torch.tensor(tuple(mean) if normalize else (0.0, 0.0, 0.0)).view(3, 1, 1) * 255.0
+        std = torch.tensor(tuple(std) if normalize else (1.0, 1.0, 1.0)).view(3, 1, 1) * 255.0
         self.shift, self.scale = mean, 1.0 / std
 
     def geometry(self, img) -> Image.Image:
@@ -124,6 +124,32 @@ def build_transform(
     vflip: bool = False,
     rotation: float = 30.0,
     normalize: bool = True,
+    mean: tuple = IMAGENET_MEAN,
+    std: tuple = IMAGENET_STD,
 ) -> ImageTransform:
     """PIL image, uint8 (C,H,W) tensor or uint8 (H,W[,C]) array -> float tensor (3, image_size, image_size)."""
-    return ImageTransform(image_size, train, hflip=hflip, vflip=vflip, rotation=rotation, normalize=normalize)
+    return ImageTransform(image_size, train, hflip=hflip, vflip=vflip, rotation=rotation, normalize=normalize,
+                          mean=mean, std=std)
+
+
+def normalisation(cfg) -> tuple[tuple, tuple]:
+    """(mean, std) the images are normalised with: data.mean / data.std if set, else the normalisation
+    timm's hub weights were trained with (model.pretrained=true or a hub name), else ImageNet's."""
+    d = cfg.data
+    mean, std = IMAGENET_MEAN, IMAGENET_STD
+    if not (d.mean and d.std) and cfg.model.pretrained:
+        from ..models.backbone import hub_pretrained_cfg
+
+        pretrained = hub_pretrained_cfg(cfg.model.backbone, cfg.model.pretrained)
+        if pretrained is not None:
+            mean, std = tuple(pretrained.get("mean", mean)), tuple(pretrained.get("std", std))
+    return tuple(d.mean) or mean, tuple(d.std) or std
+
+
+def transform_for(cfg, train: bool) -> ImageTransform:
+    """The training or evaluation transform of a run's config (augmentation only when training)."""
+    d = cfg.data
+    mean, std = normalisation(cfg)
+    if not train:
+        return build_transform(d.image_size, train=False, mean=mean, std=std)
+    return build_transform(d.image_size, train=True, hflip=d.hflip, vflip=d.vflip, rotation=d.rotation, mean=mean, std=std)

@@ -89,11 +89,11 @@ class ValidationTau:
     def collect(self, inputs_fn: Callable[[torch.Tensor], torch.Tensor], device) -> tuple[torch.Tensor, torch.Tensor]:
         """(inputs_fn(images) for every validation image, labels), on this rank alone."""
         from ..data.stream import eval_batches
-        from ..data.transforms import build_transform
+        from ..data.transforms import transform_for
 
         manifest, parts, keys = self.source()
         batches = eval_batches(manifest, parts, self.cfg.train.eval_batch_size,
-                               build_transform(self.cfg.data.image_size, train=False), include_keys=keys)
+                               transform_for(self.cfg, train=False), include_keys=keys)
         outs, labels = [], []
         for batch in batches:
             outs.append(inputs_fn(batch["image"].to(device)).float().cpu())

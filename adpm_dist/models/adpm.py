@@ -107,6 +107,15 @@ class ADPM(nn.Module):
             shared = prior_out.features if prior_out is not None else self.prior.features(images)
         return self.denoiser.encode(images, shared)
 
+    def predicted_noise(self, feats: ImageFeatures, y_t: torch.Tensor, mu: torch.Tensor, t: torch.Tensor,
+                        lam: torch.Tensor) -> torch.Tensor:
+        """The denoiser's eps estimate at (y_t, t), whichever target it was trained on (``y0`` form:
+        converted through the forward process); every reverse chain (sample, report tsne) steps on this."""
+        out = self.denoiser(feats, y_t, mu, t).float()
+        if self.prediction == "y0":  # t is the network's time index = the index into the full schedule
+            return self.scheduler.eps_from_start(y_t, mu, mu + out, t, lam)
+        return out
+
     @torch.no_grad()
     def prior_probs(self, images: torch.Tensor) -> torch.Tensor:
         """mu = softmax(fused prior logits): the prior mean and the prior-alone prediction."""
@@ -162,10 +171,7 @@ class ADPM(nn.Module):
 
         def eps_fn(y_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             f = feats if cache_features else self.encode(tiled)    # DiffMIC: the encoder at every step
-            out = self.denoiser(f, y_t, mu_n, t).float()
-            if self.prediction == "y0":  # t is the network's time index = the index into the full schedule
-                return self.scheduler.eps_from_start(y_t, mu_n, mu_n + out, t, lam_n)
-            return out
+            return self.predicted_noise(f, y_t, mu_n, t, lam_n)
 
         y0 = sample_labels(self.scheduler, eps_fn, mu_n, lam_n, sampler=sampler, steps=steps, generator=generator,
                            start=spec.respace_start)

@@ -1,4 +1,14 @@
-"""timm backbones as feature-map extractors; weights only from a local file (nothing is downloaded)."""
+"""timm backbones as feature-map extractors, with pretrained weights as timm users expect them.
+
+``model.pretrained`` (and ``encoder_pretrained`` / ``local_pretrained``) takes:
+- "" : random initialisation;
+- ``true``: timm's default pretrained weights of the backbone (its ``hf_hub_id``, e.g.
+  ``timm/resnet18.a1_in1k``), read through huggingface_hub's cache (HF_HOME; the Makefile sets
+  ``.cache/hf``): downloaded once when online, read from the cache with ``HF_HUB_OFFLINE=1``;
+- a timm tag or hub id: ``resnet18.a1_in1k``, ``timm/resnet18.a1_in1k`` or ``hf-hub:timm/resnet18.a1_in1k``
+  (the backbone's architecture must match);
+- a local file: a state dict of the backbone (.pth/.bin/.safetensors), as before.
+"""
 from __future__ import annotations
 
 import pickle
@@ -26,21 +36,71 @@ class FeatureMap(nn.Module):
         if not -n_levels <= level < n_levels:
             raise ValueError(f"feature level {level} out of range for {name!r} ({n_levels} levels)")
         index = level % n_levels
-        kwargs = {}
-        if pretrained:
-            path = Path(pretrained)
-            if not path.is_file():
-                raise FileNotFoundError(f"pretrained checkpoint not found: {path} (nothing can be downloaded)")
-            kwargs = {"pretrained": True, "pretrained_cfg_overlay": {"file": str(path)}}
+        kwargs = pretrained_kwargs(name, pretrained, probe.pretrained_cfg)
         try:
             self.net = timm.create_model(name, features_only=True, out_indices=(index,), **kwargs)
+        except OSError as e:  # huggingface_hub: not in the cache while offline, or no network
+            raise FileNotFoundError(f"pretrained weights {pretrained!r} ({kwargs['pretrained_cfg_overlay']}) are not in the "
+                                    f"hub cache and cannot be downloaded here ({type(e).__name__}); run once online "
+                                    "with the same HF_HOME, or give a local file") from None
         except (RuntimeError, ValueError, KeyError, EOFError, pickle.UnpicklingError) as e:
             if not pretrained:
                 raise
             raise ValueError(f"pretrained checkpoint {pretrained} does not fit timm model {name!r} "
                              f"(not a state dict of that architecture): {e}") from None
+        # the normalisation the weights were trained with (the data pipeline uses ImageNet's mean/std)
+        self.pretrained_mean_std = (tuple(self.net.pretrained_cfg.get("mean", ())),
+                                    tuple(self.net.pretrained_cfg.get("std", ()))) if pretrained else None
         self.channels = self.net.feature_info.channels()[0]
         self.reduction = self.net.feature_info.reduction()[0]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         return self.net(x)[0]
+
+
+def hub_id(name: str, pretrained: str, default: str | None) -> str | None:
+    """The hub id ``model.pretrained`` names (None for a local file): ``true`` -> timm's default for the
+    backbone, ``hf-hub:org/repo`` / ``org/repo`` as given, a timm tag ``arch.tag`` -> ``timm/arch.tag``."""
+    value = str(pretrained).strip()
+    if value.lower() in ("true", "1", "yes"):
+        if not default:
+            raise ValueError(f"model.pretrained=true: timm has no pretrained weights for {name!r}")
+        return default
+    if value.startswith("hf-hub:"):
+        return value.removeprefix("hf-hub:")
+    if Path(value).exists() or value.endswith((".pth", ".pt", ".bin", ".safetensors")) or value.startswith((".", "/", "~")):
+        return None
+    if "/" in value and value.count("/") == 1:
+        return value
+    if "." in value and value.split(".", 1)[0] == name:
+        return f"timm/{value}"
+    return None
+
+
+def hub_pretrained_cfg(name: str, pretrained: str) -> dict | None:
+    """timm's pretrained config (mean, std, ...) of the hub weights ``model.pretrained`` names, from
+    timm's registry (no download); None for a local file or a hub repo timm does not list."""
+    try:
+        default = timm.models.get_pretrained_cfg(name)
+        repo = hub_id(name, pretrained, default.hf_hub_id if default else None)
+    except (RuntimeError, ValueError):
+        return None
+    if repo is None:
+        return None
+    tag = repo.split("/", 1)[1] if repo.startswith("timm/") else None
+    found = timm.models.get_pretrained_cfg(tag) if tag else None
+    return found.to_dict() if found is not None else None
+
+
+def pretrained_kwargs(name: str, pretrained: str, pretrained_cfg: dict) -> dict:
+    """timm.create_model's arguments for ``model.pretrained`` (module docstring)."""
+    if not pretrained:
+        return {}
+    repo = hub_id(name, pretrained, pretrained_cfg.get("hf_hub_id"))
+    if repo is not None:
+        return {"pretrained": True, "pretrained_cfg_overlay": {"hf_hub_id": repo, "url": "", "file": None}}
+    path = Path(pretrained).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"pretrained checkpoint not found: {path} (model.pretrained takes a local file, "
+                                "true for timm's hub weights, or a hub id such as hf-hub:timm/resnet18.a1_in1k)")
+    return {"pretrained": True, "pretrained_cfg_overlay": {"file": str(path)}}

@@ -15,7 +15,8 @@ the same columns as the training run's predictions.csv) and agreement is 1 by de
 The noise levels are always the training lambda_j: a prediction must not depend on which other
 images happen to be in the same folder (noise.test_levels=soft_counts is an evaluation-set option).
 A baseline's checkpoint (method=, docs/baselines.md) predicts too: probabilities are the softmax of
-its logits, the prior_ columns repeat them, and --samples must stay 1 (it is deterministic).
+its logits, there are no prior_ columns (a baseline has no prior network beside it), and --samples
+must stay 1 (it is deterministic).
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from PIL import Image
 from ..files import atomic_writer
 from ..runtime.checkpoint import load_checkpoint
 from ..config import Config, ConfigError, from_dict, set_key, to_dict, validate
-from ..data.transforms import build_transform
+from ..data.transforms import transform_for
 from ..methods import ClassifierModel, method_class
 from ..models import ADPM
 
@@ -196,13 +197,15 @@ def check_sampling(cfg: Config, sampler: str | None, steps: int | None, samples:
 @torch.no_grad()
 def predict_images(loaded: LoadedModel, paths: list[str | Path], *, samples: int = 1, sampler: str | None = None,
                    steps: int | None = None, batch_size: int = 32, seed: int = 0, progress: bool = False) -> list[dict]:
-    """One row per image, in input order: {path, prediction, agreement, entropy, prior_prediction,
-    p_<class>..., prior_p_<class>..., error}. An unreadable image gets a row with ``error`` set."""
+    """One row per image, in input order: {path, prediction, agreement, entropy, p_<class>..., error}
+    and, for a diffusion method (``Method.has_diffusion``), prior_prediction and prior_p_<class>....
+    An unreadable image gets a row with ``error`` set."""
     sampler, steps = check_sampling(loaded.cfg, sampler, steps, samples)
     if batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
-    transform = build_transform(loaded.cfg.data.image_size, train=False)
+    transform = transform_for(loaded.cfg, train=False)
     names, model = loaded.class_names, loaded.model
+    prior = method_class(loaded.cfg.method).has_diffusion  # a baseline's "prior" is itself: not repeated
     files = find_images(paths)
     rows: list[dict] = []
     chunks = range(0, len(files), batch_size)
@@ -225,25 +228,29 @@ def predict_images(loaded: LoadedModel, paths: list[str | Path], *, samples: int
             agreement = (probs.max(1).values * samples).round() / samples if samples > 1 else torch.ones(len(good))
             entropy = _entropy(probs)
             for j, i in enumerate(good):
-                row = {"prediction": names[pred[j]], "agreement": float(agreement[j]), "entropy": float(entropy[j]),
-                       "prior_prediction": names[int(mu[j].argmax())]}
+                row = {"prediction": names[pred[j]], "agreement": float(agreement[j]), "entropy": float(entropy[j])}
                 row |= {f"p_{c}": float(probs[j, m]) for m, c in enumerate(names)}
-                row |= {f"prior_p_{c}": float(mu[j, m]) for m, c in enumerate(names)}
+                if prior:
+                    row |= {"prior_prediction": names[int(mu[j].argmax())]}
+                    row |= {f"prior_p_{c}": float(mu[j, m]) for m, c in enumerate(names)}
                 out[i] = row
         for i, f in enumerate(chunk):
             rows.append({"path": str(f), "error": read[i][1]} | out.get(i, {}))
     return rows
 
 
-def csv_columns(class_names: list[str]) -> list[str]:
-    return (["path", "prediction", "agreement", "entropy", "prior_prediction"] + [f"p_{c}" for c in class_names]
-            + [f"prior_p_{c}" for c in class_names] + ["error"])
+def csv_columns(class_names: list[str], prior: bool = True) -> list[str]:
+    """The CSV's columns; the prior's only for a diffusion method's predictions."""
+    return (["path", "prediction", "agreement", "entropy"] + (["prior_prediction"] if prior else [])
+            + [f"p_{c}" for c in class_names] + ([f"prior_p_{c}" for c in class_names] if prior else []) + ["error"])
 
 
-def write_predictions_csv(rows: list[dict], class_names: list[str], out: str | Path) -> Path:
+def write_predictions_csv(rows: list[dict], class_names: list[str], out: str | Path, prior: bool | None = None) -> Path:
+    """``prior``: whether to write the prior's columns (default: whether the rows carry them)."""
     out = Path(out)
+    prior = any("prior_prediction" in r for r in rows) if prior is None else prior
     with atomic_writer(out, newline="") as f:  # an interrupted run keeps the previous CSV, never half of one
-        writer = csv.DictWriter(f, fieldnames=csv_columns(class_names), restval="")
+        writer = csv.DictWriter(f, fieldnames=csv_columns(class_names, prior), restval="")
         writer.writeheader()
         for row in rows:
             writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in row.items()})

@@ -3,7 +3,8 @@
 Headline (Tables 4, 8, 9): one row per method, accuracy / F1 / precision / recall as mean ± std
 over its runs (folds). Per class (Tables 5, 7): per-class accuracy (= recall, docs/algorithm.md, "Metrics") and
 F1 of every method side by side, classes head to tail by training count, plus head / medium / tail
-thirds. Every run also contributes its prior network alone as a "prior network" row.
+thirds. Every run of a diffusion method also contributes its prior network alone as a "prior
+network" row (a baseline has no prior: its metrics.json's "prior" block is the method itself).
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..evaluate import frequency_thirds
+from ..evaluate import frequency_thirds, has_prior
 from .run_data import load_metrics
 from .tables import markdown_table, mean_std
 
@@ -42,7 +43,8 @@ def find_runs(path: str | Path) -> list[Path]:
 
 def collect_methods(paths: list[str | Path], labels: list[str] | None = None,
                     include_prior: bool = True) -> list[Method]:
-    """One Method per label (label = --label or the directory name), then their prior networks.
+    """One Method per label (label = --label or the directory name), then the prior networks of
+    those that have one (diffusion methods).
 
     Paths given the same label are pooled into one method (e.g. the fold runs of one configuration
     picked out of a larger experiment directory).
@@ -59,9 +61,10 @@ def collect_methods(paths: list[str | Path], labels: list[str] | None = None,
         method.metrics += [load_metrics(r) for r in runs]
     methods = list(by_label.values())
     if include_prior:
-        priors = [Method("prior network" if len(methods) == 1 else f"prior network ({m.label})", m.runs,
-                         [x["prior"] | {"train_counts": x.get("train_counts")} for x in m.metrics]) for m in methods]
-        methods += priors
+        with_prior = [m for m in methods if all(has_prior(x) for x in m.metrics)]
+        methods += [Method("prior network" if len(methods) == 1 else f"prior network ({m.label})", m.runs,
+                           [x["prior"] | {"train_counts": x.get("train_counts")} for x in m.metrics])
+                    for m in with_prior]
     return methods
 
 

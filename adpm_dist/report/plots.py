@@ -11,10 +11,46 @@ from pathlib import Path
 
 import matplotlib
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 DIFFUSION_COLOR, PRIOR_COLOR = "#1f77b4", "#ff7f0e"
+
+
+def label_style(class_names: Sequence[str]) -> dict:
+    """Tick-label rotation and size that keep class names apart at 2-30 classes: upright only for a
+    few short names, else vertical (a name then needs only its font height of the tick spacing),
+    smaller past 12 classes."""
+    k, longest = len(class_names), max((len(str(c)) for c in class_names), default=1)
+    size = 8 if k <= 12 else (7 if k <= 20 else 6)
+    if k * max(longest, 2) <= 24:  # the whole row fits in ~24 characters
+        return {"rotation": 0, "fontsize": size}
+    return {"rotation": 90, "fontsize": size}
+
+
+def class_ticks(ax: Axes, class_names: Sequence[str], *, y: bool = False) -> None:
+    """Class names on the x axis (and the y axis), legible at 2-30 classes (label_style)."""
+    ax.set_xticks(range(len(class_names)), class_names, **label_style(class_names))
+    if y:
+        ax.set_yticks(range(len(class_names)), class_names, fontsize=label_style(class_names)["fontsize"])
+
+
+def anchored_range(values: np.ndarray, min_span: float = 0.05, bounds: tuple[float, float] = (0.0, 1.0)) -> tuple[float, float]:
+    """A colour scale for scores in ``bounds`` at least ``min_span`` wide around the values' middle:
+    cells that differ by less than that (0.0837 vs 0.0839, under any seed noise) get nearly the same
+    colour instead of the two ends of the scale."""
+    finite = np.asarray(values, dtype=float)
+    finite = finite[np.isfinite(finite)]
+    if not finite.size:
+        return bounds
+    lo, hi = float(finite.min()), float(finite.max())
+    if hi - lo >= min_span:
+        return lo, hi
+    mid = (lo + hi) / 2
+    lo, hi = max(bounds[0], mid - min_span / 2), min(bounds[1], mid + min_span / 2)
+    return (lo, lo + min_span) if lo == bounds[0] else ((hi - min_span, hi) if hi == bounds[1] else (lo, hi))
 
 
 def new_figure(width: float, height: float) -> Figure:
@@ -33,15 +69,14 @@ def save(fig: Figure, path: str | Path, dpi: int = 120) -> Path:
 def confusion_figure(matrices: dict[str, np.ndarray], class_names: Sequence[str]) -> Figure:
     """Row-normalised confusion matrices side by side (one panel per model), same class order."""
     k = len(class_names)
-    side = max(3.5, 0.45 * k + 1.5)
+    side = max(3.5, 0.3 * k + 2.0)
     fig = new_figure(side * len(matrices) + 0.8, side)
     axes = fig.subplots(1, len(matrices), squeeze=False)[0]
     image = None
     for ax, (title, m) in zip(axes, matrices.items()):
         image = ax.imshow(m, cmap="Blues", vmin=0.0, vmax=1.0)
         ax.set_title(title)
-        ax.set_xticks(range(k), class_names, rotation=90 if k > 6 else 0, fontsize=8)
-        ax.set_yticks(range(k), class_names, fontsize=8)
+        class_ticks(ax, class_names, y=True)
         ax.set_xlabel("predicted")
         ax.set_ylabel("true (rows sum to 1)")
         if k <= 12:  # numbers stay legible up to about a dozen classes
@@ -63,7 +98,7 @@ def per_class_f1_figure(class_names: Sequence[str], train_counts: Sequence[float
     """
     order = np.argsort(-np.asarray(train_counts, dtype=float), kind="stable")
     k, n_models = len(class_names), len(f1)
-    fig = new_figure(max(6.0, 0.55 * k + 2.5), 4.2)
+    fig = new_figure(min(max(6.0, 0.35 * k + 2.5), 14.0), 4.2)
     ax = fig.subplots()
     width = 0.8 / n_models
     colors = [DIFFUSION_COLOR, PRIOR_COLOR, "#2ca02c", "#d62728"]
@@ -73,7 +108,7 @@ def per_class_f1_figure(class_names: Sequence[str], train_counts: Sequence[float
                label=label, color=colors[m % len(colors)])
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("F1 on the evaluation part")
-    ax.set_xticks(x, [class_names[i] for i in order], rotation=90 if k > 8 else 0)
+    class_ticks(ax, [class_names[i] for i in order])
     ax.set_xlabel("class (sorted by training count)")
     counts_ax = ax.twinx()
     counts_ax.plot(x, np.asarray(train_counts, dtype=float)[order], "k.--", label="training count")
@@ -81,7 +116,8 @@ def per_class_f1_figure(class_names: Sequence[str], train_counts: Sequence[float
     counts_ax.set_ylabel("training count (log scale)")
     handles = ax.get_legend_handles_labels()
     extra = counts_ax.get_legend_handles_labels()
-    ax.legend(handles[0] + extra[0], handles[1] + extra[1], loc="upper right", fontsize=8)
+    # above the axes: inside, it covered the head classes' bars
+    fig.legend(handles[0] + extra[0], handles[1] + extra[1], loc="outside upper center", ncols=3, fontsize=8)
     return fig
 
 
@@ -112,10 +148,11 @@ def reliability_figure(bins_by_model: dict[str, dict], ece: dict[str, float]) ->
     return fig
 
 
-def history_figure(history: Sequence[dict], label: str = "ADPM (diffusion)", kept_epoch: int | None = None) -> Figure:
+def history_figure(history: Sequence[dict], label: str = "ADPM (diffusion)", kept_epoch: int | None = None,
+                   prior: bool = True) -> Figure:
     """Training losses per epoch and the validation macro F1 used to select the checkpoint (the kept
     epoch marked)."""
-    fig = new_figure(8.0, 3.2)
+    fig = new_figure(9.0, 3.6)
     loss_ax, val_ax = fig.subplots(1, 2)
     epochs = [row["epoch"] for row in history]
     for key in ("loss", "diffusion", "prior_ce"):
@@ -127,10 +164,12 @@ def history_figure(history: Sequence[dict], label: str = "ADPM (diffusion)", kep
         if pts:
             loss_ax.plot(*zip(*pts), marker="o", linestyle="--", label=f"{key} (validation)")
     loss_ax.set_xlabel("epoch")
-    loss_ax.set_ylabel("loss (training: per epoch; validation: dashed)")
-    loss_ax.legend(fontsize=8)
-    for key, name, color in (("val_macro_f1", label, DIFFUSION_COLOR),
-                             ("val_prior_macro_f1", "prior network", PRIOR_COLOR)):
+    loss_ax.set_ylabel("loss")  # short: a long label is cropped at this height
+    loss_ax.set_title("training (solid), validation (dashed)", fontsize=9)
+    loss_ax.legend(fontsize=7)
+    curves = [("val_macro_f1", label, DIFFUSION_COLOR)] + ([("val_prior_macro_f1", "prior network", PRIOR_COLOR)]
+                                                           if prior else [])  # a baseline's "prior" is itself
+    for key, name, color in curves:
         pts = [(row["epoch"], row[key]) for row in history if key in row]
         if pts:
             val_ax.plot(*zip(*pts), marker="o", label=name, color=color)
@@ -139,7 +178,9 @@ def history_figure(history: Sequence[dict], label: str = "ADPM (diffusion)", kep
     val_ax.set_xlabel("epoch")
     val_ax.set_ylabel("validation macro F1")
     val_ax.set_ylim(0, 1)
-    val_ax.legend(fontsize=8)
+    val_ax.legend(fontsize=7)
+    for ax in (loss_ax, val_ax):  # epochs are whole numbers
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     return fig
 
 

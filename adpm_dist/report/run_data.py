@@ -1,8 +1,9 @@
 """A finished run directory, read back: metrics.json and predictions.csv as arrays.
 
 Layout written by engine.train: config.yaml, metrics.json, predictions.csv (key, label, prediction,
-prior_prediction, p_<class>... [, prior_p_<class>...]; labels and predictions are class NAMES),
-checkpoints/best.pt.
+p_<class>...; a diffusion method's run also prior_prediction and prior_p_<class>...; labels and
+predictions are class NAMES), checkpoints/best.pt. A baseline run written before the prior columns
+were left out still reads: its repeated prior columns are ignored (evaluate.has_prior).
 """
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..evaluate import has_prior
+
 
 @dataclass
 class RunData:
@@ -22,9 +25,14 @@ class RunData:
     keys: list[str]
     labels: np.ndarray              # (n,) class indices
     predictions: np.ndarray         # (n,) diffusion prediction (argmax y0)
-    prior_predictions: np.ndarray   # (n,) prior network prediction
-    probs: np.ndarray               # (n, K) diffusion class probabilities (softmax of y0, DiffMIC read-out)
+    prior_predictions: np.ndarray | None  # (n,) prior network prediction (diffusion methods only)
+    probs: np.ndarray               # (n, K) class probabilities (ADPM: softmax of y0, DiffMIC's read-out)
     prior_probs: np.ndarray | None  # (n, K) prior softmax, when predictions.csv carries prior_p_ columns
+
+    @property
+    def has_prior(self) -> bool:
+        """A diffusion method's run: its prior network is reported beside it (evaluate.has_prior)."""
+        return self.prior_predictions is not None
 
     @property
     def name(self) -> str:
@@ -74,8 +82,8 @@ def load_run(run_dir: str | Path) -> RunData:
             raise ValueError(f"{path}: column {column!r} holds {e} which is not a class name") from None
 
     probs = np.array([[float(r[f"p_{c}"]) for c in names] for r in rows], dtype=np.float64).reshape(-1, len(names))
-    prior_probs = None
-    if all(f"prior_p_{c}" in header for c in names):
+    prior, prior_probs = has_prior(metrics) and "prior_prediction" in header, None
+    if prior and all(f"prior_p_{c}" in header for c in names):
         prior_probs = np.array([[float(r[f"prior_p_{c}"]) for c in names] for r in rows]).reshape(-1, len(names))
     return RunData(run_dir, metrics, names, [r["key"] for r in rows], ids("label"), ids("prediction"),
-                   ids("prior_prediction"), probs, prior_probs)
+                   ids("prior_prediction") if prior else None, probs, prior_probs)

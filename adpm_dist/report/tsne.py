@@ -16,7 +16,7 @@ import torch
 
 from ..data.manifest import load_manifest
 from ..data.stream import eval_batches
-from ..data.transforms import build_transform
+from ..data.transforms import transform_for
 from ..methods import method_class
 from ..models import ADPM
 from ..diffusion.noise import estimated_noise_level, noise_std
@@ -49,7 +49,9 @@ def trace_reverse_chain(model: ADPM, images: torch.Tensor, *, sampler: str = "tr
     """
     mu = model.prior_probs(images)
     lam = noise_std(estimated_noise_level(mu, model.levels, test_rule), model.noise.apply)  # eq. 18
-    feats = model.denoiser.encode(images)  # once per image, reused at every step (docs/algorithm.md, "Sampling")
+    # once per image, reused at every step (docs/algorithm.md, "Sampling"); model.encode, not the
+    # denoiser's own encoder: with model.encoder=prior the features are the prior's map
+    feats = model.encode(images)
     sched, positions = chain_positions(sampler, steps, model)
     wanted = set(positions[:1] if snapshots is None else snapshots)
     # the start y = mu + lambda z (docs/algorithm.md, "Sampling"), drawn exactly as the scheduler draws it
@@ -59,7 +61,7 @@ def trace_reverse_chain(model: ADPM, images: torch.Tensor, *, sampler: str = "tr
         if i in wanted:
             recorded.append((i, y.detach().float().cpu()))
         t = sched.timestep_ids[i].expand(mu.shape[0]).to(mu.device)
-        eps_hat = model.denoiser(feats, y, mu, t).float()
+        eps_hat = model.predicted_noise(feats, y, mu, t, lam)  # y0-form denoisers too
         if sampler == "ddim":  # eta = 0: y0_hat, then the forward marginal at the previous position
             y0_hat = sched.predict_start(y, mu, eps_hat, i, lam)
             y = y0_hat if i == 0 else sched.add_noise(y0_hat, mu, eps_hat, i - 1, lam)
@@ -98,7 +100,7 @@ def chain_snapshots(loaded, *, part: str | None = None, shards: str | None = Non
     bad = [p for p in snapshots if p not in positions]
     if bad:
         raise ValueError(f"snapshot positions {bad} are not on the {sampler} chain (positions {len(positions) - 1}..0)")
-    transform = build_transform(cfg.data.image_size, train=False)
+    transform = transform_for(cfg, train=False)
     batches = eval_batches(manifest, [part], batch_size, transform, include_keys=keys)
     states: dict[int, list] = defaultdict(list)
     outputs, labels, seen = [], [], []

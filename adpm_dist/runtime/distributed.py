@@ -46,13 +46,15 @@ def _patch_deepspeed_without_transformers() -> None:
     dc.DeepSpeedPlugin._adpm_patched = True
 
 
-def build_accelerator(mixed_precision: str = "no", find_unused_parameters: bool = False):
+def build_accelerator(mixed_precision: str = "no", find_unused_parameters: bool = False,
+                      log_with: list[str] | None = None, project_dir: str | None = None):
     """An Accelerator that is right on CPU (gloo) and on CUDA (nccl), for DDP or DeepSpeed launches.
 
     DDP or DeepSpeed comes from the launcher (``ACCELERATE_USE_DEEPSPEED``, set by ``--use_deepspeed``
     or a DEEPSPEED config file); CPU or GPU from the machine (ACCELERATE_USE_CPU=1 forces CPU), so a
     CPU config file needs no extra environment variable. ``engine.train`` then fills in accumulation,
-    clipping and micro-batch from the training config (``configure_for``).
+    clipping and micro-batch from the training config (``configure_for``). ``log_with``: Accelerate's
+    trackers (train.log_with; runtime/tracking.RunLog starts them), ``project_dir`` where they write.
     """
     from accelerate import Accelerator
     from accelerate.utils import DeepSpeedPlugin, DistributedDataParallelKwargs, InitProcessGroupKwargs
@@ -62,16 +64,37 @@ def build_accelerator(mixed_precision: str = "no", find_unused_parameters: bool 
     if on_cpu and int(os.environ.get("WORLD_SIZE", "1")) > 1:  # a single process must not ask for a group
         handlers.append(InitProcessGroupKwargs(backend="gloo"))
     if _using_deepspeed():
+        from ..extras import require
+
+        require("deepspeed", "a DeepSpeed launch (--use_deepspeed or a DEEPSPEED config)")
         _patch_deepspeed_without_transformers()
         # torch 2.14 deprecates collectives DeepSpeed calls on every step: one warning per step otherwise.
         warnings.filterwarnings("ignore", message=r".*torch\.distributed\.(all_gather_into_tensor|reduce_scatter_tensor)",
                                 category=FutureWarning)
         plugin = DeepSpeedPlugin(zero3_save_16bit_model=True)  # everything else from the launcher's environment
-        acc = Accelerator(mixed_precision=mixed_precision, kwargs_handlers=handlers, deepspeed_plugin=plugin)
+        acc = Accelerator(mixed_precision=mixed_precision, kwargs_handlers=handlers, deepspeed_plugin=plugin,
+                          log_with=log_with or None, project_dir=project_dir)
     else:
-        acc = Accelerator(cpu=on_cpu, mixed_precision=mixed_precision, kwargs_handlers=handlers)
+        acc = Accelerator(cpu=on_cpu, mixed_precision=mixed_precision, kwargs_handlers=handlers,
+                          log_with=log_with or None, project_dir=project_dir)
     check_launch(acc)
     return acc
+
+
+def launcher_precision_conflict(train, environ=os.environ) -> str | None:
+    """The launcher's ``--mixed_precision`` (ACCELERATE_MIXED_PRECISION) against train.mixed_precision.
+
+    The training config decides the precision (it is part of the run's record); an Accelerator built
+    with an explicit ``mixed_precision`` ignores the launcher's. So a launcher asking for another
+    precision than the config is a mistake that would otherwise train silently in the wrong one.
+    Returns the one-line message, or None when they agree (or the launcher said nothing / "no").
+    """
+    theirs = environ.get("ACCELERATE_MIXED_PRECISION", "no").lower()
+    if theirs in ("", "no") or theirs == train.mixed_precision:
+        return None
+    return (f"train.mixed_precision: the launcher asked for --mixed_precision {theirs} but the training config "
+            f"says {train.mixed_precision!r}; the config decides: add train.mixed_precision={theirs} "
+            "(or launch with --mixed_precision no)")
 
 
 def has_idle_parameters(train) -> bool:
@@ -82,7 +105,8 @@ def has_idle_parameters(train) -> bool:
 
 def accelerator_for(cfg):
     """``build_accelerator`` + ``configure_for``, everything taken from a Config."""
-    acc = build_accelerator(cfg.train.mixed_precision, find_unused_parameters=has_idle_parameters(cfg.train))
+    acc = build_accelerator(cfg.train.mixed_precision, find_unused_parameters=has_idle_parameters(cfg.train),
+                            log_with=cfg.train.log_with, project_dir=cfg.run.output_dir)
     configure_for(acc, cfg.train)
     return acc
 

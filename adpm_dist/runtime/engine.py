@@ -24,7 +24,7 @@ from ..config import Config, from_dict, save_config, set_key, to_dict
 from ..data.manifest import Manifest, verify_shards
 from ..data.plan import DataPlan
 from ..data.stream import eval_batches, train_batches
-from ..data.transforms import build_transform
+from ..data.transforms import transform_for
 from ..evaluate import class_losses, format_table
 from ..files import atomic_write_json, remove_leftovers
 from ..methods import EpochPlan, Method, method_for
@@ -73,7 +73,7 @@ class Run:
 
     def batches(self, parts: list[str], *, include_keys=None) -> object:
         d, t = self.cfg.data, self.cfg.train
-        return eval_batches(self.manifest, parts, t.eval_batch_size, build_transform(d.image_size, train=False),
+        return eval_batches(self.manifest, parts, t.eval_batch_size, transform_for(self.cfg, train=False),
                             rank=self.acc.process_index, world_size=self.acc.num_processes,
                             include_keys=include_keys, num_workers=d.num_workers)
 
@@ -130,7 +130,8 @@ def set_up(cfg: Config, accelerator=None) -> Run:
     from accelerate.utils import set_seed
 
     t = cfg.train
-    acc = accelerator or build_accelerator(t.mixed_precision, find_unused_parameters=has_idle_parameters(t))
+    acc = accelerator or build_accelerator(t.mixed_precision, find_unused_parameters=has_idle_parameters(t),
+                                           log_with=t.log_with, project_dir=cfg.run.output_dir)
     configure_for(acc, t)  # our accumulation / clipping / micro-batch, also into a caller's Accelerator
     check_launch(acc)
     set_seed(cfg.run.seed)
@@ -160,7 +161,16 @@ def set_up(cfg: Config, accelerator=None) -> Run:
               f"{plan.describe_val()} | eval part {plan.eval_part!r}")
     acc.print(f"method {cfg.method} | noise levels lambda_j: "
               + (", ".join(f"{n}={v:.3f}" for n, v in noise_levels(run).items()) or "none"))
+    acc.print(epochs_line(run.epochs, t.epochs))
     return run
+
+
+def epochs_line(plan, asked: int) -> str:
+    """The header's epoch count, saying when a warm-up is added to train.epochs (ADPM's prior warm-up)."""
+    if plan.total == asked:
+        return f"epochs: {plan.total} (train.epochs)"
+    return (f"epochs: {plan.total} = {plan.total - asked} warm-up (train.prior_warmup_epochs, added) "
+            f"+ {asked} (train.epochs)")
 
 
 def build_model_and_optimizer(run: Run) -> None:
@@ -192,7 +202,8 @@ def start_position(run: Run) -> dict | None:
     run.validations = [selection.Validation(**v) for v in run.loop.get("validations", [])]
     run.skipped = {(r["shard"], r["key"]): r for r in (resumed or {}).get("skipped", [])}
     run.log = RunLog(acc, run.out, log_every=t.log_every, images_per_step=t.batch_size * acc.num_processes * t.grad_accum,
-                     purge_step=run.loop["step"] if resumed else None)
+                     purge_step=run.loop["step"] if resumed else None, total_epochs=run.epochs.total,
+                     first_epoch=run.loop["epoch"], tracker_config=to_dict(run.cfg))
     return resumed
 
 
@@ -208,7 +219,7 @@ def train_epoch(run: Run, epoch: int, resumed: dict | None) -> dict:
     cfg, t, acc = run.cfg, run.cfg.train, run.acc
     d = cfg.data
     batches = train_batches(run.manifest, run.plan.train_parts, t.batch_size,
-                            build_transform(d.image_size, train=True, hflip=d.hflip, vflip=d.vflip, rotation=d.rotation),
+                            transform_for(cfg, train=True),
                             epoch=epoch, seed=cfg.run.seed, rank=acc.process_index, world_size=acc.num_processes,
                             num_workers=d.num_workers, exclude_keys=run.plan.val_keys,
                             class_balanced=run.method.class_balanced(epoch))
@@ -419,7 +430,8 @@ def final_evaluation(run: Run, selected: dict, asked: Config) -> dict:
     metrics.update(
         eval_part=plan.eval_part, best_epoch=best["epoch"], val_macro_f1=best["macro_f1"],
         selection=selected, sampler=d.sampler, sampling_steps=d.test_timesteps,
-        method=run.cfg.method, method_title=run.method.title, noise_levels=noise_levels(run),
+        method=run.cfg.method, method_title=run.method.title, has_diffusion=run.method.has_diffusion,
+        noise_levels=noise_levels(run),
         train_counts=dict(zip(run.names, plan.class_counts)), history=run.loop["history"],
         resume_changes=run.loop.get("resume_changes", []), skipped_samples=skipped,
         **run_record(asked, run.manifest.shards),
@@ -429,7 +441,7 @@ def final_evaluation(run: Run, selected: dict, asked: Config) -> dict:
             save_config(run.cfg, run.out / "refit_config.yaml")
             save_config(asked, run.out / "config.yaml")
         atomic_write_json(run.out / "metrics.json", metrics)
-        write_predictions(run.out / "predictions.csv", pred, run.names)
+        write_predictions(run.out / "predictions.csv", pred, run.names, prior=run.method.has_diffusion)
         acc.print(format_table(metrics))
         acc.print(f"wrote {run.out / 'metrics.json'}, {run.out / 'predictions.csv'}, {run.out / 'config.yaml'}")
     acc.wait_for_everyone()

@@ -76,13 +76,16 @@ def score(pred: dict, class_names: list[str], *, present_only: bool = False) -> 
     return metrics
 
 
-def write_predictions(path: Path, pred: dict, class_names: list[str]) -> None:
-    """predictions.csv: key, label, the method's and the prior's prediction and probabilities."""
+def write_predictions(path: Path, pred: dict, class_names: list[str], *, prior: bool = True) -> None:
+    """predictions.csv: key, label, the method's prediction and probabilities; with ``prior`` (a
+    diffusion method, ``Method.has_diffusion``) also its prior network's. A baseline's "prior" is
+    the method itself, so repeating it would only add K identical columns."""
     probs = torch.softmax(torch.as_tensor(pred["scores"]), dim=1).numpy()  # DiffMIC's read-out of y0
-    header = ["key", "label", "prediction", "prior_prediction"] + [f"p_{c}" for c in class_names]
-    header += [f"prior_p_{c}" for c in class_names]  # the prior's softmax: its AUC/calibration in report.md
+    header = ["key", "label", "prediction"] + (["prior_prediction"] if prior else []) + [f"p_{c}" for c in class_names]
+    header += [f"prior_p_{c}" for c in class_names] if prior else []  # its AUC/calibration in report.md
     lines = [",".join(header)]
-    for k, label, s, prior, p in zip(pred["keys"], pred["labels"], pred["scores"], pred["prior"], probs):
-        row = [k, class_names[label], class_names[int(s.argmax())], class_names[int(prior.argmax())]]
-        lines.append(",".join(row + [f"{v:.6f}" for v in p] + [f"{v:.6f}" for v in prior]))
+    for k, label, s, mu, p in zip(pred["keys"], pred["labels"], pred["scores"], pred["prior"], probs):
+        row = [k, class_names[label], class_names[int(s.argmax())]]
+        row += [class_names[int(mu.argmax())]] if prior else []
+        lines.append(",".join(row + [f"{v:.6f}" for v in p] + ([f"{v:.6f}" for v in mu] if prior else [])))
     atomic_write_text(path, "\n".join(lines) + "\n")

@@ -2,11 +2,18 @@
 
 Only rank 0 writes. Progress bars (tqdm, with ETA) appear only on an interactive terminal; in a log
 file (stdout or stderr not a TTY) they are off and ``RunLog.step`` prints a plain line every train.log_every
-optimizer steps instead, so logs stay readable.
+optimizer steps instead, so logs stay readable. Every epoch's line starts "epoch N/total | elapsed ... |
+ETA ...", on a terminal and in a log file alike.
+
+TensorBoard and summary.csv are always written; ``train.log_with`` adds Accelerate's trackers (W&B,
+MLflow, ...: ``Accelerator(log_with=...)``, started here with the run's config and fed the same
+scalars). TensorBoard tags: ``train/<loss>``, ``lr/<group>``, ``throughput/images_per_s``,
+``epoch/<key>`` and ``val/<key>`` (``val/macro_f1``; runs before 2026-12-05 wrote ``val/val_macro_f1``).
 """
 from __future__ import annotations
 
 import csv
+import math
 import resource
 import sys
 import time
@@ -28,6 +35,36 @@ def progress(iterable=None, *, acc, **kwargs) -> tqdm:
     return tqdm(iterable, disable=not (acc.is_local_main_process and interactive()), dynamic_ncols=True, **kwargs)
 
 
+def check_trackers(names: list[str]) -> str | None:
+    """What is wrong with train.log_with (accelerate's tracker names), or None."""
+    from accelerate.utils import LoggerType
+
+    known = [t.value for t in LoggerType if t.value != "all"]
+    bad = [n for n in names if n not in known]
+    return f"unknown tracker(s) {bad}; Accelerate knows {', '.join(known)}" if bad else None
+
+
+def duration(seconds: float) -> str:
+    """1h02m, 3m05s, 42s: elapsed time and ETA in log lines."""
+    if not math.isfinite(seconds):
+        return "?"
+    s = int(round(seconds))
+    h, m = divmod(s // 60, 60)
+    return f"{h}h{m:02d}m" if h else (f"{m}m{s % 60:02d}s" if m else f"{s}s")
+
+
+def eta_seconds(elapsed: float, done: int, remaining: int) -> float:
+    """Remaining epochs at this session's mean epoch time (validation and checkpoints included)."""
+    return elapsed / done * remaining if done > 0 else math.nan
+
+
+def tag_values(row: dict) -> dict[str, dict]:
+    """An epoch row's scalars by TensorBoard prefix: ``val/macro_f1`` (not ``val/val_macro_f1``), ``epoch/loss``."""
+    val = {k.removeprefix("val_"): v for k, v in row.items() if k.startswith("val_")}
+    rest = {k: v for k, v in row.items() if not k.startswith("val_") and k not in ("epoch", "step")}
+    return {"val/": val, "epoch/": rest}
+
+
 def peak_memory_mb(device: torch.device) -> float:
     """Peak memory of this process: CUDA allocator peak on a GPU, max resident set size on CPU."""
     if device.type == "cuda":
@@ -41,20 +78,27 @@ class RunLog:
     ``purge_step``: a resumed run drops the events a killed run wrote after its checkpoint.
     """
 
-    def __init__(self, acc, out: Path, *, log_every: int, images_per_step: int, purge_step: int | None = None):
+    def __init__(self, acc, out: Path, *, log_every: int, images_per_step: int, purge_step: int | None = None,
+                 total_epochs: int | None = None, first_epoch: int = 0, tracker_config: dict | None = None):
         self.acc, self.out, self.log_every, self.images_per_step = acc, out, max(1, log_every), images_per_step
         self.writer = None
         if acc.is_main_process:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(out / "tensorboard"), purge_step=purge_step)
+        self.trackers = bool(getattr(acc, "log_with", None))
+        if self.trackers:  # train.log_with: Accelerate starts them on the main process
+            acc.init_trackers(Path(out).name or "adpm-dist", config=_flat(tracker_config or {}))
         self._last_time, self._last_step = time.perf_counter(), None
+        self.total_epochs, self.first_epoch, self._start = total_epochs, first_epoch, time.perf_counter()
 
     def scalars(self, step: int, values: dict, prefix: str = "") -> None:
+        numbers = {f"{prefix}{k}": v for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         if self.writer is not None:
-            for k, v in values.items():
-                if isinstance(v, (int, float)) and not isinstance(v, bool):
-                    self.writer.add_scalar(f"{prefix}{k}", v, step)
+            for k, v in numbers.items():
+                self.writer.add_scalar(k, v, step)
+        if self.trackers and numbers:
+            self.acc.log(numbers, step=step)
 
     def step(self, step: int, losses: dict, lrs: dict, where: str) -> None:
         """Every ``log_every`` optimizer steps: scalars (losses, LR, images/s) and, in log files, a line."""
@@ -75,9 +119,8 @@ class RunLog:
     def epoch(self, row: dict, history: list[dict]) -> None:
         """TensorBoard per-epoch scalars and summary.csv rewritten from the whole history (resume-proof)."""
         step = row["step"]
-        self.scalars(step, {k: v for k, v in row.items() if k.startswith("val_")}, "val/")
-        self.scalars(step, {k: v for k, v in row.items() if not k.startswith("val_") and k not in ("epoch", "step")},
-                     "epoch/")
+        for prefix, values in tag_values(row).items():
+            self.scalars(step, values, prefix)
         if self.acc.is_main_process:
             keys = list(dict.fromkeys(k for r in history for k in r))
             with atomic_writer(self.out / "summary.csv", newline="") as f:  # a kill mid-write keeps the old one
@@ -85,8 +128,29 @@ class RunLog:
                 w.writeheader()
                 w.writerows(history)
             self.writer.flush()
-        self.acc.print(" | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
+        self.acc.print(self.progress_line(row["epoch"]) + " | "
+                       + " | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                                    for k, v in row.items() if k != "epoch"))
+
+    def progress_line(self, epoch: int) -> str:
+        """"epoch N/total | elapsed ... | ETA ..." (``epoch`` 1-based; ETA from this session's epochs)."""
+        elapsed = time.perf_counter() - self._start
+        if self.total_epochs is None:
+            return f"epoch {epoch} | elapsed {duration(elapsed)}"
+        eta = eta_seconds(elapsed, epoch - self.first_epoch, self.total_epochs - epoch)
+        return f"epoch {epoch}/{self.total_epochs} | elapsed {duration(elapsed)} | ETA {duration(eta)}"
 
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+def _flat(config: dict, prefix: str = "") -> dict:
+    """A nested config as flat ``section.key`` values (what trackers show as hyper-parameters)."""
+    out = {}
+    for k, v in config.items():
+        if isinstance(v, dict):
+            out |= _flat(v, f"{prefix}{k}.")
+        else:
+            out[f"{prefix}{k}"] = v if isinstance(v, (int, float, str, bool)) else str(v)
+    return out

@@ -234,31 +234,33 @@ def write_heatmap(path: Path, cells: list[Cell], search: dict, best: Cell | None
     alphas, betas = search["alphas"], search["betas"]
     by = {(c.alpha, c.beta): c for c in cells}
     grid = np.array([[by[(a["value"], b["value"])].mean("macro_f1") for b in betas] for a in alphas])
-    fig = Figure(figsize=(2.5 + 0.7 * len(betas), 1.4 + 0.6 * len(alphas)), dpi=120)
+    from ..report.plots import anchored_range
+
+    fig = Figure(figsize=(3.5 + 0.7 * len(betas), 1.8 + 0.6 * len(alphas)), dpi=120, layout="constrained")
     ax = fig.add_subplot()
     masked = np.ma.masked_invalid(grid)
-    im = ax.imshow(masked, cmap="viridis", aspect="auto")
+    # a scale at least 0.05 macro-F1 wide: cells equal to the third decimal look equal, not opposite
+    vmin, vmax = anchored_range(grid)
+    im = ax.imshow(masked, cmap="viridis", aspect="auto", vmin=vmin, vmax=vmax)
     ax.set_xticks(range(len(betas)), [b["label"] for b in betas])
     ax.set_yticks(range(len(alphas)), [a["label"] for a in alphas])
     ax.set_xlabel("beta")
     ax.set_ylabel("alpha")
     kind = "selection table (optimistic), " if protocol_of(search) == NESTED else ""
-    ax.set_title(f"{kind}mean macro-F1 over {search['folds']} folds ({search['dataset']}); (k/N): folds with results",
-                 fontsize=8)
-    finite = grid[np.isfinite(grid)]
-    mid = (finite.min() + finite.max()) / 2 if finite.size else 0
+    ax.set_title(f"{kind}mean macro-F1 over {search['folds']} folds ({search['dataset']})\n(k/N): folds with results",
+                 fontsize=8)  # two lines: one is wider than a small grid and was cropped
+    light = vmin + 0.65 * (vmax - vmin)  # viridis turns light about here: black text above, white below
     for i, a in enumerate(alphas):
         for j, b in enumerate(betas):
             v, n = grid[i, j], len(by[(a["value"], b["value"])].folds)
             text = "-" if np.isnan(v) else f"{v:.3f}" + ("" if n == search["folds"] else f"\n({n}/{search['folds']})")
             ax.text(j, i, text, ha="center", va="center", fontsize=7,
-                    color="black" if np.isfinite(v) and v > mid else "white")
+                    color="black" if np.isfinite(v) and v > light else "white")
     if best is not None:
         i = [a["value"] for a in alphas].index(best.alpha)
         j = [b["value"] for b in betas].index(best.beta)
         ax.add_patch(_rect(j, i))
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    fig.tight_layout()
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="mean macro-F1")
     fig.savefig(path)
 
 
