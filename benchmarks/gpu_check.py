@@ -253,6 +253,16 @@ def markdown(result: dict) -> str:
 
 def main(argv=None) -> int:
     args = parse(argv)
+    threads = torch.get_num_threads()
+    if args.tiny:  # one intra-op thread: on a busy small CPU more threads only wait for each other
+        torch.set_num_threads(1)
+    try:
+        return run(args, argv)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def run(args, argv) -> int:
     started = time.perf_counter()
     device = torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
     if device.type == "cuda":

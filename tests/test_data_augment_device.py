@@ -19,6 +19,15 @@ from adpm_dist.data.transforms import ImageTransform
 from adpm_dist.runtime.checkpoint import enter_epoch, rng_snapshot
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Batched resampling on a busy 2-core CPU: more intra-op threads only wait for each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _photo(w: int, h: int) -> Image.Image:
     y, x = np.mgrid[0:h, 0:w].astype(np.float32)
     a = np.stack([x / w * 255, y / h * 255, (x + y) / (w + h) * 255], -1)

@@ -27,6 +27,15 @@ def decodes(monkeypatch) -> list:
     return calls
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Batched resampling on a busy 2-core CPU: more intra-op threads only wait for each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _epochs(manifest, source, workers=0):
     """Two training epochs (global RNG seeded per epoch: the CPU transforms draw from it) and one eval pass."""
     out = []
