@@ -22,6 +22,8 @@
    plus single-process references: tar walk alone and decode alone (PIL, decode_jpeg, draft).
    `--transform v2` runs everything with the same steps written as torchvision v2 ops (the
    transform as it was before issue 3) for a before/after comparison.
+`--host-cost` (issue 26) prints only the host cost per image of augment_on=cpu vs device vs
+cache=host at 224 px (600x450 originals) and 32 px (digits-LT), side by side.
 Prints a markdown table and (unless --no-write) appends a dated section to benchmarks/RESULTS.md
 with the command and the load average (other processes share the cores: read the figures with it).
 """
