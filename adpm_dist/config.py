@@ -43,6 +43,11 @@ class DataConfig:
     num_workers: int = 0
     verify: bool = False                    # check every shard's sha256 against the manifest at start (reads
                                             # all shard bytes once: seconds locally, a full download if remote)
+    augment_on: Literal["auto", "device", "cpu"] = "auto"  # where the augmentation runs: per image in the
+                                            # loader (cpu) or per batch on the training device (device); auto =
+                                            # device with an accelerator, cpu without (docs/data.md, section 2)
+    cache: Literal["none", "host", "device"] = "none"  # decoded images kept for the run: in shared host
+                                            # memory (one copy per node) or on the device (docs/data.md)
 
 
 @dataclass
@@ -497,6 +502,9 @@ def validate(cfg: Config) -> None:
     if "://" in cfg.data.shards and "@" in cfg.data.shards.split("://", 1)[1].split("/", 1)[0]:
         raise ConfigError("data.shards: a URL with credentials (user:password@) would be saved in config.yaml and "
                           "every checkpoint; give them through the standard AWS variables/config or ~/.netrc")
+    if cfg.data.cache == "device" and cfg.data.augment_on == "cpu":
+        raise ConfigError("data.cache: 'device' keeps the images on the device, where data.augment_on=cpu cannot "
+                          "reach them; use data.augment_on=device (or auto), or data.cache=host")
     if not cfg.model.crop_size <= cfg.data.image_size:
         raise ConfigError(f"model.crop_size: invalid value {cfg.model.crop_size!r} (larger than data.image_size "
                           f"{cfg.data.image_size})")

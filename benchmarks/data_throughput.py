@@ -22,6 +22,8 @@
    plus single-process references: tar walk alone and decode alone (PIL, decode_jpeg, draft).
    `--transform v2` runs everything with the same steps written as torchvision v2 ops (the
    transform as it was before issue 3) for a before/after comparison.
+`--host-cost` (issue 26) prints only the host cost per image of augment_on=cpu vs device vs
+cache=host at 224 px (600x450 originals) and 32 px (digits-LT), side by side.
 Prints a markdown table and (unless --no-write) appends a dated section to benchmarks/RESULTS.md
 with the command and the load average (other processes share the cores: read the figures with it).
 """
@@ -294,6 +296,50 @@ def measure_set(args, name: str, size: tuple[int, int], tf, urls: dict[str, str]
     return rows
 
 
+def host_cost(args) -> str:
+    """Issue 26: the loader's host-side cost (images per CPU-second, one process, 0 workers) of
+    today's path vs data.augment_on=device (the host part: decode + centre-square slice) vs
+    data.cache=host (no decode either), side by side; the batched augmentation's own cost per image
+    on this CPU beside the per-image PIL transform; and the cache's bytes per image."""
+    from adpm_dist.data.cache import cache_bytes, host_cache, largest_dataset
+    from adpm_dist.data.device_augment import DeviceFeed, HostSquares
+
+    digits = args.workdir / "digits_lt_32"
+    if not (digits / "manifest.json").is_file():
+        prepare("digits_lt", digits, progress=False)
+    photos = make_shards(make_images(args.workdir / f"images_600x450_{args.images}", args.images, (600, 450)),
+                         args.workdir / f"shards_600x450_{args.images}")
+    lines = ["| images (stored) | size | today: augment_on=cpu | augment_on=device, host part | x today | "
+             "+ cache=host | x today | batched augmentation on this CPU, ms / image | per-image PIL transform, "
+             "ms / image | cache bytes / image | largest dataset cached: 24 GB host | 80 GB GPU |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, shards, size in (("600x450 JPEG (341x256)", photos, 224), ("digits (32x32 PNG)", digits, 32)):
+        manifest = load_manifest(shards)
+        canvas = manifest.image_size
+        source = host_cache(manifest, canvas)
+        cases = {"cpu": lambda e: (build_transform(size, train=True), None),
+                 "device": lambda e: (HostSquares(canvas, True), None),
+                 "cache": lambda e: (HostSquares(canvas, True), source)}
+        rates: dict[str, list[float]] = {k: [] for k in cases}
+        for r in range(args.repeats):
+            for case, make in cases.items():
+                tf, src = make(r)
+                rates[case].append(timed(lambda: sum(len(b["key"]) for b in train_batches(
+                    manifest, "train", BATCH, tf, epoch=r, seed=0, source=src)))[1])
+        best = {k: max(v) for k, v in rates.items()}
+        batch = next(iter(train_batches(manifest, "train", BATCH, HostSquares(canvas, True), epoch=0, seed=0)))
+        feed = DeviceFeed([batch], "cpu", size, True)
+        aug = max(timed(lambda: sum(len(next(iter(feed))["key"]) for _ in range(20)))[1] for _ in range(3))
+        image = decode_sample(next(iter(read_samples(manifest.parts["train"][0]))))[0]
+        tf = build_transform(size, train=True)
+        pil = max(timed(lambda: sum(1 for _ in range(20 * BATCH) if tf(image) is not None))[1] for _ in range(3))
+        per = cache_bytes(1, canvas)
+        lines.append(f"| {name} | {size} | {best['cpu']:.0f} | {best['device']:.0f} | {best['device'] / best['cpu']:.1f}x "
+                     f"| {best['cache']:.0f} | {best['cache'] / best['cpu']:.1f}x | {1e3 / aug:.2f} | {1e3 / pil:.2f} | "
+                     f"{per:,} | {largest_dataset(24e9, canvas):,} | {largest_dataset(80e9, canvas):,} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--images", type=int, default=1000, help="images per set")
@@ -305,8 +351,17 @@ def main(argv=None) -> int:
                     help="fast: adpm_dist's build_transform; v2: the same steps as torchvision v2 ops (before)")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/adpm_data_bench"))
     ap.add_argument("--no-write", action="store_true", help="print only; do not append to benchmarks/RESULTS.md")
+    ap.add_argument("--host-cost", action="store_true", help="only the issue-26 table: host cost per image of "
+                    "augment_on=cpu vs device vs cache=host (images per CPU-second), printed")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)  # what DataLoader workers and torchrun ranks use; avoids oversubscription
+    if args.host_cost:
+        load = os.getloadavg()
+        print(host_cost(args))
+        print(f"load average before {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}, after "
+              f"{'/'.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} cores; images per CPU-second, "
+              f"best of {args.repeats}, one process, 1 torch thread")
+        return 0
 
     sets = {"224x224": (224, 224), "600x450": (600, 450)}
     tf = build_transform(224, train=True) if args.transform == "fast" else v2_transform(224)

@@ -70,13 +70,13 @@ def _shard_name(path: str | RemotePath) -> str:
 
 
 def _selected(path: str | RemotePath, keep: Callable[[str], int], sizes: dict[str, int],
-              selected: int | None) -> Iterator[tuple[dict, int]]:
+              selected: int | None, read: Callable | None = None) -> Iterator[tuple[dict, int]]:
     """(sample, keep(key)) for each sample of one shard. Read to its end, the shard must hold the
     samples its manifest lists (`sizes`: file name -> count) and `selected` kept ones (the count
     planned from index.csv): otherwise the epoch would quietly be shorter, or refilled by re-reads."""
     got, total, expected = 0, 0, sizes.get(_shard_name(path))
     try:
-        for sample in read_shard(path):
+        for sample in (read or read_shard)(path):
             n = int(keep(sample["__key__"]))
             got, total = got + n, total + 1
             yield sample, n
@@ -209,15 +209,16 @@ class _Copies:
 
 
 def _budgeted(shards: Sequence[tuple[str | RemotePath, int]], budget: int, keep: Callable[[str], int],
-              rng: random.Random, sizes: dict[str, int] | None = None) -> Iterator[dict]:
+              rng: random.Random, sizes: dict[str, int] | None = None, read: Callable | None = None) -> Iterator[dict]:
     """Exactly `budget` samples from `shards` ((shard, samples passing `keep`)): stop early if they
     hold more, re-read them if fewer. `keep(key)`: True/False, or a number of copies (class-balanced
-    epochs). `sizes`: each shard's sample count in the manifest, checked as it is read (_selected)."""
+    epochs). `sizes`: each shard's sample count in the manifest, checked as it is read (_selected).
+    `read`: how a shard's samples are read (default `read_shard`; a decoded cache's reader with data.cache)."""
     produced, order = 0, list(shards)
     while produced < budget:
         before = produced
         for path, selected in order:
-            for sample, copies in _selected(path, keep, sizes or {}, selected):
+            for sample, copies in _selected(path, keep, sizes or {}, selected, read):
                 for _ in range(copies):
                     yield sample
                     produced += 1
@@ -239,6 +240,7 @@ class _TrainSamples(IterableDataset):
                  num_classes: int | None = None):
         self.transform, self.keep, self.shuffle_buffer, self.batch_size = transform, keep, shuffle_buffer, batch_size
         self.num_classes = num_classes
+        self.source = None  # a decoded cache (cache.py) replaces reading and decoding; None: the shards
         self.shards: list[tuple[str | RemotePath, int]] = []  # (shard, samples passing `keep`), set per epoch
         self.sizes: dict[str, int] = {}  # shard file name -> its samples in the manifest
         self.budget = 0
@@ -251,11 +253,12 @@ class _TrainSamples(IterableDataset):
         dealt = balance(counts, nw)
         budget = split_budget(self.budget, [sum(counts[i] for i in d) for d in dealt])[wid]
         mine = [self.shards[i] for i in dealt[wid]]
-        stream = _budgeted(mine, budget, self.keep, random.Random(f"{self.seed}:{wid}:refill"), self.sizes)
+        stream = _budgeted(mine, budget, self.keep, random.Random(f"{self.seed}:{wid}:refill"), self.sizes,
+                           self.source and self.source.read)
         if self.shuffle_buffer > 1:
             stream = _buffer_shuffle(stream, self.shuffle_buffer, random.Random(f"{self.seed}:{wid}"))
         yield from _decoded_batches(stream, self.transform, self.batch_size, skip_bad=True,
-                                    num_classes=self.num_classes)
+                                    num_classes=self.num_classes, source=self.source, seed=self.seed)
 
 
 class _EvalSamples(IterableDataset):
@@ -270,11 +273,13 @@ class _EvalSamples(IterableDataset):
         self.num_classes: int | None = None
         self.sizes: dict[str, int] = {}  # shard file name -> its samples in the manifest
         self.selected: dict[str, int] = {}  # shard file name -> its samples passing `keep` (index.csv)
+        self.source = None  # as _TrainSamples.source
 
     def _rank_share(self) -> Iterator[dict]:
         i = 0  # index among the samples that pass the key filter, the same on every rank
         for path in self.shards:
-            for sample, kept in _selected(path, self.keep, self.sizes, self.selected.get(_shard_name(path), 0)):
+            for sample, kept in _selected(path, self.keep, self.sizes, self.selected.get(_shard_name(path), 0),
+                                          self.source and self.source.read):
                 if kept:
                     if i % self.world_size == self.rank:
                         yield sample
@@ -284,28 +289,34 @@ class _EvalSamples(IterableDataset):
         info = get_worker_info()
         wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
         mine = (sample for j, sample in enumerate(self._rank_share()) if (j // self.batch_size) % nw == wid)
-        yield from _decoded_batches(mine, self.transform, self.batch_size, num_classes=self.num_classes)
+        yield from _decoded_batches(mine, self.transform, self.batch_size, num_classes=self.num_classes,
+                                    source=self.source)
 
 
 def _decoded_batches(samples: Iterable[dict], transform, batch_size: int, *, skip_bad: bool = False,
-                     num_classes: int | None = None) -> Iterator[dict]:
+                     num_classes: int | None = None, source=None, seed: str = "") -> Iterator[dict]:
     """Decode and transform each raw sample once, then batch; the last batch may be short.
 
     A BadSample stops evaluation (exact-once coverage cannot hold). In training (``skip_bad``) it is
     recorded in the batch's ``skipped`` list and its place taken by the next good sample of the same
     stream, so every rank still yields exactly its number of batches.
+    `source.decode` (a decoded cache) replaces `decode_sample`, raising the same BadSample.
+    A transform with `fields(image, seed)` (device_augment.HostSquares) gives several batch fields,
+    its random draws seeded by (`seed`, key, n-th time the key comes in this stream).
     """
-    chunk, skipped, owed = [], [], 0
+    decode = source.decode if source is not None else decode_sample
+    chunk, skipped, owed, seen = [], [], 0, {}
     for sample in samples:
         try:
-            image, label, key = decode_sample(sample, num_classes)
+            image, label, key = decode(sample, num_classes)
         except BadSample as bad:
             if not skip_bad:
                 raise
             skipped.append(bad.record())
             owed += 1
             continue
-        item = (transform(image), label, key)
+        seen[key] = seen.get(key, 0) + 1
+        item = (_fields(transform, image, f"{seed}:{key}:{seen[key]}"), label, key)
         for _ in range(1 + owed):
             chunk.append(item)
             if len(chunk) == batch_size:
@@ -316,12 +327,18 @@ def _decoded_batches(samples: Iterable[dict], transform, batch_size: int, *, ski
         yield _collate(chunk, skipped)
 
 
+def _fields(transform, image, seed: str) -> dict:
+    """A sample's batch fields: {"image": transform(image)}, or the transform's own `fields`."""
+    fields = getattr(transform, "fields", None)
+    return fields(image, seed) if fields is not None else {"image": transform(image)}
+
+
 def _collate(items: list, skipped: list[dict] | None = None) -> dict:
-    images, labels, keys = zip(*items)
+    fields, labels, keys = zip(*items)
     # default_collate stacks straight into shared memory inside a DataLoader worker (one copy less
     # than torch.stack followed by the worker's move to shared memory).
-    return {"image": default_collate(list(images)), "label": torch.tensor(labels, dtype=torch.long), "key": list(keys),
-            "skipped": list(skipped or [])}
+    return {**{name: default_collate([f[name] for f in fields]) for name in fields[0]},
+            "label": torch.tensor(labels, dtype=torch.long), "key": list(keys), "skipped": list(skipped or [])}
 
 
 class ShardLoader:
@@ -367,15 +384,18 @@ class ShardLoader:
 
 
 def _concat(chunks: list[dict]) -> dict:
+    """One batch of several; every tensor field (image, label, and side/aug/slot on the device path)
+    is concatenated."""
     if len(chunks) == 1:
         return chunks[0]
-    return {"image": torch.cat([c["image"] for c in chunks]), "label": torch.cat([c["label"] for c in chunks]),
-            "key": [k for c in chunks for k in c["key"]], "skipped": [s for c in chunks for s in c["skipped"]]}
+    out = {name: torch.cat([c[name] for c in chunks]) for name, v in chunks[0].items() if isinstance(v, torch.Tensor)}
+    return out | {"key": [k for c in chunks for k in c["key"]], "skipped": [s for c in chunks for s in c["skipped"]]}
 
 
 def _take(batch: dict, start: int, stop: int) -> dict:
-    return {"image": batch["image"][start:stop], "label": batch["label"][start:stop], "key": batch["key"][start:stop],
-            "skipped": batch["skipped"] if start == 0 else []}  # reported once, with the first piece
+    out = {name: v[start:stop] for name, v in batch.items() if isinstance(v, torch.Tensor)}
+    return out | {"key": batch["key"][start:stop],
+                  "skipped": batch["skipped"] if start == 0 else []}  # reported once, with the first piece
 
 
 class TrainLoader(ShardLoader):
@@ -438,6 +458,7 @@ def train_batches(
     exclude_keys: frozenset[str] | set[str] = frozenset(),
     shuffle_buffer: int = 1000,
     class_balanced: bool = False,
+    source=None,
 ) -> TrainLoader:
     """One epoch of shuffled training batches for this rank (shard-level split, see the module docstring).
 
@@ -445,6 +466,7 @@ def train_batches(
     `exclude_keys`; each rank yields exactly that many full batches. If n < batch_size * world_size,
     the single batch holds n // world_size samples. Create one loader per epoch, or call `set_epoch`.
     class_balanced: every class equally often in the epoch (module docstring, 6); n = K x (n // K).
+    source: a decoded cache (cache.py) that replaces reading and decoding the shards.
     """
     _check_split(batch_size, rank, world_size)
     keep = _KeyFilter(None, frozenset(exclude_keys))
@@ -472,7 +494,7 @@ def train_batches(
     num_batches = max(1, n // (batch_size * world_size))
     per_rank = min(num_batches * batch_size, n // world_size)
     samples = _TrainSamples(transform, keep, shuffle_buffer, min(batch_size, per_rank), manifest.num_classes)
-    samples.sizes = manifest.shard_sizes()
+    samples.sizes, samples.source = manifest.shard_sizes(), source
     loader = TrainLoader(samples, min(batch_size, per_rank), num_batches, per_rank, num_workers,
                          shards=shards, seed=seed, rank=rank, world_size=world_size, rebalance=rebalance)
     loader.set_epoch(epoch)
@@ -490,6 +512,7 @@ def eval_batches(
     include_keys: Iterable[str] | None = None,
     exclude_keys: frozenset[str] | set[str] = frozenset(),
     num_workers: int = 0,
+    source=None,
 ) -> ShardLoader:
     """Deterministic, un-shuffled batches; every selected sample exactly once across all ranks.
 
@@ -510,4 +533,5 @@ def eval_batches(
     order = [p for part in manifest.check_parts(parts) for p in manifest.parts[part]]
     samples = _EvalSamples(order, transform, rank=rank, world_size=world_size, keep=keep, batch_size=batch_size)
     samples.num_classes, samples.sizes, samples.selected = manifest.num_classes, manifest.shard_sizes(), selected
+    samples.source = source
     return ShardLoader(samples, batch_size, -(-per_rank // batch_size), per_rank, num_workers)

@@ -23,8 +23,8 @@ import torch
 from ..config import Config, from_dict, save_config, set_key, to_dict
 from ..data.manifest import Manifest, verify_shards
 from ..data.plan import DataPlan
-from ..data.stream import eval_batches, train_batches
-from ..data.transforms import transform_for
+from ..data.feed import DataFeed
+from ..data.transforms import normalisation
 from ..evaluate import class_losses, format_table
 from ..files import atomic_write_json, remove_leftovers
 from ..methods import EpochPlan, Method, method_for
@@ -62,6 +62,7 @@ class Run:
     validations: list = field(default_factory=list)  # selection.Validation per validated epoch
     skipped: dict = field(default_factory=dict)      # (shard, key) -> bad training sample record, this rank
     clipped: list = field(default_factory=list)
+    feed: DataFeed = None                  # how batches are made: data.augment_on, data.cache
 
     @property
     def names(self) -> list[str]:
@@ -73,9 +74,9 @@ class Run:
 
     def batches(self, parts: list[str], *, include_keys=None) -> object:
         d, t = self.cfg.data, self.cfg.train
-        return eval_batches(self.manifest, parts, t.eval_batch_size, transform_for(self.cfg, train=False),
-                            rank=self.acc.process_index, world_size=self.acc.num_processes,
-                            include_keys=include_keys, num_workers=d.num_workers)
+        return self.feed.eval_batches(parts, t.eval_batch_size, rank=self.acc.process_index,
+                                      world_size=self.acc.num_processes, include_keys=include_keys,
+                                      num_workers=d.num_workers)
 
 
 def train(cfg: Config, accelerator=None, on_epoch: Callable[[dict], None] | None = None) -> dict:
@@ -156,9 +157,10 @@ def set_up(cfg: Config, accelerator=None) -> Run:
         acc.print(f"warning: {warning}")
     method = method_for(cfg)
     run = Run(cfg, acc, method, method.epochs(), manifest, plan, out)
+    run.feed = DataFeed(cfg.data, manifest, acc.device, mean_std=normalisation(cfg))
     build_model_and_optimizer(run)
     acc.print(f"data: {manifest.root} | train parts {plan.train_parts} ({sum(plan.class_counts)} samples) | "
-              f"{plan.describe_val()} | eval part {plan.eval_part!r}")
+              f"{plan.describe_val()} | eval part {plan.eval_part!r} | {run.feed.describe()}")
     acc.print(f"method {cfg.method} | noise levels lambda_j: "
               + (", ".join(f"{n}={v:.3f}" for n, v in noise_levels(run).items()) or "none"))
     acc.print(epochs_line(run.epochs, t.epochs))
@@ -217,12 +219,10 @@ def data_of(run: Run) -> dict:
 def train_epoch(run: Run, epoch: int, resumed: dict | None) -> dict:
     """One epoch of optimizer steps (from a resumed batch position if given); its summary row."""
     cfg, t, acc = run.cfg, run.cfg.train, run.acc
-    d = cfg.data
-    batches = train_batches(run.manifest, run.plan.train_parts, t.batch_size,
-                            transform_for(cfg, train=True),
-                            epoch=epoch, seed=cfg.run.seed, rank=acc.process_index, world_size=acc.num_processes,
-                            num_workers=d.num_workers, exclude_keys=run.plan.val_keys,
-                            class_balanced=run.method.class_balanced(epoch))
+    batches = run.feed.train_batches(run.plan.train_parts, t.batch_size, epoch=epoch, seed=cfg.run.seed,
+                                     rank=acc.process_index, world_size=acc.num_processes,
+                                     num_workers=cfg.data.num_workers, exclude_keys=run.plan.val_keys,
+                                     class_balanced=run.method.class_balanced(epoch))
     usable = len(batches) - len(batches) % t.grad_accum  # whole optimizer steps only
     if usable == 0:
         raise ValueError(f"train.grad_accum={t.grad_accum} exceeds the {len(batches)} batches per epoch")

@@ -1,0 +1,69 @@
+"""How one run's batches are made: where the augmentation runs (`data.augment_on`) and whether the
+decoded images are kept (`data.cache`). The engine asks a DataFeed for its loaders; everything
+below it (stream.py's planning, ranks, workers, order) is the same for every setting.
+
+augment_on: cpu    the per-image PIL transforms in the loader workers (transforms.py), float batches;
+            device the loader yields uint8 squares at the stored size, the batch is augmented on the
+                   training device in one affine resampling (device_augment.py);
+            auto   device where the process has an accelerator (or data.cache=device), cpu elsewhere.
+cache:      none | host | device (cache.py).
+"""
+from __future__ import annotations
+
+import torch
+
+from .cache import canvas_of, device_cache, host_cache
+from .device_augment import DeviceFeed, HostSquares
+from .manifest import Manifest
+from .stream import eval_batches, train_batches
+from .transforms import IMAGENET_MEAN, IMAGENET_STD, build_transform
+
+
+def resolve_augment_on(augment_on: str, cache: str, device) -> str:
+    """'cpu' or 'device' for data.augment_on (auto: device on an accelerator or with a device cache)."""
+    if augment_on != "auto":
+        return augment_on
+    return "device" if torch.device(device).type != "cpu" or cache == "device" else "cpu"
+
+
+class DataFeed:
+    """Loaders of one run for `data` (the config's DataConfig) on `device`; builds the cache once."""
+
+    def __init__(self, data, manifest: Manifest, device, *, mean_std: tuple = (IMAGENET_MEAN, IMAGENET_STD)):
+        """`mean_std`: the normalisation (transforms.normalisation of the run's config)."""
+        self.data, self.manifest, self.device = data, manifest, torch.device(device)
+        self.mean_std = tuple(mean_std)
+        self.augment_on = resolve_augment_on(data.augment_on, data.cache, self.device)
+        self.canvas = canvas_of(manifest, data.image_size)
+        self.source, self.pixels = None, None
+        if data.cache == "host":
+            self.source = host_cache(manifest, self.canvas)
+        elif data.cache == "device":
+            self.source, self.pixels = device_cache(manifest, self.canvas, self.device)
+
+    def describe(self) -> str:
+        decoded = f", {self.source.decoded} images decoded into it" if self.source is not None else ""
+        return f"augment_on={self.augment_on}, cache={self.data.cache}{decoded}"
+
+    def transform(self, train: bool):
+        d = self.data
+        if self.augment_on == "device":
+            return HostSquares(self.canvas, train, hflip=d.hflip, vflip=d.vflip, rotation=d.rotation)
+        mean, std = self.mean_std
+        return build_transform(d.image_size, train=train, hflip=d.hflip, vflip=d.vflip, rotation=d.rotation,
+                               mean=mean, std=std)
+
+    def wrap(self, loader, train: bool):
+        if self.augment_on != "device":
+            return loader
+        pixels_of = (lambda slots: self.pixels[slots]) if self.pixels is not None else None
+        return DeviceFeed(loader, self.device, self.data.image_size, train, normalize=self.mean_std,
+                          pixels_of=pixels_of)
+
+    def train_batches(self, parts, batch_size: int, **kwargs):
+        loader = train_batches(self.manifest, parts, batch_size, self.transform(True), source=self.source, **kwargs)
+        return self.wrap(loader, True)
+
+    def eval_batches(self, parts, batch_size: int, **kwargs):
+        loader = eval_batches(self.manifest, parts, batch_size, self.transform(False), source=self.source, **kwargs)
+        return self.wrap(loader, False)
