@@ -2,7 +2,8 @@
 
 ``method=`` in the config picks one; the engine asks the method object for its epoch plan, losses,
 predictions and model, and never compares names. Adding a method: one file with a ``Method``
-subclass, plus its line in ``_register`` below (docs/baselines.md, "Adding a method").
+subclass (with its default ``search_space``), plus its line in ``_register`` below (docs/baselines.md,
+"Adding a method"). ``search_space(name)`` returns a method's space, checked against the Config.
 
 adpm.py: ADPM (docs/algorithm.md); classifiers.py: the long-tail classifier baselines; prior.py:
 ADPM's prior network alone; losses.py: the baselines' losses as pure functions.
@@ -19,6 +20,7 @@ from .margins import MARGINS
 from .mislas import MiSLAS
 from .posthoc import ADPMWithPriorReadout, PosthocLogitAdjustment
 from .prior import PriorAlone
+from .space import checked_space
 
 REGISTRY: dict[str, type[Method]] = {}
 
@@ -45,6 +47,12 @@ def method_class(name: str) -> type[Method]:
     return REGISTRY[name]
 
 
+def search_space(name: str) -> dict[str, list]:
+    """A copy of method ``name``'s default search space (dotted config key -> candidate values), every
+    key and value checked against the Config (space.py); {} = nothing to tune."""
+    return checked_space(name, method_class(name).search_space)
+
+
 def method_for(cfg: Config) -> Method:
     """The method object of ``cfg.method``."""
     return method_class(cfg.method)(cfg)
@@ -56,4 +64,4 @@ def build_model(cfg: Config, class_counts: list[int]) -> nn.Module:
 
 
 __all__ = ["REGISTRY", "Method", "EpochPlan", "ClassifierModel", "register", "method_class", "method_for",
-           "build_model"]
+           "build_model", "search_space"]

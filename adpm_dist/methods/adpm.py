@@ -22,6 +22,9 @@ class ADPMMethod(Method):
     plateau_loss = "diffusion"  # the denoiser's eq. 17 loss: the paper trains "until it has converged"
     has_diffusion = True
     counts_buffer = "levels"
+    # The noise law (eq. 14) from the paper's grid (Table 2: alpha 0 .. 1, beta 1 .. 10; best 1/6, 5);
+    # alpha = 0 (isotropic, beta ignored) is the study's own entry, not a point of this space.
+    search_space = {"noise.alpha": [1 / 6, 1 / 2, 1.0], "noise.beta": [1.0, 5.0]}
 
     @classmethod
     def check(cls, cfg: Config) -> list[tuple[str, str]]:
