@@ -11,7 +11,7 @@ from adpm_dist.methods import REGISTRY, search_space
 from adpm_dist.methods.base import Method
 from adpm_dist.methods.space import checked_space, is_config_key
 
-TUNED = ("focal", "logit_adjusted", "ldam_drw", "vs", "gcl", "mislas", "adpm")
+TUNED = ("focal", "logit_adjusted", "ldam_drw", "vs", "gcl", "mislas", "adpm", "adpm_adjusted_chain")
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))
@@ -32,6 +32,7 @@ def test_the_tuned_methods_declare_spaces_and_the_others_none():
     for name in REGISTRY:
         assert bool(search_space(name)) == (name in TUNED), name
     assert search_space("logit_adjusted") == {"baseline.la_tau": [0.5, 1.0, 1.5, 2.0]}
+    assert 1.0 in search_space("adpm_adjusted_chain")["model.chain_tau"]
 
 
 def test_search_space_is_a_copy():

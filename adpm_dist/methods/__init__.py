@@ -5,7 +5,7 @@ predictions and model, and never compares names. Adding a method: one file with 
 subclass (with its default ``search_space``), plus its line in ``_register`` below (docs/baselines.md,
 "Adding a method"). ``search_space(name)`` returns a method's space, checked against the Config.
 
-adpm.py: ADPM (docs/algorithm.md); classifiers.py: the long-tail classifier baselines; prior.py:
+adpm.py: ADPM (docs/algorithm.md) and its adjusted chain; classifiers.py: the long-tail classifier baselines; prior.py:
 ADPM's prior network alone; losses.py: the baselines' losses as pure functions.
 """
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 from torch import nn
 
 from ..config import Config
+from .adpm import ADPMAdjustedChain
 from .base import EpochPlan, Method
 from .classifiers import CLASSIFIERS, ClassifierModel
 from .decoupled import DECOUPLED
@@ -34,7 +35,7 @@ def register(cls: type[Method]) -> type[Method]:
 
 def _register() -> None:
     # a new method: add its class here. ADPMWithPriorReadout is adpm.py's ADPMMethod + model.prior_readout.
-    for cls in (ADPMWithPriorReadout, PriorAlone, *CLASSIFIERS, *DECOUPLED, PosthocLogitAdjustment, *MARGINS, MiSLAS):
+    for cls in (ADPMWithPriorReadout, ADPMAdjustedChain, PriorAlone, *CLASSIFIERS, *DECOUPLED, PosthocLogitAdjustment, *MARGINS, MiSLAS):
         register(cls)
 
 
