@@ -126,3 +126,13 @@ def test_tiny_run_trains_predicts_and_reports(fold_only_shards, tmp_path):
     rows = predict_images(loaded, files, steps=3)
     assert [r["error"] for r in rows] == ["", ""] and all(r["prediction"] in loaded.class_names for r in rows)
     assert write_report(out).is_file()
+
+
+def test_report_trace_follows_the_adjusted_chain():
+    """report tsne's trace is ADPM.sample's chain for the adjusted chain too (it used the raw prior)."""
+    from adpm_dist.report.tsne import trace_reverse_chain
+
+    model, images = _model(1.0, "noise.alpha=1"), torch.randn(4, 3, 32, 32)
+    _, y0 = trace_reverse_chain(model, images, steps=3, generator=torch.Generator().manual_seed(5))
+    expected, _ = model.sample(images, steps=3, generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(y0, expected, atol=1e-5, rtol=0)
