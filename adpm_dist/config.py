@@ -78,6 +78,7 @@ class ModelConfig:
     prior_readout: Literal["raw", "posthoc_la"] = "raw"  # ADPM's prior block: softmax(fused) (raw), or post-hoc
                                             # logit adjustment softmax(fused - tau log pi), tau chosen on validation
                                             # from baseline.readout_tau_grid (docs/baselines.md); y0 is unchanged
+    chain_tau: float = 1.0                  # method=adpm_adjusted_chain: the chains diffuse toward softmax(z - tau log pi)
 
 
 @dataclass
@@ -391,6 +392,7 @@ CHECKS: dict[str, dict[str, Callable[[Any], bool]]] = {
         "hidden_dim": lambda m: m.hidden_dim >= 1 and m.hidden_dim % m.token_dim == 0,
         "crop_size": lambda m: m.crop_size >= 1,
         "num_crops": lambda m: m.num_crops >= 1,
+        "chain_tau": lambda m: m.chain_tau >= 0,
     },
     "noise": {
         "alpha": lambda n: n.alpha >= 0,

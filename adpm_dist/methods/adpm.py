@@ -1,7 +1,10 @@
-"""``method=adpm``: the anisotropic diffusion classifier (docs/algorithm.md) and its ablations.
+"""``method=adpm``: the anisotropic diffusion classifier (docs/algorithm.md) and its ablations;
+``method=adpm_adjusted_chain``: ADPM whose chains diffuse toward the logit-adjusted prior.
 
-Its variants (isotropic diffusion, the paper's Table 3 ablations, a balanced-softmax or frozen prior)
-are settings of this one method (``noise.alpha=0``, ``model.reverse_prior=false`` ...), not methods.
+ADPM's variants (isotropic diffusion, the paper's Table 3 ablations, a balanced-softmax or frozen
+prior) are settings of this one method (``noise.alpha=0``, ``model.reverse_prior=false`` ...). The
+adjusted chain is a method of its own so that a study lists it beside ADPM with its own search
+space (``model.chain_tau``): docs/algorithm.md, "Adjusted chain (eq. 5 and 16 with the adjusted prior)".
 """
 from __future__ import annotations
 
@@ -22,6 +25,9 @@ class ADPMMethod(Method):
     plateau_loss = "diffusion"  # the denoiser's eq. 17 loss: the paper trains "until it has converged"
     has_diffusion = True
     counts_buffer = "levels"
+    # The noise law (eq. 14) from the paper's grid (Table 2: alpha 0 .. 1, beta 1 .. 10; best 1/6, 5);
+    # alpha = 0 (isotropic, beta ignored) is the study's own entry, not a point of this space.
+    search_space = {"noise.alpha": [1 / 6, 1 / 2, 1.0], "noise.beta": [1.0, 5.0]}
 
     @classmethod
     def check(cls, cfg: Config) -> list[tuple[str, str]]:
@@ -66,3 +72,25 @@ class ADPMMethod(Method):
         if self.cfg.noise.test_levels == "soft_counts":  # pass 1 of 2 over the evaluated images
             return model.soft_count_levels(batches, device, reduce_sum)
         return None
+
+
+class ADPMAdjustedChain(ADPMMethod):
+    """ADPM with every chain's mean softmax(z - tau log pi) (tau = ``model.chain_tau``, pi the training
+    class frequencies) in training (eq. 5, 16) and sampling alike; the prior still trains with its own
+    loss and eq. 18 still reads its unadjusted posterior."""
+
+    name = "adpm_adjusted_chain"
+    title = "ADPM, chain toward the logit-adjusted prior"
+    # tau around Menon et al.'s 1 (the balanced error's Bayes rule), with and without anisotropic noise
+    search_space = {"model.chain_tau": [0.5, 1.0, 1.5], "noise.alpha": [0.0, 1 / 6]}
+
+    @classmethod
+    def check(cls, cfg: Config) -> list[tuple[str, str]]:
+        problems = super().check(cfg)
+        if cfg.model.prior_readout != "raw":  # the prior block is already the adjusted chain mean
+            problems.append(("model.prior_readout", f"{cfg.model.prior_readout!r} would adjust the prior block a "
+                             "second time: method=adpm_adjusted_chain reads out the adjusted prior itself (use raw)"))
+        return problems
+
+    def make_model(self, class_counts: list[int]) -> ADPM:
+        return build_model(self.cfg, class_counts, chain_tau=self.cfg.model.chain_tau)

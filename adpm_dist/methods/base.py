@@ -38,6 +38,11 @@ class Method:
     has_diffusion: ClassVar[bool] = False   # predictions come from a reverse chain, with a prior beside them
     counts_buffer: ClassVar[str] = "class_counts"  # the buffer a checkpoint stores the class statistics in
     plateau_loss: ClassVar[str] = "loss"  # the validation loss train.stop_patience watches (a key of losses())
+    # The method's default search space: dotted config key -> candidate values (a grid; {} = nothing to
+    # tune). Small (2-4 values per key, ~6 points at most), values from the method's paper; a study
+    # searches it unless given its own (docs/baselines.md, "Search spaces"). Read it through
+    # ``adpm_dist.methods.search_space(name)``, which checks every key and value against the Config.
+    search_space: ClassVar[dict[str, list]] = {}
 
     def __init__(self, cfg: Config):
         self.cfg = cfg

@@ -118,6 +118,7 @@ class WeightedCrossEntropy(ClassifierMethod):
 
 class Focal(ClassifierMethod):
     name, title = "focal", "focal loss"
+    search_space = {"baseline.focal_gamma": [0.5, 1.0, 2.0, 5.0]}  # Lin et al. 2017, Table 1a (best 2)
 
     def loss(self, logits, labels, counts, epoch):
         return losses.focal_loss(logits, labels, gamma=self.cfg.baseline.focal_gamma)
@@ -125,6 +126,7 @@ class Focal(ClassifierMethod):
 
 class LogitAdjusted(ClassifierMethod):
     name, title = "logit_adjusted", "logit-adjusted loss"
+    search_space = {"baseline.la_tau": [0.5, 1.0, 1.5, 2.0]}  # Menon et al. 2021: tau = 1 is the Bayes rule
 
     def loss(self, logits, labels, counts, epoch):
         return losses.logit_adjusted_loss(logits, labels, counts, tau=self.cfg.baseline.la_tau)
@@ -140,6 +142,8 @@ class BalancedSoftmax(ClassifierMethod):
 class LDAMDRW(ClassifierMethod):
     name, title = "ldam_drw", "LDAM-DRW"
     cosine_head = True
+    # Cao et al. 2019: C tuned so that the largest margin is 0.5; DRW from epoch 160 of 200 (0.8)
+    search_space = {"baseline.ldam_max_margin": [0.25, 0.5, 1.0], "baseline.drw_start_fraction": [0.6, 0.8]}
 
     def score_scale(self) -> float:
         return self.cfg.baseline.ldam_scale

@@ -19,6 +19,8 @@ from .staged import CopiedHead, TwoStageMethod
 
 class VectorScaling(ClassifierMethod):
     name, title = "vs", "VS loss"
+    # Kini et al. 2021 grid-search gamma and tau per dataset; around their CIFAR-LT choices
+    search_space = {"baseline.vs_gamma": [0.1, 0.2, 0.3], "baseline.vs_tau": [1.0, 1.5]}
 
     def loss(self, logits, labels, counts, epoch):
         b = self.cfg.baseline
@@ -28,6 +30,7 @@ class VectorScaling(ClassifierMethod):
 class GaussianCloudedLogits(TwoStageMethod):
     name, title = "gcl", "GCL (Gaussian clouded logits) + classifier re-training"
     cosine_head = True
+    search_space = {"baseline.gcl_noise_mul": [0.25, 0.5, 1.0]}  # Li et al. 2022: 0.5 in their CIFAR setting
 
     def score_scale(self) -> float:
         return self.cfg.baseline.gcl_scale

@@ -29,6 +29,8 @@ def mixup_draw(batch: int, alpha: float, generator: torch.Generator) -> tuple[fl
 class MiSLAS(TwoStageMethod):
     name, title = "mislas", "MiSLAS (mixup, label-aware smoothing, shifted BN)"
     shifted_bn = True
+    # Zhong et al. 2021, eps_1 / eps_K: 0.3 / 0.0 (CIFAR-10-LT, ImageNet-LT), 0.4 / 0.1 (CIFAR-100-LT)
+    search_space = {"baseline.mislas_smooth_head": [0.2, 0.3, 0.4], "baseline.mislas_smooth_tail": [0.0, 0.1]}
 
     def losses(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, epoch: int,
                generator: torch.Generator) -> dict[str, torch.Tensor]:

@@ -15,6 +15,7 @@ from torch import nn
 
 from ..config import Config
 from ..diffusion.scheduler import ADPMScheduler, SamplingSpec, sample_labels, vote_readout
+from ..diffusion.adjusted import adjusted_prior, adjustment_shift
 from ..diffusion.losses import diffusion_loss
 from ..diffusion.noise import NoiseLaw, estimated_noise_level, noise_std, soft_counts
 from .denoiser import Denoiser, ImageEncoder, ImageFeatures
@@ -26,7 +27,7 @@ class ADPM(nn.Module):
                  *, forward_prior: bool = True, mmd_weight: float = 0.5, noise: NoiseLaw = NoiseLaw(),
                  sampling: SamplingSpec = SamplingSpec(),
                  prediction: str = "eps", prior_logit_shift: torch.Tensor | None = None, freeze_prior: bool = False,
-                 prior_mean: str = "eval"):
+                 prior_mean: str = "eval", chain_logit_shift: torch.Tensor | None = None):
         super().__init__()
         self.prior, self.denoiser, self.scheduler = prior, denoiser, scheduler
         self.prediction = prediction  # eps (paper) or y0 = mu + denoiser output (diffusion.prediction)
@@ -44,6 +45,14 @@ class ADPM(nn.Module):
         # eval: mu from a second, eval-mode prior pass (the paper); train_batch: from the CE's own train-mode
         # pass, detached (BatchNorm on batch statistics; saves the second pass, about 1/3 of a prior step)
         self.prior_mean = prior_mean
+        # Added to the prior's logits where they become the chains' means (training and sampling alike):
+        # -tau log pi = the logit-adjusted prior (method=adpm_adjusted_chain, diffusion/adjusted.py). Only
+        # then a buffer (saved with the weights: a checkpoint is rebuilt with dummy counts), so that plain
+        # ADPM checkpoints keep exactly their keys.
+        if chain_logit_shift is not None:
+            self.register_buffer("chain_logit_shift", chain_logit_shift.float())
+        else:
+            self.chain_logit_shift = None
 
     @property
     def num_classes(self) -> int:
@@ -59,9 +68,16 @@ class ADPM(nn.Module):
         return out
 
     def chain_means(self, out: PriorOutput) -> list[torch.Tensor]:
-        """mu_f, mu_g, mu_l = softmax of each branch (eq. 16); only mu_f without the forward prior (V2)."""
+        """mu_f, mu_g, mu_l = softmax of each branch (eq. 16); only mu_f without the forward prior (V2).
+        With a chain shift every branch's mean is the adjusted prior softmax(z - tau log pi)."""
         logits = [out.fused, out.global_, out.local] if self.forward_prior else [out.fused]
-        return [F.softmax(z.float(), dim=1) for z in logits]
+        return [self.chain_mean(z) for z in logits]
+
+    def chain_mean(self, logits: torch.Tensor) -> torch.Tensor:
+        """The mean a chain diffuses toward for these prior logits: softmax, or the adjusted prior."""
+        if self.chain_logit_shift is None:
+            return F.softmax(logits.float(), dim=1)
+        return adjusted_prior(logits, self.chain_logit_shift)
 
     def prior_means(self, images: torch.Tensor) -> list[torch.Tensor]:
         return self.chain_means(self.prior_eval(images))
@@ -160,8 +176,12 @@ class ADPM(nn.Module):
         sampler, steps, samples = spec.sampler, spec.steps, spec.samples
         test_rule = test_rule or self.noise.test_rule
         prior_out = self.prior(images)
-        mu = F.softmax(prior_out.fused.float(), dim=1)
-        lam = noise_std(estimated_noise_level(mu, self.levels if levels is None else levels, test_rule),
+        # eq. 18 estimates the image's class from the prior's own posterior (the training distribution, as
+        # lambda_j was set from training counts); the chain starts from, and is conditioned on, its mean mu,
+        # which is that posterior or (chain shift) the adjusted prior. Returned as the prior block.
+        posterior = F.softmax(prior_out.fused.float(), dim=1)
+        mu = self.chain_mean(prior_out.fused)
+        lam = noise_std(estimated_noise_level(posterior, self.levels if levels is None else levels, test_rule),
                         self.noise.apply)
         mu_n, lam_n = mu.repeat(samples, 1), lam.repeat(samples, 1)
         if cache_features:
@@ -205,8 +225,9 @@ def build_prior(cfg: Config, num_classes: int) -> PriorNetwork:
                         num_crops=m.num_crops, crop_channels=m.crop_channels)
 
 
-def build_model(cfg: Config, class_counts: list[int]) -> ADPM:
-    """The model described by ``cfg`` for a training set with these per-class counts."""
+def build_model(cfg: Config, class_counts: list[int], chain_tau: float | None = None) -> ADPM:
+    """The model described by ``cfg`` for a training set with these per-class counts. ``chain_tau``: the
+    chains diffuse toward the logit-adjusted prior with this tau (method=adpm_adjusted_chain); None: ADPM's."""
     k = len(class_counts)
     m, d = cfg.model, cfg.diffusion
     noise, sampling = noise_law(cfg), sampling_spec(cfg)
@@ -225,7 +246,8 @@ def build_model(cfg: Config, class_counts: list[int]) -> ADPM:
     scheduler = ADPMScheduler.linear(d.timesteps, d.beta_start, d.beta_end)
     return ADPM(prior, denoiser, scheduler, levels, forward_prior=m.forward_prior, mmd_weight=d.mmd_weight,
                 noise=noise, sampling=sampling, prediction=d.prediction, prior_logit_shift=prior_logit_shift(cfg, class_counts),
-                freeze_prior=cfg.train.freeze_prior, prior_mean=m.prior_mean)
+                freeze_prior=cfg.train.freeze_prior, prior_mean=m.prior_mean,
+                chain_logit_shift=None if chain_tau is None else adjustment_shift(class_counts, chain_tau))
 
 
 def prior_logit_shift(cfg: Config, class_counts: list[int]) -> torch.Tensor:

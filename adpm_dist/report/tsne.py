@@ -47,11 +47,14 @@ def trace_reverse_chain(model: ADPM, images: torch.Tensor, *, sampler: str = "tr
     Returns ([(position, y entering the step at that position), ...], y0 output). Position p is the
     state at network time index timestep_ids[p]; the first position is the start mu + lambda z.
     """
-    mu = model.prior_probs(images)
-    lam = noise_std(estimated_noise_level(mu, model.levels, test_rule), model.noise.apply)  # eq. 18
+    prior_out = model.prior(images)
+    # the chain's mean (the adjusted prior for method=adpm_adjusted_chain); eq. 18 reads the raw posterior
+    mu = model.chain_mean(prior_out.fused)
+    lam = noise_std(estimated_noise_level(torch.softmax(prior_out.fused.float(), dim=1), model.levels, test_rule),
+                    model.noise.apply)  # eq. 18
     # once per image, reused at every step (docs/algorithm.md, "Sampling"); model.encode, not the
     # denoiser's own encoder: with model.encoder=prior the features are the prior's map
-    feats = model.encode(images)
+    feats = model.encode(images, prior_out)
     sched, positions = chain_positions(sampler, steps, model)
     wanted = set(positions[:1] if snapshots is None else snapshots)
     # the start y = mu + lambda z (docs/algorithm.md, "Sampling"), drawn exactly as the scheduler draws it
