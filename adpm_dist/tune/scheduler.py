@@ -14,10 +14,11 @@ evaluation (no metrics.json): its (alpha, beta) lacks that fold in the summary a
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+from ..files import atomic_write_json
 
 METRIC, TIME_ATTR = "val_macro_f1", "epoch"
 
@@ -71,5 +72,4 @@ def mark_early_stop(trial, result) -> None:
     """Write `early_stopped.json` into the trial's run directory: --resume does not run it again."""
     run_dir = Path(trial.config["trial"]["config"]["run"]["output_dir"])
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "early_stopped.json").write_text(json.dumps({"epoch": result.get(TIME_ATTR),
-                                                            METRIC: result.get(METRIC)}) + "\n")
+    atomic_write_json(run_dir / "early_stopped.json", {"epoch": result.get(TIME_ATTR), METRIC: result.get(METRIC)})
