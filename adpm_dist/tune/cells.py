@@ -143,3 +143,8 @@ def class_names_of(cells: list[Cell]) -> list[str]:
     return []
 
 
+def partial_banner(partial: list[str]) -> str:
+    if not partial:
+        return ""
+    return ("> **PARTIAL ESTIMATE: not a figure to publish.** " + "; ".join(partial)
+            + ". Run the missing trials (`--resume`) and consolidate again.\n\n")

@@ -32,8 +32,8 @@ from pathlib import Path
 import yaml
 
 from ..files import atomic_write_text
-from .cells import (HEADLINE, NAMES, Cell, OuterFold, nested_estimate, pm, protocol_of, read_metrics,  # noqa: F401
-                    result_row, trial_status, write_csv)
+from .cells import (HEADLINE, NAMES, Cell, OuterFold, nested_estimate, partial_banner, pm, protocol_of,  # noqa: F401
+                    read_metrics, result_row, trial_status, write_csv)
 from .experiment import load_search, shard_parts, trial_dir
 from .grid import Trial, shared_source
 from .grid_report import summary_markdown, table2, write_heatmap
@@ -225,13 +225,6 @@ def consolidate(out: str | Path) -> dict:
             "table": "\n".join(table2(cells, search, best)), "protocol": protocol_of(search),
             "outer_folds": outer_folds, "estimate": estimate, "partial": partial,
             "missing": [r for r in rows if r["status"] != "done"]}
-
-
-def partial_banner(partial: list[str]) -> str:
-    if not partial:
-        return ""
-    return ("> **PARTIAL ESTIMATE: not a figure to publish.** " + "; ".join(partial)
-            + ". Run the missing trials (`--resume`) and consolidate again.\n\n")
 
 
 def partial_reasons(search: dict, best: Cell | None, outer_folds: list[OuterFold] | None) -> list[str]:
