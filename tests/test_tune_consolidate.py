@@ -200,3 +200,21 @@ def test_partial_nested_estimate_is_loud_and_exits_nonzero(nested_experiment, ca
     assert "publish this" not in captured.out and "PARTIAL" in captured.out and "2/3 outer folds" in captured.out
     assert "PARTIAL ESTIMATE" in captured.err and "outer fold 0" in captured.err
     assert (nested_experiment / "summary.md").read_text().startswith("> **PARTIAL ESTIMATE")
+
+
+def test_report_compare_uses_the_reported_configuration(nested_experiment):
+    """Issue 25 item 5: compare EXPERIMENT_DIR takes the runs behind the figure the protocol reports (nested:
+    the outer folds' selected runs, not the 12 inner trials and every grid point pooled) and says which."""
+    from adpm_dist.report.compare import collect_methods, compare
+
+    method = collect_methods([nested_experiment], include_prior=False)[0]
+    assert sorted(r.name for r in method.runs) == ["alpha0_beta5_fold2", "alpha1-2_beta5_fold0", "alpha1-2_beta5_fold1"]
+    assert np.mean([m["macro_f1"] for m in method.metrics]) == pytest.approx(np.mean([0.60, 0.61, 0.52]))
+    assert "nested CV estimate's outer-fold runs" in compare([nested_experiment], include_prior=False)
+
+
+def test_report_compare_of_a_held_out_search_takes_its_best(experiment):
+    from adpm_dist.report.compare import collect_methods
+
+    held_out = collect_methods([experiment], include_prior=False)[0]
+    assert sorted(r.name for r in held_out.runs) == [f"alpha1-6_beta5_fold{k}" for k in range(3)]
