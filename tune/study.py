@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--resume", action="store_true", help="continue: finished trials are not re-run")
     g.add_argument("--consolidate-only", action="store_true", help="only (re)write the study's outputs")
     g.add_argument("--max-trials", type=int, help="run at most N trials now (the rest are written down as skipped)")
-    g.add_argument("--budget-hours", type=float, help="stop starting trials after this many hours (Tune time budget)")
+    g.add_argument("--budget-hours", type=float, help="stop the trials after this many hours (Tune time budget; --resume continues)")
     g.add_argument("overrides", nargs="*", help="dotted key=value training overrides for every trial")
     r = p.add_argument_group("resources, faults, early stopping, cluster (as tune/search_noise.py)")
     r.add_argument("--cpus-per-trial", type=float, default=1.0)

@@ -222,7 +222,7 @@ def _fit(search: Search, resources: Resources, early_stopping: EarlyStopping | N
         param_space={"trial": tune.grid_search(trials),
                      "resources": resources.as_dict(out / "ray_train")},
         tune_config=tune.TuneConfig(max_concurrent_trials=resources.max_concurrent, scheduler=scheduler,
-                                    time_budget_s=time_budget_s,  # --budget-hours: unstarted trials are skipped
+                                    time_budget_s=time_budget_s,  # --budget-hours: then Tune stops; --resume continues
                                     reuse_actors=True,  # later trials skip the ~10-30 s torch/timm import
                                     trial_dirname_creator=lambda t: t.config["trial"]["id"]),
         run_config=tune.RunConfig(
