@@ -186,3 +186,35 @@ def test_held_out_protocol_flags_the_optimistic_best(experiment):
     best = [f for f in figures if f["figure"].startswith("summary.md Best")]
     assert len(best) == 1 and not best[0]["independent"] and "optimistic" in best[0]["note"]
     assert all(f["independent"] for f in figures if f is not best[0])
+
+
+def test_partial_nested_estimate_is_loud_and_exits_nonzero(nested_experiment, capsys):
+    """Issue 25 item 5: one CV trial's metrics.json missing -> the estimate covers 2 of 3 outer folds, which
+    summary.md and the CLI must call partial, and --consolidate-only must not exit 0."""
+    spec = importlib.util.spec_from_file_location("search_noise", ROOT / "tune/search_noise.py")
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    (nested_experiment / "trials" / "alpha1-2_beta5_fold0" / "metrics.json").unlink()
+    assert cli.main(["--dataset", "pad_ufes", "--output", str(nested_experiment), "--consolidate-only"]) == 1
+    captured = capsys.readouterr()
+    assert "publish this" not in captured.out and "PARTIAL" in captured.out and "2/3 outer folds" in captured.out
+    assert "PARTIAL ESTIMATE" in captured.err and "outer fold 0" in captured.err
+    assert (nested_experiment / "summary.md").read_text().startswith("> **PARTIAL ESTIMATE")
+
+
+def test_report_compare_uses_the_reported_configuration(nested_experiment):
+    """Issue 25 item 5: compare EXPERIMENT_DIR takes the runs behind the figure the protocol reports (nested:
+    the outer folds' selected runs, not the 12 inner trials and every grid point pooled) and says which."""
+    from adpm_dist.report.compare import collect_methods, compare
+
+    method = collect_methods([nested_experiment], include_prior=False)[0]
+    assert sorted(r.name for r in method.runs) == ["alpha0_beta5_fold2", "alpha1-2_beta5_fold0", "alpha1-2_beta5_fold1"]
+    assert np.mean([m["macro_f1"] for m in method.metrics]) == pytest.approx(np.mean([0.60, 0.61, 0.52]))
+    assert "nested CV estimate's outer-fold runs" in compare([nested_experiment], include_prior=False)
+
+
+def test_report_compare_of_a_held_out_search_takes_its_best(experiment):
+    from adpm_dist.report.compare import collect_methods
+
+    held_out = collect_methods([experiment], include_prior=False)[0]
+    assert sorted(r.name for r in held_out.runs) == [f"alpha1-6_beta5_fold{k}" for k in range(3)]

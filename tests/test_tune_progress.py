@@ -49,3 +49,13 @@ def test_a_trial_ended_without_evaluation_is_not_finished(tmp_path):
     (tmp_path / "alpha1-2_beta5_fold0" / "early_stopped.json").write_text("{}")
     table.on_trial_complete(0, trials, trials[2])
     assert table.states["alpha1-2_beta5_fold0"].status == "stopped"
+
+
+def test_eta_from_the_time_per_ended_trial(tmp_path):
+    infos, trials = fake_trials(tmp_path)
+    table = ProgressTable(infos, total_epochs=3, interval=0, stream=io.StringIO())
+    assert table.eta() == ""  # nothing ended yet: no estimate
+    table.start -= 600  # 10 minutes in
+    trials[0].last_result = {"evaluated": 1, "eval_macro_f1": 0.5}
+    table.on_trial_complete(0, trials, trials[0])
+    assert table.eta() == " | ETA ~30 min"  # 10 min per ended trial x 3 left

@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     from adpm_dist.config import ConfigError, load_config
-    from adpm_dist.tune.consolidate import consolidate
+    from adpm_dist.tune.evaluator import consolidate
     from adpm_dist.tune.experiment import SearchSpec, check_overrides, plan_search
     from adpm_dist.tune.grid import parse_values
     from adpm_dist.tune.search import ClusterOptions, EarlyStopping, resources_and_shards, run_search
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         except (FileNotFoundError, ValueError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
-        return show(report, output)
+        return show(report, output) or (1 if report["partial"] else 0)
 
     try:
         config = resolve_config(args.config, args.dataset)
@@ -159,12 +159,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def show(report: dict, output: Path) -> int:
-    from adpm_dist.tune.consolidate import pm
+    from adpm_dist.tune.cells import pm
 
     if "fits" in report:  # a --fit search
         from adpm_dist.tune.fit_run import show_fit
 
-        return show_fit(report)
+        show_fit(report)
+        return warn_partial(report)
     best, estimate = report["best"], report["estimate"]
     kind = "cross-validated selection table, optimistic" if estimate is not None else "rows alpha, columns beta"
     print(f"\nmacro-F1, mean ± std over folds ({kind}):\n{report['table']}")
@@ -172,12 +173,22 @@ def show(report: dict, output: Path) -> int:
         print(f"best: alpha={best.alpha_label} beta={best.beta_label} (selected on the mean over the CV folds' "
               f"evaluation parts{'' if report['complete'] else '; incomplete'})")
     if estimate is not None:
-        print(f"nested CV estimate (publish this): macro-F1 {pm(estimate.mean('macro_f1'), estimate.std('macro_f1'))} "
-              f"over {len(estimate.folds)} outer folds")
+        what = "PARTIAL, do not publish" if report["partial"] else "publish this"
+        print(f"nested CV estimate ({what}): macro-F1 {pm(estimate.mean('macro_f1'), estimate.std('macro_f1'))} "
+              f"over {len(estimate.folds)}/{len(report['outer_folds'])} outer folds")
     if report["missing"]:
         print(f"{len(report['missing'])} grid cell(s) without results (listed in summary.md)")
     print("wrote " + ", ".join(str(p) for p in report["written"]))
-    return 0
+    return warn_partial(report)
+
+
+def warn_partial(report: dict) -> int:
+    """1 (and a loud line on stderr) when the figure to publish is not the full estimate."""
+    if not report.get("partial"):
+        return 0
+    print(f"PARTIAL ESTIMATE, not a figure to publish: {'; '.join(report['partial'])}. Run the missing trials "
+          f"(--resume) and consolidate again.", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

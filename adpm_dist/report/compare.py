@@ -26,6 +26,21 @@ class Method:
     label: str
     runs: list[Path] = field(default_factory=list)
     metrics: list[dict] = field(default_factory=list)  # one metrics dict per run (the method's own, or its prior)
+    notes: list[str] = field(default_factory=list)     # which runs of a tune experiment were taken, and why
+
+
+def experiment_runs(path: str | Path) -> tuple[list[Path], str | None]:
+    """(runs, which): a tune experiment (search.json) gives the runs of the one configuration its protocol
+    reports (tune/evaluator.py: not its inner nested trials, not every grid point); else find_runs."""
+    path = Path(path)
+    if (path / "search.json").is_file():
+        from ..tune.evaluator import reported_runs
+
+        runs, which = reported_runs(path)
+        if not runs:
+            raise FileNotFoundError(f"{path}: {which}: no finished run to compare")
+        return runs, f"{path}: {which}"
+    return find_runs(path), None
 
 
 def find_runs(path: str | Path) -> list[Path]:
@@ -55,8 +70,9 @@ def collect_methods(paths: list[str | Path], labels: list[str] | None = None,
     by_label: dict[str, Method] = {}
     for i, path in enumerate(paths):
         label = labels[i] if labels else (Path(path).resolve().name or str(path))
-        runs = find_runs(path)
+        runs, which = experiment_runs(path)
         method = by_label.setdefault(label, Method(label))
+        method.notes += [which] if which else []
         method.runs += runs
         method.metrics += [load_metrics(r) for r in runs]
     methods = list(by_label.values())
@@ -128,7 +144,7 @@ def comparison_markdown(methods: list[Method]) -> str:
              "average the classes of each third.", "", per_class_table(methods), "", "## Runs", ""]
     for m in methods:
         if not m.label.startswith("prior network"):
-            lines.append(f"- {m.label}: " + ", ".join(f"`{r}`" for r in m.runs))
+            lines.append(f"- {m.label}: " + "".join(f"{n}; " for n in m.notes) + ", ".join(f"`{r}`" for r in m.runs))
     lines.append("")
     return "\n".join(lines)
 

@@ -1,15 +1,13 @@
-"""Ray Tune orchestration of the noise search: five-fold CV x (alpha, beta) as parallel trials (nested CV
-on fold-only shards).
+"""Ray Tune orchestration: the noise search (five-fold CV x (alpha, beta), nested CV on fold-only shards,
+or the law fitted per fold) and studies (candidates x folds x seeds). One path: plan -> trials -> evaluate.
 
-    grid.py         trials (alpha, beta, fold[, outer fold]), their ids and parts, the alpha = 0 shortcut
-    protocol.py     held-out test part or nested CV; protocol.json (what each figure was selected/evaluated on)
-    experiment.py   the experiment directory, base and per-trial configs, search.json, --resume checks
-    shards.py       fold shards: prepared once (digits-LT) or checked (--shards)
-    trainable.py    one trial = engine.train (plain call, or a Ray Train TorchTrainer for several workers)
-    scheduler.py    optional ASHA early stopping, one instance per fold
-    progress.py     the live trial table
-    search.py       cluster connection and the Tuner
-    consolidate.py  the evaluator: cv_results.csv, summary.md, heatmap.png, best.yaml, protocol.json
+    plan      grid.py (noise trials), fit_plan.py (--fit), study/spec.py + study/plan.py (studies);
+              protocol.py (held-out test part or nested CV; protocol.json), experiment.py (the
+              experiment directory, configs, search.json, --resume checks), shards.py
+    run       search.py (cluster + Tuner), trainable.py (one trial = engine.train), scheduler.py
+              (ASHA per fold), progress.py (the live table)
+    evaluate  evaluator.py picks by search.json's mode: consolidate.py + grid_report.py (grid),
+              fit_summary.py + fit_law.py (--fit), study/report.py (studies); cells.py holds what they share
 
-The CLI is tune/search_noise.py; this package imports Ray only where it runs trials.
+The CLIs are tune/search_noise.py and tune/study.py; this package imports Ray only where it runs trials.
 """

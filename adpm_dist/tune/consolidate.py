@@ -24,63 +24,20 @@ carve-out of its training folds (engine.train).
 """
 from __future__ import annotations
 
-import csv
+from __future__ import annotations
+
 import json
-import math
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import yaml
 
-from ..evaluate import format_pm as pm  # noqa: F401 (pm: the tables' cell, also imported by the CLI)
-from ..evaluate import mean_std
+from ..files import atomic_write_text
+from .cells import (HEADLINE, NAMES, Cell, OuterFold, nested_estimate, partial_banner, pm, protocol_of,  # noqa: F401
+                    read_metrics, result_row, trial_status, write_csv)
 from .experiment import load_search, shard_parts, trial_dir
-from .grid import Trial, isotropic, shared_source
-from .protocol import HELD_OUT, NESTED, checkpoint_selection_parts, entry, mean_entry, write_protocol
-
-HEADLINE = ("macro_f1", "accuracy", "macro_precision", "macro_recall", "balanced_accuracy")
-NAMES = {"macro_f1": "macro-F1", "accuracy": "accuracy", "macro_precision": "macro-P", "macro_recall": "macro-R",
-         "balanced_accuracy": "balanced acc."}
-
-
-@dataclass
-class Cell:
-    """One (alpha, beta) of the grid with the folds that have results."""
-    alpha: float
-    beta: float
-    alpha_label: str
-    beta_label: str
-    folds: dict[int, dict] = field(default_factory=dict)   # fold -> metrics.json
-    status: dict[int, str] = field(default_factory=dict)   # fold -> done / early_stopped / failed / not run
-
-    def values(self, key: str, prior: bool = False) -> np.ndarray:
-        values = [(m["prior"] if prior else m).get(key) for _, m in sorted(self.folds.items())]
-        return np.array([v for v in values if v is not None], dtype=float)  # older runs lack prior_agreement
-
-    def mean(self, key: str, prior: bool = False) -> float:
-        return mean_std(self.values(key, prior))[0]
-
-    def std(self, key: str, prior: bool = False) -> float:
-        return mean_std(self.values(key, prior))[1]  # sample std over folds
-
-    def per_class(self, key: str, name: str, prior: bool = False) -> np.ndarray:
-        return np.array([(m["prior"] if prior else m)["per_class"][name][key] for _, m in sorted(self.folds.items())])
-
-
-def trial_status(run_dir: Path) -> str:
-    if (run_dir / "metrics.json").is_file():
-        return "done"
-    if (run_dir / "early_stopped.json").is_file():
-        return "early_stopped"
-    if (run_dir / "attempts.jsonl").is_file():
-        return "failed"  # started but never evaluated (failed, or interrupted)
-    return "not run"
-
-
-def protocol_of(search: dict) -> str:
-    return search.get("protocol", HELD_OUT)  # searches written before nested CV existed had a test part
+from .grid import Trial, shared_source
+from .grid_report import summary_markdown, table2, write_heatmap
+from .protocol import NESTED, checkpoint_selection_parts, entry, mean_entry, write_protocol
 
 
 def collect(out: Path, search: dict, outer: int | None = None) -> tuple[list[Cell], list[dict]]:
@@ -101,27 +58,12 @@ def collect(out: Path, search: dict, outer: int | None = None) -> tuple[list[Cel
                 run_dir = trial_dir(out, source)
                 status = trial_status(run_dir)
                 cell.status[k] = status
-                metrics = json.loads((run_dir / "metrics.json").read_text()) if status == "done" else None
+                metrics = read_metrics(run_dir, status)
                 if metrics is not None:
                     cell.folds[k] = metrics
                 rows.append(result_row(cell, k, source, status, metrics))
             cells.append(cell)
     return cells, rows
-
-
-def result_row(cell: Cell, fold: int, source: Trial, status: str, metrics: dict | None) -> dict:
-    row = {"outer": "" if source.outer is None else source.outer,
-           "alpha": cell.alpha, "alpha_label": cell.alpha_label, "beta": cell.beta, "beta_label": cell.beta_label,
-           "fold": fold, "eval_part": f"fold{fold}", "status": status, "source_trial": source.id}
-    if metrics is None:
-        return row
-    row |= {k: metrics[k] for k in HEADLINE}
-    row |= {f"prior_{k}": metrics["prior"][k] for k in HEADLINE}
-    row |= {"n_samples": metrics["n_samples"], "best_epoch": metrics.get("best_epoch"),
-            "val_macro_f1": metrics.get("val_macro_f1"), "prior_agreement": metrics.get("prior_agreement")}
-    row |= {f"f1_{c}": v["f1"] for c, v in metrics["per_class"].items()}
-    row |= {f"prior_f1_{c}": v["f1"] for c, v in metrics["prior"]["per_class"].items()}
-    return row
 
 
 def choose_best(cells: list[Cell], folds: int) -> tuple[Cell | None, bool]:
@@ -132,17 +74,6 @@ def choose_best(cells: list[Cell], folds: int) -> tuple[Cell | None, bool]:
         return None, False
     best = min(pool, key=lambda c: (-round(c.mean("macro_f1"), 12), c.alpha, c.beta))
     return best, bool(complete)
-
-
-@dataclass
-class OuterFold:
-    """Nested CV, outer fold k: the point the inner CV chose and its one evaluation on fold k."""
-    fold: int
-    choice: Cell | None          # best cell of the inner CV over the other folds
-    inner_complete: bool         # the choice was among points with every inner fold finished
-    source: Trial | None         # the CV trial that trained the choice without fold k and scored it on fold k
-    status: str
-    metrics: dict | None
 
 
 def nested_folds(out: Path, search: dict) -> tuple[list[OuterFold], list[dict]]:
@@ -158,116 +89,9 @@ def nested_folds(out: Path, search: dict) -> tuple[list[OuterFold], list[dict]]:
             continue
         source = shared_source(Trial(choice.alpha, choice.beta, k), beta_values)
         status = trial_status(trial_dir(out, source))
-        metrics = json.loads((trial_dir(out, source) / "metrics.json").read_text()) if status == "done" else None
+        metrics = read_metrics(trial_dir(out, source), status)
         outer_folds.append(OuterFold(k, choice, complete, source, status, metrics))
     return outer_folds, rows
-
-
-def nested_estimate(outer_folds: list[OuterFold]) -> Cell:
-    """The outer folds' scores as one Cell (mean, std, per class over outer folds); its (alpha, beta) vary."""
-    return Cell(math.nan, math.nan, "selected per outer fold", "", {o.fold: o.metrics for o in outer_folds if o.metrics})
-
-
-def write_csv(path: Path, rows: list[dict]) -> None:
-    fields: list[str] = []
-    for r in rows:
-        fields += [k for k in r if k not in fields]
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields, lineterminator="\n")
-        w.writeheader()
-        w.writerows({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in r.items()} for r in rows)
-
-
-def table2(cells: list[Cell], search: dict, best: Cell | None, key: str = "macro_f1") -> list[str]:
-    """Rows alpha, columns beta; mean ± std over folds; the best cell in bold; '(k/N)' when incomplete."""
-    betas = search["betas"]
-    by = {(c.alpha, c.beta): c for c in cells}
-    lines = ["| alpha \\ beta | " + " | ".join(b["label"] for b in betas) + " |",
-             "|---|" + "---|" * len(betas)]
-    for a in search["alphas"]:
-        row = []
-        for b in betas:
-            c = by[(a["value"], b["value"])]
-            text = pm(c.mean(key), c.std(key))
-            if c.folds and len(c.folds) < search["folds"]:
-                text += f" ({len(c.folds)}/{search['folds']})"
-            row.append(f"**{text}**" if c is best else text)
-        lines.append(f"| {a['label']} | " + " | ".join(row) + " |")
-    return lines
-
-
-def per_class_table(best: Cell, baseline: Cell | None, class_names: list[str]) -> list[str]:
-    """Like the paper's Tables 5/7: per-class F1 and accuracy (= recall) of the best noise, vs alpha = 0 and the prior."""
-    head = "| class | train n | lambda_j | support | F1 | accuracy (recall) |"
-    sep = "|---|---:|---:|---:|---:|---:|"
-    if baseline is not None and baseline.folds:
-        head += " F1 alpha=0 |"
-        sep += "---:|"
-    head += " F1 prior |"
-    sep += "---:|"
-    lines = [head, sep]
-    for name in class_names:
-        train_n = np.mean([m.get("train_counts", {}).get(name, math.nan) for m in best.folds.values()])
-        lam = np.mean([m.get("noise_levels", {}).get(name, math.nan) for m in best.folds.values()])
-        support = sum(m["per_class"][name]["support"] for m in best.folds.values())
-        f1, rec = best.per_class("f1", name), best.per_class("recall", name)
-        cols = [name, f"{train_n:.0f}", f"{lam:.3f}", str(support), pm(*mean_std(f1)), pm(*mean_std(rec))]
-        if baseline is not None and baseline.folds:
-            b = baseline.per_class("f1", name)
-            cols.append(pm(*mean_std(b)))
-        p = best.per_class("f1", name, prior=True)
-        cols.append(pm(*mean_std(p)))
-        lines.append("| " + " | ".join(cols) + " |")
-    return lines
-
-
-def class_names_of(cells: list[Cell]) -> list[str]:
-    for c in cells:
-        for m in c.folds.values():
-            return list(m["per_class"])
-    return []
-
-
-def write_heatmap(path: Path, cells: list[Cell], search: dict, best: Cell | None) -> None:
-    from matplotlib.figure import Figure  # no pyplot: no global backend, renders with Agg
-
-    alphas, betas = search["alphas"], search["betas"]
-    by = {(c.alpha, c.beta): c for c in cells}
-    grid = np.array([[by[(a["value"], b["value"])].mean("macro_f1") for b in betas] for a in alphas])
-    from ..report.plots import anchored_range
-
-    fig = Figure(figsize=(3.5 + 0.7 * len(betas), 1.8 + 0.6 * len(alphas)), dpi=120, layout="constrained")
-    ax = fig.add_subplot()
-    masked = np.ma.masked_invalid(grid)
-    # a scale at least 0.05 macro-F1 wide: cells equal to the third decimal look equal, not opposite
-    vmin, vmax = anchored_range(grid)
-    im = ax.imshow(masked, cmap="viridis", aspect="auto", vmin=vmin, vmax=vmax)
-    ax.set_xticks(range(len(betas)), [b["label"] for b in betas])
-    ax.set_yticks(range(len(alphas)), [a["label"] for a in alphas])
-    ax.set_xlabel("beta")
-    ax.set_ylabel("alpha")
-    kind = "selection table (optimistic), " if protocol_of(search) == NESTED else ""
-    ax.set_title(f"{kind}mean macro-F1 over {search['folds']} folds ({search['dataset']})\n(k/N): folds with results",
-                 fontsize=8)  # two lines: one is wider than a small grid and was cropped
-    light = vmin + 0.65 * (vmax - vmin)  # viridis turns light about here: black text above, white below
-    for i, a in enumerate(alphas):
-        for j, b in enumerate(betas):
-            v, n = grid[i, j], len(by[(a["value"], b["value"])].folds)
-            text = "-" if np.isnan(v) else f"{v:.3f}" + ("" if n == search["folds"] else f"\n({n}/{search['folds']})")
-            ax.text(j, i, text, ha="center", va="center", fontsize=7,
-                    color="black" if np.isfinite(v) and v > light else "white")
-    if best is not None:
-        i = [a["value"] for a in alphas].index(best.alpha)
-        j = [b["value"] for b in betas].index(best.beta)
-        ax.add_patch(_rect(j, i))
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="mean macro-F1")
-    fig.savefig(path)
-
-
-def _rect(x: int, y: int):
-    from matplotlib.patches import Rectangle
-
-    return Rectangle((x - 0.5, y - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2)
 
 
 def best_config(search: dict, best: Cell, out: Path) -> dict:
@@ -307,142 +131,8 @@ def write_best_yaml(path: Path, search: dict, best: Cell, complete: bool, out: P
             f"# estimate instead: macro-F1 {pm(estimate.mean('macro_f1'), estimate.std('macro_f1'))} over "
             f"{len(estimate.folds)} outer folds (summary.md, protocol.json).",
         ]
-    path.write_text("\n".join(header) + "\n" + yaml.safe_dump(cfg, sort_keys=False))
+    atomic_write_text(path, "\n".join(header) + "\n" + yaml.safe_dump(cfg, sort_keys=False))
     return cfg
-
-
-def summary_markdown(search: dict, cells: list[Cell], best: Cell | None, complete: bool, rows: list[dict],
-                     outer_folds: list[OuterFold] | None = None) -> str:
-    """summary.md: the held-out protocol's CV tables, or (outer_folds given) the nested estimate first."""
-    folds = search["folds"]
-    alpha0 = [c for c in cells if isotropic(c.alpha)]
-    betas = search["betas"]
-    nested = outer_folds is not None
-    title = f"nested {folds}-fold cross-validation" if nested else f"{folds}-fold cross-validation"
-    lines = [f"# Noise search on {search['dataset']}: {title}", "",
-             f"- config: `{search['config']}`" + (f" with `{' '.join(search['overrides'])}`" if search["overrides"] else ""),
-             f"- shards: `{search['shards']}`",
-             f"- grid: alpha in {{{', '.join(a['label'] for a in search['alphas'])}}}, "
-             f"beta in {{{', '.join(b['label'] for b in betas)}}}; {len(search['trials'])} trials trained",
-             f"- consolidated: {time.strftime('%Y-%m-%d %H:%M:%S')}", "",
-             "## Protocol", ""]
-    lines += nested_protocol_text(folds) if nested else held_out_protocol_text(folds)
-    if alpha0 and len(betas) > 1:
-        lines += [f"alpha = 0 gives lambda_j = 1 for every class and every beta (isotropic DiffMIC noise): only "
-                  f"beta = {betas[0]['label']} was trained and its results fill the whole alpha = 0 row "
-                  "(the paper's Table 2 row alpha = 0 is constant too).", ""]
-    names = class_names_of(cells)
-    if nested:
-        lines += nested_section(outer_folds, names)
-        lines += [f"## Cross-validated selection table (optimistic): macro-F1, mean ± std over {folds} folds", "",
-                  "Each cell is one fixed (alpha, beta), trained without fold k and scored on fold k. The bold cell "
-                  "is the configuration best.yaml carries; it was picked on these same folds, so its mean is biased "
-                  "upward and is not an estimate of how it does on new data (the nested estimate above is).", ""]
-    else:
-        lines += [f"## Macro-F1, mean ± std over {folds} folds (Table 2 layout)", ""]
-    lines += table2(cells, search, best)
-    lines += ["", "std is the sample standard deviation over folds; (k/N): only k of N folds have results.", ""]
-    lines += every_configuration(cells, folds, nested)
-    lines += best_sections(cells, best, alpha0, names, complete, nested)
-    lines += missing_cells(rows)
-    return "\n".join(lines) + "\n"
-
-
-def every_configuration(cells: list[Cell], folds: int, nested: bool) -> list[str]:
-    lines = ["## Every configuration" + (" (selection table)" if nested else ""), "",
-             "| alpha | beta | folds | " + " | ".join(NAMES[k] for k in HEADLINE)
-             + " | prior macro-F1 | prior accuracy | = own prior |",
-             "|---|---|---|" + "---|" * (len(HEADLINE) + 3)]
-    for c in cells:
-        if c.folds:
-            lines.append(f"| {c.alpha_label} | {c.beta_label} | {len(c.folds)}/{folds} | "
-                         + " | ".join(pm(c.mean(k), c.std(k)) for k in HEADLINE)
-                         + f" | {pm(c.mean('macro_f1', True), c.std('macro_f1', True))}"
-                         + f" | {pm(c.mean('accuracy', True), c.std('accuracy', True))}"
-                         + f" | {pm(c.mean('prior_agreement'), c.std('prior_agreement'))} |")
-    return lines
-
-
-def best_sections(cells: list[Cell], best: Cell | None, alpha0: list[Cell], names: list[str], complete: bool,
-                  nested: bool) -> list[str]:
-    """The winning cell per class (not for nested: its pick is optimistic) and every cell's per-class F1."""
-    lines = []
-    if best is not None and not nested:  # nested: a per-class table of the optimistic pick would be published by mistake
-        lines += ["", f"## Best: alpha = {best.alpha_label}, beta = {best.beta_label} "
-                      f"(mean macro-F1 {pm(best.mean('macro_f1'), best.std('macro_f1'), digits=4)}"
-                      + ("" if complete else ", incomplete: no configuration finished every fold") + ")", "",
-                  "Per class, mean ± std over folds (Tables 5/7 layout); accuracy per class = recall; train n and "
-                  "lambda_j averaged over folds.", ""]
-        baseline = next((c for c in alpha0 if c.folds), None) if not isotropic(best.alpha) else None
-        lines += per_class_table(best, baseline, names)
-    if best is not None:
-        lines += ["", "<details><summary>Per-class mean F1 of every configuration</summary>", "",
-                  "| alpha | beta | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
-        for c in cells:
-            if c.folds:
-                lines.append(f"| {c.alpha_label} | {c.beta_label} | "
-                             + " | ".join(f"{c.per_class('f1', n).mean():.3f}" for n in names) + " |")
-        lines += ["", "</details>"]
-    return lines
-
-
-def missing_cells(rows: list[dict]) -> list[str]:
-    missing = [r for r in rows if r["status"] != "done"]
-    if not missing:
-        return []
-    return ["", "## Cells without results", "", "| outer fold | alpha | beta | fold | status | trial |",
-            "|---|---|---|---|---|---|"] + [
-        f"| {'-' if r['outer'] == '' else r['outer']} | {r['alpha_label']} | {r['beta_label']} | {r['fold']} "
-        f"| {r['status']} | {r['source_trial']} |" for r in missing]
-
-
-def held_out_protocol_text(folds: int) -> list[str]:
-    return [f"Each trial (alpha, beta, fold k) trains on the other {folds - 1} fold(s), selects its checkpoint on "
-            "validation data (`data.val_part`: the shards' `val` part, else a carve-out of those training folds), and "
-            "is evaluated once on fold k. "
-            "**The best (alpha, beta) is chosen by the mean macro-F1 over the CV folds' evaluation parts, as the "
-            "paper does** (its Table 2); selecting on the evaluation folds makes the winner's CV mean optimistically "
-            "biased. The fixed `test` part is never used by the search; `best.yaml` evaluates on it. "
-            "`protocol.json` lists every figure with the parts it was selected and evaluated on.", ""]
-
-
-def nested_protocol_text(folds: int) -> list[str]:
-    return [f"The shards have no `test` part, so every fold is read by the search and the estimate comes from "
-            f"**nested cross-validation**. For each outer fold k, the grid is cross-validated on the other "
-            f"{folds - 1} folds only (inner trials `outer<k>_...`: train on {folds - 2} of them, score the remaining "
-            "one); the (alpha, beta) with the best inner mean macro-F1 is trained on all folds but k and scored "
-            "once on fold k. Fold k never influences the choice it scores. **The mean ± std of those outer scores "
-            "is the estimate to publish.** Every trial selects its checkpoint on validation data (`data.val_part`: "
-            "the shards' `val` part, else a carve-out of its own training folds), never on its evaluation fold. "
-            "The paper-style table further down is a cross-validated selection table: its best cell is optimistic. "
-            "`protocol.json` lists every figure with the parts it was selected and evaluated on.", ""]
-
-
-def nested_section(outer_folds: list[OuterFold], names: list[str]) -> list[str]:
-    """The nested estimate: one row per outer fold, their mean ± std, and per-class figures."""
-    estimate = nested_estimate(outer_folds)
-    lines = [f"## Estimate: nested CV, mean ± std over {len(estimate.folds)}/{len(outer_folds)} outer folds", "",
-             "| outer fold | selected alpha | selected beta | " + " | ".join(NAMES[k] for k in HEADLINE)
-             + " | prior macro-F1 | trial |", "|---|---|---|" + "---|" * (len(HEADLINE) + 2)]
-    for o in outer_folds:
-        alpha, beta = (o.choice.alpha_label, o.choice.beta_label) if o.choice else ("-", "-")
-        if o.choice is not None and not o.inner_complete:
-            beta += " (inner CV incomplete)"
-        scores = [f"{o.metrics[k]:.3f}" for k in HEADLINE] + [f"{o.metrics['prior']['macro_f1']:.3f}"] if o.metrics \
-            else [o.status] + ["-"] * len(HEADLINE)
-        lines.append(f"| {o.fold} | {alpha} | {beta} | " + " | ".join(scores)
-                     + f" | {o.source.id if o.source else '-'} |")
-    lines.append("| **mean ± std** | | | " + " | ".join(f"**{pm(estimate.mean(k), estimate.std(k))}**" for k in HEADLINE)
-                 + f" | {pm(estimate.mean('macro_f1', True), estimate.std('macro_f1', True))} | |")
-    lines += ["", "std is the sample standard deviation over outer folds. Each outer fold may select another "
-                  "(alpha, beta): the estimate is of the whole procedure (search, then train), not of one point.", ""]
-    if estimate.folds and names:
-        lines += ["### Per class, nested estimate", "",
-                  "Mean ± std over outer folds; accuracy per class = recall; train n and lambda_j averaged over the "
-                  "outer folds' selected points.", ""]
-        lines += per_class_table(estimate, None, names)
-        lines.append("")
-    return lines
 
 
 def trial_parts(search: dict, trial: Trial) -> tuple[list[str], list[str]]:
@@ -510,10 +200,8 @@ def consolidate(out: str | Path) -> dict:
     """Write cv_results.csv, summary.md, heatmap.png, best.yaml and protocol.json into the experiment dir `out`."""
     out = Path(out).resolve()
     search = load_search(out)
-    if search.get("mode") == "fit":  # --fit: one fitted law per fold, not a grid (fit_summary.py)
-        from .fit_summary import consolidate_fit
-
-        return consolidate_fit(out)
+    if search.get("mode", "grid") != "grid":  # --fit and studies have their own evaluators (evaluator.py picks)
+        raise ValueError(f"{out} holds a {search['mode']} search, not a grid: use adpm_dist.tune.evaluator.consolidate")
     cells, rows = collect(out, search)
     best, complete = choose_best(cells, search["folds"])
     outer_folds, estimate = None, None
@@ -521,8 +209,10 @@ def consolidate(out: str | Path) -> dict:
         outer_folds, inner_rows = nested_folds(out, search)
         rows += inner_rows
         estimate = nested_estimate(outer_folds)
+    partial = partial_reasons(search, best, outer_folds)
     write_csv(out / "cv_results.csv", rows)
-    (out / "summary.md").write_text(summary_markdown(search, cells, best, complete, rows, outer_folds))
+    atomic_write_text(out / "summary.md", partial_banner(partial)
+                      + summary_markdown(search, cells, best, complete, rows, outer_folds))
     write_heatmap(out / "heatmap.png", cells, search, best)
     write_protocol(out, protocol_entries(search, cells, rows, best, outer_folds))
     written = [out / "cv_results.csv", out / "summary.md", out / "heatmap.png", out / "protocol.json"]
@@ -533,5 +223,19 @@ def consolidate(out: str | Path) -> dict:
         (out / "best.yaml").unlink(missing_ok=True)  # never leave a stale "best" of an earlier run
     return {"best": best, "complete": complete, "cells": cells, "rows": rows, "written": written,
             "table": "\n".join(table2(cells, search, best)), "protocol": protocol_of(search),
-            "outer_folds": outer_folds, "estimate": estimate,
+            "outer_folds": outer_folds, "estimate": estimate, "partial": partial,
             "missing": [r for r in rows if r["status"] != "done"]}
+
+
+def partial_reasons(search: dict, best: Cell | None, outer_folds: list[OuterFold] | None) -> list[str]:
+    """Why the figure to publish is not the full estimate (empty: it is): a nested estimate over fewer
+    outer folds than the search has, or chosen on an incomplete inner CV; a CV winner missing folds."""
+    folds = search["folds"]
+    if outer_folds is None:
+        if best is None:
+            return ["no configuration has any evaluated fold"]
+        return [] if len(best.folds) == folds else [f"the best configuration has {len(best.folds)}/{folds} folds"]
+    reasons = [f"outer fold {o.fold}: {o.status}" for o in outer_folds if o.metrics is None]
+    reasons += [f"outer fold {o.fold}: chosen on an incomplete inner CV" for o in outer_folds
+                if o.choice is not None and not o.inner_complete]
+    return reasons

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import Config, ConfigError, TrainConfig, flatten, load_config, set_key, to_dict
+from ..files import atomic_write_json
 from ..runtime.record import stale_keys
 from .grid import Trial, build_trials, label
 from .protocol import HELD_OUT, NESTED, choose_protocol
@@ -229,11 +230,7 @@ def check_stored(out: Path, base: Config, resume: bool, mode: str = "grid") -> N
 
 def write_search(search: Search) -> Path:
     search.out.mkdir(parents=True, exist_ok=True)
-    path = search.out / SEARCH_FILE
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(search.manifest(), indent=2) + "\n")
-    tmp.replace(path)
-    return path
+    return atomic_write_json(search.out / SEARCH_FILE, search.manifest())
 
 
 def load_search(out: str | Path) -> dict:

@@ -83,7 +83,7 @@ def report_fits(fits: dict[int, dict]) -> None:
 
 
 def show_fit(report: dict) -> int:
-    from .consolidate import pm
+    from .cells import pm
 
     est = report["estimate"]
     print(f"\nmacro-F1 at the fitted noise law, mean ± std over {len(est.folds)} folds: "

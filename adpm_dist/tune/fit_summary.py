@@ -16,7 +16,7 @@ import yaml
 
 from ..config import changed_keys, from_dict, result_settings, set_key
 from ..files import atomic_write_text
-from .consolidate import HEADLINE, NAMES, Cell, pm, per_class_table, result_row, trial_status, write_csv
+from .cells import HEADLINE, NAMES, Cell, per_class_table, pm, result_row, trial_status, write_csv
 from .experiment import load_search, trial_dir
 from .fit_law import FIT_FILE, FIT_PLOT, fit_folds, load_cost, write_fit_plot, write_noise_fit
 from .fit_plan import FITTED, PRIOR, FitTrial
@@ -163,4 +163,5 @@ def consolidate_fit(out: str | Path, n_boot: int | None = None) -> dict:
     write_fit_plot(out / FIT_PLOT, fits)
     written = [out / n for n in ("noise_fit.json", "noise_fit.png", "cv_results.csv", "summary.md", "protocol.json")]
     return {"fits": fits, "estimate": estimate, "rows": rows, "cost": cost, "written": written,
-            "missing": [r for r in rows if r["status"] != "done"], "file": out / FIT_FILE}
+            "missing": [r for r in rows if r["status"] != "done"], "file": out / FIT_FILE,
+            "partial": [f"fold {r['fold']}: {r['status']}" for r in rows if r["status"] != "done"]}

@@ -112,6 +112,14 @@ class ProgressTable(Callback):
         return (f"best so far: alpha={key[2]} beta={key[3]} mean eval macro-F1 {sum(f1s) / len(f1s):.4f} "
                 f"({len(f1s)}/{folds} folds)")
 
+    def eta(self) -> str:
+        """' | ETA ~N min': the time per ended trial so far times the trials not yet ended (none before one ends)."""
+        ended = sum(s.status in ("finished", "stopped", "ended", "failed") for s in self.states.values())
+        left = len(self.states) - ended
+        if not ended or not left:
+            return ""
+        return f" | ETA ~{(time.monotonic() - self.start) / ended * left / 60:.0f} min"
+
     def print_table(self) -> None:
         self._last_print, self._dirty = time.monotonic(), False
         counts = defaultdict(int)
@@ -122,7 +130,7 @@ class ProgressTable(Callback):
         rows = [s for s in self.states.values() if s.status in ("running", "retrying", "failed")]
         done = [s for s in self.states.values() if s.status in ("finished", "stopped")]
         rows += done[-self.max_finished_rows:] if len(self.states) > 20 else done
-        lines = [f"[{self._clock()}] {len(self.states)} trials: {summary} | {self.best_so_far()}"]
+        lines = [f"[{self._clock()}] {len(self.states)} trials: {summary} | {self.best_so_far()}{self.eta()}"]
         if rows:
             lines.append(f"  {'trial':<34}{'status':<10}{'epoch':>8}{'loss':>9}{'val F1':>9}{'eval F1':>9}{'tries':>7}")
             for s in rows:

@@ -26,6 +26,7 @@ import json
 from pathlib import Path
 
 from ..data.plan import VAL_PART, resolve_val_part
+from ..files import atomic_write_text
 
 HELD_OUT = "held_out_test"
 NESTED = "nested"
@@ -87,11 +88,8 @@ def overlap(e: dict) -> set[str]:
 def write_protocol(out: Path, entries: list[dict]) -> Path:
     """protocol.json: one entry per reported figure."""
     path = Path(out) / PROTOCOL_FILE
-    tmp = path.with_name(f".{path.name}.tmp")
     lines = ",\n".join(" " + json.dumps(e, ensure_ascii=False) for e in entries)  # one figure a line: greppable
-    tmp.write_text(f"[\n{lines}\n]\n", encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return atomic_write_text(path, f"[\n{lines}\n]\n")
 
 
 __all__ = ["HELD_OUT", "NESTED", "PROTOCOL_FILE", "VAL_PART", "choose_protocol", "checkpoint_selection_parts",

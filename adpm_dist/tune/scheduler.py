@@ -1,5 +1,8 @@
 """Early stopping that compares trials of the same fold only: one ASHA per fold.
 
+Studies: trials of the same fold with different seeds start from different initialisations, so each
+(outer fold, fold, seed) gets its own ASHA; candidates of one study on that group are compared.
+
 Nested CV: the inner trials of outer fold k train on other data than the CV trials of the same
 evaluation fold, so each (outer fold, fold) gets its own ASHA.
 
@@ -14,10 +17,11 @@ evaluation (no metrics.json): its (alpha, beta) lacks that fold in the summary a
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+from ..files import atomic_write_json
 
 METRIC, TIME_ATTR = "val_macro_f1", "epoch"
 
@@ -39,7 +43,7 @@ class PerFoldASHA(FIFOScheduler):
 
     def _fold(self, trial) -> ASHAScheduler:
         info = trial.config["trial"]
-        fold = (info.get("outer"), info["fold"])  # outer None: a CV trial
+        fold = (info.get("outer"), info["fold"], info.get("seed"))  # outer None: a CV trial; seed: studies
         if fold not in self._by_fold:
             self._by_fold[fold] = ASHAScheduler(**self._options)
         return self._by_fold[fold]
@@ -63,13 +67,13 @@ class PerFoldASHA(FIFOScheduler):
         self._fold(trial).on_trial_remove(tune_controller, trial)
 
     def debug_string(self) -> str:
-        return "\n".join(f"{'' if o is None else f'outer {o} '}fold {k}: {s.debug_string()}"
-                         for (o, k), s in sorted(self._by_fold.items(), key=lambda kv: (kv[0][0] is not None, kv[0])))
+        return "\n".join(f"{'' if o is None else f'outer {o} '}fold {k}{'' if seed is None else f' seed {seed}'}: "
+                         f"{s.debug_string()}" for (o, k, seed), s in
+                         sorted(self._by_fold.items(), key=lambda kv: (kv[0][0] is not None, str(kv[0]))))
 
 
 def mark_early_stop(trial, result) -> None:
     """Write `early_stopped.json` into the trial's run directory: --resume does not run it again."""
     run_dir = Path(trial.config["trial"]["config"]["run"]["output_dir"])
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "early_stopped.json").write_text(json.dumps({"epoch": result.get(TIME_ATTR),
-                                                            METRIC: result.get(METRIC)}) + "\n")
+    atomic_write_json(run_dir / "early_stopped.json", {"epoch": result.get(TIME_ATTR), METRIC: result.get(METRIC)})

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from ..config import Config, from_dict
+from ..files import atomic_write_json
 from .experiment import supports_resume
 
 
@@ -48,6 +49,21 @@ def record_attempt(out: Path, trial_id: str) -> int:
     return n
 
 
+def add_cost(out: Path, seconds: float, res: dict) -> dict:
+    """cost.json: the trial's wall time over its attempts and the processes/GPUs it held (the study's
+    CPU- or GPU-hours)."""
+    path = out / COST_FILE
+    cost = json.loads(path.read_text()) if path.is_file() else {"wall_s": 0.0, "attempts": 0}
+    cost["wall_s"] += seconds
+    cost["attempts"] += 1
+    cost |= {"processes": res["workers"], "cpus": res["workers"] * res["cpus"], "gpus": res["workers"] * res["gpus"]}
+    atomic_write_json(path, cost)
+    return cost
+
+
+COST_FILE = "cost.json"
+
+
 @contextlib.contextmanager
 def logs_to(path: Path):
     """Send this process's Python-level stdout/stderr (prints, tqdm, warnings) to `path`."""
@@ -74,9 +90,13 @@ def run_trial(config: dict) -> None:
         return
     from ..runtime.engine import train
 
-    with logs_to(out / "train.log"):
-        print(f"== {trial['id']}: attempt {attempt}, pid {os.getpid()}", flush=True)
-        metrics = train(cfg, on_epoch=lambda row: tune.report(numeric(row)))
+    start = time.monotonic()
+    try:
+        with logs_to(out / "train.log"):
+            print(f"== {trial['id']}: attempt {attempt}, pid {os.getpid()}", flush=True)
+            metrics = train(cfg, on_epoch=lambda row: tune.report(numeric(row)))
+    finally:  # a failed or killed attempt cost time too (a SIGKILL is not counted: nothing runs after it)
+        add_cost(out, time.monotonic() - start, res)
     tune.report(final_report(metrics))
 
 
@@ -93,7 +113,11 @@ def _run_distributed(config: dict, attempt: int) -> None:
     run = ray.train.RunConfig(name=f"{trial['id']}-attempt{attempt}-{int(time.time())}",  # unique: no silent resume
                               storage_path=res["train_storage"], callbacks=[TuneReportCallback()],
                               failure_config=ray.train.FailureConfig(max_failures=0))  # Tune retries the trial
-    TorchTrainer(train_worker, train_loop_config=config, scaling_config=scaling, run_config=run).fit()
+    start = time.monotonic()
+    try:
+        TorchTrainer(train_worker, train_loop_config=config, scaling_config=scaling, run_config=run).fit()
+    finally:
+        add_cost(Path(trial_config_of(trial).run.output_dir), time.monotonic() - start, res)
 
 
 def train_worker(config: dict) -> None:

@@ -1,0 +1,156 @@
+"""A study's trials read back: each candidate's selected points and its estimate, from the trials'
+metrics.json and predictions.csv (written by engine.train; nothing is re-computed from images).
+
+Selection (per candidate): the point with the best **pooled out-of-fold macro-F1** over the folds it is
+selected on (the predictions of those folds' trials concatenated, then one macro-F1, averaged over
+seeds; stats.pooled_scores), among points with every (fold, seed) evaluated; ties -> the earlier point
+in the space. Held-out protocol: over the K CV folds (the pick is then optimistic for this estimate;
+the recipe's run on `test` is the figure to publish). Nested: per outer fold k over the inner trials
+on the other folds only; the selected point's CV trial on fold k is the outer score.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..cells import read_metrics, trial_status
+from ..experiment import trial_dir
+from ..protocol import NESTED
+from ..trainable import COST_FILE
+from . import stats
+from .plan import StudyTrial
+
+
+@dataclass
+class TrialResult:
+    trial: StudyTrial
+    status: str
+    metrics: dict | None
+    cost: dict
+
+    def predictions(self, out: Path) -> tuple[list[str], list[str]]:
+        with open(trial_dir(out, self.trial) / "predictions.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+        return [r["label"] for r in rows], [r["prediction"] for r in rows]
+
+
+@dataclass
+class Selection:
+    point: str | None
+    folds: list[int]                 # the evaluation folds it was selected on
+    complete: bool                   # chosen among points with every (fold, seed) evaluated
+    scores: dict[str, float] = field(default_factory=dict)   # point -> pooled macro-F1 (mean over seeds)
+    unseen: list[str] = field(default_factory=list)          # classes no selection fold held
+
+
+@dataclass
+class Estimate:
+    """One candidate: per (fold, seed) the metrics of the trial behind its outer score."""
+    name: str
+    selections: dict[int | None, Selection]     # outer fold (None: over every fold) -> choice
+    components: dict[tuple[int, int], dict]     # (fold, seed) -> metrics.json
+    expected: int                               # folds x seeds
+    pooled_macro_f1: float
+    cost: dict
+
+    @property
+    def complete(self) -> bool:
+        return len(self.components) == self.expected
+
+    def values(self, key: str) -> dict[tuple[int, int], float]:
+        return {k: m[key] for k, m in self.components.items()}
+
+    def mean_std(self, key: str) -> tuple[float, float]:
+        v = np.array(list(self.values(key).values()), dtype=float)
+        return (float(v.mean()) if v.size else float("nan"), float(v.std(ddof=1)) if v.size > 1 else float("nan"))
+
+    def groups_f1(self) -> dict[str, float]:
+        per = [stats.group_f1(m["per_class"], stats.class_groups(m.get("train_counts") or
+                                                                  {c: 1 for c in m["per_class"]}))
+               for m in self.components.values()]
+        return {g: float(np.nanmean([p[g] for p in per])) if per else float("nan") for g in ("head", "medium", "tail")}
+
+    def unseen_by_fold(self) -> dict[int, list[str]]:
+        return {k: [c for c, v in m["per_class"].items() if v["support"] == 0]
+                for (k, _), m in sorted(self.components.items())}
+
+
+def read_results(out: Path, search: dict) -> dict[str, TrialResult]:
+    results = {}
+    for t in search["trials"]:
+        trial = StudyTrial(t["candidate"], t["point"], t["seed"], t["fold"], t["outer"])
+        run_dir = trial_dir(out, trial)
+        status = trial_status(run_dir)
+        if status == "not run" and trial.id in search.get("skipped", []):
+            status = "skipped (--max-trials)"
+        cost = json.loads((run_dir / COST_FILE).read_text()) if (run_dir / COST_FILE).is_file() else {}
+        results[trial.id] = TrialResult(trial, status, read_metrics(run_dir, status), cost)
+    return results
+
+
+def pooled(out: Path, runs: list[TrialResult], class_names: list[str]) -> tuple[float, list[str]]:
+    """(pooled macro-F1 averaged over seeds, classes no run's evaluation part held)."""
+    by_seed: dict[int, tuple[list, list]] = {}
+    for r in runs:
+        labels, preds = r.predictions(out)
+        by_seed.setdefault(r.trial.seed, ([], []))
+        by_seed[r.trial.seed][0].extend(labels)
+        by_seed[r.trial.seed][1].extend(preds)
+    if not by_seed:
+        return float("nan"), list(class_names)
+    scores = [stats.pooled_scores(y, p, class_names)["macro_f1"] for y, p in by_seed.values()]
+    unseen = stats.unseen_classes([c for y, _ in by_seed.values() for c in y], class_names)
+    return float(np.mean(scores)), unseen
+
+
+def select(out: Path, results: dict[str, TrialResult], search: dict, candidate: dict, outer: int | None,
+           class_names: list[str]) -> Selection:
+    folds = [k for k in range(search["folds"]) if k != outer]
+    points = [p["label"] for p in candidate["points"]]
+    if len(points) == 1:  # nothing to choose: no inner trials were planned
+        return Selection(points[0], folds, True)
+    scores, complete, unseen = {}, {}, {}
+    for p in points:
+        runs = [results[StudyTrial(candidate["name"], p, s, k, outer).id] for s in search["seeds"] for k in folds]
+        done = [r for r in runs if r.status == "done"]
+        if done:
+            scores[p], unseen[p] = pooled(out, done, class_names)
+            complete[p] = len(done) == len(runs)
+    pool = [p for p in points if complete.get(p)] or list(scores)
+    if not pool:
+        return Selection(None, folds, False)
+    best = max(pool, key=lambda p: (round(scores[p], 12), -points.index(p)))
+    return Selection(best, folds, bool(complete.get(best)), scores, unseen[best])
+
+
+def estimate(out: Path, results: dict[str, TrialResult], search: dict, candidate: dict,
+             class_names: list[str]) -> Estimate:
+    name, folds, seeds = candidate["name"], search["folds"], search["seeds"]
+    selections = {None: select(out, results, search, candidate, None, class_names)}
+    if search["protocol"] == NESTED:
+        selections |= {k: select(out, results, search, candidate, k, class_names) for k in range(folds)}
+    components, behind = {}, []
+    for k in range(folds):
+        point = (selections[k] if search["protocol"] == NESTED else selections[None]).point
+        for s in seeds:
+            r = results.get(StudyTrial(name, point, s, k).id) if point else None
+            if r is not None and r.status == "done":
+                components[(k, s)] = r.metrics
+                behind.append(r)
+    score = pooled(out, behind, class_names)[0] if behind else float("nan")
+    mine = [r for r in results.values() if r.trial.candidate == name and r.cost]
+    cost = {"trials": len(mine), "cpu_hours": sum(r.cost["wall_s"] * r.cost["cpus"] for r in mine) / 3600,
+            "gpu_hours": sum(r.cost["wall_s"] * r.cost["gpus"] for r in mine) / 3600,
+            "wall_hours": sum(r.cost["wall_s"] for r in mine) / 3600}
+    return Estimate(name, selections, components, folds * len(seeds), score, cost)
+
+
+def class_names_of(results: dict[str, TrialResult]) -> list[str]:
+    for r in results.values():
+        if r.metrics:
+            return list(r.metrics["per_class"])
+    return []

@@ -1,0 +1,138 @@
+"""A study on a synthetic experiment with known scores (no training, no Ray): plan, nested selection on
+pooled out-of-fold predictions, leaderboard, recommendation, recipe, partial estimates, --resume checks."""
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from test_tune_consolidate import TINY, fake_metrics
+
+from adpm_dist.config import ConfigError, save_config
+from adpm_dist.tune.experiment import SearchSpec, trial_dir, write_search
+from adpm_dist.tune.study.plan import plan_study
+from adpm_dist.tune.study.report import consolidate_study
+from adpm_dist.tune.study.spec import build_candidates
+
+ROOT = Path(__file__).resolve().parents[1]
+LABELS = ["head"] * 5 + ["mid"] * 3 + ["tail"]
+
+
+def cli():
+    spec = importlib.util.spec_from_file_location("study_cli", ROOT / "tune/study.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def plan(tmp_path, space: dict, resume=False, overrides=("train.epochs=1",), parts=("fold0", "fold1", "fold2")):
+    shards = tmp_path / "shards"
+    shards.mkdir(exist_ok=True)
+    (shards / "manifest.json").write_text(json.dumps({"parts": {p: {} for p in parts}}))
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(space))
+    candidates = build_candidates(["ce", "logit_adjusted", "adpm_isotropic"], str(tmp_path / "space.yaml"))
+    spec = SearchSpec(dataset="imagefolder", config=TINY, output=str(tmp_path / "study"), alphas=[], betas=[],
+                      overrides=list(overrides))
+    return plan_study(spec, candidates, shards, 3, [0], resume=resume)
+
+
+def cv_score(t) -> float:
+    base = {"ce": 0.50, "adpm_isotropic": 0.60, "logit_adjusted": 0.65 if t.point == "la_tau1" else 0.55}
+    return base[t.candidate] + (0.01 * t.fold if t.fold < 2 else -0.08 * (t.point == "la_tau1"))
+
+
+@pytest.fixture()
+def study(tmp_path):
+    """logit_adjusted tau in {0.5, 1}: its inner CV prefers tau 1 for outer folds 0 and 1 (every prediction
+    right) and tau 0.5 for outer fold 2; CV scores known (cv_score); cost: logit_adjusted 100 s/trial, the
+    others 50 s."""
+    s = plan(tmp_path, {"logit_adjusted": {"baseline.la_tau": [0.5, 1.0]}})
+    write_search(s)
+    for t in s.trials:
+        d = trial_dir(s.out, t)
+        d.mkdir(parents=True)
+        (d / "metrics.json").write_text(json.dumps(fake_metrics(cv_score(t), t.fold)))
+        save_config(s.config_of(t), d / "config.yaml")  # what --resume compares a finished trial with
+        good = t.outer is None or (t.point == "la_tau1") == (t.outer != 2)
+        preds = LABELS if good else ["head"] * len(LABELS)
+        rows = ["key,label,prediction"] + [f"k{i},{y},{p}" for i, (y, p) in enumerate(zip(LABELS, preds))]
+        (d / "predictions.csv").write_text("\n".join(rows) + "\n")
+        wall = 100.0 if t.candidate == "logit_adjusted" else 50.0
+        (d / "cost.json").write_text(json.dumps({"wall_s": wall, "cpus": 1, "gpus": 0, "attempts": 1, "processes": 1}))
+    return s
+
+
+def test_plan_is_conditional_and_nested(tmp_path):
+    s = plan(tmp_path, {"logit_adjusted": {"baseline.la_tau": [0.5, 1.0]}})
+    assert s.protocol == "nested"
+    cv = [t for t in s.trials if t.outer is None]
+    inner = [t for t in s.trials if t.outer is not None]
+    assert len(cv) == 3 * (1 + 2 + 1)  # ce, la x 2 taus, isotropic: tau never multiplies the others
+    assert {t.candidate for t in inner} == {"logit_adjusted"} and len(inner) == 3 * 2 * 2
+    assert all(t.fold != t.outer and f"fold{t.outer}" not in t.train_folds(3) for t in inner)
+    cfg = s.config_of(next(t for t in cv if t.candidate == "adpm_isotropic"))
+    assert cfg.method == "adpm" and cfg.noise.alpha == 0.0 and cfg.data.eval_part == "fold0"
+
+
+def test_study_answer(study, capsys):
+    report = consolidate_study(study.out)
+    est = {e.name: e for e in report["estimates"]}
+    la = est["logit_adjusted"]
+    assert [la.selections[k].point for k in range(3)] == ["la_tau1", "la_tau1", "la_tau0.5"]
+    outer = [0.65, 0.66, 0.55 - 0.0]  # fold 2 at tau 0.5: 0.55 (no -0.08: that is tau 1's)
+    assert la.mean_std("macro_f1")[0] == pytest.approx(np.mean(outer))
+    assert report["leader"].name == "logit_adjusted"
+    assert report["recommendation"].name == "adpm_isotropic"  # tied with the leader and cheaper per trial
+    assert not report["partial"]
+    md = (study.out / "study.md").read_text()
+    assert "**Recommendation: adpm_isotropic**" in md and "cheapest" in md and "outer fold 2: la_tau0.5" in md
+    with open(study.out / "leaderboard.csv") as f:
+        rows = {r["candidate"]: r for r in csv.DictReader(f)}
+    assert rows["logit_adjusted"]["rank"] == "1" and rows["adpm_isotropic"]["recommended"] == "yes"
+    assert rows["ce"]["vs_reference"].startswith("+0.000")
+    assert float(rows["logit_adjusted"]["cpu_hours"]) == pytest.approx(18 * 100 / 3600)
+    recipe = yaml.safe_load((study.out / "recipe.yaml").read_text())
+    assert recipe["method"] == "adpm" and recipe["noise"]["alpha"] == 0.0 and recipe["train"]["select"] == "refit"
+    assert "NOT an estimate" in (study.out / "recipe.yaml").read_text()  # fold-only shards
+    figures = json.loads((study.out / "protocol.json").read_text())
+    assert figures and all(f["independent"] for f in figures)
+    la0 = next(f for f in figures if f["figure"] == "study.md logit_adjusted: fold0 seed 0")
+    assert "fold0" not in la0["selected_on"] and {"fold1", "fold2"} <= set(la0["selected_on"])
+    assert (study.out / "leaderboard.png").stat().st_size > 0
+    assert cli().main(["--dataset", "imagefolder", "--output", str(study.out), "--consolidate-only"]) == 0
+
+
+def test_partial_estimate_exits_nonzero(study, capsys):
+    (trial_dir(study.out, next(t for t in study.trials if t.candidate == "ce")) / "metrics.json").unlink()
+    assert cli().main(["--dataset", "imagefolder", "--output", str(study.out), "--consolidate-only"]) == 1
+    assert "PARTIAL ESTIMATE" in capsys.readouterr().err
+    assert (study.out / "study.md").read_text().startswith("> **PARTIAL ESTIMATE") and "ce: 2/3" in \
+        (study.out / "study.md").read_text()
+
+
+def test_resume_refuses_a_changed_space_or_config(study, tmp_path):
+    with pytest.raises(ValueError, match=r"logit_adjusted: space"):
+        plan(tmp_path, {"logit_adjusted": {"baseline.la_tau": [0.5, 2.0]}}, resume=True)
+    with pytest.raises(ValueError, match=r"train.epochs"):
+        plan(tmp_path, {"logit_adjusted": {"baseline.la_tau": [0.5, 1.0]}}, resume=True, overrides=["train.epochs=2"])
+    with pytest.raises(FileExistsError):
+        plan(tmp_path, {"logit_adjusted": {"baseline.la_tau": [0.5, 1.0]}})
+    again = plan(tmp_path, {"logit_adjusted": {"baseline.la_tau": [0.5, 1.0]}}, resume=True)
+    assert again.todo == []  # every trial finished: nothing re-runs
+
+
+def test_bad_candidates_are_named(tmp_path):
+    with pytest.raises(ConfigError, match="'nope'"):
+        build_candidates(["ce", "nope"])
+    (tmp_path / "s.yaml").write_text("focal: {baseline.focal_gamma: 2}\n")
+    with pytest.raises(ConfigError, match="focal.baseline.focal_gamma"):
+        build_candidates(["focal"], str(tmp_path / "s.yaml"))
+    (tmp_path / "t.yaml").write_text("ce: {}\n")
+    with pytest.raises(ConfigError, match=r"\['ce'\] are not among"):
+        build_candidates(["focal"], str(tmp_path / "t.yaml"))
+    with pytest.raises(ConfigError, match="no_such"):
+        plan(tmp_path, {"logit_adjusted": {"baseline.no_such": [1]}})

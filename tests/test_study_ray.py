@@ -1,0 +1,49 @@
+"""A tiny study on a real (loopback) Ray cluster: nested CV on fold-only shards, and the recipe trained by
+launch/train.py (refit); --resume is checked without a cluster in test_study.py. Each process in its own session (conftest)."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from process_group import run_session
+from test_tune_ray import ROOT, ray_env, ray_tmp, run_search  # noqa: F401  (ray_tmp: a fixture)
+
+from adpm_dist.config import load_config
+
+pytestmark = pytest.mark.timeout(420)
+FAST = ["train.epochs=1", "train.warmup_epochs=1", "train.val_every=1"]
+
+
+def test_tiny_study_nested_resume_and_recipe(tmp_path, ray_tmp, fold_only_shards):  # noqa: F811
+    """ce (nothing to tune) and logit_adjusted (tau in {0.5, 1}) x 3 folds: 3 + 6 CV trials and 12 inner
+    trials for logit_adjusted only; every trial trains without its evaluation fold (and its outer fold)."""
+    out = tmp_path / "study"
+    (tmp_path / "space.yaml").write_text("logit_adjusted: {baseline.la_tau: [0.5, 1.0]}\nce: {}\n")
+    cmd = [sys.executable, "tune/study.py", "--dataset", "imagefolder", "--shards", str(fold_only_shards),
+           "--methods", "ce,logit_adjusted", "--space", str(tmp_path / "space.yaml"), "--output", str(out),
+           "--config", "configs/digits_lt_tiny.yaml", "--progress-interval", "30", "--ray-temp-dir", str(ray_tmp),
+           *FAST]
+    res = run_search(cmd, ray_env(tmp_path), timeout=360)
+    assert res.returncode == 0, res.stdout[-4000:]
+    assert "21 trials: 21 finished" in res.stdout and "recommendation:" in res.stdout
+    for trial in (out / "trials").iterdir():
+        cfg = load_config(trial / "config.yaml")
+        metrics = json.loads((trial / "metrics.json").read_text())
+        hidden = {metrics["eval_part"]} | ({f"fold{trial.name[5]}"} if trial.name.startswith("outer") else set())
+        assert not hidden & set(cfg.data.train_parts), trial.name
+        assert (trial / "predictions.csv").is_file() and (trial / "cost.json").is_file()
+    assert {t.name.split("_", 2)[1] for t in (out / "trials").iterdir() if t.name.startswith("outer")} == {"logit"}
+    assert all(f["independent"] for f in json.loads((out / "protocol.json").read_text()))
+    assert "nested CV" in (out / "study.md").read_text()
+
+
+    recipe = yaml.safe_load((out / "recipe.yaml").read_text())
+    assert recipe["train"]["select"] == "refit" and recipe["data"]["train_parts"] == []
+    run = run_session([sys.executable, "launch/train.py", "--config", str(out / "recipe.yaml")], cwd=ROOT,
+                      capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+    metrics = json.loads((Path(recipe["run"]["output_dir"]) / "metrics.json").read_text())
+    assert metrics["method"] == recipe["method"] and metrics["eval_part"] == "fold0"
