@@ -74,7 +74,7 @@ class Candidate:
 def method_space(method: str) -> dict[str, list]:
     """The method's declared default space (a class attribute next to the method; {} = nothing to tune),
     checked against the config: a bad key or value is named here, not in the middle of a study."""
-    from ...methods.space import search_space
+    from ...methods import search_space
 
     return search_space(method)
 
