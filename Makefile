@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: setup
-	$(BIN)/python -m adpm_dist.data.prepare --dataset digits_lt --out $(SHARDS)
+	$(BIN)/python -m adpm_dist.data.prepare --dataset digits_lt --out $(SHARDS) --overwrite
 	ACCELERATE_USE_CPU=$${ACCELERATE_USE_CPU-1} $(BIN)/accelerate launch --num_processes 1 --num_machines 1 \
 	    --mixed_precision no --dynamo_backend no \
 	    launch/train.py --config configs/digits_lt.yaml data.shards=$(SHARDS) run.output_dir=$(DEMO) run.overwrite=true
