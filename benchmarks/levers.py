@@ -47,7 +47,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--config", default="configs/digits_lt.yaml")
     p.add_argument("--out", default="runs/quality", help="data and run directories (shared with quality.py)")
     p.add_argument("--results", default="benchmarks/RESULTS.md", help="markdown file that gets the tables")
-    p.add_argument("--jobs", type=int, default=1, help="training runs at a time")
+    quality.add_runner_arguments(p)
     p.add_argument("--no-run", action="store_true",
                    help="train nothing: tables from the finished runs only (sampling levers still computed)")
     p.add_argument("overrides", nargs="*", help="key=value overrides for every training run")

@@ -6,14 +6,17 @@
 
 1. Data: digits-LT prepared at each imbalance ratio into OUT/data/digits_lt_ir<IR> (kept between
    invocations), or the one shard directory given with --shards (then there is no IR loop).
-2. Runs: launch/train.py in a subprocess per (dataset, method, seed) into
+2. Runs: one Ray Tune trial per (dataset, method, seed) through the study engine
+   (adpm_dist/tune/batch.py: engine.train in the trial, as launch/train.py runs it) into
    OUT/runs/<dataset>/<method>/seed<seed>; a run whose metrics.json exists is skipped, an
-   interrupted one continues from its checkpoint (train.resume=auto). --jobs N runs N at a time
-   (each with OMP_NUM_THREADS = CPUs / N unless set). Overrides: config < the method's (METHODS in
-   benchmarks/tables.py; with --baseline-epochs N the classifier methods also
-   train.epochs=N; default: the config's epochs for every method) < the key=value arguments,
-   which go to every run. Each run gets its resolved config as a file (launch.yaml in its
-   directory), so paths reach it verbatim. Times and defaults: docs/baselines.md.
+   interrupted or failed one continues from its checkpoint (train.resume=auto). --jobs N runs N at a
+   time on a loopback cluster (each with CPUs / N threads); with RAY_ADDRESS (or --address) the runs
+   go to that cluster instead: `ray job submit -- python benchmarks/quality.py ...`. Ray's state is
+   in OUT/ray. Overrides: config < the method's (METHODS in benchmarks/tables.py; with
+   --baseline-epochs N the classifier methods also train.epochs=N; default: the config's epochs for
+   every method) < the key=value arguments, which go to every run. Each run's resolved config is
+   also written as launch.yaml in its directory (to repeat it by hand: launch/train.py --config
+   launch.yaml). Times and defaults: docs/baselines.md.
    Fold-only shards (no `test` part: PAD-UFES-20, SCIN, Hyper-Kvasir): every (method, seed) runs
    once per outer fold k into .../seed<seed>_fold<k>, trained and checkpoint-selected on the other
    folds and scored once on fold k (the Tune search's outer loop; methods here have no grid).
@@ -31,10 +34,8 @@ import datetime as dt
 import json
 import os
 import shlex
-import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
@@ -51,8 +52,9 @@ from adpm_dist.data.digits_lt import DEFAULT_VAL_PER_CLASS  # noqa: E402
 from adpm_dist.data.manifest import load_manifest  # noqa: E402
 from adpm_dist.data.plan import plan_data  # noqa: E402
 from adpm_dist.tune.protocol import entry, mean_entry, write_protocol  # noqa: E402
+from adpm_dist.tune.trainable import COST_FILE  # noqa: E402
 
-TIMING_FILE = "bench_seconds.json"
+TIMING_FILE = "bench_seconds.json"  # written by the runner before the runs went through Ray; still read
 LAUNCH_CONFIG = "launch.yaml"  # the run's resolved config, what launch/train.py gets
 
 
@@ -73,7 +75,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="write the table into its own RESULTS section <!-- quality-SECTION:begin/end --> "
                         "(default: the main quality table)")
     p.add_argument("--heading", default="", help="heading of a new --section (default: '## Quality: SECTION')")
-    p.add_argument("--jobs", type=int, default=1, help="runs at a time")
+    add_runner_arguments(p)
     p.add_argument("--baseline-epochs", type=int, default=0,
                    help="train.epochs of the non-diffusion methods (0: the config's)")
     p.add_argument("overrides", nargs="*", help="key=value overrides for every run (win over the method's)")
@@ -81,6 +83,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if args.jobs < 1:
         p.error("--jobs must be >= 1")
     return args
+
+
+def add_runner_arguments(p: argparse.ArgumentParser) -> None:
+    """--jobs and --address: how every benchmark built on run_all hands its runs to the study engine."""
+    p.add_argument("--jobs", type=int, default=1, help="training runs at a time (each gets CPUs / jobs threads)")
+    p.add_argument("--address", default=None,
+                   help="a Ray cluster to run on (default: RAY_ADDRESS if set, else a local loopback cluster)")
 
 
 def datasets(args, out: Path) -> dict[str, Path]:
@@ -139,30 +148,26 @@ def resolved_config(args, overrides: list[str], settings: dict):
     return cfg
 
 
-def launch(args, config: Path, run_dir: Path) -> tuple[int, float]:
-    """launch/train.py in a subprocess, its output in run_dir/train.log; (exit code, seconds)."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.jobs)))
-    cmd = [sys.executable, str(ROOT / "launch" / "train.py"), "--config", str(config)]
-    start = time.perf_counter()
-    with open(run_dir / "train.log", "w") as log:
-        rc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
-    seconds = time.perf_counter() - start
-    if rc == 0:
-        (run_dir / TIMING_FILE).write_text(json.dumps({"seconds": seconds, "command": shlex.join(cmd)}))
-    return rc, seconds
-
-
 def clock(seconds: float) -> str:
     m, s = divmod(int(seconds), 60)
     return f"{m // 60}h{m % 60:02d}m" if m >= 60 else f"{m}m{s:02d}s"
 
 
+def execute(args, runs: list, out: Path, show_eval: bool = True) -> dict[str, str]:
+    """Train `runs` (tune.batch.BatchRun) as Ray Tune trials through the study engine, --jobs at a time,
+    on a loopback cluster or the one in --address / RAY_ADDRESS; {run id: status}. `show_eval=False`:
+    the progress never prints an evaluation score (benchmarks that choose on validation only)."""
+    from adpm_dist.tune.batch import run_batch
+
+    return run_batch(out / "ray", runs, jobs=args.jobs, address=args.address, show_eval=show_eval)
+
+
 def run_all(args, data: dict[str, Path], out: Path, entries: dict = METHODS, show: str = "macro_f1") -> list[str]:
     """Every missing run of ``args.methods`` (names in ``entries``: name -> (overrides, label)), with
-    one progress line each showing metrics.json's ``show``; returns the failed run directories."""
-    todo, done, failed = [], 0, []
+    one line each showing metrics.json's ``show``; returns the failed run directories."""
+    from adpm_dist.tune.batch import batch_run
+
+    todo, done = [], 0
     configs = [(name, m, s, k) for name in data for k in outer_folds(data[name]) for m in args.methods
                for s in args.seeds]
     stale = []
@@ -175,31 +180,34 @@ def run_all(args, data: dict[str, Path], out: Path, entries: dict = METHODS, sho
         elif changed:
             stale.append(f"{run_dir}: {', '.join(changed)}")
         else:
-            save_config(cfg, run_dir / LAUNCH_CONFIG)
-            todo.append((name, method, seed, fold, run_dir, run_dir / LAUNCH_CONFIG))
+            save_config(cfg, run_dir / LAUNCH_CONFIG)  # by hand: launch/train.py --config <run>/launch.yaml
+            todo.append(batch_run(f"{name}/{method}/{run_name(seed, fold)}", f"{name} {method}", cfg))
     if stale:  # never mix a figure trained otherwise into the table
         raise SystemExit("finished runs were trained with other settings than this command would use "
                          "(another --out, or delete them to re-run):\n  " + "\n  ".join(stale))
-    total, start, spent = len(configs), time.perf_counter(), []
-    print(f"{total} runs: {done} already done, {len(todo)} to go ({args.jobs} at a time)", flush=True)
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        futures = {pool.submit(launch, args, c, d): (n, m, s, k, d) for n, m, s, k, d, c in todo}
-        for future in as_completed(futures):
-            name, method, seed, fold, run_dir = futures[future]
-            rc, seconds = future.result()
-            done, elapsed = done + 1, time.perf_counter() - start
-            spent.append(seconds)
-            left = (len(todo) - len(spent)) * (sum(spent) / len(spent)) / args.jobs
-            if rc == 0:
-                f1 = json.loads((run_dir / "metrics.json").read_text())[show]
-                result = f"{show.replace('_', ' ')} {f1:.3f} in {seconds:.0f} s"
-            else:
-                failed.append(str(run_dir))
-                result = f"FAILED (exit {rc}) after {seconds:.0f} s, log: {run_dir / 'train.log'}"
-            where = f"seed {seed}" if fold is None else f"seed {seed} {fold}"
-            print(f"[{done}/{total}] {name} {method} {where}: {result} | elapsed {clock(elapsed)}, "
-                  f"~{clock(left)} left", flush=True)
+    print(f"{len(configs)} runs: {done} already done, {len(todo)} to go ({args.jobs} at a time, on Ray)", flush=True)
+    start = time.perf_counter()
+    execute(args, todo, out, show_eval=not show.startswith("val_"))
+    failed = []
+    for run in todo:
+        metrics = run.run_dir / "metrics.json"
+        if metrics.is_file():
+            result = f"{show.replace('_', ' ')} {json.loads(metrics.read_text())[show]:.3f} in {run_seconds(run.run_dir):.0f} s"
+        else:
+            failed.append(str(run.run_dir))
+            result = f"FAILED, log: {run.run_dir / 'train.log'}"
+        print(f"{run.id}: {result}", flush=True)
+    print(f"{len(todo) - len(failed)} of {len(todo)} runs finished in {clock(time.perf_counter() - start)}", flush=True)
     return failed
+
+
+def run_seconds(run_dir: Path) -> float:
+    """Training wall time of a run over its attempts (cost.json, written by the trainable; older runs:
+    bench_seconds.json of the subprocess runner); NaN if neither is there."""
+    for name, key in ((COST_FILE, "wall_s"), (TIMING_FILE, "seconds")):
+        if (run_dir / name).is_file():
+            return float(json.loads((run_dir / name).read_text())[key])
+    return float("nan")
 
 
 def class_counts(shards: Path, run_dir: Path) -> tuple[list[str], list[int]]:
@@ -226,8 +234,7 @@ def collect(args, data: dict[str, Path], out: Path) -> tuple[list[dict], dict[st
         group_lines[name] = groups_line(names, counts, groups)
         for method, seed, run_dir in finished:
             metrics = json.loads((run_dir / "metrics.json").read_text())
-            timing = run_dir / TIMING_FILE
-            seconds = json.loads(timing.read_text())["seconds"] if timing.is_file() else float("nan")
+            seconds = run_seconds(run_dir)
             rows.append({"dataset": name, "method": method, "seed": seed, **run_scores(metrics, names, groups),
                          "accuracy": metrics["accuracy"], "val_macro_f1": metrics["val_macro_f1"],
                          "best_epoch": metrics["best_epoch"], "seconds": seconds,

@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.quality import datasets, run_all  # noqa: E402
+from benchmarks.quality import add_runner_arguments, datasets, run_all  # noqa: E402
 from benchmarks.tables import METHODS, replace_section  # noqa: E402
 from adpm_dist.evaluate import format_mean_std, mean_std  # noqa: E402
 
@@ -49,7 +49,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--config", default="configs/digits_lt.yaml")
     p.add_argument("--out", default="runs/selection")
     p.add_argument("--results", default="benchmarks/RESULTS.md")
-    p.add_argument("--jobs", type=int, default=1)
+    add_runner_arguments(p)
     p.add_argument("--no-run", action="store_true", help="only the table, from the runs that finished")
     p.add_argument("overrides", nargs="*", help="key=value overrides for every run")
     return p.parse_args(argv)

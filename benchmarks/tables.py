@@ -149,8 +149,10 @@ def dataset_table(rows: list[dict], methods: Sequence[str], labels: dict[str, tu
 def validation_scores(metrics: dict) -> dict[str, float]:
     """What a run's validations say, never its evaluation part: macro-F1 of the selected (best)
     validation, the mean over all validations, and the mean of (diffusion - its own prior) macro-F1
-    over all validations (how much the denoiser adds to the prior it starts from)."""
-    vals = [(row["val_macro_f1"], row["val_prior_macro_f1"]) for row in metrics["history"] if "val_macro_f1" in row]
+    over all validations (how much the denoiser adds to the prior it starts from; 0 for a method
+    without a prior, whose history has no val_prior_macro_f1)."""
+    vals = [(row["val_macro_f1"], row.get("val_prior_macro_f1", row["val_macro_f1"])) for row in metrics["history"]
+            if "val_macro_f1" in row]
     if not vals:
         raise ValueError("the run's history has no validation rows (val_macro_f1)")
     return {"val_selected": float(metrics["val_macro_f1"]), "val_mean": float(np.mean([v for v, _ in vals])),

@@ -296,7 +296,12 @@ def test_quality_script_smoke(tmp_path):
            "--jobs", "2", "train.eval_batch_size=512"]
     proc = run_session(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "[2/2] digits_lt_ir20" in proc.stdout
+    assert "digits_lt_ir20_ce_seed0: macro f1" in proc.stdout and "2 of 2 runs finished" in proc.stdout
+    # the runs were Ray Tune trials of the study engine (tune/batch.py), not subprocesses
+    assert json.loads((tmp_path / "q" / "ray" / "search.json").read_text())["mode"] == "runs"
+    for method in ("ce", "ldam_drw"):
+        run = tmp_path / "q" / "runs" / "digits_lt_ir20" / method / "seed0"
+        assert json.loads((run / "cost.json").read_text())["wall_s"] > 0 and (run / "attempts.jsonl").is_file()
     text = results.read_text()
     assert "earlier section" in text and "stale" not in text and text.count(BEGIN) == 1
     assert "### digits_lt_ir20" in text and "--irs 20 --seeds 0" in text
@@ -353,7 +358,8 @@ def test_levers_script_smoke(tmp_path):
            "--results", str(results), "train.eval_batch_size=512"]
     proc = run_session(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "[1/1] digits_lt_ir20 adpm seed 0: val macro f1" in proc.stdout  # progress never shows the eval part
+    assert "digits_lt_ir20_adpm_seed0: val macro f1" in proc.stdout  # progress never shows the eval part
+    assert "eval macro-F1" not in proc.stdout and "finished digits_lt_ir20_adpm_seed0 (best val macro-F1" in proc.stdout
     run = tmp_path / "q" / "runs" / "digits_lt_ir20" / "adpm" / "seed0"
     sampled = json.loads((run / "sampling_levers.json").read_text())
     assert sampled["as_trained"]["val_macro_f1"] == json.loads((run / "metrics.json").read_text())["val_macro_f1"]

@@ -88,6 +88,8 @@ def test_refit_trains_again_on_train_and_validation_for_the_chosen_epochs(digits
     assert len(saved["history"]) == saved["selection"]["refit_epochs"]  # the refit pass: that many epochs
     assert all("val_macro_f1" not in row for row in saved["history"])  # no validation data left to score
     assert (out / "selection" / "checkpoints" / "best.pt").is_file()  # the first pass, kept apart
+    header = (out / "selection" / "summary.csv").read_text().splitlines()[0].split(",")
+    assert "val_macro_f1" in header and "val_prior_macro_f1" not in header  # a baseline has no separate prior
     assert load_config(out / "config.yaml").train.select == "refit"  # what was asked: what reusers compare
     assert load_config(out / "refit_config.yaml").data.val_part == "none"
     assert stale_keys(out, cfg) == []

@@ -34,7 +34,7 @@ def test_events_counts_and_best_so_far(tmp_path):
     assert "FAILED   alpha1-2_beta5_fold1 (attempt 1); retrying" in text
     assert "4 trials: 1 retrying, 3 finished" in text
     # alpha=1/2 has one fold at 0.9; alpha=0 has both folds at mean 0.6: the best so far is by mean over folds done.
-    assert "best so far: alpha=1/2 beta=5 mean eval macro-F1 0.9000 (1/2 folds)" in text
+    assert "best so far: alpha=1/2 beta=5 mean eval macro-F1 0.9000 (1/2 trials)" in text
     assert f"{'alpha0_beta5_fold0':<34}finished       2/3" in text  # ids of inner trials are longer
 
 

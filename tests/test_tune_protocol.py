@@ -90,23 +90,24 @@ def load_quality():
 
 def test_quality_runs_every_outer_fold_with_its_path_verbatim(fold_only_shards, tmp_path, monkeypatch):
     """benchmarks/quality.py --shards on fold-only shards at a path YAML would cut (" #", spaces, non-ASCII):
-    one run per outer fold, each scored on its fold only; protocol.json disjoint. The launcher is replaced by
-    a stand-in that reads the run's launch.yaml as launch/train.py does and writes what engine.train writes
-    (the real subprocess path is test_baselines.py::test_quality_script_smoke)."""
+    one run per outer fold, each scored on its fold only; protocol.json disjoint. The Ray batch is replaced
+    by a stand-in that writes what engine.train writes (the real path through Ray Tune is
+    test_baselines.py::test_quality_script_smoke)."""
     quality = load_quality()
     shards = tmp_path / "data #2" / "plain ünï ✓"
     shutil.copytree(fold_only_shards, shards)
     launched = []
 
-    def fake_launch(args, config: Path, run_dir: Path) -> tuple[int, float]:
-        cfg = load_config(config)  # typed values from the file: no key=value text on the way
-        plan = plan_data(load_manifest(cfg.data.shards), cfg)
-        save_config(cfg, run_dir / "config.yaml")
-        (run_dir / "metrics.json").write_text(json.dumps(fake_metrics(0.6, plan.eval_part)))
-        launched.append((cfg.data.shards, plan.eval_part, plan.train_parts))
-        return 0, 1.0
+    def fake_execute(args, runs, out, show_eval=True) -> dict:
+        for run in runs:  # each run's config as the trial gets it: plain typed values, no key=value text
+            cfg = from_dict(run.config)
+            plan = plan_data(load_manifest(cfg.data.shards), cfg)
+            save_config(cfg, run.run_dir / "config.yaml")
+            (run.run_dir / "metrics.json").write_text(json.dumps(fake_metrics(0.6, plan.eval_part)))
+            launched.append((cfg.data.shards, plan.eval_part, plan.train_parts))
+        return {run.id: "finished" for run in runs}
 
-    monkeypatch.setattr(quality, "launch", fake_launch)
+    monkeypatch.setattr(quality, "execute", fake_execute)
     out, results = tmp_path / "q #1", tmp_path / "RESULTS.md"
     assert quality.main(["--shards", str(shards), "--config", TINY, "--seeds", "0", "--methods", "ce",
                          "--baseline-epochs", "1", "--out", str(out), "--results", str(results),

@@ -361,8 +361,9 @@ def validate_and_select(run: Run, epoch: int) -> dict:
         save_best(run.acc, weights, run.ckpt_dir / "last.pt", run.cfg,
                   extra={"epoch": epoch + 1, "macro_f1": val["macro_f1"], "class_names": run.names,
                          "ema": run.cfg.train.eval_ema})
-    return {"val_macro_f1": val["macro_f1"], "val_prior_macro_f1": val["prior"]["macro_f1"], "val_nll": val["nll"],
-            **losses}
+    # the prior's own score only where the method has a prior beside it (a baseline's "prior" is itself)
+    prior = {"val_prior_macro_f1": val["prior"]["macro_f1"]} if run.method.has_diffusion else {}
+    return {"val_macro_f1": val["macro_f1"], **prior, "val_nll": val["nll"], **losses}
 
 
 def stopped(run: Run) -> bool:

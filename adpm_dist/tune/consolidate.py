@@ -24,8 +24,6 @@ carve-out of its training folds (engine.train).
 """
 from __future__ import annotations
 
-from __future__ import annotations
-
 import json
 from pathlib import Path
 
@@ -239,3 +237,21 @@ def partial_reasons(search: dict, best: Cell | None, outer_folds: list[OuterFold
     reasons += [f"outer fold {o.fold}: chosen on an incomplete inner CV" for o in outer_folds
                 if o.choice is not None and not o.inner_complete]
     return reasons
+
+
+def reported_runs(out: Path, search: dict) -> tuple[list[Path], str]:
+    """The grid's reported configuration's runs: the nested estimate's outer-fold runs, or the CV best's."""
+    if search.get("protocol") == NESTED:
+        outer, _ = nested_folds(out, search)
+        runs = [trial_dir(out, o.source) for o in outer if o.metrics]
+        picks = ", ".join(f"fold{o.fold}: alpha={o.choice.alpha_label} beta={o.choice.beta_label}"
+                          for o in outer if o.metrics)
+        return runs, f"the nested CV estimate's outer-fold runs ({picks})"
+    cells, _ = collect(out, search)
+    best, _ = choose_best(cells, search["folds"])
+    if best is None:
+        return [], "no configuration evaluated"
+    betas = [b["value"] for b in search["betas"]]
+    runs = [trial_dir(out, shared_source(Trial(best.alpha, best.beta, k), betas)) for k in sorted(best.folds)]
+    return runs, (f"the CV's best alpha={best.alpha_label} beta={best.beta_label} over {len(runs)} folds "
+                  "(optimistic: chosen on these folds)")

@@ -165,3 +165,9 @@ def consolidate_fit(out: str | Path, n_boot: int | None = None) -> dict:
     return {"fits": fits, "estimate": estimate, "rows": rows, "cost": cost, "written": written,
             "missing": [r for r in rows if r["status"] != "done"], "file": out / FIT_FILE,
             "partial": [f"fold {r['fold']}: {r['status']}" for r in rows if r["status"] != "done"]}
+
+
+def reported_runs(out: Path, search: dict) -> tuple[list[Path], str]:
+    """--fit reports the fitted-law runs, one per fold."""
+    runs = [trial_dir(out, FitTrial(FITTED, k)) for k in range(search["folds"])]
+    return [r for r in runs if (r / "metrics.json").is_file()], "the fitted-law runs, one per fold"

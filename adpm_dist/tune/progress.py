@@ -27,7 +27,10 @@ class TrialState:
 
 class ProgressTable(Callback):
     def __init__(self, trials: list[dict], total_epochs: int, interval: float = 15.0, stream=None,
-                 max_finished_rows: int = 5):
+                 max_finished_rows: int = 5, show_eval: bool = True):
+        """`show_eval=False`: never print a trial's evaluation score (a benchmark that chooses on
+        validation only, benchmarks/levers.py, must not show the evaluation part while it runs)."""
+        self.show_eval = show_eval
         self.states = {t["id"]: TrialState(t) for t in trials}
         self.total_epochs = total_epochs
         self.interval = interval
@@ -55,7 +58,7 @@ class ProgressTable(Callback):
             s.loss = result["loss"]
         if "val_macro_f1" in result:
             s.val_f1 = max(result["val_macro_f1"], s.val_f1 or 0.0)
-        if "eval_macro_f1" in result:
+        if "eval_macro_f1" in result and self.show_eval:
             s.eval_f1 = result["eval_macro_f1"]
         self._dirty = True
 
@@ -75,8 +78,11 @@ class ProgressTable(Callback):
         run_dir = Path(s.info["config"]["run"]["output_dir"])
         if "evaluated" in last or (run_dir / "metrics.json").is_file():  # the final report, or the file if shared
             s.status = "finished"
-            s.eval_f1 = last.get("eval_macro_f1", s.eval_f1)
-            self._event(f"finished {s.info['id']}: eval macro-F1 {_f(s.eval_f1)} on {s.info['eval_part']}")
+            if self.show_eval:
+                s.eval_f1 = last.get("eval_macro_f1", s.eval_f1)
+                self._event(f"finished {s.info['id']}: eval macro-F1 {_f(s.eval_f1)} on {s.info['eval_part']}")
+            else:
+                self._event(f"finished {s.info['id']} (best val macro-F1 {_f(s.val_f1)})")
         elif (run_dir / "early_stopped.json").is_file():
             s.status = "stopped"
             self._event(f"stopped  {s.info['id']} early at epoch {s.epoch} (ASHA, val macro-F1 {_f(s.val_f1)})")
@@ -101,16 +107,20 @@ class ProgressTable(Callback):
         return f"{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
     def best_so_far(self) -> str:
+        """The configuration with the best mean evaluation macro-F1 yet: a trial's `group` (a batch's
+        dataset and method, a study's candidate and point), else its (alpha, beta)."""
         by_config = defaultdict(list)
         for s in self.states.values():  # the CV trials only: inner trials of nested CV score other folds
             if s.status == "finished" and s.eval_f1 is not None and s.info.get("outer") is None:
-                by_config[(s.info["alpha"], s.info["beta"], s.info["alpha_label"], s.info["beta_label"])].append(s.eval_f1)
+                by_config[(s.info["alpha"], s.info["beta"], _name(s.info))].append(s.eval_f1)
         if not by_config:
             return "best so far: -"
-        folds = max(s.info["fold"] for s in self.states.values()) + 1  # every fold is some trial's evaluation
+        of = {}
+        for s in self.states.values():
+            if s.info.get("outer") is None:
+                of[_name(s.info)] = of.get(_name(s.info), 0) + 1
         key, f1s = max(by_config.items(), key=lambda kv: (sum(kv[1]) / len(kv[1]), -kv[0][0], -kv[0][1]))
-        return (f"best so far: alpha={key[2]} beta={key[3]} mean eval macro-F1 {sum(f1s) / len(f1s):.4f} "
-                f"({len(f1s)}/{folds} folds)")
+        return f"best so far: {key[2]} mean eval macro-F1 {sum(f1s) / len(f1s):.4f} ({len(f1s)}/{of[key[2]]} trials)"
 
     def eta(self) -> str:
         """' | ETA ~N min': the time per ended trial so far times the trials not yet ended (none before one ends)."""
@@ -138,6 +148,10 @@ class ProgressTable(Callback):
                 lines.append(f"  {s.info['id']:<34}{s.status:<10}{epoch:>8}{_f(s.loss):>9}{_f(s.val_f1):>9}"
                              f"{_f(s.eval_f1):>9}{s.attempts:>7}")
         print("\n".join(lines), file=self.stream, flush=True)
+
+
+def _name(info: dict) -> str:
+    return info.get("group") or f"alpha={info['alpha_label']} beta={info['beta_label']}"
 
 
 def _f(v) -> str:

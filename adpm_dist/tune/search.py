@@ -212,7 +212,8 @@ def _fit(search: Search, resources: Resources, early_stopping: EarlyStopping | N
     out = search.out
     trials = trial_payloads(search)
     total_epochs = getattr(search, "total_epochs", None) or epochs_per_trial(search.base)  # a study: its longest
-    progress = ProgressTable(trials, total_epochs, interval=progress_interval, stream=stream)
+    progress = ProgressTable(trials, total_epochs, interval=progress_interval, stream=stream,
+                             show_eval=getattr(search, "show_eval", True))  # a batch may hide it
     scheduler = None
     if early_stopping is not None:
         scheduler = PerFoldASHA(max_t=total_epochs, grace_period=early_stopping.grace_period,

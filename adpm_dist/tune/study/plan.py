@@ -56,7 +56,8 @@ class StudyTrial:
     def to_dict(self) -> dict:
         # alpha/beta/labels: what the progress table's "best so far" groups by (candidate, point)
         return asdict(self) | {"id": self.id, "eval_part": self.eval_part, "alpha": 0.0, "beta": 0.0,
-                               "alpha_label": self.candidate, "beta_label": self.point}
+                               "alpha_label": self.candidate, "beta_label": self.point,
+                               "group": f"{self.candidate} {self.point}"}
 
 
 @dataclass

@@ -208,3 +208,20 @@ def atomic_write_bytes_fig(fig, path: Path) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     atomic_write_bytes(path, buf.getvalue())
+
+
+def reported_runs(out: Path, search: dict) -> tuple[list[Path], str]:
+    """A study reports its recommendation: the (fold, seed) runs of its estimate."""
+    from ..experiment import trial_dir
+    from .plan import StudyTrial
+
+    results = read_results(out, search)
+    names = class_names_of(results)
+    estimates = [estimate(out, results, search, c, names) for c in search["candidates"]]
+    lead = compare.leader(estimates)
+    rec = compare.recommend(estimates, lead, {e.name: compare.difference(e, lead) for e in estimates}) if lead else None
+    if rec is None:
+        return [], "no candidate evaluated"
+    point = {k: s.point for k, s in rec.selections.items()}
+    runs = [trial_dir(out, StudyTrial(rec.name, point.get(k, point[None]), s, k)) for k, s in sorted(rec.components)]
+    return runs, f"the study's recommendation {rec.name}, its estimate's (fold, seed) runs"
