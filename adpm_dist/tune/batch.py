@@ -74,6 +74,10 @@ class RunBatch:
 
         return max(epochs_per_trial(self.config_of(r)) for r in self.runs)
 
+    @property
+    def logs(self) -> str:
+        return "train.log in each run's directory"
+
     def config_of(self, run: BatchRun) -> Config:
         return from_dict(run.config)
 

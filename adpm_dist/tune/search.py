@@ -232,7 +232,8 @@ def _fit(search: Search, resources: Resources, early_stopping: EarlyStopping | N
             failure_config=tune.FailureConfig(max_failures=resources.max_failures)),
     )
     print(f"running {len(trials)} trials ({len(search.trials) - len(trials)} already done) | "
-          f"{_describe(resources)} | logs: {out / 'trials'}/<trial>/train.log", file=stream, flush=True)
+          f"{_describe(resources)} | logs: {getattr(search, 'logs', out / 'trials' / '<trial>' / 'train.log')}",
+          file=stream, flush=True)
     grid = tuner.fit()
     statuses = {}
     for result in grid:

@@ -1,0 +1,26 @@
+"""benchmarks/study_lt.py's pure parts: which sets it knows and the verdict line it writes."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.study_lt import set_kind, verdict  # noqa: E402
+
+
+def test_sets_are_named_by_kind_and_imbalance_ratio():
+    assert set_kind("digits_ir50") == ("digits", 50.0) and set_kind("photo_ir100") == ("photo", 100.0)
+    with pytest.raises(SystemExit, match="cifar_ir10"):
+        set_kind("cifar_ir10")
+
+
+def test_verdict_says_whether_the_test_score_falls_inside_the_estimates_interval():
+    rec = SimpleNamespace(name="logit_adjusted", values=lambda key: {(0, 0): 0.80, (1, 0): 0.84, (2, 0): 0.82})
+    report = {"recommendation": rec, "partial": []}
+    assert "recipe on `test`: macro-F1 0.820, inside the interval" in verdict(report, {"macro_f1": 0.82})
+    assert "outside the interval" in verdict(report, {"macro_f1": 0.60})
+    assert "not been trained" in verdict(report, None)
+    assert verdict({"recommendation": None, "partial": []}, None).startswith("No recommendation")
