@@ -41,3 +41,14 @@ def fold_only_shards(tmp_path_factory) -> Path:
                  "--out", str(out), "--folds", "3", "--image-size", "32", "--quiet"],
                 check=True, capture_output=True, cwd=ROOT, timeout=300)
     return out
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Batched resampling on a busy 2-core CPU: more intra-op threads only wait for each other."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

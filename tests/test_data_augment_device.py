@@ -19,13 +19,7 @@ from adpm_dist.data.transforms import ImageTransform
 from adpm_dist.runtime.checkpoint import enter_epoch, rng_snapshot
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Batched resampling on a busy 2-core CPU: more intra-op threads only wait for each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py: batched resampling, one thread
 
 
 def _photo(w: int, h: int) -> Image.Image:

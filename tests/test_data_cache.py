@@ -27,13 +27,7 @@ def decodes(monkeypatch) -> list:
     return calls
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Batched resampling on a busy 2-core CPU: more intra-op threads only wait for each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py: batched resampling, one thread
 
 
 def _epochs(manifest, source, workers=0):
