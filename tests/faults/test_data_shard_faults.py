@@ -222,8 +222,10 @@ def test_http_body_without_content_length_always_cut_is_named(faulty_http):
 def test_http_body_with_content_length_always_cut_is_named(faulty_http):
     url, plan, directory = faulty_http
     name, _ = _fault(plan, directory, times=99, length=True)
+    # Where it failed depends on timing: aiohttp raises a failed body's error before handing out what
+    # it had buffered, so a client that reads after the close has seen nothing of this try.
     with pytest.raises(ShardReadError, match=rf"{url}/{name}: stream failed at byte \d+ after 2 retries.*"
-                                             r"while reading sample"):
+                                             r"(while reading sample '[^']+'|before its first sample)$"):
         _all_batches(load_manifest(url))
 
 
