@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--max-concurrent", type=int, help="trials at once (default: as the resources allow)")
     r.add_argument("--max-failures", type=int, default=2, help="retries of a failed trial (default 2)")
     r.add_argument("--early-stop", action="store_true", help="ASHA on val_macro_f1, per fold")
-    r.add_argument("--grace-period", type=int, help="epochs before ASHA may stop a trial (default: warm-up + val_every)")
+    r.add_argument("--grace-period", type=int, help="joint epochs (after the prior warm-up) before ASHA may stop a trial (default: train.val_every)")
     r.add_argument("--reduction-factor", type=float, default=3.0, help="ASHA reduction factor (default 3)")
     c = p.add_argument_group("cluster")
     c.add_argument("--address", help="join a running cluster (auto, ray://host:10001); default: RAY_ADDRESS if set "
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
 
     early = None
     if args.early_stop:
-        grace = args.grace_period or base.train.prior_warmup_epochs + base.train.val_every
+        grace = args.grace_period or base.train.val_every
         early = EarlyStopping(grace_period=grace, reduction_factor=args.reduction_factor)
     cluster = ClusterOptions(address=args.address, num_cpus=args.num_cpus, temp_dir=args.ray_temp_dir,
                              dashboard=args.dashboard, dashboard_port=args.dashboard_port)

@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--max-concurrent", type=int)
     r.add_argument("--max-failures", type=int, default=2, help="retries of a failed trial, from its checkpoint")
     r.add_argument("--early-stop", action="store_true", help="ASHA on val_macro_f1 per (fold, seed)")
-    r.add_argument("--grace-period", type=int)
+    r.add_argument("--grace-period", type=int,
+                   help="joint epochs (a diffusion method's prior warm-up not counted) before ASHA may stop a trial (default: train.val_every)")
     r.add_argument("--reduction-factor", type=float, default=3.0)
     r.add_argument("--address", help="join a cluster (default: RAY_ADDRESS if set, else a local one on 127.0.0.1)")
     r.add_argument("--num-cpus", type=float)

@@ -12,7 +12,11 @@ scheduler per experiment; this wrapper keeps an ``ASHAScheduler`` per fold and r
 events to its fold's instance. Trials run in submission order (FIFO), as with plain ASHA.
 
 ASHA looks at ``val_macro_f1`` (validation data, reported on validation epochs only) against
-``epoch``; epochs without validation carry no metric and are skipped by ASHA. A stopped trial has no
+``joint_epoch``, the epochs that trained the whole model (trainable.numeric): a diffusion method's
+prior-only warm-up does not count, so its first validation (5 joint epochs after a 10-epoch warm-up)
+meets a classifier's 5th epoch, not its 15th. On the epoch axis, a digits-LT study's ASHA stopped
+every ADPM trial at its first validation (benchmarks/RESULTS.md, issue 28). Epochs without validation
+carry no metric and are skipped by ASHA. A stopped trial has no
 evaluation (no metrics.json): its (alpha, beta) lacks that fold in the summary and cannot be "best".
 """
 from __future__ import annotations
@@ -23,7 +27,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from ..files import atomic_write_json
 
-METRIC, TIME_ATTR = "val_macro_f1", "epoch"
+METRIC, TIME_ATTR = "val_macro_f1", "joint_epoch"
 
 
 class PerFoldASHA(FIFOScheduler):
@@ -76,4 +80,5 @@ def mark_early_stop(trial, result) -> None:
     """Write `early_stopped.json` into the trial's run directory: --resume does not run it again."""
     run_dir = Path(trial.config["trial"]["config"]["run"]["output_dir"])
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(run_dir / "early_stopped.json", {"epoch": result.get(TIME_ATTR), METRIC: result.get(METRIC)})
+    atomic_write_json(run_dir / "early_stopped.json", {"epoch": result.get("epoch"), TIME_ATTR: result.get(TIME_ATTR),
+                                                        METRIC: result.get(METRIC)})

@@ -90,7 +90,7 @@ class ClusterOptions:
 
 @dataclass
 class EarlyStopping:
-    grace_period: int               # epochs before ASHA may stop a trial
+    grace_period: int               # joint epochs (after any prior warm-up) before ASHA may stop a trial
     reduction_factor: float = 3.0
 
 
@@ -216,7 +216,8 @@ def _fit(search: Search, resources: Resources, early_stopping: EarlyStopping | N
                              show_eval=getattr(search, "show_eval", True))  # a batch may hide it
     scheduler = None
     if early_stopping is not None:
-        scheduler = PerFoldASHA(max_t=total_epochs, grace_period=early_stopping.grace_period,
+        max_t = max((joint_epochs_per_trial(search.config_of(t)) for t in search.todo), default=1)
+        scheduler = PerFoldASHA(max_t=max_t, grace_period=early_stopping.grace_period,
                                 reduction_factor=early_stopping.reduction_factor, on_stop=mark_early_stop)
     tuner = tune.Tuner(
         tune.with_resources(run_trial, resources.trial_bundle()),
@@ -240,6 +241,14 @@ def _fit(search: Search, resources: Resources, early_stopping: EarlyStopping | N
         trial_id = result.config["trial"]["id"]
         statuses[trial_id] = "failed" if result.error else progress.states[trial_id].status
     return statuses
+
+
+def joint_epochs_per_trial(cfg) -> int:
+    """Epochs that train the whole model (ASHA's time axis and max_t): the plan less its prior-only warm-up."""
+    from ..methods import method_for
+
+    plan = method_for(cfg).epochs()
+    return plan.total - plan.warmup
 
 
 def epochs_per_trial(cfg) -> int:

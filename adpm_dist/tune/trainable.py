@@ -23,12 +23,22 @@ from ..files import atomic_write_json
 from .experiment import supports_resume
 
 
-def numeric(row: dict) -> dict:
-    """The numbers of an epoch row (Tune/ASHA want numbers; `phase` becomes `joint` 0/1)."""
+def numeric(row: dict, warmup: int = 0) -> dict:
+    """The numbers of an epoch row (Tune/ASHA want numbers; `phase` becomes `joint` 0/1), and
+    `joint_epoch`, the epochs that trained the whole model: ASHA's time axis, so that a diffusion
+    method after its `warmup` prior-only epochs is compared with a classifier trained as long."""
     out = {k: v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     if "phase" in row:
         out["joint"] = int(row["phase"] == "joint")
+    if "epoch" in row:
+        out["joint_epoch"] = row["epoch"] - warmup
     return out
+
+
+def warmup_of(cfg: Config) -> int:
+    from ..methods import method_for  # imports torch: inside the trial only
+
+    return method_for(cfg).epochs().warmup
 
 
 def final_report(metrics: dict) -> dict:
@@ -94,7 +104,8 @@ def run_trial(config: dict) -> None:
     try:
         with logs_to(out / "train.log"):
             print(f"== {trial['id']}: attempt {attempt}, pid {os.getpid()}", flush=True)
-            metrics = train(cfg, on_epoch=lambda row: tune.report(numeric(row)))
+            warmup = warmup_of(cfg)
+            metrics = train(cfg, on_epoch=lambda row: tune.report(numeric(row, warmup)))
     finally:  # a failed or killed attempt cost time too (a SIGKILL is not counted: nothing runs after it)
         add_cost(out, time.monotonic() - start, res)
     tune.report(final_report(metrics))
@@ -136,7 +147,8 @@ def train_worker(config: dict) -> None:
         acc = build_accelerator(cfg.train.mixed_precision, find_unused_parameters=has_idle_parameters(cfg.train))
         try:
             # Every rank reports every epoch: Ray Train needs the same number of reports from each worker.
-            metrics = train(cfg, acc, on_epoch=lambda row: ray.train.report(numeric(row)))
+            warmup = warmup_of(cfg)
+            metrics = train(cfg, acc, on_epoch=lambda row: ray.train.report(numeric(row, warmup)))
             ray.train.report(final_report(metrics))
         finally:
             acc.end_training()  # without it ~50% of multi-process runs abort at exit (docs/distributed.md)
