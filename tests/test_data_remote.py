@@ -11,7 +11,6 @@ Servers: `python -m http.server --bind 127.0.0.1` and moto's stand-alone S3 serv
 
 from __future__ import annotations
 
-import http.server
 import io
 import os
 import re
@@ -19,12 +18,11 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
 import time
-from functools import partial
 from pathlib import Path
 
 import pytest
+from faulty_http import faulty_server, new_plan
 from process_group import end_session
 import torch
 
@@ -276,23 +274,6 @@ def test_dropped_connection_resumes_at_the_byte_offset(tmp_path, monkeypatch):
     assert all(s["bin"] == bytes([i]) * (16 << 20) for i, s in enumerate(got))
 
 
-class _ClosesMidShard(http.server.SimpleHTTPRequestHandler):
-    """Serves `big.tar` with its full Content-Length but closes after `cut` bytes, on every request."""
-
-    protocol_version = "HTTP/1.0"
-    cut = 0
-
-    def log_message(self, *args):
-        pass
-
-    def do_GET(self):
-        data = (Path(self.directory) / "big.tar").read_bytes()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data[:self.cut])
-
-
 def test_server_closing_mid_shard_fails_naming_url_and_key(tmp_path):
     # Deterministic, unlike stopping a server process (which races the transfer: a fast machine had
     # sent the whole shard first). The cut is inside s3: at most the socket buffers (a few MiB) lie
@@ -300,19 +281,13 @@ def test_server_closing_mid_shard_fails_naming_url_and_key(tmp_path):
     # the connection fails, so the failure falls in s2 or s3, never in s0 or s1.
     directory = _big_shard(tmp_path / "big")
     member_bytes = 512 + (16 << 20)
-    handler = type("Closes", (_ClosesMidShard,), {"cut": 3 * member_bytes + 512 + (8 << 20)})
-    server = http.server.ThreadingHTTPServer((LOOPBACK, 0), partial(handler, directory=str(directory)))
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://user:hunter2@{LOOPBACK}:{server.server_address[1]}/big.tar"
-    try:
+    plan = new_plan(name="big.tar", times=99, cut=3 * member_bytes + 512 + (8 << 20))
+    with faulty_server(directory, plan) as base:
+        url = base.replace("http://", "http://user:hunter2@") + "/big.tar"
         with pytest.raises(ShardReadError) as err:
             list(read_samples(url))
-    finally:
-        server.shutdown()
-        server.server_close()
     message = str(err.value)
-    assert f"http://***@{LOOPBACK}:{server.server_address[1]}/big.tar" in message and "after 2 retries" in message
+    assert base.replace("http://", "http://***@") + "/big.tar" in message and "after 2 retries" in message
     assert re.search(r"while reading sample 's[23]'", message), message
     assert "hunter2" not in message
 

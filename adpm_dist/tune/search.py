@@ -245,18 +245,18 @@ def _fit(search: Search, resources: Resources, early_stopping: EarlyStopping | N
 
 def joint_epochs_per_trial(cfg) -> int:
     """Epochs that train the whole model (ASHA's time axis and max_t): the plan less its prior-only warm-up."""
-    from ..methods import method_for
+    from .trainable import epoch_plan
 
-    plan = method_for(cfg).epochs()
+    plan = epoch_plan(cfg)
     return plan.total - plan.warmup
 
 
 def epochs_per_trial(cfg) -> int:
-    """Epochs a trial reports (ASHA's max_t, the progress table's N): the method's own epoch plan, so a
-    classifier baseline (no prior warm-up) is not counted as ADPM."""
-    from ..methods import method_for  # imports torch: only once trials are about to run
+    """Epochs a trial reports (the progress table's N): the method's own epoch plan, so a classifier
+    baseline (no prior warm-up) is not counted as ADPM."""
+    from .trainable import epoch_plan
 
-    return method_for(cfg).epochs().total
+    return epoch_plan(cfg).total
 
 
 def trial_payloads(search: Search) -> list[dict]:

@@ -35,10 +35,11 @@ def numeric(row: dict, warmup: int = 0) -> dict:
     return out
 
 
-def warmup_of(cfg: Config) -> int:
-    from ..methods import method_for  # imports torch: inside the trial only
+def epoch_plan(cfg: Config):
+    """The method's EpochPlan (prior-only warm-up, total): what a trial reports and ASHA's clock."""
+    from ..methods import method_for  # imports torch: only once trials are about to run
 
-    return method_for(cfg).epochs().warmup
+    return method_for(cfg).epochs()
 
 
 def final_report(metrics: dict) -> dict:
@@ -104,7 +105,7 @@ def run_trial(config: dict) -> None:
     try:
         with logs_to(out / "train.log"):
             print(f"== {trial['id']}: attempt {attempt}, pid {os.getpid()}", flush=True)
-            warmup = warmup_of(cfg)
+            warmup = epoch_plan(cfg).warmup
             metrics = train(cfg, on_epoch=lambda row: tune.report(numeric(row, warmup)))
     finally:  # a failed or killed attempt cost time too (a SIGKILL is not counted: nothing runs after it)
         add_cost(out, time.monotonic() - start, res)
@@ -147,7 +148,7 @@ def train_worker(config: dict) -> None:
         acc = build_accelerator(cfg.train.mixed_precision, find_unused_parameters=has_idle_parameters(cfg.train))
         try:
             # Every rank reports every epoch: Ray Train needs the same number of reports from each worker.
-            warmup = warmup_of(cfg)
+            warmup = epoch_plan(cfg).warmup
             metrics = train(cfg, acc, on_epoch=lambda row: ray.train.report(numeric(row, warmup)))
             ray.train.report(final_report(metrics))
         finally:

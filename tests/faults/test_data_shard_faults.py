@@ -9,7 +9,6 @@ otherwise fails naming the URL; a server that stalls fails after ADPM_SHARD_TIME
 """
 from __future__ import annotations
 
-import http.server
 import io
 import os
 import shutil
@@ -17,12 +16,11 @@ import socket
 import subprocess
 import sys
 import tarfile
-import threading
 import time
-from functools import partial
 from pathlib import Path
 
 import pytest
+from faulty_http import faulty_server, new_plan
 from process_group import end_session
 
 from adpm_dist.data import build_transform, eval_batches, load_manifest, prepare_dataset, train_batches
@@ -145,50 +143,13 @@ def test_a_corrupted_image_is_skipped_and_named_in_training_and_stops_evaluation
 
 # -- HTTP --------------------------------------------------------------------------------------------
 
-class _Faulty(http.server.SimpleHTTPRequestHandler):
-    """Serves a directory; GETs of `plan["name"]` misbehave as `plan` says, for `plan["times"]` requests."""
-
-    protocol_version = "HTTP/1.0"  # no keep-alive: without Content-Length the body ends when we close
-
-    def __init__(self, *args, plan: dict, **kwargs):
-        self.plan = plan
-        super().__init__(*args, **kwargs)
-
-    def log_message(self, *args):
-        pass
-
-    def do_GET(self):
-        plan = self.plan
-        if not self.path.endswith("/" + plan["name"]) or plan["served"] >= plan["times"]:
-            return super().do_GET()
-        plan["served"] += 1
-        data = (Path(self.directory) / plan["name"]).read_bytes()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/x-tar")
-        if plan["length"]:
-            self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data[:plan["cut"]])
-        self.wfile.flush()
-        if plan.get("stall"):
-            plan["release"].wait(30)  # stalls without closing, until the test ends
-
-
 @pytest.fixture
 def faulty_http(shards, tmp_path):
     """(base URL, plan, shard directory): a loopback server whose plan the test sets."""
     directory = _copy(shards, tmp_path / "served")
-    plan = {"name": "", "served": 0, "times": 0, "length": True, "cut": 0, "release": threading.Event()}
-    server = http.server.ThreadingHTTPServer((LOOPBACK, 0), partial(_Faulty, plan=plan, directory=str(directory)))
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://{LOOPBACK}:{server.server_address[1]}", plan, directory
-    finally:
-        plan["release"].set()
-        server.shutdown()
-        server.server_close()
+    plan = new_plan()
+    with faulty_server(directory, plan) as url:
+        yield url, plan, directory
 
 
 def _fault(plan: dict, directory: Path, *, times: int, length: bool, stall: bool = False) -> tuple[str, int]:
