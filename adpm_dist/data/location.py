@@ -305,13 +305,35 @@ def read_bytes(location: Location) -> bytes:
         return f.read()
 
 
-def _http_head_ok(fs, url: str) -> bool:
-    """fsspec's info() asks with HEAD (its exists() would start a GET of the whole shard)."""
-    try:
-        fs.info(url)
-        return True
-    except FileNotFoundError:
-        return False
+def _http_status(exc: BaseException) -> int | None:
+    """The HTTP status behind fsspec's FileNotFoundError, if an answer came (None: no answer, e.g. a timeout)."""
+    return getattr(exc.__cause__, "status", None)
+
+
+def _http_head_ok(fs, location: RemotePath) -> bool:
+    """Whether an HTTP file exists, asked with HEAD (fsspec's exists() would start a GET of the whole shard).
+
+    fsspec's info() reports every failure as FileNotFoundError, a timeout or a 503 included; only a
+    404/410 answer means "not there". Anything else is retried like a dropped stream, then named as
+    a failed check, never as a missing shard.
+    """
+    retries, backoff = _retry_settings()
+    path = filesystem(location)[1]
+    for attempt in range(retries + 1):
+        try:
+            fs.info(path)
+            return True
+        except FileNotFoundError as exc:
+            status = _http_status(exc)
+            if status in (404, 410) or exc.__cause__ is None:  # no cause: fsspec found it absent itself
+                return False
+            if status in (401, 403):
+                raise PermissionError(f"{location}: access denied (HTTP {status})") from None
+            error = exc.__cause__
+        if attempt < retries:
+            time.sleep(backoff * 2 ** attempt)
+    reason = f"HTTP {status}" if status else f"{type(error).__name__}: {redact(str(error))}"
+    raise ShardReadError(f"{location}: could not check that it exists after {retries} retries ({reason})")
 
 
 def missing(locations: Iterable[Location]) -> list[Location]:
@@ -329,7 +351,7 @@ def missing(locations: Iterable[Location]) -> list[Location]:
     fs, _ = filesystem(remote[0])
     if remote[0].protocol in ("http", "https"):
         with ThreadPoolExecutor(16) as pool:
-            present = list(pool.map(lambda p: _http_head_ok(fs, filesystem(p)[1]), remote))
+            present = list(pool.map(lambda p: _http_head_ok(fs, p), remote))
         return absent + [p for p, ok in zip(remote, present) if not ok]
     listed: dict[str, set[str]] = {}
     for p in remote:

@@ -191,15 +191,32 @@ def test_http_body_with_content_length_always_cut_is_named(faulty_http):
 
 
 def test_a_stalled_http_server_times_out_naming_the_url(faulty_http, monkeypatch):
-    monkeypatch.setenv("ADPM_SHARD_TIMEOUT", "0.5")
-    monkeypatch.setenv("ADPM_SHARD_RETRIES", "1")
     url, plan, directory = faulty_http
     name, _ = _fault(plan, directory, times=99, length=True, stall=True)
-    manifest = load_manifest(url)
+    manifest = load_manifest(url)  # at the default timeout: a loaded machine's HEADs may take > 0.5 s
+    monkeypatch.setenv("ADPM_SHARD_TIMEOUT", "0.5")
+    monkeypatch.setenv("ADPM_SHARD_RETRIES", "1")
     start = time.monotonic()
     with pytest.raises(ShardReadError, match=rf"{url}/{name}: stream failed at byte \d+ after 1 retries \(.*Timeout"):
         _all_batches(manifest)
     assert time.monotonic() - start < 20
+
+
+def test_a_failed_existence_check_is_retried_and_never_called_missing(faulty_http, monkeypatch):
+    """fsspec reports any failed HEAD as FileNotFoundError; a 503 or a timeout is not a missing shard."""
+    monkeypatch.setenv("ADPM_SHARD_BACKOFF", "0.01")
+    monkeypatch.setenv("ADPM_SHARD_RETRIES", "1")
+    url, plan, directory = faulty_http
+    name = sorted(p.name for p in directory.glob("train-*.tar"))[1]
+    plan.update(name=name, status=503, times=2, served=0)  # the first check's HEAD and GET fail
+    assert load_manifest(url).num_samples == load_manifest(directory).num_samples
+    assert plan["served"] == 2
+    plan.update(times=99, served=0)
+    with pytest.raises(ShardReadError, match=rf"^{url}/{name}: could not check that it exists after 1 retries \(HTTP 503\)$"):
+        load_manifest(url)
+    plan.update(status=404, served=0)
+    with pytest.raises(FileNotFoundError, match=rf"lists shards that do not exist: \['{url}/{name}'\]"):
+        load_manifest(url)
 
 
 # -- S3 (moto's server on loopback) -----------------------------------------------------------------
