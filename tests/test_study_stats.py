@@ -51,3 +51,25 @@ def test_bootstrap_interval_closed_forms():
     assert lo == pytest.approx(x.mean() - half, abs=0.002) and hi == pytest.approx(x.mean() + half, abs=0.002)
     assert stats.bootstrap_interval(x) == stats.bootstrap_interval(x)  # seeded
     assert stats.covers_zero((-0.1, 0.2)) and not stats.covers_zero((0.01, 0.2))
+
+
+def _estimate(name: str, scores: list[float], hours_per_trial: float):
+    from adpm_dist.tune.study.results import Estimate
+
+    components = {(k, 0): {"macro_f1": s} for k, s in enumerate(scores)}
+    return Estimate(name, {}, components, len(scores), float("nan"),
+                    {"trials": len(scores), "cpu_hours": hours_per_trial * len(scores), "gpu_hours": 0.0})
+
+
+def test_recommendation_is_the_cheapest_tied_candidate_and_timing_noise_does_not_decide():
+    from adpm_dist.tune.study import compare
+
+    lead = _estimate("la", [0.80, 0.82, 0.84], 0.0050)
+    same = _estimate("bs", [0.81, 0.80, 0.83], 0.0048)      # same maths, 4% cheaper by timing noise
+    cheap = _estimate("posthoc", [0.79, 0.83, 0.83], 0.0030)  # tied and really cheaper
+    worse = _estimate("ce", [0.50, 0.52, 0.55], 0.0010)       # cheapest, but not tied to the leader
+    to_leader = {e.name: compare.difference(e, lead) for e in (lead, same, cheap, worse)}
+    assert compare.recommend([lead, same, worse], lead, to_leader) is lead
+    assert compare.recommend([lead, same, worse], lead, to_leader, cost_tolerance=0.0) is same
+    assert compare.recommend([lead, same, cheap, worse], lead, to_leader) is cheap
+    assert compare.recommend([], None, {}) is None
