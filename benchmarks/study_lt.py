@@ -10,7 +10,8 @@ photographs at R, 14 classes):
 2. ``tune/study.py`` on them (the study engine on Ray Tune: every candidate of --space x folds x
    seeds; the CV selects, `test` is never read); resumable: run the same command again;
 3. the recommendation's ``recipe.yaml`` trained as ``launch/train.py --config recipe.yaml`` trains it
-   (refit on every labelled image, then scored once on `test`) into OUT/<set>/recipe_run.
+   (refit on every labelled image, then scored once on `test`) into OUT/<set>/recipe_runs/<hash of the
+   recipe>, so a changed recommendation is trained anew.
 Then one RESULTS section: per set the leaderboard (estimate over folds x seeds, its 95% bootstrap
 interval, the tail F1, the CPU-hours), the recommendation, its test score and whether the test score
 falls inside the estimate's interval. key=value arguments go to every trial (shorter training, say).
@@ -96,17 +97,28 @@ def json_keys(space: Path) -> list[str]:
     return list(yaml.safe_load(space.read_text()))
 
 
+def recipe_run_dir(where: Path) -> Path | None:
+    """Where the study's current recipe is trained: one directory per recipe text, so a recommendation that
+    changes (a new rule, more trials) is never scored with the run of an earlier one."""
+    import hashlib
+
+    recipe = where / "study" / "recipe.yaml"
+    if not recipe.is_file():
+        return None
+    return where / "recipe_runs" / hashlib.sha256(recipe.read_bytes()).hexdigest()[:12]
+
+
 def train_recipe(args, where: Path) -> dict | None:
     """The recommendation trained from recipe.yaml as launch/train.py would; its metrics (None without a recipe)."""
     from adpm_dist.config import load_config
     from adpm_dist.runtime.engine import train
 
-    recipe, run = where / "study" / "recipe.yaml", where / "recipe_run"
-    if not recipe.is_file():
+    run = recipe_run_dir(where)
+    if run is None:
         return None
     if (run / "metrics.json").is_file():
         return json.loads((run / "metrics.json").read_text())
-    cfg = load_config(recipe, [f"run.output_dir={run}", "train.resume=auto", *args.overrides])
+    cfg = load_config(where / "study" / "recipe.yaml", [f"run.output_dir={run}", "train.resume=auto", *args.overrides])
     return train(cfg)
 
 
@@ -165,9 +177,10 @@ def main(argv: list[str] | None = None) -> int:
             if rc == 0:
                 train_recipe(args, where)
         if (where / "study" / "search.json").is_file():
-            recipe = where / "recipe_run" / "metrics.json"
+            run = recipe_run_dir(where)
+            recipe = run / "metrics.json" if run else None
             found[name] = (consolidate_study(where / "study"),
-                           json.loads(recipe.read_text()) if recipe.is_file() else None)
+                           json.loads(recipe.read_text()) if recipe and recipe.is_file() else None)
     block = section(args, argv, found)
     results = Path(args.results)
     text = results.read_text() if results.is_file() else "# Benchmark results\n"

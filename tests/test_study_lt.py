@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.study_lt import set_kind, verdict  # noqa: E402
+from benchmarks.study_lt import recipe_run_dir, set_kind, verdict  # noqa: E402
 
 
 def test_sets_are_named_by_kind_and_imbalance_ratio():
@@ -24,3 +24,13 @@ def test_verdict_says_whether_the_test_score_falls_inside_the_estimates_interval
     assert "outside the interval" in verdict(report, {"macro_f1": 0.60})
     assert "not been trained" in verdict(report, None)
     assert verdict({"recommendation": None, "partial": []}, None).startswith("No recommendation")
+
+
+def test_a_changed_recipe_is_trained_in_its_own_run_directory(tmp_path):
+    assert recipe_run_dir(tmp_path) is None
+    (tmp_path / "study").mkdir()
+    (tmp_path / "study" / "recipe.yaml").write_text("method: logit_adjusted\n")
+    first = recipe_run_dir(tmp_path)
+    assert first == recipe_run_dir(tmp_path) and first.parent == tmp_path / "recipe_runs"
+    (tmp_path / "study" / "recipe.yaml").write_text("method: balanced_softmax\n")
+    assert recipe_run_dir(tmp_path) != first
