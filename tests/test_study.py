@@ -136,3 +136,11 @@ def test_bad_candidates_are_named(tmp_path):
         build_candidates(["focal"], str(tmp_path / "t.yaml"))
     with pytest.raises(ConfigError, match="no_such"):
         plan(tmp_path, {"logit_adjusted": {"baseline.no_such": [1]}})
+
+
+def test_early_stop_scope_without_early_stop_is_refused(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli().parse_args(["--dataset", "digits_lt", "--early-stop-scope", "candidate"])
+    assert exc.value.code == 2 and "--early-stop-scope needs --early-stop" in capsys.readouterr().err
+    args = cli().parse_args(["--dataset", "digits_lt", "--early-stop", "--early-stop-scope", "candidate"])
+    assert args.early_stop_scope == "candidate"

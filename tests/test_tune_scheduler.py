@@ -71,3 +71,31 @@ def test_the_time_axis_is_joint_epochs_so_a_prior_warm_up_is_not_held_against_a_
     for r in clf:
         on_epochs.on_trial_result(None, a, r | {"joint_epoch": r["epoch"]})
     assert on_epochs.on_trial_result(None, b, adpm | {"joint_epoch": adpm["epoch"]}) == TrialScheduler.STOP  # the old axis
+
+
+def test_candidate_scope_picks_a_methods_points_and_never_removes_a_method():
+    # A post-hoc method scores low mid-training (its adjustment comes after): compared across candidates
+    # it is stopped, which leaves it without an estimate (digits-LT IR 50, issue 28); within its own
+    # candidate it is alone and goes on, while logit adjustment's worse tau is still stopped.
+    def study_trial(name, candidate):
+        return SimpleNamespace(trial_id=name, config={"trial": {"fold": 0, "seed": 0, "candidate": candidate}})
+
+    runs = [("la_tau1", "la", 0.80), ("la_tau2", "la", 0.60), ("posthoc", "posthoc", 0.50)]
+    got = {}
+    for scope in ("fold", "candidate"):
+        s = PerFoldASHA(max_t=4, grace_period=1, reduction_factor=2, scope=scope)
+        trials = {name: study_trial(name, c) for name, c, _ in runs}
+        for t in trials.values():
+            s.on_trial_add(None, t)
+        got[scope] = {name: s.on_trial_result(None, trials[name], {"joint_epoch": 1, "val_macro_f1": f1})
+                      for name, _, f1 in runs}
+    assert got["fold"]["posthoc"] == TrialScheduler.STOP
+    assert got["candidate"] == {"la_tau1": TrialScheduler.CONTINUE, "la_tau2": TrialScheduler.STOP,
+                                "posthoc": TrialScheduler.CONTINUE}
+
+
+def test_an_unknown_scope_is_refused():
+    import pytest
+
+    with pytest.raises(ValueError, match="'method'"):
+        PerFoldASHA(max_t=4, grace_period=1, scope="method")

@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--grace-period", type=int,
                    help="joint epochs (a diffusion method's prior warm-up not counted) before ASHA may stop a trial (default: train.val_every)")
     r.add_argument("--reduction-factor", type=float, default=3.0)
+    r.add_argument("--early-stop-scope", choices=["fold", "candidate"],
+                   help="fold: ASHA compares every candidate of a (fold, seed), cheapest, may leave a method without "
+                        "an estimate (the default); candidate: only one candidate's points, never removes a method")
     r.add_argument("--address", help="join a cluster (default: RAY_ADDRESS if set, else a local one on 127.0.0.1)")
     r.add_argument("--num-cpus", type=float)
     r.add_argument("--ray-temp-dir")
@@ -64,6 +67,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = build_parser().parse_args([a for a, o in zip(argv, is_override) if not o])
     args.overrides = [a for a, o in zip(argv, is_override) if o] + args.overrides
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
+    if args.early_stop_scope and not args.early_stop:
+        build_parser().error("--early-stop-scope needs --early-stop")
     return args
 
 
@@ -93,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     early = None
     if args.early_stop:
-        early = EarlyStopping(args.grace_period or base.train.val_every, args.reduction_factor)
+        early = EarlyStopping(args.grace_period or base.train.val_every, args.reduction_factor,
+                              scope=args.early_stop_scope or "fold")
     cluster = ClusterOptions(address=args.address, num_cpus=args.num_cpus, temp_dir=args.ray_temp_dir,
                              dashboard=args.dashboard, dashboard_port=args.dashboard_port)
     per = ", ".join(f"{c.name} {len(c.points())}" for c in candidates)

@@ -18,6 +18,12 @@ meets a classifier's 5th epoch, not its 15th. On the epoch axis, a digits-LT stu
 every ADPM trial at its first validation (benchmarks/RESULTS.md, issue 28). Epochs without validation
 carry no metric and are skipped by ASHA. A stopped trial has no
 evaluation (no metrics.json): its (alpha, beta) lacks that fold in the summary and cannot be "best".
+
+Scope (studies): `fold` compares every candidate of a (fold, seed) with the others, the cheapest, but a
+method judged by its mid-training score can lose its whole estimate (a post-hoc method at 5 epochs,
+measured on digits-LT IR 50); `candidate` compares only the points of one candidate, so ASHA picks a
+method's hyper-parameters and never removes a method: the first trial to reach a rung always goes on,
+so each candidate keeps a finished trial per (fold, seed), and a one-point candidate is never stopped.
 """
 from __future__ import annotations
 
@@ -28,13 +34,18 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ..files import atomic_write_json
 
 METRIC, TIME_ATTR = "val_macro_f1", "joint_epoch"
+SCOPES = ("fold", "candidate")
 
 
 class PerFoldASHA(FIFOScheduler):
-    def __init__(self, max_t: int, grace_period: int, reduction_factor: float = 3, on_stop=None):
-        """`on_stop(trial, result)` is called when ASHA stops a trial (the search marks it for --resume)."""
+    def __init__(self, max_t: int, grace_period: int, reduction_factor: float = 3, on_stop=None, *,
+                 scope: str = "fold"):
+        """`on_stop(trial, result)` is called when ASHA stops a trial (the search marks it for --resume);
+        `scope`: one of SCOPES (module docstring)."""
         super().__init__()
-        self._on_stop = on_stop
+        if scope not in SCOPES:
+            raise ValueError(f"early-stopping scope {scope!r}: expected one of {', '.join(SCOPES)}")
+        self._on_stop, self._scope = on_stop, scope
         self._options = dict(time_attr=TIME_ATTR, metric=METRIC, mode="max", max_t=max_t,
                              grace_period=min(grace_period, max_t), reduction_factor=reduction_factor,
                              stop_last_trials=False)  # never stop at the last epoch: the evaluation follows it
@@ -48,6 +59,8 @@ class PerFoldASHA(FIFOScheduler):
     def _fold(self, trial) -> ASHAScheduler:
         info = trial.config["trial"]
         fold = (info.get("outer"), info["fold"], info.get("seed"))  # outer None: a CV trial; seed: studies
+        if self._scope == "candidate":
+            fold += (info.get("candidate"),)
         if fold not in self._by_fold:
             self._by_fold[fold] = ASHAScheduler(**self._options)
         return self._by_fold[fold]
@@ -71,8 +84,9 @@ class PerFoldASHA(FIFOScheduler):
         self._fold(trial).on_trial_remove(tune_controller, trial)
 
     def debug_string(self) -> str:
-        return "\n".join(f"{'' if o is None else f'outer {o} '}fold {k}{'' if seed is None else f' seed {seed}'}: "
-                         f"{s.debug_string()}" for (o, k, seed), s in
+        return "\n".join(f"{'' if key[0] is None else f'outer {key[0]} '}fold {key[1]}"
+                         f"{'' if key[2] is None else f' seed {key[2]}'}{''.join(f' {c}' for c in key[3:])}: "
+                         f"{s.debug_string()}" for key, s in
                          sorted(self._by_fold.items(), key=lambda kv: (kv[0][0] is not None, str(kv[0]))))
 
 

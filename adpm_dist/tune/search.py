@@ -92,6 +92,7 @@ class ClusterOptions:
 class EarlyStopping:
     grace_period: int               # joint epochs (after any prior warm-up) before ASHA may stop a trial
     reduction_factor: float = 3.0
+    scope: str = "fold"             # scheduler.SCOPES: compare all candidates of a fold, or one candidate's points
 
 
 def connect(cluster: ClusterOptions, resources: Resources, n_trials: int) -> bool:
@@ -218,7 +219,8 @@ def _fit(search: Search, resources: Resources, early_stopping: EarlyStopping | N
     if early_stopping is not None:
         max_t = max((joint_epochs_per_trial(search.config_of(t)) for t in search.todo), default=1)
         scheduler = PerFoldASHA(max_t=max_t, grace_period=early_stopping.grace_period,
-                                reduction_factor=early_stopping.reduction_factor, on_stop=mark_early_stop)
+                                reduction_factor=early_stopping.reduction_factor, on_stop=mark_early_stop,
+                                scope=early_stopping.scope)
     tuner = tune.Tuner(
         tune.with_resources(run_trial, resources.trial_bundle()),
         param_space={"trial": tune.grid_search(trials),
