@@ -194,20 +194,36 @@ def plan_search(spec: SearchSpec, shards: Path, folds: int, resume: bool) -> Sea
     """
     out = spec.out
     base = base_config(spec, shards)
-    parts = shard_parts(shards)
-    if not parts:
-        raise FileNotFoundError(f"{shards}/manifest.json is missing or lists no parts: not a shard directory")
-    protocol = choose_protocol(parts)
-    if protocol == NESTED and folds < 3:
-        raise ValueError(f"{shards} has no `test` part, so the search runs nested CV, which needs >= 3 folds "
-                         f"(an outer test fold and >= 2 inner folds); got {folds}")
+    protocol = protocol_for(shards, folds, "search")
     trials = build_trials(spec.alphas, spec.betas, folds, nested=protocol == NESTED)
     for t in trials[:1]:
         trial_config(base, t, out, folds)  # exercises every per-trial key once
     check_stored(out, base, resume)
-    todo = [t for t in trials
-            if not (resume and (finished(out, t, trial_config(base, t, out, folds)) or early_stopped(out, t)))]
+    todo = still_to_run(out, trials, lambda t: trial_config(base, t, out, folds), resume)
     return Search(spec, shards, folds, base, trials, todo, protocol)
+
+
+def protocol_for(shards: Path | str, folds: int, what: str) -> str:
+    """The protocol the shards call for (protocol.choose_protocol), refusing too few folds for it; `what`
+    names the kind of study in the message. Shared by every planner (grid, study)."""
+    parts = shard_parts(shards)
+    if not parts:
+        raise FileNotFoundError(f"{shards}/manifest.json is missing or lists no parts: not a shard directory")
+    protocol = choose_protocol(parts)
+    if folds < 2:
+        raise ValueError(f"--folds must be >= 2 (each trial trains on the other folds), got {folds}")
+    if protocol == NESTED and folds < 3:
+        raise ValueError(f"{shards} has no `test` part, so the {what} runs nested CV, which needs >= 3 folds "
+                         f"(an outer test fold and >= 2 inner folds); got {folds}")
+    return protocol
+
+
+def still_to_run(out: Path, trials: list, config_of, resume: bool) -> list:
+    """Every trial, or with `resume` those without metrics.json that ASHA did not stop. finished() refuses
+    a trial trained with another config than `config_of(trial)` (its figure must not mix in)."""
+    if not resume:
+        return list(trials)
+    return [t for t in trials if not (finished(out, t, config_of(t)) or early_stopped(out, t))]
 
 
 def check_stored(out: Path, base: Config, resume: bool, mode: str = "grid") -> None:

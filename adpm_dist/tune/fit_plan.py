@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import Config, ConfigError, set_key, to_dict
-from .experiment import (RESERVED_KEYS, SEARCH_FORMAT, SearchSpec, base_config, check_stored, finished,
-                         shard_parts, supports_resume, trial_dir)
+from .experiment import (RESERVED_KEYS, SEARCH_FORMAT, SearchSpec, base_config, check_stored, shard_parts,
+                         still_to_run, supports_resume, trial_dir)
 from .protocol import choose_protocol
 
 FIT_MODE = "fit"
@@ -141,7 +141,7 @@ def plan_fit(spec: SearchSpec, shards: Path, folds: int, resume: bool, phase: st
     for t in search.trials[:1]:
         search.config_of(t)  # exercises every per-trial key once
     # resume: finished() refuses a trial trained with another config (in phase 2: at another fit)
-    search.todo = [t for t in search.trials if not (resume and finished(search.out, t, search.config_of(t)))]
+    search.todo = still_to_run(search.out, search.trials, search.config_of, resume)
     return search
 
 

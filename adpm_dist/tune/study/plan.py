@@ -17,9 +17,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ...config import Config, ConfigError, set_key, to_dict
-from ..experiment import (SEARCH_FILE, SEARCH_FORMAT, SearchSpec, base_config, check_stored, early_stopped, finished,
-                          shard_parts, supports_resume, trial_dir)
-from ..protocol import NESTED, choose_protocol
+from ..experiment import (SEARCH_FILE, SEARCH_FORMAT, SearchSpec, base_config, check_stored, protocol_for,
+                          shard_parts, still_to_run, supports_resume, trial_dir)
+from ..protocol import NESTED
 from .spec import Candidate, Point
 
 STUDY_MODE = "study"
@@ -150,12 +150,7 @@ def plan_study(spec: SearchSpec, candidates: list[Candidate], shards, folds: int
     if not seeds or len(set(seeds)) != len(seeds):
         raise ConfigError(f"--seeds: expected distinct integers, got {seeds}")
     base = base_config(spec, shards)
-    parts = shard_parts(shards)
-    if not parts:
-        raise FileNotFoundError(f"{shards}/manifest.json is missing or lists no parts: not a shard directory")
-    protocol = choose_protocol(parts)
-    if folds < 2 or (protocol == NESTED and folds < 3):
-        raise ValueError(f"{shards}: {folds} folds; a study needs >= 2, nested CV (no `test` part) >= 3")
+    protocol = protocol_for(shards, folds, "study")
     names = [c.name for c in candidates]
     study = Study(spec, shards, folds, list(seeds), base, candidates, protocol,
                   reference=next((n for n in names if n == "ce"), names[0]),
@@ -165,8 +160,7 @@ def plan_study(spec: SearchSpec, candidates: list[Candidate], shards, folds: int
     check_stored(study.out, base, resume, mode=STUDY_MODE)
     if resume:
         check_design(study)
-    study.todo = [t for t in study.trials
-                  if not (resume and (finished(study.out, t, configs[t]) or early_stopped(study.out, t)))]
+    study.todo = still_to_run(study.out, study.trials, configs.__getitem__, resume)
     if max_trials is not None:
         if max_trials < 1:
             raise ValueError(f"--max-trials must be >= 1, got {max_trials}")
