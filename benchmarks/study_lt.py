@@ -108,6 +108,13 @@ def recipe_run_dir(where: Path) -> Path | None:
     return where / "recipe_runs" / hashlib.sha256(recipe.read_bytes()).hexdigest()[:12]
 
 
+def recipe_metrics(where: Path) -> dict | None:
+    """The current recipe's metrics.json, if it has been trained."""
+    run = recipe_run_dir(where)
+    metrics = run / "metrics.json" if run else None
+    return json.loads(metrics.read_text()) if metrics and metrics.is_file() else None
+
+
 def train_recipe(args, where: Path) -> dict | None:
     """The recommendation trained from recipe.yaml as launch/train.py would; its metrics (None without a recipe)."""
     from adpm_dist.config import load_config
@@ -116,8 +123,9 @@ def train_recipe(args, where: Path) -> dict | None:
     run = recipe_run_dir(where)
     if run is None:
         return None
-    if (run / "metrics.json").is_file():
-        return json.loads((run / "metrics.json").read_text())
+    done = recipe_metrics(where)
+    if done is not None:
+        return done
     cfg = load_config(where / "study" / "recipe.yaml", [f"run.output_dir={run}", "train.resume=auto", *args.overrides])
     return train(cfg)
 
@@ -177,10 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             if rc == 0:
                 train_recipe(args, where)
         if (where / "study" / "search.json").is_file():
-            run = recipe_run_dir(where)
-            recipe = run / "metrics.json" if run else None
-            found[name] = (consolidate_study(where / "study"),
-                           json.loads(recipe.read_text()) if recipe and recipe.is_file() else None)
+            found[name] = (consolidate_study(where / "study"), recipe_metrics(where))
     block = section(args, argv, found)
     results = Path(args.results)
     text = results.read_text() if results.is_file() else "# Benchmark results\n"

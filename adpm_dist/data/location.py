@@ -192,6 +192,11 @@ def _retry_settings() -> tuple[int, float]:
     return int(os.environ.get("ADPM_SHARD_RETRIES", "3")), float(os.environ.get("ADPM_SHARD_BACKOFF", "1.0"))
 
 
+def wait_before_retry(failures: int, backoff: float) -> None:
+    """Exponential backoff after the `failures`-th failure in a row: backoff, 2 x backoff, 4 x ..."""
+    time.sleep(backoff * 2 ** (failures - 1))
+
+
 class RetryingStream(io.RawIOBase):
     """A read-only stream that survives dropped connections: re-open, go back to the offset reached, go on.
 
@@ -236,7 +241,7 @@ class RetryingStream(io.RawIOBase):
                 if failures > self.retries:
                     raise ShardReadError(f"{self._name}: stream failed at byte {self.offset} after {self.retries} "
                                          f"retries ({type(exc).__name__}: {redact(str(exc))})") from None
-                time.sleep(self.backoff * 2 ** (failures - 1))
+                wait_before_retry(failures, self.backoff)
         buffer[: len(data)] = data
         self.offset += len(data)
         if data:
@@ -251,7 +256,7 @@ class RetryingStream(io.RawIOBase):
         if self._early_ends > self.retries:
             return False
         self._drop_stream()
-        time.sleep(self.backoff * 2 ** (self._early_ends - 1))
+        wait_before_retry(self._early_ends, self.backoff)
         return True
 
     def _skip_to_offset(self, stream: BinaryIO) -> None:
@@ -331,7 +336,7 @@ def _http_head_ok(fs, location: RemotePath) -> bool:
                 raise PermissionError(f"{location}: access denied (HTTP {status})") from None
             error = exc.__cause__
         if attempt < retries:
-            time.sleep(backoff * 2 ** attempt)
+            wait_before_retry(attempt + 1, backoff)
     reason = f"HTTP {status}" if status else f"{type(error).__name__}: {redact(str(error))}"
     raise ShardReadError(f"{location}: could not check that it exists after {retries} retries ({reason})")
 

@@ -58,12 +58,12 @@ class PerFoldASHA(FIFOScheduler):
 
     def _fold(self, trial) -> ASHAScheduler:
         info = trial.config["trial"]
-        fold = (info.get("outer"), info["fold"], info.get("seed"))  # outer None: a CV trial; seed: studies
+        group = (info.get("outer"), info["fold"], info.get("seed"))  # outer None: a CV trial; seed: studies
         if self._scope == "candidate":
-            fold += (info.get("candidate"),)
-        if fold not in self._by_fold:
-            self._by_fold[fold] = ASHAScheduler(**self._options)
-        return self._by_fold[fold]
+            group += (info.get("candidate"),)
+        if group not in self._by_fold:
+            self._by_fold[group] = ASHAScheduler(**self._options)
+        return self._by_fold[group]
 
     def on_trial_add(self, tune_controller, trial):
         self._fold(trial).on_trial_add(tune_controller, trial)
