@@ -139,31 +139,28 @@ def section(args, argv: list[str], found: dict[str, tuple[dict, dict | None]]) -
              "over (fold, seed); interval: 95% bootstrap of that mean; 'test': the recipe trained on every labelled "
              "image and scored once on `test`."]
     for name, (report, recipe) in found.items():
-        lines += ["", f"### {name}", "", "| rank | candidate | selected | CV macro-F1 | pooled OOF | tail F1 | "
-                  "vs leader (95% CI) | CPU-h |", "|---:|---|---|---|---:|---:|---|---:|"]
+        lines += ["", f"### {name}", "", "| rank | candidate | selected | macro-F1, balanced prior [95%] | fold macro-F1 | "
+                  "tail F1 | vs leader [95%] | verdict | CPU-h |", "|---:|---|---|---|---|---:|---|---|---:|"]
         for r in report["rows"]:
             mark = " **(recommended)**" if r["recommended"] else ""
-            lines.append(f"| {r['rank']} | `{r['candidate']}`{mark} | {r['selected']} | {r['macro_f1_mean']:.3f} ± "
-                         f"{r['macro_f1_std']:.3f} | {r['pooled_oof_macro_f1']:.3f} | {r['tail_f1']:.3f} | "
-                         f"{r['vs_leader']} | {r['cpu_hours']:.2f} |")
+            lines.append(f"| {r['rank']} | `{r['candidate']}`{mark} | {r['selected']} | {r['estimate']:.3f} "
+                         f"[{r['estimate_low']:.3f}, {r['estimate_high']:.3f}] | {r['fold_macro_f1_mean']:.3f} ± "
+                         f"{r['fold_macro_f1_std']:.3f} | {r['tail_f1']:.3f} | {r['vs_leader']} | {r['verdict']} | "
+                         f"{r['cpu_hours']:.2f} |")
         lines += ["", verdict(report, recipe)]
     return "\n".join(lines)
 
 
 def verdict(report: dict, recipe: dict | None) -> str:
-    from adpm_dist.tune.study.stats import bootstrap_interval
-
     rec = report["recommendation"]
     if rec is None:
         return "No recommendation (no candidate complete)."
-    values = list(rec.values("macro_f1").values())
-    mean = sum(values) / len(values)
-    low, high = bootstrap_interval(values) if len(values) > 1 else (mean, mean)
-    text = f"Recommendation: `{rec.name}`, estimate {mean:.3f} (95% interval {low:.3f} .. {high:.3f})"
+    d = report["decisions"][rec.name]
+    text = f"Recommendation: `{rec.name}`, estimate {d.estimate:.3f} (95% interval {d.low:.3f} .. {d.high:.3f})"
     if recipe is None:
         return text + "; its recipe has not been trained yet."
     test = recipe["macro_f1"]
-    inside = "inside" if low <= test <= high else "outside"
+    inside = "inside" if d.low <= test <= d.high else "outside"
     partial = f" PARTIAL: {'; '.join(report['partial'])}." if report["partial"] else ""
     return text + f"; recipe on `test`: macro-F1 {test:.3f}, {inside} the interval.{partial}"
 

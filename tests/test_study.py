@@ -45,6 +45,19 @@ def cv_score(t) -> float:
     return base[t.candidate] + (0.01 * t.fold if t.fold < 2 else -0.08 * (t.point == "la_tau1"))
 
 
+def predictions(t) -> list[str]:
+    """Inner trials: tau 1 right everywhere but for outer fold 2 (there tau 0.5 is). CV trials: ce misses the
+    tail on every fold, logit_adjusted at tau 0.5 one mid image of fold 2, adpm_isotropic one of fold 0."""
+    if t.outer is not None:
+        return LABELS if (t.point == "la_tau1") == (t.outer != 2) else ["head"] * len(LABELS)
+    preds = list(LABELS)
+    if t.candidate == "ce":
+        preds[-1] = "head"
+    if (t.candidate, t.point, t.fold) in (("logit_adjusted", "la_tau0.5", 2), ("adpm_isotropic", "default", 0)):
+        preds[5] = "head"
+    return preds
+
+
 @pytest.fixture()
 def study(tmp_path):
     """logit_adjusted tau in {0.5, 1}: its inner CV prefers tau 1 for outer folds 0 and 1 (every prediction
@@ -55,11 +68,12 @@ def study(tmp_path):
     for t in s.trials:
         d = trial_dir(s.out, t)
         d.mkdir(parents=True)
-        (d / "metrics.json").write_text(json.dumps(fake_metrics(cv_score(t), t.fold)))
+        choices = {"epochs": {"value": 2 + t.fold, "source": "chosen on validation", "flag": None,
+                              "rising_at_end": t.candidate == "ce", "fix": {"train.epochs": 2 + t.fold}}}
+        (d / "metrics.json").write_text(json.dumps(fake_metrics(cv_score(t), t.fold) | {"choices": choices}))
         save_config(s.config_of(t), d / "config.yaml")  # what --resume compares a finished trial with
-        good = t.outer is None or (t.point == "la_tau1") == (t.outer != 2)
-        preds = LABELS if good else ["head"] * len(LABELS)
-        rows = ["key,label,prediction"] + [f"k{i},{y},{p}" for i, (y, p) in enumerate(zip(LABELS, preds))]
+        preds = predictions(t)
+        rows = ["key,label,prediction"] + [f"f{t.fold}k{i},{y},{p}" for i, (y, p) in enumerate(zip(LABELS, preds))]
         (d / "predictions.csv").write_text("\n".join(rows) + "\n")
         wall = 100.0 if t.candidate == "logit_adjusted" else 50.0
         (d / "cost.json").write_text(json.dumps({"wall_s": wall, "cpus": 1, "gpus": 0, "attempts": 1, "processes": 1}))
@@ -79,31 +93,65 @@ def test_plan_is_conditional_and_nested(tmp_path):
 
 
 def test_study_answer(study, capsys):
+    """logit_adjusted and adpm_isotropic err once each (outer fold 2, fold 0): equal estimates, the leader is
+    the first listed; at the default margin 0.01 the study cannot call them equal (undecided, the leader is
+    recommended, 'too small' said); at 0.2 it can, and the cheaper isotropic ADPM is recommended. ce misses
+    every tail image: clearly worse."""
     report = consolidate_study(study.out)
     est = {e.name: e for e in report["estimates"]}
     la = est["logit_adjusted"]
     assert [la.selections[k].point for k in range(3)] == ["la_tau1", "la_tau1", "la_tau0.5"]
     outer = [0.65, 0.66, 0.55 - 0.0]  # fold 2 at tau 0.5: 0.55 (no -0.08: that is tau 1's)
     assert la.mean_std("macro_f1")[0] == pytest.approx(np.mean(outer))
+    d = report["decisions"]
     assert report["leader"].name == "logit_adjusted"
-    assert report["recommendation"].name == "adpm_isotropic"  # tied with the leader and cheaper per trial
+    assert d["adpm_isotropic"].estimate == pytest.approx(d["logit_adjusted"].estimate) and d["ce"].estimate < 1.0
+    assert d["adpm_isotropic"].verdict == "undecided" and d["ce"].verdict == "clearly worse"
+    assert d["ce"].diff_high < -0.01 and d["ce"].low <= d["ce"].estimate <= d["ce"].high
+    assert report["recommendation"].name == "logit_adjusted"
+    assert any("too small to separate 1 candidate" in w for w in report["warnings"])
+    assert any(w.startswith("under-trained: ce") for w in report["warnings"])
     assert not report["partial"]
     md = (study.out / "study.md").read_text()
-    assert "**Recommendation: adpm_isotropic**" in md and "cheapest" in md and "outer fold 2: la_tau0.5" in md
+    assert "**Recommendation: logit_adjusted**" in md and "it leads" in md and "outer fold 2: la_tau0.5" in md
+    assert "chance level" in md and "target class prior: balanced" in md
     with open(study.out / "leaderboard.csv") as f:
         rows = {r["candidate"]: r for r in csv.DictReader(f)}
-    assert rows["logit_adjusted"]["rank"] == "1" and rows["adpm_isotropic"]["recommended"] == "yes"
+    assert rows["ce"]["rank"] == "3" and rows["logit_adjusted"]["recommended"] == "yes"
     assert rows["ce"]["vs_reference"].startswith("+0.000")
+    assert rows["logit_adjusted"]["optimistic"] == ""  # nested: the outer scores never chose their point
     assert float(rows["logit_adjusted"]["cpu_hours"]) == pytest.approx(18 * 100 / 3600)
-    recipe = yaml.safe_load((study.out / "recipe.yaml").read_text())
-    assert recipe["method"] == "adpm" and recipe["noise"]["alpha"] == 0.0 and recipe["train"]["select"] == "refit"
-    assert "NOT an estimate" in (study.out / "recipe.yaml").read_text()  # fold-only shards
     figures = json.loads((study.out / "protocol.json").read_text())
     assert figures and all(f["independent"] for f in figures)
     la0 = next(f for f in figures if f["figure"] == "study.md logit_adjusted: fold0 seed 0")
     assert "fold0" not in la0["selected_on"] and {"fold1", "fold2"} <= set(la0["selected_on"])
     assert (study.out / "leaderboard.png").stat().st_size > 0
     assert cli().main(["--dataset", "imagefolder", "--output", str(study.out), "--consolidate-only"]) == 0
+
+
+def test_equal_and_cheaper_is_recommended_with_its_cv_choices_fixed(study):
+    report = consolidate_study(study.out, equivalence=0.2)
+    assert report["decisions"]["adpm_isotropic"].verdict == "equal"
+    assert report["recommendation"].name == "adpm_isotropic"  # equal to the leader and half its cost per trial
+    md = (study.out / "study.md").read_text()
+    assert "**Recommendation: adpm_isotropic**" in md and "2.0x less per trial" in md and "equal to it within 0.2" in md
+    text = (study.out / "recipe.yaml").read_text()
+    recipe = yaml.safe_load(text)
+    assert recipe["method"] == "adpm" and recipe["noise"]["alpha"] == 0.0
+    # the CV trials kept 2, 3, 4 epochs: the recipe trains the lower median, on everything, choosing nothing
+    assert recipe["train"]["epochs"] == 3 and recipe["train"]["select"] == "last"
+    assert recipe["data"]["val_part"] == "none" and "train.epochs = 3 (trials: 2, 3, 4)" in text
+    assert "NOT an estimate" in text  # fold-only shards
+
+
+def test_target_prior_is_checked_before_anything_runs(study, tmp_path, capsys):
+    (tmp_path / "w.yaml").write_text("head: 1\nmid: 1\n")
+    args = ["--dataset", "imagefolder", "--output", str(study.out), "--consolidate-only"]
+    assert cli().main(args + ["--target-prior", "uniform"]) == 2
+    assert "--target-prior 'uniform'" in capsys.readouterr().err
+    assert cli().main(args + ["--target-prior", str(tmp_path / "w.yaml")]) == 2
+    assert "classes missing ['tail']" in capsys.readouterr().err
+    assert cli().main(args + ["--target-prior", "train"]) == 0
 
 
 def test_partial_estimate_exits_nonzero(study, capsys):

@@ -18,8 +18,9 @@ def test_sets_are_named_by_kind_and_imbalance_ratio():
 
 
 def test_verdict_says_whether_the_test_score_falls_inside_the_estimates_interval():
-    rec = SimpleNamespace(name="logit_adjusted", values=lambda key: {(0, 0): 0.80, (1, 0): 0.84, (2, 0): 0.82})
-    report = {"recommendation": rec, "partial": []}
+    rec = SimpleNamespace(name="logit_adjusted")
+    report = {"recommendation": rec, "partial": [],
+              "decisions": {"logit_adjusted": SimpleNamespace(estimate=0.82, low=0.79, high=0.85)}}
     assert "recipe on `test`: macro-F1 0.820, inside the interval" in verdict(report, {"macro_f1": 0.82})
     assert "outside the interval" in verdict(report, {"macro_f1": 0.60})
     assert "not been trained" in verdict(report, None)

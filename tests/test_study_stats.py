@@ -53,23 +53,36 @@ def test_bootstrap_interval_closed_forms():
     assert stats.covers_zero((-0.1, 0.2)) and not stats.covers_zero((0.01, 0.2))
 
 
-def _estimate(name: str, scores: list[float], hours_per_trial: float):
+def _estimate(name: str, hours_per_trial: float, trials: int = 3):
     from adpm_dist.tune.study.results import Estimate
 
-    components = {(k, 0): {"macro_f1": s} for k, s in enumerate(scores)}
-    return Estimate(name, {}, components, len(scores), float("nan"),
-                    {"trials": len(scores), "cpu_hours": hours_per_trial * len(scores), "gpu_hours": 0.0})
+    return Estimate(name, {}, {}, trials, float("nan"),
+                    {"trials": trials, "cpu_hours": hours_per_trial * trials, "gpu_hours": 0.0})
 
 
-def test_recommendation_is_the_cheapest_tied_candidate_and_timing_noise_does_not_decide():
+def _decision(estimate: float, verdict: str):
+    from adpm_dist.tune.study.compare import Decision
+
+    return Decision(estimate, estimate - 0.02, estimate + 0.02, estimate, verdict=verdict)
+
+
+def test_recommendation_is_the_cheapest_equal_candidate_and_timing_noise_does_not_decide():
     from adpm_dist.tune.study import compare
 
-    lead = _estimate("la", [0.80, 0.82, 0.84], 0.0050)
-    same = _estimate("bs", [0.81, 0.80, 0.83], 0.0048)      # same maths, 4% cheaper by timing noise
-    cheap = _estimate("posthoc", [0.79, 0.83, 0.83], 0.0030)  # tied and really cheaper
-    worse = _estimate("ce", [0.50, 0.52, 0.55], 0.0010)       # cheapest, but not tied to the leader
-    to_leader = {e.name: compare.difference(e, lead) for e in (lead, same, cheap, worse)}
-    assert compare.recommend([lead, same, worse], lead, to_leader) is lead
-    assert compare.recommend([lead, same, worse], lead, to_leader, cost_tolerance=0.0) is same
-    assert compare.recommend([lead, same, cheap, worse], lead, to_leader) is cheap
-    assert compare.recommend([], None, {}) is None
+    lead, same, cheap, worse, undecided = (_estimate("la", 0.0050), _estimate("bs", 0.0048), _estimate("posthoc", 0.0030),
+                                           _estimate("ce", 0.0010), _estimate("focal", 0.0001))
+    d = {"la": _decision(0.82, "leader"), "bs": _decision(0.815, "equal"), "posthoc": _decision(0.812, "equal"),
+         "ce": _decision(0.52, "clearly worse"), "focal": _decision(0.80, "undecided")}
+    assert compare.recommend([lead, same, worse, undecided], d) is lead        # bs: 4% cheaper is timing noise
+    assert compare.recommend([lead, same, worse], d, cost_tolerance=0.0) is same
+    assert compare.recommend([lead, same, cheap, worse, undecided], d) is cheap  # equal and really cheaper
+    assert compare.recommend([], {}) is None
+
+
+def test_verdicts_against_the_equivalence_margin():
+    from adpm_dist.tune.study.compare import verdict
+
+    assert verdict(-0.004, 0.002, 0.01) == "equal"          # a 0.4-point difference no one can act on
+    assert verdict(-0.007, -0.001, 0.01) == "equal"         # 'distinguishable' from 0, still equal
+    assert verdict(-0.047, 0.0, 0.01) == "undecided"        # touches 0 on one fold: not enough to be equal
+    assert verdict(-0.30, -0.25, 0.01) == "clearly worse"

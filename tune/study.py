@@ -38,6 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--consolidate-only", action="store_true", help="only (re)write the study's outputs")
     g.add_argument("--max-trials", type=int, help="run at most N trials now (the rest are written down as skipped)")
     g.add_argument("--budget-hours", type=float, help="stop the trials after this many hours (Tune time budget; --resume continues)")
+    g.add_argument("--target-prior", default="balanced",
+                   help="the class mix the estimate is for: balanced (a balanced test set; default), train (the "
+                        "data's own mix) or a YAML file class -> weight (docs/tune.md, 'The estimate')")
+    g.add_argument("--equivalence", type=float, default=0.01,
+                   help="macro-F1 margin within which a candidate counts as equal to the leader (default 0.01)")
     g.add_argument("overrides", nargs="*", help="dotted key=value training overrides for every trial")
     r = p.add_argument_group("resources, faults, early stopping, cluster (as tune/search_noise.py)")
     r.add_argument("--cpus-per-trial", type=float, default=1.0)
@@ -78,13 +83,14 @@ def main(argv: list[str] | None = None) -> int:
     from adpm_dist.tune.experiment import SearchSpec
     from adpm_dist.tune.search import ClusterOptions, EarlyStopping, resources_and_shards, run_search
     from adpm_dist.tune.study.plan import check_study_overrides, plan_study
-    from adpm_dist.tune.study.report import consolidate_study
+    from adpm_dist.tune.study.report import consolidate_study, load_target
     from adpm_dist.tune.study.spec import build_candidates
 
     output = Path(args.output or f"runs/study_{args.dataset}").resolve()
     try:
+        load_target(args.target_prior)  # a bad file is named now, not after the trials
         if args.consolidate_only:
-            return show(consolidate_study(output))
+            return show(consolidate_study(output, target_prior=args.target_prior, equivalence=args.equivalence))
         config = resolve_config(args.config, args.dataset)
         check_study_overrides(args.overrides)
         base = load_config(config, args.overrides)
@@ -112,15 +118,18 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    return show(consolidate_study(output))
+    return show(consolidate_study(output, target_prior=args.target_prior, equivalence=args.equivalence))
 
 
 def show(report: dict) -> int:
     for r in report["rows"]:
-        print(f"{r['rank']:>2}. {r['candidate']:<20} macro-F1 {r['macro_f1_mean']:.3f} ± {r['macro_f1_std']:.3f} "
-              f"({r['evaluated']})  vs leader {r['vs_leader']}  selected {r['selected']}")
+        print(f"{r['rank']:>2}. {r['candidate']:<20} macro-F1 {r['estimate']:.3f} [{r['estimate_low']:.3f}, "
+              f"{r['estimate_high']:.3f}] ({r['evaluated']})  vs leader {r['vs_leader']} {r['verdict']}  "
+              f"selected {r['selected']}")
     rec = report["recommendation"]
     print(f"recommendation: {rec.name if rec else 'none'}")
+    for w in report["warnings"]:
+        print(f"warning: {w}")
     print("wrote " + ", ".join(str(p) for p in report["written"]))
     if report["partial"]:
         print(f"PARTIAL ESTIMATE, not a figure to publish: {'; '.join(report['partial'])}. Run the missing trials "

@@ -96,6 +96,13 @@ class Method:
         """(scores, prior probabilities) of a batch: argmax(scores) is the prediction."""
         return model.sample(images, generator=generator)
 
+    def choices(self) -> dict[str, dict]:
+        """What this run chose on its validation data besides the kept epoch (e.g. a read-out tau): name ->
+        record with ``value``, ``source``, ``flag`` (set when nothing could really be chosen) and ``fix`` (the
+        config settings that make another run use exactly this value). metrics.json keeps them under
+        ``choices``; a study's recipe fixes each one (docs/tune.md, "What the recipe trains")."""
+        return {}
+
     def prediction_levels(self, model: nn.Module, batches: Iterable[dict], device: torch.device,
                           reduce_sum: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor | None:
         """Anything the evaluation set itself decides before prediction (ADPM: soft-count lambda_j)."""

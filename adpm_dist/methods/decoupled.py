@@ -77,5 +77,8 @@ class TauNormalised(ClassifierMethod):
         model.choose_tau(device)
         return None
 
+    def choices(self) -> dict[str, dict]:
+        return self.validation.choices()
+
 
 DECOUPLED = (ClassifierRetraining, LearnableWeightScaling, TauNormalised)

@@ -75,6 +75,9 @@ class PosthocLogitAdjustment(ClassifierMethod):
         model.choose_tau(device)
         return None
 
+    def choices(self) -> dict[str, dict]:
+        return self.validation.choices()
+
 
 class ADPMWithPriorReadout(ADPMMethod):
     """ADPM (adpm.py) plus ``model.prior_readout``: with posthoc_la its prior block is logit-adjusted."""
@@ -98,6 +101,9 @@ class ADPMWithPriorReadout(ADPMMethod):
         return self.validation.choose(model, lambda images: model.prior(images).fused.float(),
                                       lambda z, tau: losses.posthoc_adjusted_logits(z, model.readout_counts, tau=tau),
                                       device)
+
+    def choices(self) -> dict[str, dict]:
+        return self.validation.choices() if self.adjusts() else {}
 
     def prediction_levels(self, model, batches, device, reduce_sum):
         if self.adjusts():

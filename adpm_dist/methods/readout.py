@@ -15,6 +15,15 @@ data its config names; if those shards are not there, it warns and uses tau = 1.
 data (``data.val_part=none``: train.select=refit's second pass) tau = 1, the balanced-error Bayes
 rule of Menon et al. (2021, Sec. 4) and full normalisation for tau-norm.
 
+Nothing is chosen silently (docs/tune.md, "What the recipe trains"):
+- a grid of one value is a fixed tau (a study's recipe.yaml carries the CV's choice that way), used
+  with or without validation data;
+- validation data that holds no image of some class cannot choose tau: a tau that pushes predictions
+  toward the tail only costs there (its tail images are missing), so tau = 0 would win and silently
+  turn post-hoc LA into CE. Such a choice is flagged and tau = 1 is used instead;
+- every choice is kept in ``ValidationTau.record`` (value, where it came from, the grid's scores, the
+  classes validation lacked), which the method hands to metrics.json's ``choices`` and the log.
+
 Every rank scores the whole validation set itself (no collective): the ranks compute the same tau
 without communicating, whatever the launch mode, at the price of one duplicated pass over the
 (small) validation part.
@@ -49,6 +58,8 @@ class ChosenTau:
                 self.choose_tau(device)
             except OSError as e:  # the validation shards of the training run are not on this machine
                 warn_no_validation(self.validation.what, e)
+                self.validation.record = tau_record(NO_VALIDATION_TAU, f"validation data unreachable ({e})",
+                                                    flag="not chosen: validation data unreachable")
                 self.readout_tau.fill_(NO_VALIDATION_TAU)
         return float(self.readout_tau)
 
@@ -68,6 +79,11 @@ class ValidationTau:
     def __init__(self, cfg: Config, what: str):
         self.cfg, self.what = cfg, what
         self._source: tuple | None = None
+        self.record: dict | None = None  # the last choice (tau_record)
+
+    def choices(self) -> dict[str, dict]:
+        """What a method hands to metrics.json's ``choices``: {"read-out tau": record}, once chosen."""
+        return {"read-out tau": self.record} if self.record else {}
 
     def source(self) -> tuple | None:
         """(manifest, parts, include_keys) of the validation images, or None without validation data."""
@@ -103,22 +119,52 @@ class ValidationTau:
     def choose(self, model: nn.Module, inputs_fn, scores_fn: Callable[[torch.Tensor, float], torch.Tensor],
                device) -> float:
         """Set ``model.readout_tau`` to the grid value whose ``scores_fn(inputs, tau)`` has the best
-        validation macro-F1 over the classes present; returns it."""
-        from ..evaluate import classification_metrics
-
-        tau = NO_VALIDATION_TAU
-        if self.source() is not None:
+        validation macro-F1 (a one-value grid: that value; validation lacking a class: flagged, tau = 1);
+        returns it. ``self.record`` says which and why."""
+        grid = list(self.cfg.baseline.readout_tau_grid)
+        if len(grid) == 1:
+            self.record = tau_record(grid[0], "fixed: baseline.readout_tau_grid has one value")
+        elif self.source() is None:
+            self.record = tau_record(NO_VALIDATION_TAU, "no validation data: the balanced-error rule "
+                                     "(Menon et al. 2021)", flag="not chosen: no validation data")
+        else:
             was_training = model.training
             model.eval()
             inputs, labels = self.collect(inputs_fn, device)
             model.train(was_training)
-            names = [str(j) for j in range(model.num_classes)]
-            f1 = [classification_metrics(labels.numpy(), scores_fn(inputs, g).argmax(1).numpy(), names,
-                                         present_only=True)["macro_f1"] for g in self.cfg.baseline.readout_tau_grid]
-            best = max(range(len(f1)), key=lambda i: (f1[i], -i))  # first of the best
-            tau = self.cfg.baseline.readout_tau_grid[best]
-            if _is_main_rank():
-                print(f"{self.what}: tau = {tau:g} chosen on validation (macro-F1 {f1[best]:.4f}; grid "
-                      + ", ".join(f"{g:g}:{v:.3f}" for g, v in zip(self.cfg.baseline.readout_tau_grid, f1)) + ")")
-        model.readout_tau.fill_(tau)
-        return tau
+            self.record = choose_on_validation(grid, labels, lambda g: scores_fn(inputs, g).argmax(1), model.num_classes)
+        if _is_main_rank():
+            print(f"{self.what}: {describe(self.record)}", flush=True)
+        model.readout_tau.fill_(self.record["value"])
+        return self.record["value"]
+
+
+def tau_record(value: float, source: str, *, flag: str | None = None, scores: dict | None = None,
+               missing: list[int] | None = None) -> dict:
+    """One read-out choice as metrics.json's ``choices`` keeps it; ``fix`` is the setting that makes a
+    run use exactly this value (what a study's recipe carries)."""
+    return {"value": float(value), "source": source, "flag": flag, "grid_scores": scores or {},
+            "missing_classes": missing or [], "fix": {"baseline.readout_tau_grid": [float(value)]}}
+
+
+def choose_on_validation(grid: list[float], labels: torch.Tensor, predict: Callable[[float], torch.Tensor],
+                         num_classes: int) -> dict:
+    """The grid value with the best validation macro-F1 (first on ties), unless validation lacks a class:
+    then nothing is chosen (flagged) and tau = 1 (see the module's docstring)."""
+    from ..evaluate import classification_metrics
+
+    names = [str(j) for j in range(num_classes)]
+    f1 = {g: classification_metrics(labels.numpy(), predict(g).numpy(), names, present_only=True)["macro_f1"]
+          for g in grid}
+    missing = sorted(set(range(num_classes)) - set(labels.tolist()))
+    if missing:
+        return tau_record(NO_VALIDATION_TAU, "validation lacks some classes: the balanced-error rule", scores=f1,
+                          missing=missing, flag=f"not chosen: validation holds no image of class(es) {missing}")
+    best = max(grid, key=lambda g: (f1[g], -grid.index(g)))
+    return tau_record(best, f"chosen on validation (macro-F1 {f1[best]:.4f})", scores=f1)
+
+
+def describe(record: dict) -> str:
+    grid = ", ".join(f"{g:g}:{v:.3f}" for g, v in record["grid_scores"].items())
+    return (f"tau = {record['value']:g}, {record['source']}" + (f" [{record['flag']}]" if record["flag"] else "")
+            + (f" (grid {grid})" if grid else ""))

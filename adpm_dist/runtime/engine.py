@@ -91,9 +91,10 @@ def train(cfg: Config, accelerator=None, on_epoch: Callable[[dict], None] | None
         return train_once(cfg, accelerator, on_epoch)
     first = train_once(refit_selection_config(cfg), accelerator, on_epoch, evaluate=False)
     chosen = first["selection"]
-    refit = chosen | {"rule": "refit", "refit_epochs": chosen["epoch"], "refit_parts": first["refit_parts"]}
-    return train_once(refit_config(cfg, chosen["epoch"], first["refit_parts"]), accelerator, on_epoch,
-                      selection_record=refit, asked=cfg)
+    refit = chosen | {"rule": "refit", "refit_epochs": chosen["epoch"], "refit_parts": first["refit_parts"],
+                      "refit_choices": first["choices"]}
+    return train_once(refit_config(cfg, chosen["epoch"], first["refit_parts"], first["choices"]), accelerator,
+                      on_epoch, selection_record=refit, asked=cfg)
 
 
 def train_once(cfg: Config, accelerator=None, on_epoch=None, *, evaluate: bool = True,
@@ -119,7 +120,7 @@ def train_once(cfg: Config, accelerator=None, on_epoch=None, *, evaluate: bool =
             on_epoch(row)
     run.log.close()
     if not evaluate:  # what a refit trains on: exactly this run's training and validation data
-        return {"selection": selection_summary(run),
+        return {"selection": selection_summary(run), "choices": run.loop["best"].get("choices", {}),
                 "refit_parts": run.plan.train_parts + ([run.plan.val_part] if run.plan.val_part else [])}
     return final_evaluation(run, selection_record or selection_summary(run), asked or cfg)
 
@@ -354,7 +355,8 @@ def validate_and_select(run: Run, epoch: int) -> dict:
                                    losses.get(f"val_{run.method.plateau_loss}", float("nan")))
     if selection.keeps(run.cfg.train.select, current, kept_validation(run)):
         # the kept epoch's per-class losses: what a noise-law fit (eq. 7) reads from a prior-only run
-        run.loop["best"] = current.__dict__ | {"class_losses": class_losses(pred["scores"], pred["labels"], run.names)}
+        run.loop["best"] = current.__dict__ | {"class_losses": class_losses(pred["scores"], pred["labels"], run.names),
+                                               "choices": run.method.choices()}  # made for these weights
         keep(run, weights)
     run.validations.append(current)
     if run.cfg.train.keep_last and (epoch == run.epochs.total - 1 or stopped(run)):
@@ -425,12 +427,13 @@ def final_evaluation(run: Run, selected: dict, asked: Config) -> dict:
                            f"manifest says {expected}")
     skipped = all_skipped(run)
     metrics = score(pred, run.names)
+    choices = run_choices(run, selected)
     if run.method.has_diffusion:  # did the diffusion change anything its own prior would not have said?
         metrics["prior_agreement"] = float(np.mean(pred["scores"].argmax(1) == pred["prior"].argmax(1)))
     d = run.cfg.diffusion
     metrics.update(
         eval_part=plan.eval_part, best_epoch=best["epoch"], val_macro_f1=best["macro_f1"],
-        selection=selected, sampler=d.sampler, sampling_steps=d.test_timesteps,
+        selection=selected, choices=choices, sampler=d.sampler, sampling_steps=d.test_timesteps,
         method=run.cfg.method, method_title=run.method.title, has_diffusion=run.method.has_diffusion,
         noise_levels=noise_levels(run),
         train_counts=dict(zip(run.names, plan.class_counts)), history=run.loop["history"],
@@ -449,6 +452,17 @@ def final_evaluation(run: Run, selected: dict, asked: Config) -> dict:
     return metrics
 
 
+def run_choices(run: Run, selected: dict) -> dict:
+    """Every choice this run made on validation data (the kept epoch, the method's own, e.g. a read-out tau),
+    each with its value and source, logged once: nothing falls back to a default unsaid."""
+    fixed = run.epochs.total - run.cfg.train.epochs
+    choices = {"epochs": selection.epoch_choice(selected, total=run.epochs.total, fixed=fixed,
+                                                has_validation=run.plan.has_validation)} | run.method.choices()
+    for name, c in choices.items():
+        run.acc.print(f"choice: {name} = {c['value']:g} ({c['source']})" + (f" [{c['flag']}]" if c.get("flag") else ""))
+    return choices
+
+
 # ---------------------------------------------------------------- train.select=refit
 
 def refit_selection_config(cfg: Config) -> Config:
@@ -459,12 +473,16 @@ def refit_selection_config(cfg: Config) -> Config:
     return first
 
 
-def refit_config(cfg: Config, epochs: int, parts: list[str]) -> Config:
+def refit_config(cfg: Config, epochs: int, parts: list[str], choices: dict | None = None) -> Config:
     """The second pass: the first pass's training and validation data together (its training
     parts, its carve-out returned, and its validation part if it had one; never another part such
     as a `val` part a carve-out run did not use), the chosen number of epochs (warm-up included),
-    the last epoch kept."""
+    the last epoch kept, and every other choice the first pass made for its kept weights fixed (a
+    read-out tau: the second pass has no validation data to choose it on)."""
     refit = from_dict(to_dict(cfg))
+    for choice in (choices or {}).values():
+        for key, value in choice["fix"].items():
+            set_key(refit, key, value)
     fixed = method_for(cfg).epochs().total - cfg.train.epochs  # epochs not counted by train.epochs (warm-up)
     set_key(refit, "data.val_part", "none")
     set_key(refit, "data.train_parts", list(parts))

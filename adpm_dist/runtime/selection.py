@@ -89,3 +89,26 @@ def saturation_warning(history: list[Validation]) -> str | None:
         return (f"validation saturates: macro-F1 {best_score:.4f} at epochs {tied}; the kept epoch is decided by "
                 "the tie-break, not by macro-F1 (more validation data, or train.select=last|refit)")
     return None
+
+
+def epoch_choice(selected: dict, *, total: int, fixed: int, has_validation: bool) -> dict:
+    """The kept epoch as metrics.json's ``choices`` records it: value (1-based, warm-up included), where it
+    came from, a flag when validation could not choose, ``rising_at_end`` (kept at the last validation
+    of several: more epochs might have scored higher) and ``fix``, the ``train.epochs`` that trains exactly
+    this many epochs (``fixed``: the epochs train.epochs does not count, e.g. ADPM's prior warm-up).
+
+    ``selected`` is metrics.json's ``selection`` record (a refit's holds the first pass's choice)."""
+    epoch = int(selected.get("refit_epochs") or selected["epoch"])
+    history = selected.get("history") or []
+    if selected.get("refit_epochs"):
+        source = f"chosen on validation in refit's first pass (epoch {epoch} of {total}), then trained on " \
+                 "training + validation data"
+    elif not has_validation:
+        source = "fixed: train.epochs (no validation data)"
+    elif selected.get("rule") == "last":
+        source = "fixed: the last epoch (train.select=last)"
+    else:
+        source = f"chosen on validation: best macro-F1 (epoch {epoch} of {total})"
+    rising = len(history) > 1 and epoch == history[-1]["epoch"] and selected.get("rule") != "last"
+    return {"value": epoch, "source": source, "flag": selected.get("warning"), "rising_at_end": rising,
+            "fix": {"train.epochs": max(epoch - fixed, 1)}}

@@ -4,74 +4,102 @@ cv_results.csv and protocol.json (docs/tune.md, "Studies").
     consolidate_study(out)
       results.read_results  -> every trial's status, metrics.json, cost.json
       results.estimate      -> per candidate: selected points, (fold, seed) scores, pooled OOF macro-F1
-      compare.*             -> differences to the reference (CE) and the leader, the recommendation
-      then the files below, each written atomically
+      compare.decide        -> per candidate the target-prior estimate, its interval, the paired difference
+                               to the leader and the verdict (equal / undecided / clearly worse)
+      compare.recommend     -> the rule; answer.Answer -> the warnings
+      then the files below (recipe.py: recipe.yaml; plot.py: leaderboard.png), each written atomically
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import yaml
 
-from ...config import from_dict, set_key, to_dict
 from ...files import atomic_write_text
 from ..cells import partial_banner, write_csv
 from ..experiment import load_search
 from ..protocol import NESTED, checkpoint_selection_parts, entry, mean_entry, write_protocol
-from . import compare
+from . import compare, target
+from .answer import Answer
+from .plot import write_plot
+from .recipe import write_recipe
 from .results import Estimate, class_names_of, estimate, read_results
 
-FIGURE = {NESTED: "nested CV over outer folds x seeds", "held_out_test": "CV over folds x seeds; selection optimistic"}
+FIGURE = {NESTED: "nested CV, pooled outer folds x seeds",
+          "held_out_test": "pooled CV folds x seeds"}
 
 
-def consolidate_study(out: str | Path) -> dict:
+def consolidate_study(out: str | Path, *, target_prior: str = "balanced",
+                      equivalence: float = compare.EQUIVALENCE) -> dict:
+    """Every file of the study's answer; ``target_prior``: balanced, train or a YAML file class -> weight;
+    ``equivalence``: the margin within which a candidate counts as equal to the leader."""
     out = Path(out).resolve()
     search = load_search(out)
     results = read_results(out, search)
     names = class_names_of(results)
     estimates = [estimate(out, results, search, c, names) for c in search["candidates"]]
-    by_name = {e.name: e for e in estimates}
-    lead = compare.leader(estimates)
-    ref = by_name.get(search.get("reference"))
+    prior = target.target_prior(load_target(target_prior), names, train_counts_of(results))
+    lead, decisions = compare.decide(estimates, prior, eps=equivalence)
+    ref = next((e for e in estimates if e.name == search.get("reference")), None)
     to_ref = {e.name: compare.difference(e, ref) for e in estimates} if ref else {}
-    to_lead = {e.name: compare.difference(e, lead) for e in estimates} if lead else {}
-    rec = compare.recommend(estimates, lead, to_lead)
+    rec = compare.recommend(estimates, decisions)
+    answer = Answer(search, estimates, decisions, lead, rec, prior, target_prior, equivalence, names)
     partial = [f"{e.name}: {len(e.components)}/{e.expected} (fold, seed) evaluated" for e in estimates if not e.complete]
     partial += [f"{len(search.get('skipped', []))} trial(s) skipped by --max-trials"] if search.get("skipped") else []
-    rows = leaderboard_rows(estimates, to_ref, to_lead, rec, search)
+    rows = leaderboard_rows(answer, to_ref)
     write_csv(out / "leaderboard.csv", rows)
     write_csv(out / "cv_results.csv", [trial_row(r) for r in results.values()])
-    text = partial_banner(partial) + study_markdown(search, estimates, rows, rec, lead, results, names)
+    text = partial_banner(partial) + study_markdown(answer, rows, results)
     atomic_write_text(out / "study.md", text)
-    write_plot(out / "leaderboard.png", estimates, rec, search)
+    write_plot(out / "leaderboard.png", answer, rows)
     write_protocol(out, protocol_entries(search, estimates))
     written = [out / n for n in ("study.md", "leaderboard.csv", "leaderboard.png", "cv_results.csv", "protocol.json")]
     if rec is not None and rec.selections[None].point is not None:
-        write_recipe(out / "recipe.yaml", search, rec, out)
+        write_recipe(out / "recipe.yaml", search, rec, out, FIGURE[search["protocol"]],
+                     decisions[rec.name].interval_text())
         written.append(out / "recipe.yaml")
     else:
         (out / "recipe.yaml").unlink(missing_ok=True)  # never leave a stale recommendation
-    return {"estimates": estimates, "leader": lead, "recommendation": rec, "rows": rows, "partial": partial,
-            "written": written, "missing": [r for r in results.values() if r.status != "done"]}
+    return {"estimates": estimates, "leader": lead, "recommendation": rec, "decisions": decisions, "rows": rows,
+            "partial": partial, "warnings": answer.warnings(), "written": written,
+            "missing": [r for r in results.values() if r.status != "done"]}
 
 
-def leaderboard_rows(estimates: list[Estimate], to_ref: dict, to_lead: dict, rec, search: dict) -> list[dict]:
+def load_target(value: str) -> str | dict:
+    """--target-prior: balanced, train, or a YAML file of class weights."""
+    if value in target.TARGETS:
+        return value
+    path = Path(value)
+    if not path.is_file():
+        raise ValueError(f"--target-prior {value!r}: expected balanced, train or a YAML file of class weights")
+    data = yaml.safe_load(path.read_text())
+    if not isinstance(data, dict):
+        raise ValueError(f"--target-prior {path}: expected a mapping class -> weight")
+    return data
+
+
+def train_counts_of(results: dict) -> dict:
+    """The data's own class mix: the training counts of the first finished trial (one fold's training part)."""
+    return next((r.metrics.get("train_counts") or {} for r in results.values() if r.metrics), {})
+
+
+def leaderboard_rows(a: "Answer", to_ref: dict) -> list[dict]:
     rows = []
-    order = sorted(estimates, key=lambda e: -(e.mean_std("macro_f1")[0] if e.components else -1))
-    for rank, e in enumerate(order, 1):
+    for rank, e in enumerate(a.ranked(), 1):
         m, s = e.mean_std("macro_f1")
+        d = a.decisions[e.name]
         g = e.groups_f1()
         chosen = {k: sel.point for k, sel in e.selections.items() if k is not None} or {"all": e.selections[None].point}
         rows.append({"rank": rank, "candidate": e.name, "evaluated": f"{len(e.components)}/{e.expected}",
-                     "macro_f1_mean": m, "macro_f1_std": s, "pooled_oof_macro_f1": e.pooled_macro_f1,
-                     "balanced_accuracy_mean": e.mean_std("balanced_accuracy")[0],
+                     "estimate": d.estimate, "estimate_low": d.low, "estimate_high": d.high,
+                     "balanced_accuracy": d.balanced_accuracy, "vs_leader": d.diff_text(), "verdict": d.verdict,
+                     "fold_macro_f1_mean": m, "fold_macro_f1_std": s,
                      "head_f1": g["head"], "medium_f1": g["medium"], "tail_f1": g["tail"],
                      "vs_reference": to_ref[e.name].text() if to_ref else "-",
-                     "vs_leader": to_lead[e.name].text() if to_lead else "-",
                      "selected": "; ".join(f"{k}: {p}" for k, p in chosen.items()),
+                     "optimistic": "yes" if a.chose_a_point(e) else "",
                      "cpu_hours": e.cost["cpu_hours"], "gpu_hours": e.cost["gpu_hours"], "trials": e.cost["trials"],
-                     "recommended": "yes" if e is rec else ""})
+                     "cost_per_trial_h": compare.cost_per_trial(e), "recommended": "yes" if e is a.rec else ""})
     return rows
 
 
@@ -85,36 +113,51 @@ def trial_row(r) -> dict:
     return row
 
 
-def study_markdown(search, estimates, rows, rec, lead, results, names) -> str:
-    nested = search["protocol"] == NESTED
+def study_markdown(a: "Answer", rows: list[dict], results: dict) -> str:
+    search = a.search
     k, seeds = search["folds"], search["seeds"]
-    lines = [f"# Study on {search['dataset']}: {len(estimates)} candidates, {k} folds x {len(seeds)} seed(s)", "",
-             compare.sentence(rec, lead, FIGURE[search["protocol"]]), "",
-             f"- config: `{search['config']}`" + (f" with `{' '.join(search['overrides'])}`" if search["overrides"] else ""),
-             f"- shards: `{search['shards']}` (parts: {', '.join(search['parts'])})",
-             f"- trials: {len(search['trials'])} planned; reference: {search.get('reference')}", "", "## Protocol", "",
-             PROTOCOL[search["protocol"]].format(k=k), "", "## Leaderboard", "",
-             "| # | candidate | evaluated | macro-F1 | pooled OOF macro-F1 | balanced acc. | head F1 | medium F1 | "
-             f"tail F1 | vs {search.get('reference')} | vs leader | CPU-h | GPU-h |", "|" + "---|" * 13]
+    lines = [f"# Study on {search['dataset']}: {len(a.estimates)} candidates, {k} folds x {len(seeds)} seed(s)", "",
+             compare.sentence(a.rec, a.lead, a.decisions, a.estimates, FIGURE[search["protocol"]], a.eps), ""]
+    lines += [f"> **Warning:** {w}" for w in a.warnings()] + ([""] if a.warnings() else [])
+    lines += [f"- config: `{search['config']}`" + (f" with `{' '.join(search['overrides'])}`" if search["overrides"] else ""),
+              f"- shards: `{search['shards']}` (parts: {', '.join(search['parts'])})",
+              f"- trials: {len(search['trials'])} planned; reference: {search.get('reference')}",
+              f"- target class prior: {a.target_text()}; chance level (a random guess, balanced): {a.chance:.3f}",
+              f"- the rule: {compare.rule_text(a.eps)}", "", "## Protocol", "", PROTOCOL[search["protocol"]].format(k=k),
+              "", "## Leaderboard", "",
+              "| # | candidate | evaluated | macro-F1, target prior [95%] | balanced acc. | vs leader [95%] | verdict | "
+              f"fold macro-F1 | head F1 | medium F1 | tail F1 | vs {search.get('reference')} (folds) | CPU-h | GPU-h |",
+              "|" + "---|" * 14]
     for r in rows:
-        lines.append(f"| {r['rank']} | {'**' + r['candidate'] + '**' if r['recommended'] else r['candidate']} | "
-                     f"{r['evaluated']} | {r['macro_f1_mean']:.3f} ± {r['macro_f1_std']:.3f} | "
-                     f"{r['pooled_oof_macro_f1']:.3f} | {r['balanced_accuracy_mean']:.3f} | {r['head_f1']:.3f} | "
-                     f"{r['medium_f1']:.3f} | {r['tail_f1']:.3f} | {r['vs_reference']} | {r['vs_leader']} | "
+        name = f"**{r['candidate']}**" if r["recommended"] else r["candidate"]
+        opt = " (optimistic)" if r["optimistic"] else ""
+        est = "-" if r["estimate"] != r["estimate"] else \
+            f"{r['estimate']:.3f} [{r['estimate_low']:.3f}, {r['estimate_high']:.3f}]{opt}"
+        lines.append(f"| {r['rank']} | {name} | {r['evaluated']} | {est} | {r['balanced_accuracy']:.3f} | "
+                     f"{r['vs_leader']} | {r['verdict']} | {r['fold_macro_f1_mean']:.3f} ± {r['fold_macro_f1_std']:.3f} | "
+                     f"{r['head_f1']:.3f} | {r['medium_f1']:.3f} | {r['tail_f1']:.3f} | {r['vs_reference']} | "
                      f"{r['cpu_hours']:.3f} | {r['gpu_hours']:.3f} |")
-    lines += ["", "macro-F1: mean ± sample std over (fold, seed); differences: mean paired per-(fold, seed) difference "
-              "[95% bootstrap interval over the pairs]; head / medium / tail: thirds of the classes by training count.",
-              "", "## Selected hyper-parameters", ""]
+    lines += ["", ESTIMATE_NOTE.format(eps=a.eps), "", "## Selected hyper-parameters", ""]
     lines += [f"- {e.name}: " + "; ".join(
         f"{'every fold' if o is None else f'outer fold {o}'}: {s.point or 'none'}"
-        + ("" if s.complete else " (incomplete selection)") for o, s in e.selections.items()) for e in estimates]
+        + ("" if s.complete else " (incomplete selection)") for o, s in e.selections.items()) for e in a.estimates]
     lines += ["", "## Classes an estimate could not see", ""]
-    lines += unseen_lines(estimates)
+    lines += unseen_lines(a.estimates)
     missing = [r for r in results.values() if r.status != "done"]
     if missing:
         lines += ["", "## Trials without an evaluation", "", "| trial | status |", "|---|---|"]
         lines += [f"| {r.trial.id} | {r.status} |" for r in missing]
     return "\n".join(lines) + "\n"
+
+
+ESTIMATE_NOTE = (
+    "macro-F1, target prior: the pooled out-of-fold predictions' confusion matrix with each true-class row "
+    "rescaled to the target class mix (what a test set of that mix would measure), 95% interval of a paired "
+    "bootstrap that draws one seed's run per fold and resamples the images within each class. vs leader: the "
+    "paired difference and its interval; verdict: equal (the interval lies above -{eps:g}), clearly worse (it "
+    "lies below -{eps:g}) or undecided. (optimistic): a point of the candidate's space was chosen on these same "
+    "folds. fold macro-F1: mean ± std of the per-(fold, seed) scores on the long-tailed folds, for reference. "
+    "head / medium / tail: thirds of the classes by training count.")
 
 
 def unseen_lines(estimates: list[Estimate]) -> list[str]:
@@ -161,55 +204,6 @@ def protocol_entries(search: dict, estimates: list[Estimate]) -> list[dict]:
     return entries
 
 
-def write_recipe(path: Path, search: dict, rec: Estimate, out: Path) -> dict:
-    """The recommendation, ready for launch/train.py: refit on every labelled part, scored on `test`."""
-    cand = next(c for c in search["candidates"] if c["name"] == rec.name)
-    point = next(p for p in cand["points"] if p["label"] == rec.selections[None].point)
-    c = from_dict(json.loads(json.dumps(search["base_config"])))
-    for key, value in ({"method": cand["method"]} | cand["fixed"] | point["settings"]).items():
-        set_key(c, key, value)
-    has_test = "test" in search["parts"]
-    set_key(c, "data.train_parts", [])
-    set_key(c, "data.eval_part", "test" if has_test else "fold0")
-    set_key(c, "train.select", "refit")  # the kept epoch count, then one pass over training + validation data
-    set_key(c, "run.output_dir", str(out / "recipe_run"))
-    m, s = rec.mean_std("macro_f1")
-    header = [f"# Recommended by the study in {out}: {rec.name} ({point['label']}), macro-F1 {m:.3f} ± {s:.3f} "
-              f"({FIGURE[search['protocol']]})", f"#   accelerate launch launch/train.py --config {path}"]
-    if not has_test:
-        header.append("# The shards have no `test` part: fold0 helped choose this, so this run's score on it is NOT "
-                      "an estimate; publish the study's nested estimate (study.md).")
-    data = to_dict(c)
-    atomic_write_text(path, "\n".join(header) + "\n" + yaml.safe_dump(data, sort_keys=False))
-    return data
-
-
-def write_plot(path: Path, estimates: list[Estimate], rec, search: dict) -> None:
-    from matplotlib.figure import Figure  # no pyplot: no global backend
-
-    shown = [e for e in estimates if e.components]
-    fig = Figure(figsize=(6, 1 + 0.4 * max(1, len(shown))), dpi=120)
-    ax = fig.add_subplot()
-    for i, e in enumerate(shown):
-        m, s = e.mean_std("macro_f1")
-        ax.barh(i, m, xerr=0 if s != s else s, color="tab:red" if e is rec else "tab:blue")
-    ax.set_yticks(range(len(shown)), [e.name for e in shown])
-    ax.set_xlabel(f"macro-F1, mean ± std ({FIGURE[search['protocol']]})")
-    ax.set_title(f"study on {search['dataset']}; red: recommended", fontsize=8)
-    fig.tight_layout()
-    atomic_write_bytes_fig(fig, path)
-
-
-def atomic_write_bytes_fig(fig, path: Path) -> None:
-    import io
-
-    from ...files import atomic_write_bytes
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    atomic_write_bytes(path, buf.getvalue())
-
-
 def reported_runs(out: Path, search: dict) -> tuple[list[Path], str]:
     """A study reports its recommendation: the (fold, seed) runs of its estimate."""
     from ..experiment import trial_dir
@@ -218,8 +212,8 @@ def reported_runs(out: Path, search: dict) -> tuple[list[Path], str]:
     results = read_results(out, search)
     names = class_names_of(results)
     estimates = [estimate(out, results, search, c, names) for c in search["candidates"]]
-    lead = compare.leader(estimates)
-    rec = compare.recommend(estimates, lead, {e.name: compare.difference(e, lead) for e in estimates}) if lead else None
+    _, decisions = compare.decide(estimates, target.target_prior("balanced", names), n_boot=200)
+    rec = compare.recommend(estimates, decisions)
     if rec is None:
         return [], "no candidate evaluated"
     point = {k: s.point for k, s in rec.selections.items()}

@@ -32,10 +32,30 @@ class TrialResult:
     metrics: dict | None
     cost: dict
 
+    def rows(self, out: Path) -> list[dict]:
+        path = trial_dir(out, self.trial) / "predictions.csv"
+        try:
+            with open(path, newline="") as f:
+                rows = list(csv.DictReader(f))
+        except OSError as e:
+            raise ValueError(f"{path}: cannot read the trial's predictions ({e.strerror or e})") from None
+        if rows and not {"key", "label", "prediction"} <= set(rows[0]):
+            raise ValueError(f"{path}: expected columns key, label, prediction; got {list(rows[0])}")
+        return rows
+
     def predictions(self, out: Path) -> tuple[list[str], list[str]]:
-        with open(trial_dir(out, self.trial) / "predictions.csv", newline="") as f:
-            rows = list(csv.DictReader(f))
+        rows = self.rows(out)
         return [r["label"] for r in rows], [r["prediction"] for r in rows]
+
+
+@dataclass
+class OOF:
+    """A candidate's pooled out-of-fold predictions: image n (sorted by key) of class ``labels[n]`` was
+    evaluated on fold ``folds[n]``; ``predictions[s, n]`` is what seed s's run trained without it said."""
+    keys: list[str]
+    labels: np.ndarray
+    folds: np.ndarray
+    predictions: np.ndarray
 
 
 @dataclass
@@ -56,6 +76,8 @@ class Estimate:
     expected: int                               # folds x seeds
     pooled_macro_f1: float
     cost: dict
+    oof: OOF | None = None                      # complete estimates only: the target-prior figure's input
+    recipe_runs: list[dict] = field(default_factory=list)  # metrics.json of the CV trials at the recipe's point
 
     @property
     def complete(self) -> bool:
@@ -142,11 +164,38 @@ def estimate(out: Path, results: dict[str, TrialResult], search: dict, candidate
                 components[(k, s)] = r.metrics
                 behind.append(r)
     score = pooled(out, behind, class_names)[0] if behind else float("nan")
+    complete = len(components) == folds * len(seeds)
+    oof = out_of_fold(out, behind, class_names, seeds) if complete else None
+    point = selections[None].point
+    recipe_runs = [r.metrics for s in seeds for k in range(folds)
+                   if point and (r := results.get(StudyTrial(name, point, s, k).id)) and r.status == "done"]
     mine = [r for r in results.values() if r.trial.candidate == name and r.cost]
     cost = {"trials": len(mine), "cpu_hours": sum(r.cost["wall_s"] * r.cost["cpus"] for r in mine) / 3600,
             "gpu_hours": sum(r.cost["wall_s"] * r.cost["gpus"] for r in mine) / 3600,
             "wall_hours": sum(r.cost["wall_s"] for r in mine) / 3600}
-    return Estimate(name, selections, components, folds * len(seeds), score, cost)
+    return Estimate(name, selections, components, folds * len(seeds), score, cost, oof, recipe_runs)
+
+
+def out_of_fold(out: Path, runs: list[TrialResult], class_names: list[str], seeds: list[int]) -> OOF:
+    """The runs' predictions.csv as one (seed, image) table; ValueError naming the trial when a fold's seeds
+    predicted different images (the folds are the same data for every seed and candidate)."""
+    index = {c: i for i, c in enumerate(class_names)}
+    label, fold, pred = {}, {}, {s: {} for s in seeds}
+    for r in runs:
+        for row in r.rows(out):
+            key = row["key"]
+            if row["label"] not in index or row["prediction"] not in index:
+                raise ValueError(f"{trial_dir(out, r.trial) / 'predictions.csv'}: key {key!r} names a class that is "
+                                 f"not among {class_names}")
+            label[key], fold[key] = index[row["label"]], r.trial.fold
+            pred[r.trial.seed][key] = index[row["prediction"]]
+    keys = sorted(label)
+    for s in seeds:
+        if set(pred[s]) != set(keys):
+            raise ValueError(f"seed {s}'s trials predicted {len(pred[s])} images, the other seeds' {len(keys)}: "
+                             "the folds differ between seeds")
+    return OOF(keys, np.array([label[k] for k in keys]), np.array([fold[k] for k in keys]),
+               np.array([[pred[s][k] for k in keys] for s in seeds]))
 
 
 def class_names_of(results: dict[str, TrialResult]) -> list[str]:

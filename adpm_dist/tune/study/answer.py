@@ -1,0 +1,88 @@
+"""A study's answer in one object: estimates, decisions, the recommendation, and what a reader must be
+warned about (near chance, under-trained, too small to separate its top candidates)."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import compare
+from .results import Estimate
+
+NEAR_CHANCE = 0.1  # an estimate within this share of the way from chance to a perfect 1 is "near chance"
+
+
+@dataclass
+class Answer:
+    search: dict
+    estimates: list[Estimate]
+    decisions: dict[str, compare.Decision]
+    lead: Estimate | None
+    rec: Estimate | None
+    prior: np.ndarray
+    target: str
+    eps: float
+    class_names: list[str]
+
+    @property
+    def chance(self) -> float:
+        """macro-F1 of a uniform random guess on a test set of any mix with every class: 1/K (recall and,
+        under a balanced target, precision are 1/K for every class)."""
+        return 1.0 / max(len(self.class_names), 1)
+
+    def target_text(self) -> str:
+        if self.target in ("balanced", "train"):
+            return self.target
+        return f"{self.target} (" + ", ".join(f"{c} {w:.3f}" for c, w in zip(self.class_names, self.prior)) + ")"
+
+    def ranked(self) -> list[Estimate]:
+        def key(e):
+            v = self.decisions[e.name].estimate
+            return -(v if not math.isnan(v) else -1.0)
+        return sorted(self.estimates, key=key)
+
+    def chose_a_point(self, e: Estimate) -> bool:
+        """A point was chosen on the folds the estimate is scored on (held-out protocol, several points)."""
+        return self.search["protocol"] != "nested" and len(e.selections[None].scores) > 1
+
+    def near_chance(self, e: Estimate) -> bool:
+        v = self.decisions[e.name].estimate
+        return not math.isnan(v) and v <= self.chance + NEAR_CHANCE * (1 - self.chance)
+
+    def under_trained(self, e: Estimate) -> bool:
+        """Most of the recipe point's trials kept their last validated epoch while still improving there."""
+        rising = [bool(((m.get("choices") or {}).get("epochs") or {}).get("rising_at_end")) for m in e.recipe_runs]
+        return bool(rising) and sum(rising) * 2 > len(rising)
+
+    def warnings(self) -> list[str]:
+        ready = [e for e in self.estimates if not math.isnan(self.decisions[e.name].estimate)]
+        out = []
+        near = [e.name for e in ready if self.near_chance(e)]
+        if ready and len(near) == len(ready):
+            out.append(f"every candidate is near chance (chance level {self.chance:.3f}): the study cannot tell the "
+                       "methods apart; check the data, the labels and the training length")
+        elif near:
+            out.append(f"near chance (level {self.chance:.3f}): {', '.join(near)}")
+        under = [e.name for e in ready if self.under_trained(e)]
+        if under:
+            out.append(f"under-trained: {', '.join(under)} still improved at their last validation in most trials; "
+                       "more epochs (train.epochs) may change the order")
+        out += self.too_small()
+        return out
+
+    def too_small(self) -> list[str]:
+        """Undecided candidates: how much the study would have to grow to call them, at the observed spread."""
+        undecided = [e for e in self.estimates if self.decisions[e.name].verdict == "undecided"]
+        if not undecided:
+            return []
+        runs = self.search["folds"] * len(self.search["seeds"])
+        parts = []
+        for e in undecided:
+            shrink = self.decisions[e.name].shrink_needed(self.eps)
+            need = "far more data" if math.isinf(shrink) else \
+                f"about {shrink ** 2:.1f}x the evaluated images (or {math.ceil(shrink ** 2 * runs)} (fold, seed) " \
+                "runs if the spread comes from the runs)"
+            parts.append(f"{e.name} ({need})")
+        return [f"the study is too small to separate {len(undecided)} candidate(s) from the leader within "
+                f"{self.eps:g}: " + "; ".join(parts)]

@@ -1,0 +1,76 @@
+"""recipe.yaml: the recommendation as one training run that trains what the CV measured.
+
+A trial makes choices on its validation data (metrics.json ``choices``: the kept epoch, a read-out tau,
+...; each with the ``fix`` settings that reproduce it). The recipe re-chooses none of them on new data:
+it fixes each one from the CV trials of the recommended point (``fixed_choices``), then trains on every
+labelled part with no validation (``train.select: last``, ``data.val_part: none``) and scores `test`.
+A fresh carve-out of a long-tailed set holds 0-1 images of the rarest classes, so a re-chosen epoch
+count or tau is noise (docs/tune.md, "What the recipe trains"); the CV's choices are not.
+
+Aggregation over the trials: the lower median of each setting's values (a value some trial used; for a
+one-element list, of its element), recorded with every trial's value in the recipe's header.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from ...config import from_dict, set_key, to_dict
+from ...files import atomic_write_text
+
+# What a recipe run is, whatever the method: every labelled part, the fixed choices, nothing re-chosen.
+RECIPE_SETTINGS = {"data.train_parts": [], "data.val_part": "none", "train.select": "last", "train.stop_patience": 0}
+
+
+def lower_median(values: list):
+    ordered = sorted(values)
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def fixed_choices(runs: list[dict]) -> tuple[dict, list[str]]:
+    """(settings that fix every choice the runs made, one note per choice: its per-run values and flags).
+    ``runs``: metrics.json of the CV trials at the recommended point. A run without ``choices`` (written
+    before they were recorded) contributes its kept epoch only."""
+    values: dict[str, list] = {}
+    notes: dict[str, list[str]] = {}
+    unrecorded = sum("choices" not in m for m in runs)
+    for m in runs:
+        for name, choice in (m.get("choices") or {}).items():
+            for key, value in choice["fix"].items():
+                values.setdefault(key, []).append(value)
+            if choice.get("flag"):
+                notes.setdefault(name, []).append(choice["flag"])
+    settings = {key: [lower_median([x[0] for x in v])] if isinstance(v[0], list) else lower_median(v)
+                for key, v in values.items()}
+    lines = [f"{key} = {settings[key]} (trials: {', '.join(map(str, v))})" for key, v in values.items()]
+    lines += [f"{name}: flagged in {len(f)} trial(s): {f[0]}" for name, f in notes.items()]
+    if unrecorded:
+        lines.append(f"{unrecorded} trial(s) recorded no choices (written by an older version): the base config's "
+                     "train.epochs is used")
+    return settings, lines
+
+
+def write_recipe(path: Path, search: dict, rec, out: Path, figure: str, estimate_text: str) -> dict:
+    """The recommendation, ready for launch/train.py: the candidate's point with its CV choices fixed, trained
+    on every labelled part, scored once on `test` (fold-only shards: fold0, said not to be an estimate)."""
+    cand = next(c for c in search["candidates"] if c["name"] == rec.name)
+    point = next(p for p in cand["points"] if p["label"] == rec.selections[None].point)
+    fixes, notes = fixed_choices(rec.recipe_runs)
+    c = from_dict(json.loads(json.dumps(search["base_config"])))
+    has_test = "test" in search["parts"]
+    settings = ({"method": cand["method"]} | cand["fixed"] | point["settings"] | RECIPE_SETTINGS | fixes
+                | {"data.eval_part": "test" if has_test else "fold0", "run.output_dir": str(out / "recipe_run")})
+    for key, value in settings.items():
+        set_key(c, key, value)
+    header = [f"# Recommended by the study in {out}: {rec.name} ({point['label']}), macro-F1 {estimate_text} "
+              f"({figure})", f"#   accelerate launch launch/train.py --config {path}",
+              "# Fixed from the CV trials of this point (nothing is re-chosen on new data; docs/tune.md):"]
+    header += [f"#   {line}" for line in notes]
+    if not has_test:
+        header.append("# The shards have no `test` part: fold0 helped choose this, so this run's score on it is NOT "
+                      "an estimate; publish the study's nested estimate (study.md).")
+    data = to_dict(c)
+    atomic_write_text(path, "\n".join(header) + "\n" + yaml.safe_dump(data, sort_keys=False))
+    return data
