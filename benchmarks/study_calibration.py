@@ -1,0 +1,254 @@
+"""Does the study's answer hold on long-tailed sets it never saw? (issue 32, "A calibration benchmark")
+
+    python -m benchmarks.study_calibration [--draws all|NAME ...] [--out runs/study_calibration]
+        [--space benchmarks/calibration_space.yaml] [--folds 3] [--seeds 0] [--results benchmarks/RESULTS.md]
+        [--no-run] [key=value ...]
+
+A draw is a long-tailed set with a large balanced `test` part, named KIND_irR_sS: digits-LT, photo-LT
+(benchmarks/photo_lt.py) or shapes-LT (benchmarks/shapes_lt.py, neither digits nor photographs) at
+imbalance ratio R, data seed S. None of the draws' seeds was used while the study was built (those used
+seed 0). Per draw, resumable draw by draw (run the same command again; on 2 cores the whole benchmark
+spans sessions):
+1. shards: 3 folds + `test`, prepared once;
+2. the study (tune/study.py on Ray) over the candidates of --space; the CV never reads `test`;
+3. **every** candidate's recipe (recipe.py's rules: its CV choices fixed, trained on every labelled part)
+   trained and scored once on `test`, each in its own run directory keyed by the recipe's text.
+Then, over the draws, for the current rule and, side by side, the rule before issue 32 (leader = best
+fold-mean macro-F1, tie = the 3-pair bootstrap interval of the per-fold difference includes 0, the
+cheapest tied candidate):
+- regret: the best candidate's test macro-F1 minus the recommendation's (median, max, per draw);
+- coverage: whether the recommendation's 95% interval holds its recipe's test score (Wilson interval);
+- whether the test-best candidate is among the recommendation's equals;
+- Spearman's rank correlation between the CV figure and the test scores of the candidates.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import math
+import os
+import shlex
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+MARKERS = ("<!-- study-calibration:begin -->", "<!-- study-calibration:end -->")
+HEADING = "## Study calibration: the answer on long-tailed sets it never saw (issue 32)"
+DRAWS = [f"{kind}_ir{ir}_s{seed}" for seed in (1, 2) for kind in ("digits", "photo", "shapes") for ir in (10, 50, 100)]
+
+
+def parse_draw(name: str) -> tuple[str, float, int]:
+    try:
+        kind, ir, seed = name.split("_")
+        assert kind in ("digits", "photo", "shapes") and ir.startswith("ir") and seed.startswith("s")
+        return kind, float(ir[2:]), int(seed[1:])
+    except (ValueError, AssertionError):
+        raise SystemExit(f"--draws: {name!r} is not KIND_irR_sS with KIND digits, photo or shapes") from None
+
+
+def shards_for(name: str, where: Path, folds: int) -> Path:
+    from adpm_dist.data.prepare import prepare
+
+    shards = where / "shards"
+    if (shards / "manifest.json").is_file():
+        return shards
+    kind, ir, seed = parse_draw(name)
+    if kind == "digits":
+        prepare("digits_lt", shards, folds=folds, imbalance_ratio=ir, seed=seed, progress=False)
+        return shards
+    images = where / "images"
+    if not images.is_dir():
+        if kind == "photo":
+            from benchmarks.photo_lt import build
+            build(images, ir=ir, seed=seed)
+        else:
+            from benchmarks.shapes_lt import build
+            build(images, ir=ir, seed=seed)
+    prepare("imagefolder", shards, root=images / "train", test_root=images / "test", folds=folds, image_size=32,
+            seed=seed, progress=False)
+    return shards
+
+
+def run_study(args, name: str, where: Path, shards: Path) -> int:
+    sys.path.insert(0, str(ROOT / "tune"))
+    import study  # tune/study.py
+
+    import yaml
+    methods = ",".join(yaml.safe_load(Path(args.space).read_text()))
+    dataset = "digits_lt" if name.startswith("digits") else "imagefolder"
+    return study.main(["--dataset", dataset, "--config", args.config, "--shards", str(shards), "--methods", methods,
+                       "--space", args.space, "--seeds", *map(str, args.seeds), "--output", str(where / "study"),
+                       "--max-concurrent", str(args.max_concurrent), "--progress-interval", "300",
+                       *(["--resume"] if (where / "study" / "search.json").is_file() else []), *args.overrides])
+
+
+def train_recipes(args, where: Path, report: dict) -> dict[str, float]:
+    """Every complete candidate's recipe trained and scored on `test`: name -> test macro-F1."""
+    from adpm_dist.config import load_config
+    from adpm_dist.runtime.engine import train
+    from adpm_dist.tune.experiment import load_search
+    from adpm_dist.tune.study.recipe import write_recipe
+
+    search = load_search(where / "study")
+    scores = {}
+    for e in report["estimates"]:
+        if e.oof is None or e.selections[None].point is None:
+            continue
+        recipe = where / "recipes" / f"{e.name}.yaml"
+        recipe.parent.mkdir(parents=True, exist_ok=True)
+        write_recipe(recipe, search, e, where / "study", "calibration", "-")
+        body = recipe.read_text().split("\n", 1)[1]  # the header names the file; the config is what counts
+        run = where / "recipe_runs" / f"{e.name}-{hashlib.sha256(body.encode()).hexdigest()[:12]}"
+        metrics = run / "metrics.json"
+        if not metrics.is_file() and not args.no_run:
+            train(load_config(recipe, [f"run.output_dir={run}", "train.resume=auto", *args.overrides]))
+        if metrics.is_file():
+            scores[e.name] = json.loads(metrics.read_text())["macro_f1"]
+    return scores
+
+
+def old_rule(estimates: list) -> tuple[str | None, tuple[float, float], list[str]]:
+    """The rule before issue 32: (recommendation, its 3-pair interval of the fold mean, the tied set)."""
+    from adpm_dist.tune.study import stats
+    from adpm_dist.tune.study.compare import COST_TOLERANCE, cost_per_trial
+
+    pool = [e for e in estimates if e.complete]
+    if not pool:
+        return None, (math.nan, math.nan), []
+    lead = max(pool, key=lambda e: (e.mean_std("macro_f1")[0], -estimates.index(e)))
+    tied = [e for e in pool if e is lead or stats.covers_zero(stats.bootstrap_interval(list(
+        stats.paired_differences(e.values("macro_f1"), lead.values("macro_f1")).values())))]
+    cheapest = min(cost_per_trial(e) for e in tied)
+    rec = max([e for e in tied if cost_per_trial(e) <= cheapest * (1 + COST_TOLERANCE)],
+              key=lambda e: (e.mean_std("macro_f1")[0], -cost_per_trial(e)))
+    return rec.name, stats.bootstrap_interval(list(rec.values("macro_f1").values())), [e.name for e in tied]
+
+
+def spearman(a: list[float], b: list[float]) -> float:
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(a, b).statistic) if len(a) > 2 else math.nan
+
+
+def draw_row(name: str, report: dict, tests: dict[str, float]) -> dict | None:
+    """One draw's verdicts under both rules (None until every candidate's recipe is scored)."""
+    from adpm_dist.tune.study.compare import equals
+
+    est = [e for e in report["estimates"] if e.name in tests]
+    rec = report["recommendation"]
+    if rec is None or len(est) < len(report["estimates"]) or rec.name not in tests:
+        return None
+    best = max(tests.values())
+    d = report["decisions"]
+    old_name, (old_lo, old_hi), old_tied = old_rule(report["estimates"])
+    names = [e.name for e in est]
+    return {"draw": name, "best": max(tests, key=tests.get), "best_test": best,
+            "new_rec": rec.name, "new_regret": best - tests[rec.name],
+            "new_covered": d[rec.name].low <= tests[rec.name] <= d[rec.name].high,
+            "new_interval": (d[rec.name].low, d[rec.name].high), "new_test": tests[rec.name],
+            "new_best_in_equals": max(tests, key=tests.get) in [e.name for e in equals(report["estimates"], d)],
+            "new_spearman": spearman([d[n].estimate for n in names], [tests[n] for n in names]),
+            "old_rec": old_name, "old_regret": best - tests[old_name], "old_test": tests[old_name],
+            "old_covered": old_lo <= tests[old_name] <= old_hi, "old_interval": (old_lo, old_hi),
+            "old_best_in_equals": max(tests, key=tests.get) in old_tied,
+            "old_spearman": spearman([e.mean_std("macro_f1")[0] for e in est], [tests[n] for n in names]),
+            "near_chance": all(report["decisions"][n].estimate < 0.2 for n in names),
+            "tests": tests}
+
+
+def summary(rows: list[dict]) -> dict:
+    """Median / max regret, coverage with its Wilson interval, best-among-equals, mean Spearman, per rule."""
+    from adpm_dist.tune.study.target import wilson_interval
+
+    out = {"draws": len(rows)}
+    for rule in ("new", "old"):
+        regret = [r[f"{rule}_regret"] for r in rows]
+        covered = sum(r[f"{rule}_covered"] for r in rows)
+        out[rule] = {"median_regret": float(np.median(regret)) if rows else math.nan,
+                     "max_regret": max(regret) if rows else math.nan, "covered": covered,
+                     "coverage_interval": wilson_interval(covered, len(rows)),
+                     "best_in_equals": sum(r[f"{rule}_best_in_equals"] for r in rows),
+                     "mean_spearman": float(np.nanmean([r[f"{rule}_spearman"] for r in rows])) if rows else math.nan}
+    return out
+
+
+def section(argv: list[str], rows: list[dict], pending: list[str]) -> str:
+    s = summary(rows)
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    lines = [f"{dt.datetime.now():%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, load average at the end {load}. Command:",
+             "", "    python -m benchmarks.study_calibration " + shlex.join(argv), "",
+             f"{s['draws']} draw(s) complete; not yet: {', '.join(pending) or 'none'}.", "",
+             "| rule | median regret | max regret | coverage of the 95% interval | test-best among equals | "
+             "mean Spearman CV vs test |", "|---|---:|---:|---|---:|---:|"]
+    for rule, title in (("new", "target prior + paired bootstrap + equivalence 0.01"),
+                        ("old", "fold mean + 3-pair bootstrap (before issue 32)")):
+        r = s[rule]
+        lo, hi = r["coverage_interval"]
+        lines.append(f"| {title} | {r['median_regret']:.3f} | {r['max_regret']:.3f} | {r['covered']}/{s['draws']} "
+                     f"(Wilson {lo:.2f}-{hi:.2f}) | {r['best_in_equals']}/{s['draws']} | {r['mean_spearman']:+.2f} |")
+    lines += ["", "| draw | test-best (macro-F1) | new: rec, test, interval, regret | old: rec, test, interval, "
+              "regret | Spearman new / old |", "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['draw']} | {r['best']} ({r['best_test']:.3f}) | {r['new_rec']}, {r['new_test']:.3f}, "
+                     f"[{r['new_interval'][0]:.3f}, {r['new_interval'][1]:.3f}], {r['new_regret']:.3f} | "
+                     f"{r['old_rec']}, {r['old_test']:.3f}, [{r['old_interval'][0]:.3f}, {r['old_interval'][1]:.3f}], "
+                     f"{r['old_regret']:.3f} | {r['new_spearman']:+.2f} / {r['old_spearman']:+.2f} |")
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--draws", nargs="+", default=["all"])
+    p.add_argument("--out", default="runs/study_calibration")
+    p.add_argument("--config", default=str(ROOT / "configs" / "digits_lt.yaml"))
+    p.add_argument("--space", default=str(ROOT / "benchmarks" / "calibration_space.yaml"))
+    p.add_argument("--folds", type=int, default=3)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--max-concurrent", type=int, default=2)
+    p.add_argument("--results", default=str(ROOT / "benchmarks" / "RESULTS.md"))
+    p.add_argument("--no-run", action="store_true", help="only the table, from what has finished")
+    p.add_argument("overrides", nargs="*", help="key=value for every trial and recipe")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from adpm_dist.tune.study.report import consolidate_study
+    from benchmarks.tables import replace_section
+
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    names = DRAWS if args.draws == ["all"] else args.draws
+    out = Path(args.out).resolve()
+    rows, pending = [], []
+    for name in names:
+        parse_draw(name)
+        where = out / name
+        if not args.no_run:
+            if run_study(args, name, where, shards_for(name, where, args.folds)) != 0:
+                pending.append(name)
+                continue
+        if not (where / "study" / "search.json").is_file():
+            pending.append(name)
+            continue
+        report = consolidate_study(where / "study")
+        row = draw_row(name, report, train_recipes(args, where, report))
+        (rows.append(row) if row else pending.append(name))
+        if row:
+            (where / "calibration.json").write_text(json.dumps(row, indent=1, default=str))
+            print(f"{name}: best {row['best']} {row['best_test']:.3f}; new {row['new_rec']} regret "
+                  f"{row['new_regret']:.3f} covered {row['new_covered']}; old {row['old_rec']} regret "
+                  f"{row['old_regret']:.3f}", flush=True)
+    block = section(argv, rows, pending)
+    results = Path(args.results)
+    text = results.read_text() if results.is_file() else "# Benchmark results\n"
+    results.write_text(replace_section(text, block, HEADING, MARKERS))
+    print(block)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
