@@ -3,7 +3,7 @@
 A trial makes choices on its validation data (metrics.json ``choices``: the kept epoch, a read-out tau,
 ...; each with the ``fix`` settings that reproduce it). The recipe re-chooses none of them on new data:
 it fixes each one from the CV trials of the recommended point (``fixed_choices``), then trains on every
-labelled part with no validation (``train.select: last``, ``data.val_part: none``) and scores `test`.
+CV fold with no validation (``train.select: last``, ``data.val_part: none``) and scores `test`.
 A fresh carve-out of a long-tailed set holds 0-1 images of the rarest classes, so a re-chosen epoch
 count or tau is noise (docs/tune.md, "What the recipe trains"); the CV's choices are not.
 
@@ -21,7 +21,7 @@ from ...config import from_dict, set_key, to_dict
 from ...files import atomic_write_text
 
 # What a recipe run is, whatever the method: every labelled part, the fixed choices, nothing re-chosen.
-RECIPE_SETTINGS = {"data.train_parts": [], "data.val_part": "none", "train.select": "last", "train.stop_patience": 0}
+RECIPE_SETTINGS = {"data.val_part": "none", "train.select": "last", "train.stop_patience": 0}
 
 
 def lower_median(values: list):
@@ -60,7 +60,11 @@ def write_recipe(path: Path, search: dict, rec, out: Path, figure: str, estimate
     fixes, notes = fixed_choices(rec.recipe_runs)
     c = from_dict(json.loads(json.dumps(search["base_config"])))
     has_test = "test" in search["parts"]
+    # the CV's folds, all of them: a `val` part the trials validated on is not added, since no trial trained
+    # on it (digits-LT's is balanced: added, it lifts the tail far above anything the CV measured)
+    folds = [f"fold{k}" for k in range(search["folds"])]
     settings = ({"method": cand["method"]} | cand["fixed"] | point["settings"] | RECIPE_SETTINGS | fixes
+                | {"data.train_parts": folds}
                 | {"data.eval_part": "test" if has_test else "fold0", "run.output_dir": str(out / "recipe_run")})
     for key, value in settings.items():
         set_key(c, key, value)
