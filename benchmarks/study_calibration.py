@@ -106,7 +106,9 @@ def train_recipes(args, where: Path, report: dict) -> dict[str, float]:
         run = where / "recipe_runs" / f"{e.name}-{hashlib.sha256(body.encode()).hexdigest()[:12]}"
         metrics = run / "metrics.json"
         if not metrics.is_file() and not args.no_run:
-            train(load_config(recipe, [f"run.output_dir={run}", "train.resume=auto", *args.overrides]))
+            # no key=value here: the recipe holds the study's base config with them, and its fixed choices
+            # (train.epochs above all) must not be overridden again
+            train(load_config(recipe, [f"run.output_dir={run}", "train.resume=auto"]))
         if metrics.is_file():
             scores[e.name] = balanced_test_score(run)
     return scores
