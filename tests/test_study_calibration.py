@@ -1,0 +1,57 @@
+"""benchmarks/study_calibration.py's pure parts and benchmarks/shapes_lt.py's generator (no training)."""
+from __future__ import annotations
+
+import hashlib
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from benchmarks import shapes_lt
+from benchmarks.study_calibration import DRAWS, draw_row, parse_draw, summary
+from adpm_dist.tune.study.compare import Decision
+
+
+def test_draws_cover_three_kinds_and_three_ratios_on_unseen_seeds():
+    assert len(DRAWS) >= 12
+    kinds = {parse_draw(d)[0] for d in DRAWS}
+    assert kinds == {"digits", "photo", "shapes"} and {parse_draw(d)[1] for d in DRAWS} == {10.0, 50.0, 100.0}
+    assert all(parse_draw(d)[2] != 0 for d in DRAWS)  # seed 0 built the study; never drawn here
+    with pytest.raises(SystemExit, match="cifar"):
+        parse_draw("cifar_ir10_s1")
+
+
+def _estimate(name, folds_scores, hours):
+    comps = {(k, 0): {"macro_f1": v} for k, v in enumerate(folds_scores)}
+    return SimpleNamespace(name=name, complete=True, components=comps, cost={"trials": 3, "cpu_hours": hours * 3},
+                           values=lambda key, c=comps: {k: m[key] for k, m in c.items()},
+                           mean_std=lambda key, c=comps: (float(np.mean([m[key] for m in c.values()])), 0.0))
+
+
+def test_a_draw_scores_both_rules_against_every_recipe():
+    """New rule recommends la (the leader); the old rule's fold means make ce lead: regret by hand."""
+    est = [_estimate("ce", [0.70, 0.71, 0.72], 0.01), _estimate("la", [0.60, 0.90, 0.50], 0.02)]
+    decisions = {"ce": Decision(0.60, 0.55, 0.65, 0.6, verdict="clearly worse", diff=-0.2, diff_low=-0.3, diff_high=-0.1),
+                 "la": Decision(0.80, 0.75, 0.85, 0.8, verdict="leader")}
+    report = {"estimates": est, "recommendation": est[1], "decisions": decisions}
+    row = draw_row("digits_ir50_s1", report, {"ce": 0.62, "la": 0.83})
+    assert row["new_rec"] == "la" and row["new_regret"] == 0 and row["new_covered"]
+    assert row["old_rec"] == "ce" and row["old_regret"] == pytest.approx(0.21) and not row["old_covered"]
+    assert row["new_best_in_equals"] and row["old_best_in_equals"]  # la "tied" by its noisy folds, yet passed over
+    assert draw_row("x", report, {"la": 0.83}) is None  # a recipe not trained yet: the draw is pending
+    s = summary([row, row | {"new_regret": 0.02, "new_covered": False}])
+    assert s["new"]["median_regret"] == pytest.approx(0.01) and s["new"]["max_regret"] == pytest.approx(0.02)
+    assert s["new"]["covered"] == 1 and s["old"]["covered"] == 0 and math.isnan(s["new"]["mean_spearman"])
+
+
+def test_shapes_lt_is_long_tailed_seeded_and_reproducible(tmp_path):
+    a = shapes_lt.build(tmp_path / "a", ir=20, n_max=20, test_per_class=2, size=16, seed=3)
+    b = shapes_lt.build(tmp_path / "b", ir=20, n_max=20, test_per_class=2, size=16, seed=3)
+    assert a["counts"] == b["counts"] and max(a["counts"].values()) == 20 and min(a["counts"].values()) == 1
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*.png"))
+    assert len(files) == sum(a["counts"].values()) + 2 * len(shapes_lt.CLASSES)
+    digest = lambda root: hashlib.sha256(b"".join((root / f).read_bytes() for f in files)).hexdigest()  # noqa: E731
+    assert digest(tmp_path / "a") == digest(tmp_path / "b")
+    with pytest.raises(FileExistsError):
+        shapes_lt.build(tmp_path / "a")
