@@ -81,7 +81,7 @@ class Answer:
         for e in undecided:
             shrink = self.decisions[e.name].shrink_needed(self.eps)
             need = "far more data" if math.isinf(shrink) else \
-                f"about {shrink ** 2:.1f}x the evaluated images (or {math.ceil(shrink ** 2 * runs)} (fold, seed) " \
+                f"about {shrink ** 2:.0f}x the evaluated images (or {math.ceil(shrink ** 2 * runs)} (fold, seed) " \
                 "runs if the spread comes from the runs)"
             parts.append(f"{e.name} ({need})")
         return [f"the study is too small to separate {len(undecided)} candidate(s) from the leader within "

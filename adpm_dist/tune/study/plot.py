@@ -36,8 +36,8 @@ def write_plot(path: Path, a: Answer, rows: list[dict]) -> None:
                     fontsize=8)
     left.set_xlabel(f"macro-F1, target prior {a.target} (95% interval)", fontsize=8)
     right.set_xlabel("difference to the leader (95% interval)", fontsize=8)
-    left.legend(fontsize=7, loc="lower left")
-    right.legend(fontsize=7, loc="lower left")
+    left.legend(fontsize=7, loc="best")
+    right.legend(fontsize=7, loc="best")
     fig.suptitle(f"study on {a.search['dataset']}: red = recommended, green = leader, blue = equal, "
                  "orange = undecided, grey = clearly worse", fontsize=8)
     fig.tight_layout()
