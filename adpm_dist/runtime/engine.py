@@ -353,6 +353,7 @@ def validate_and_select(run: Run, epoch: int) -> dict:
                                run.cfg.run.seed, epoch=epoch)
     current = selection.Validation(epoch + 1, val["macro_f1"], val["nll"],
                                    losses.get(f"val_{run.method.plateau_loss}", float("nan")))
+    run.loop["val_missing"] = [c for c, v in val["per_class"].items() if v["support"] == 0]  # for the choices' flags
     if selection.keeps(run.cfg.train.select, current, kept_validation(run)):
         # the kept epoch's per-class losses: what a noise-law fit (eq. 7) reads from a prior-only run
         run.loop["best"] = current.__dict__ | {"class_losses": class_losses(pred["scores"], pred["labels"], run.names),
@@ -457,7 +458,8 @@ def run_choices(run: Run, selected: dict) -> dict:
     each with its value and source, logged once: nothing falls back to a default unsaid."""
     fixed = run.epochs.total - run.cfg.train.epochs
     choices = {"epochs": selection.epoch_choice(selected, total=run.epochs.total, fixed=fixed,
-                                                has_validation=run.plan.has_validation)} | run.method.choices()
+                                                has_validation=run.plan.has_validation,
+                                                missing=run.loop.get("val_missing", []))} | run.method.choices()
     for name, c in choices.items():
         run.acc.print(f"choice: {name} = {c['value']:g} ({c['source']})" + (f" [{c['flag']}]" if c.get("flag") else ""))
     return choices

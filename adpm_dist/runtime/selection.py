@@ -91,13 +91,14 @@ def saturation_warning(history: list[Validation]) -> str | None:
     return None
 
 
-def epoch_choice(selected: dict, *, total: int, fixed: int, has_validation: bool) -> dict:
+def epoch_choice(selected: dict, *, total: int, fixed: int, has_validation: bool, missing: list[str] = ()) -> dict:
     """The kept epoch as metrics.json's ``choices`` records it: value (1-based, warm-up included), where it
     came from, a flag when validation could not choose, ``rising_at_end`` (kept at the last validation
     of several: more epochs might have scored higher) and ``fix``, the ``train.epochs`` that trains exactly
     this many epochs (``fixed``: the epochs train.epochs does not count, e.g. ADPM's prior warm-up).
 
-    ``selected`` is metrics.json's ``selection`` record (a refit's holds the first pass's choice)."""
+    ``selected`` is metrics.json's ``selection`` record (a refit's holds the first pass's choice); ``missing``:
+    classes the validation data held no image of (the kept epoch is then blind to them: flagged)."""
     epoch = int(selected.get("refit_epochs") or selected["epoch"])
     history = selected.get("history") or []
     if selected.get("refit_epochs"):
@@ -110,5 +111,7 @@ def epoch_choice(selected: dict, *, total: int, fixed: int, has_validation: bool
     else:
         source = f"chosen on validation: best macro-F1 (epoch {epoch} of {total})"
     rising = len(history) > 1 and epoch == history[-1]["epoch"] and selected.get("rule") != "last"
-    return {"value": epoch, "source": source, "flag": selected.get("warning"), "rising_at_end": rising,
+    flags = [f"validation holds no image of {list(missing)}: the kept epoch is blind to them"] if missing else []
+    flags += [selected["warning"]] if selected.get("warning") else []
+    return {"value": epoch, "source": source, "flag": "; ".join(flags) or None, "rising_at_end": rising,
             "fix": {"train.epochs": max(epoch - fixed, 1)}}
