@@ -3,7 +3,7 @@ warned about (near chance, under-trained, too small to separate its top candidat
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -24,6 +24,7 @@ class Answer:
     target: str
     eps: float
     class_names: list[str]
+    raced: dict = field(default_factory=dict)   # --race: candidate -> the drop's evidence (race.py)
 
     @property
     def chance(self) -> float:

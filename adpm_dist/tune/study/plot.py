@@ -21,7 +21,7 @@ def write_plot(path: Path, a: Answer, rows: list[dict]) -> None:
     left, right = fig.subplots(1, 2, sharey=True, gridspec_kw={"width_ratios": [3, 2]})
     y = list(range(len(shown)))[::-1]  # rank 1 at the top
     for yi, r in zip(y, shown):
-        colour = "tab:red" if r["recommended"] else COLOURS[r["verdict"]]
+        colour = "tab:red" if r["recommended"] else COLOURS.get(r["verdict"], "lightgray")
         left.errorbar(r["estimate"], yi, xerr=[[r["estimate"] - r["estimate_low"]], [r["estimate_high"] - r["estimate"]]],
                       fmt="o", color=colour, capsize=3)
         d = a.decisions[r["candidate"]]

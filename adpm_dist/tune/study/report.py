@@ -22,6 +22,7 @@ from ..protocol import NESTED, checkpoint_selection_parts, entry, mean_entry, wr
 from . import compare, target
 from .answer import Answer
 from .plot import write_plot
+from .race import load_raced
 from .recipe import write_recipe
 from .results import Estimate, class_names_of, estimate, read_results
 
@@ -43,8 +44,12 @@ def consolidate_study(out: str | Path, *, target_prior: str = "balanced",
     ref = next((e for e in estimates if e.name == search.get("reference")), None)
     to_ref = {e.name: compare.difference(e, ref) for e in estimates} if ref else {}
     rec = compare.recommend(estimates, decisions)
-    answer = Answer(search, estimates, decisions, lead, rec, prior, target_prior, equivalence, names)
-    partial = [f"{e.name}: {len(e.components)}/{e.expected} (fold, seed) evaluated" for e in estimates if not e.complete]
+    raced = load_raced(out)
+    for name in raced:  # dropped by --race: not missing, decided
+        decisions[name].verdict = f"raced out (wave {raced[name]['wave']})"
+    answer = Answer(search, estimates, decisions, lead, rec, prior, target_prior, equivalence, names, raced)
+    partial = [f"{e.name}: {len(e.components)}/{e.expected} (fold, seed) evaluated" for e in estimates
+               if not e.complete and e.name not in raced]
     partial += [f"{len(search.get('skipped', []))} trial(s) skipped by --max-trials"] if search.get("skipped") else []
     rows = leaderboard_rows(answer, to_ref)
     write_csv(out / "leaderboard.csv", rows)
@@ -137,13 +142,20 @@ def study_markdown(a: "Answer", rows: list[dict], results: dict) -> str:
                      f"{r['vs_leader']} | {r['verdict']} | {r['fold_macro_f1_mean']:.3f} ± {r['fold_macro_f1_std']:.3f} | "
                      f"{r['head_f1']:.3f} | {r['medium_f1']:.3f} | {r['tail_f1']:.3f} | {r['vs_reference']} | "
                      f"{r['cpu_hours']:.3f} | {r['gpu_hours']:.3f} |")
-    lines += ["", ESTIMATE_NOTE.format(eps=a.eps), "", "## Selected hyper-parameters", ""]
+    lines += ["", ESTIMATE_NOTE.format(eps=a.eps), ""]
+    if a.raced:
+        lines += ["## Raced out (--race)", "", "Dropped once clearly worse than the leader on the folds done; their "
+                  "remaining trials never ran, and the study is complete for the candidates it kept.", ""]
+        lines += [f"- {name}: after {r['folds']} fold(s), {r['difference']:+.3f} [{r['interval'][0]:+.3f}, "
+                  f"{r['interval'][1]:+.3f}] to the then leader {r['leader']}, below -{r['equivalence']:g}"
+                  for name, r in a.raced.items()] + [""]
+    lines += ["## Selected hyper-parameters", ""]
     lines += [f"- {e.name}: " + "; ".join(
         f"{'every fold' if o is None else f'outer fold {o}'}: {s.point or 'none'}"
         + ("" if s.complete else " (incomplete selection)") for o, s in e.selections.items()) for e in a.estimates]
     lines += ["", "## Classes an estimate could not see", ""]
     lines += unseen_lines(a.estimates)
-    missing = [r for r in results.values() if r.status != "done"]
+    missing = [r for r in results.values() if r.status != "done" and r.trial.candidate not in a.raced]
     if missing:
         lines += ["", "## Trials without an evaluation", "", "| trial | status |", "|---|---|"]
         lines += [f"| {r.trial.id} | {r.status} |" for r in missing]

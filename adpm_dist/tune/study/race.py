@@ -1,0 +1,75 @@
+"""Racing (``tune/study.py --race``): run a study fold by fold and drop a candidate once it is clearly worse
+than the leader, so the clearly worse stop costing trials (docs/tune.md, "Racing").
+
+A **wave** is one CV fold: every remaining candidate's trials evaluated on it, for every seed. After each
+wave from the second on, the candidates are compared on the folds done so far exactly as the final
+answer compares them (compare.decide: target-prior estimate of the pooled out-of-fold predictions, paired
+bootstrap, equivalence margin); a candidate whose difference to the leader lies wholly below -eps
+(``clearly worse``) runs no further trial. ``raced.json`` records each drop with its evidence and wave;
+the consolidation lists them and the study counts as complete for the candidates it kept.
+
+Held-out protocol only (shards with a `test` part): under nested CV a wave would have to hold the inner
+trials of an outer fold, whose point choice reads every other fold; that is not done yet.
+"""
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from ...files import atomic_write_json
+from . import compare, target
+from .results import class_names_of, estimate, read_results
+
+RACED_FILE = "raced.json"
+MIN_WAVES = 2  # never drop on one fold: its images are a third of the evidence at most
+
+
+def waves(trials: list, folds: int) -> list[list]:
+    """The trials grouped by their evaluation fold, in fold order (every seed of fold k in wave k)."""
+    return [[t for t in trials if t.fold == k] for k in range(folds)]
+
+
+def load_raced(out: Path) -> dict:
+    path = Path(out) / RACED_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def interim(out: Path, search: dict, folds_done: int, *, prior: str = "balanced",
+            eps: float = compare.EQUIVALENCE, dropped: set[str] = frozenset()):
+    """(leader, decisions) of the candidates still racing, on the first ``folds_done`` folds only."""
+    partial = copy.deepcopy(search) | {"folds": folds_done}
+    partial["candidates"] = [c for c in search["candidates"] if c["name"] not in dropped]
+    results = read_results(out, search)
+    names = class_names_of(results)
+    estimates = [estimate(out, results, partial, c, names) for c in partial["candidates"]]
+    train_counts = next((r.metrics.get("train_counts") or {} for r in results.values() if r.metrics), {})
+    return compare.decide(estimates, target.target_prior(prior, names, train_counts), eps=eps)
+
+
+def race(study, run_wave: Callable[[list], None], *, prior: str = "balanced", eps: float = compare.EQUIVALENCE,
+         say: Callable[[str], None] = print) -> dict:
+    """Run ``study.todo`` wave by wave through ``run_wave(trials)``; returns raced.json's content (candidate ->
+    wave, leader, difference and interval). A resumed race keeps its earlier drops."""
+    if study.protocol != "held_out_test":
+        raise ValueError("--race needs shards with a `test` part (held-out protocol); racing nested CV is not "
+                         "supported yet")
+    raced = load_raced(study.out)
+    todo = set(t.id for t in study.todo)
+    for k, wave in enumerate(waves(study.trials, study.folds)):
+        run = [t for t in wave if t.id in todo and t.candidate not in raced]
+        if run:
+            run_wave(run)
+        if k + 1 < MIN_WAVES or k + 1 == study.folds:
+            continue
+        search = json.loads((study.out / "search.json").read_text())
+        lead, decisions = interim(study.out, search, k + 1, prior=prior, eps=eps, dropped=set(raced))
+        for name, d in decisions.items():
+            if d.verdict == "clearly worse":
+                raced[name] = {"wave": k + 1, "folds": k + 1, "leader": lead.name, "difference": d.diff,
+                               "interval": [d.diff_low, d.diff_high], "equivalence": eps}
+                say(f"race: {name} dropped after fold {k} (wave {k + 1} of {study.folds}): {d.diff_text()} to the "
+                    f"leader {lead.name}, below -{eps:g}")
+        atomic_write_json(study.out / RACED_FILE, raced)
+    return raced

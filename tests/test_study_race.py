@@ -1,0 +1,65 @@
+"""--race on a synthetic held-out study (no training, no Ray): the trials of a wave are 'run' by writing
+their results; ce, clearly worse after two folds, runs no third-fold trial; the answer is complete."""
+from __future__ import annotations
+
+import json
+
+from test_study import plan
+from test_tune_consolidate import fake_metrics
+
+from adpm_dist.tune.experiment import trial_dir, write_search
+from adpm_dist.tune.study.race import RACED_FILE, race
+from adpm_dist.tune.study.report import consolidate_study
+
+LABELS = ["head"] * 15 + ["mid"] * 10 + ["tail"] * 5
+
+
+def write_trial(study, t) -> None:
+    """logit_adjusted right everywhere, adpm_isotropic right but for one head image, ce misses every tail
+    image and half the mid ones."""
+    preds = list(LABELS)
+    if t.candidate == "ce":
+        preds = ["head" if y == "tail" or (y == "mid" and i % 2) else y for i, y in enumerate(LABELS)]
+    elif t.candidate == "adpm_isotropic":
+        preds[0] = "mid"
+    d = trial_dir(study.out, t)
+    d.mkdir(parents=True)
+    (d / "metrics.json").write_text(json.dumps(fake_metrics(0.8, t.fold)))
+    rows = ["key,label,prediction"] + [f"f{t.fold}k{i},{y},{p}" for i, (y, p) in enumerate(zip(LABELS, preds))]
+    (d / "predictions.csv").write_text("\n".join(rows) + "\n")
+    (d / "cost.json").write_text(json.dumps({"wall_s": 50.0, "cpus": 1, "gpus": 0, "attempts": 1, "processes": 1}))
+
+
+def test_race_drops_the_clearly_worse_and_the_answer_is_complete(tmp_path):
+    study = plan(tmp_path, {"logit_adjusted": {"baseline.la_tau": [1.0]}}, parts=("fold0", "fold1", "fold2", "test"))
+    assert study.protocol == "held_out_test"
+    write_search(study)
+    ran, said = [], []
+
+    def run_wave(trials):
+        ran.append(sorted(t.id for t in trials))
+        for t in trials:
+            write_trial(study, t)
+
+    raced = race(study, run_wave, say=said.append)
+    assert list(raced) == ["ce"] and raced["ce"]["wave"] == 2 and raced["ce"]["interval"][1] < -0.01
+    assert len(ran) == 3 and not any(i.startswith("ce_") for i in ran[2]) and len(ran[2]) == 2
+    assert said and "ce dropped after fold 1" in said[0]
+    report = consolidate_study(study.out)
+    assert report["partial"] == [] and report["recommendation"].name == "logit_adjusted"
+    assert report["decisions"]["ce"].verdict == "raced out (wave 2)"
+    md = (study.out / "study.md").read_text()
+    assert "PARTIAL" not in md and "## Raced out" in md and "- ce: after 2 fold(s)" in md
+    assert json.loads((study.out / RACED_FILE).read_text()) == raced
+    # a resumed race keeps the drop and runs nothing more
+    ran.clear()
+    study.todo = []
+    assert race(study, run_wave) == raced and ran == []
+
+
+def test_race_refuses_nested_cv(tmp_path):
+    import pytest
+
+    study = plan(tmp_path, {})
+    with pytest.raises(ValueError, match="--race needs shards with a `test` part"):
+        race(study, lambda trials: None)
