@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import to_dict
-from .experiment import Search, write_search
+from .contract import Experiment
+from .experiment import write_search
 
 DRIVER_CPU = 0.1  # a multi-worker trial only waits on its TorchTrainer; {"cpu": 0} is rejected by Tune
 
@@ -166,7 +167,7 @@ def exposed_listeners(pids: list[int]) -> list[str]:
     return [f"{name} {pid} {ip}:{port}" for pid, name, ip, port in listening_sockets(pids) if not is_loopback(ip)]
 
 
-def run_search(search: Search, resources: Resources, cluster: ClusterOptions,
+def run_search(search: Experiment, resources: Resources, cluster: ClusterOptions,
                early_stopping: EarlyStopping | None = None, progress_interval: float = 15.0,
                stream=None, *, connected: bool = False, time_budget_s: float | None = None) -> dict:
     """Run every trial in `search.todo` on Ray Tune and return {trial id: status}.
@@ -201,7 +202,7 @@ def ray_cluster(cluster: ClusterOptions, resources: Resources, n_trials: int):
             ray.shutdown()  # stops exactly the processes ray.init started (never `ray stop`)
 
 
-def _fit(search: Search, resources: Resources, early_stopping: EarlyStopping | None,
+def _fit(search: Experiment, resources: Resources, early_stopping: EarlyStopping | None,
          progress_interval: float, stream, time_budget_s: float | None = None) -> dict:
     from ray import tune
 
@@ -212,9 +213,8 @@ def _fit(search: Search, resources: Resources, early_stopping: EarlyStopping | N
 
     out = search.out
     trials = trial_payloads(search)
-    total_epochs = getattr(search, "total_epochs", None) or epochs_per_trial(search.base)  # a study: its longest
-    progress = ProgressTable(trials, total_epochs, interval=progress_interval, stream=stream,
-                             show_eval=getattr(search, "show_eval", True))  # a batch may hide it
+    progress = ProgressTable(trials, search.total_epochs, interval=progress_interval, stream=stream,
+                             show_eval=search.show_eval)  # a batch may hide it
     scheduler = None
     if early_stopping is not None:
         max_t = max((joint_epochs_per_trial(search.config_of(t)) for t in search.todo), default=1)
@@ -235,7 +235,7 @@ def _fit(search: Search, resources: Resources, early_stopping: EarlyStopping | N
             failure_config=tune.FailureConfig(max_failures=resources.max_failures)),
     )
     print(f"running {len(trials)} trials ({len(search.trials) - len(trials)} already done) | "
-          f"{_describe(resources)} | logs: {getattr(search, 'logs', out / 'trials' / '<trial>' / 'train.log')}",
+          f"{_describe(resources)} | logs: {search.logs}",
           file=stream, flush=True)
     grid = tuner.fit()
     statuses = {}
@@ -261,11 +261,11 @@ def epochs_per_trial(cfg) -> int:
     return epoch_plan(cfg).total
 
 
-def trial_payloads(search: Search) -> list[dict]:
-    """What each Tune trial receives: its Trial fields, the typed settings it applies and its whole
+def trial_payloads(search: Experiment) -> list[dict]:
+    """What each Tune trial receives: its contract.TrialRecord, the typed settings it applies and its whole
     resolved config as plain values (trainable.trial_config_of rebuilds it; no text is re-parsed)."""
-    return [t.to_dict() | {"settings": search.settings_of(t),
-                           "config": to_dict(search.config_of(t))} for t in search.todo]
+    return [t.record().to_dict() | {"settings": search.settings_of(t),
+                                    "config": to_dict(search.config_of(t))} for t in search.todo]
 
 
 def _describe(r: Resources) -> str:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..config import Config, from_dict
 from ..files import atomic_write_json
-from .experiment import supports_resume
+from .contract import supports_resume
 
 
 def numeric(row: dict, warmup: int = 0) -> dict:
