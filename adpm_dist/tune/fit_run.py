@@ -27,6 +27,12 @@ def main_fit(args, output: Path, config: Path) -> int:
                              dashboard=args.dashboard, dashboard_port=args.dashboard_port)
     print(f"fit: {2 * first.folds} trials ({first.folds} folds x (prior network, then ADPM at the fitted law)) "
           f"-> {output}", flush=True)
+    from .price import show_price
+
+    show_price(first, resources, sys.stdout)
+    print("  (phase 1 only: phase 2 trains ADPM once per fold at the fitted law, priced once phase 1 is done)", flush=True)
+    if args.dry_run:
+        return 0
     try:
         with ray_cluster(cluster, resources, first.folds):
             run_phase(first, resources, cluster, args)

@@ -99,7 +99,7 @@ class Trial:
         return f"alpha={self.alpha_label} beta={self.beta_label}"
 
     def record(self) -> TrialRecord:
-        return TrialRecord(self.id, self.group, self.fold, self.outer, None, self.eval_part)
+        return TrialRecord(self.id, self.group, self.fold, self.outer, None, self.eval_part, candidate="adpm")
 
     def to_dict(self) -> dict:
         return self.record().to_dict() | asdict(self) | {"alpha_label": self.alpha_label,

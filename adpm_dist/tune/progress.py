@@ -39,6 +39,11 @@ class ProgressTable(Callback):
         self.start = time.monotonic()
         self._last_print = 0.0
         self._dirty = True
+        self.interrupted = False
+
+    def stop(self, signum: int) -> None:
+        """The driver was interrupted (interrupt.graceful_stop): trials that end now were stopped, not failed."""
+        self.interrupted = True
 
     # -- Tune callback hooks -------------------------------------------------------------------
     def _state(self, trial) -> TrialState:
@@ -64,11 +69,15 @@ class ProgressTable(Callback):
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         s = self._state(trial)
+        if self.interrupted:
+            return self._interrupted(s)
         s.status = "retrying"
         self._event(f"FAILED   {s.info['id']} (attempt {s.attempts}); retrying: {_error_line(trial)}")
 
     def on_trial_error(self, iteration, trials, trial, **info):
         s = self._state(trial)
+        if self.interrupted:
+            return self._interrupted(s)
         s.status = "failed"
         self._event(f"FAILED   {s.info['id']} after {s.attempts} attempt(s): {_error_line(trial)}")
 
@@ -89,6 +98,10 @@ class ProgressTable(Callback):
         else:
             s.status = "ended"
             self._event(f"ended    {s.info['id']} without an evaluation (interrupted?)")
+
+    def _interrupted(self, s: TrialState) -> None:
+        s.status = "ended"
+        self._event(f"stopped  {s.info['id']} (interrupted; --resume continues it from its last checkpoint)")
 
     def on_step_end(self, iteration, trials, **info):
         if self._dirty and time.monotonic() - self._last_print >= self.interval:

@@ -207,6 +207,7 @@ def _fit(search: Experiment, resources: Resources, early_stopping: EarlyStopping
     from ray import tune
 
     logging.getLogger("ray.tune").setLevel(logging.WARNING)  # the progress table replaces Tune's INFO lines
+    from .interrupt import graceful_stop
     from .progress import ProgressTable
     from .scheduler import PerFoldASHA, mark_early_stop
     from .trainable import run_trial
@@ -237,9 +238,12 @@ def _fit(search: Experiment, resources: Resources, early_stopping: EarlyStopping
     print(f"running {len(trials)} trials ({len(search.trials) - len(trials)} already done) | "
           f"{_describe(resources)} | logs: {search.logs}",
           file=stream, flush=True)
-    grid = tuner.fit()
+    with graceful_stop(on_stop=progress.stop):  # Ctrl-C / SIGTERM: interrupt.Interrupted after Tune's loop ends
+        grid = tuner.fit()
     statuses = {}
     for result in grid:
+        if not result.config:  # a trial Tune never started
+            continue
         trial_id = result.config["trial"]["id"]
         statuses[trial_id] = "failed" if result.error else progress.states[trial_id].status
     return statuses
