@@ -175,3 +175,17 @@ def test_every_cli_parses_the_same_runner_arguments():
     runner = {"--cpus-per-trial", "--gpus-per-trial", "--max-failures", "--early-stop-scope", "--address",
               "--dry-run", "--progress-interval"}
     assert runner <= flags(search_noise.build_parser()) & flags(study_mod.build_parser())
+
+
+def test_isotropic_noise_trains_one_beta_in_a_study_as_in_the_grid():
+    from adpm_dist.tune.grid import grid_points
+    from adpm_dist.tune.study.spec import Candidate
+
+    adpm = Candidate("adpm", "adpm", space={"noise.alpha": [0.0, 0.5], "noise.beta": [1.0, 5.0]})
+    assert [p.settings for p in adpm.points()] == [{"noise.alpha": 0.0, "noise.beta": 1.0},
+                                                   {"noise.alpha": 0.5, "noise.beta": 1.0},
+                                                   {"noise.alpha": 0.5, "noise.beta": 5.0}]
+    assert [(p.settings["noise.alpha"], p.settings["noise.beta"]) for p in adpm.points()] == \
+        grid_points([0.0, 0.5], [1.0, 5.0])  # the same rule as the noise grid's
+    isotropic = Candidate("adpm_isotropic", "adpm", fixed={"noise.alpha": 0.0}, space={"noise.beta": [1.0, 5.0]})
+    assert len(isotropic.points()) == 1
