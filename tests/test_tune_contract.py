@@ -189,3 +189,23 @@ def test_isotropic_noise_trains_one_beta_in_a_study_as_in_the_grid():
         grid_points([0.0, 0.5], [1.0, 5.0])  # the same rule as the noise grid's
     isotropic = Candidate("adpm_isotropic", "adpm", fixed={"noise.alpha": 0.0}, space={"noise.beta": [1.0, 5.0]})
     assert len(isotropic.points()) == 1
+
+
+def test_calibration_prices_a_candidate_without_a_record(fold_only_shards, tmp_path):
+    """One short epoch of ce on one training fold, in this process (tiny config: seconds), then priced."""
+    from adpm_dist.tune.calibrate import calibrated_epoch_s, epoch_seconds
+    from adpm_dist.tune.experiment import shard_parts
+    from adpm_dist.tune.price import show_price
+    from adpm_dist.tune.search import Resources
+    from adpm_dist.tune.study.plan import plan_study
+    from adpm_dist.tune.study.spec import build_candidates
+
+    assert epoch_seconds([{"phase": "prior warm-up", "step": 4, "step_time_s": 0.5},
+                          {"phase": "joint", "step": 8, "step_time_s": 1.0}], scale=2) == {"prior warm-up": 4.0, "joint": 8.0}
+    folds = sum(p.startswith("fold") for p in shard_parts(fold_only_shards))
+    spec = SearchSpec(dataset="imagefolder", config=TINY, output=str(tmp_path / "s"), overrides=["train.epochs=1"])
+    s = plan_study(spec, build_candidates(["ce"]), fold_only_shards, folds, [0], resume=False)
+    out = io.StringIO()
+    total = show_price(s, Resources(), out, calibrate=True)
+    assert total["unpriced"] == [] and total["cpu_hours"] > 0, out.getvalue()
+    assert "--calibrate" in out.getvalue() and calibrated_epoch_s(s.out, "ce", 0, 1) > 0

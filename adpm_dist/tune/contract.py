@@ -78,6 +78,12 @@ class Experiment(Protocol):
     def manifest(self) -> dict: ...             # search.json: what the evaluator reads back
 
 
+def candidate_of(trial) -> str:
+    """What a trial is priced and calibrated under: its record's candidate, else its group."""
+    record = trial.record()
+    return record.candidate or record.group
+
+
 # Keys every cross-validated trial sets itself; overriding them by key=value would break the protocol.
 CV_RESERVED = {
     "data.eval_part": "each trial evaluates fold k; use --folds",
@@ -132,5 +138,5 @@ def apply_settings(base: Config, settings: dict, where: str = "") -> Config:
     return cfg
 
 
-__all__ = ["TrialRecord", "Trial", "Experiment", "CV_RESERVED", "check_reserved", "supports_resume",
+__all__ = ["TrialRecord", "Trial", "Experiment", "candidate_of", "CV_RESERVED", "check_reserved", "supports_resume",
            "train_parts", "trial_dir", "cv_settings", "apply_settings"]

@@ -22,7 +22,8 @@ from pathlib import Path
 from ..config import Config, flatten, load_config, set_key, to_dict
 from ..files import atomic_write_json
 from ..runtime.record import stale_keys
-from .contract import CV_RESERVED, Experiment, apply_settings, check_reserved, cv_settings, supports_resume, trial_dir
+from .contract import CV_RESERVED, Experiment, apply_settings, check_reserved, cv_settings, trial_dir
+from .contract import supports_resume  # noqa: F401  (where callers have imported it from)
 from .grid import Trial, build_trials, label
 from .protocol import HELD_OUT, NESTED, choose_protocol
 

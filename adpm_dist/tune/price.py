@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from .contract import trial_dir
+from .contract import candidate_of, trial_dir
 from .cost import COST_FILE, trial_hours
 
 
@@ -54,26 +54,28 @@ def mean_cost(costs: list[EpochCost]) -> EpochCost | None:
     return EpochCost(sum(c.wall_s for c in costs) / len(costs), sum(cpus) / len(cpus) if cpus else None, len(costs))
 
 
-def key_of(trial) -> str:
-    record = trial.record()
-    return record.candidate or record.group
-
-
 def plan_rows(experiment) -> list[Row]:
     """Every candidate of `experiment` (a contract.Experiment) with its trials still to run, their epochs
     and the epoch cost its finished trials recorded."""
+    from .calibrate import calibrated_epoch_s
     from .trainable import epoch_plan  # imports torch (the methods' epoch plans)
 
     todo: dict[str, list] = {}
     for t in experiment.todo:
-        todo.setdefault(key_of(t), []).append(t)
+        todo.setdefault(candidate_of(t), []).append(t)
     recorded: dict[str, list[EpochCost]] = {}
     for t in experiment.trials:
         c = recorded_epoch_cost(trial_dir(experiment.out, t))
         if c is not None:
-            recorded.setdefault(key_of(t), []).append(c)
-    return [Row(name, len(ts), epoch_plan(experiment.config_of(ts[0])).total, mean_cost(recorded.get(name, [])))
-            for name, ts in todo.items()]
+            recorded.setdefault(candidate_of(t), []).append(c)
+    rows = []
+    for name, ts in todo.items():
+        plan = epoch_plan(experiment.config_of(ts[0]))
+        cost = mean_cost(recorded.get(name, []))
+        if cost is None and (s := calibrated_epoch_s(experiment.out, name, plan.warmup, plan.total)) is not None:
+            cost = EpochCost(s, None, 0)  # runs 0: from --calibrate's short run
+        rows.append(Row(name, len(ts), plan.total, cost))
+    return rows
 
 
 def estimate(rows: list[Row], cpus_per_trial: float, gpus_per_trial: float, at_once: int) -> dict:
@@ -96,18 +98,19 @@ def estimate(rows: list[Row], cpus_per_trial: float, gpus_per_trial: float, at_o
 
 
 def price_lines(rows: list[Row], total: dict) -> list[str]:
-    lines = ["price before it runs (per-epoch cost recorded by this experiment's finished trials):",
-             f"  {'candidate':<28}{'trials':>7}{'epochs':>8}{'s/epoch':>9}{'CPU-h':>9}"]
+    lines = ["price before it runs (per-epoch cost recorded by this experiment's finished trials, or calibrated):",
+             f"  {'candidate':<28}{'trials':>7}{'epochs':>8}{'s/epoch':>9}{'CPU-h':>9}  from"]
     for r in rows:
         per = "?" if r.cost is None else f"{r.cost.wall_s:.2f}"
         cpu = "?" if r.cost is None else f"{r.trials * r.epochs * (r.cost.cpu_s or r.cost.wall_s) / 3600:.3f}"
-        lines.append(f"  {r.name:<28}{r.trials:>7}{r.epochs:>8}{per:>9}{cpu:>9}")
+        source = "-" if r.cost is None else f"{r.cost.runs} trial(s)" if r.cost.runs else "--calibrate"
+        lines.append(f"  {r.name:<28}{r.trials:>7}{r.epochs:>8}{per:>9}{cpu:>9}  {source}")
     lines.append(f"  total: {total['trials']} trials, {total['epochs']} epochs; {total['cpu_hours']:.3f} CPU-hours, "
                  f"{total['gpu_hours']:.3f} GPU-hours, ~{total['wall_hours']:.2f} h wall at {total['at_once']} "
                  f"trial(s) at once")
     if total["unpriced"]:
-        lines.append(f"  not priced (no finished trial recorded yet, so more than the total above): "
-                     f"{', '.join(total['unpriced'])}")
+        lines.append(f"  not priced (no finished trial recorded yet, so more than the total above; --calibrate "
+                     f"measures them): {', '.join(total['unpriced'])}")
     return lines
 
 
@@ -116,11 +119,17 @@ def at_once(resources, machine_cpus: int) -> int:
     return resources.max_concurrent or max(1, math.floor(machine_cpus / resources.cpus_per_running_trial))
 
 
-def show_price(experiment, resources, stream) -> dict:
-    """Print the price of `experiment` on `resources`; the estimate (for tests and the caller)."""
+def show_price(experiment, resources, stream, calibrate: bool = False) -> dict:
+    """Print the price of `experiment` on `resources` (after calibrating the candidates without a record,
+    with `calibrate`); the estimate (for tests and the caller)."""
     import os
 
     rows = plan_rows(experiment)
+    if calibrate and (unpriced := [r.name for r in rows if r.cost is None]):
+        from .calibrate import calibrate as measure
+
+        measure(experiment, unpriced, stream)
+        rows = plan_rows(experiment)
     per_trial = resources.cpus_per_running_trial
     gpus = resources.gpus_per_trial * resources.workers_per_trial
     total = estimate(rows, per_trial, gpus, at_once(resources, os.cpu_count() or 1))

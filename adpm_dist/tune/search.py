@@ -89,6 +89,12 @@ class ClusterOptions:
     dashboard_port: int = 8265
 
 
+def cluster_from_args(args) -> ClusterOptions:
+    """--address, --num-cpus, --ray-temp-dir, --dashboard, --dashboard-port (cli/common.add_runner_arguments)."""
+    return ClusterOptions(address=args.address, num_cpus=args.num_cpus, temp_dir=args.ray_temp_dir,
+                          dashboard=args.dashboard, dashboard_port=args.dashboard_port)
+
+
 @dataclass
 class EarlyStopping:
     grace_period: int               # joint epochs (after any prior warm-up) before ASHA may stop a trial

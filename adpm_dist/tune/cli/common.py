@@ -20,6 +20,8 @@ def add_runner_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument("--max-failures", type=int, default=2, help="retries of a failed trial, from its checkpoint (default 2)")
     r.add_argument("--dry-run", action="store_true",
                    help="print the trials, epochs and the estimated CPU/GPU-hours and wall time, then stop")
+    r.add_argument("--calibrate", action="store_true",
+                   help="price candidates without a recorded trial by one short epoch each, trained here first")
     e = p.add_argument_group("early stopping")
     e.add_argument("--early-stop", action="store_true", help="ASHA on val_macro_f1, per (fold, seed)")
     e.add_argument("--grace-period", type=int, help="joint epochs (a diffusion method's prior warm-up not counted) "
@@ -58,10 +60,9 @@ def resolve_config(path: str | None, dataset: str) -> Path:
 
 
 def cluster_options(args):
-    from ..search import ClusterOptions
+    from ..search import cluster_from_args
 
-    return ClusterOptions(address=args.address, num_cpus=args.num_cpus, temp_dir=args.ray_temp_dir,
-                          dashboard=args.dashboard, dashboard_port=args.dashboard_port)
+    return cluster_from_args(args)
 
 
 def early_stopping(args, base):

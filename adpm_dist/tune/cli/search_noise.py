@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
           f"{f', nested CV (no test part)' if search.protocol == 'nested' else ''}"
           f"{', alpha=0 trained once for all betas' if 0.0 in spec.alphas and len(spec.betas) > 1 else ''}) "
           f"-> {output}", flush=True)
-    show_price(search, resources, sys.stdout)
+    show_price(search, resources, sys.stdout, calibrate=args.calibrate)
     if args.dry_run:
         return 0
     try:
