@@ -34,8 +34,13 @@ class Interrupted(Exception):
         return 128 + self.signum
 
 
+# Process titles of the actors that run trials: a function trainable (single-process trials), and the
+# Ray Train workers of a multi-worker trial. Never Ray's own processes (raylet, agents, GCS).
+TRIAL_TITLES = ("ray::ImplicitFunc", "ray::RayTrainWorker")
+
+
 def trial_processes() -> list:
-    """The Ray worker processes under this driver that run a task or actor (a local cluster's trials)."""
+    """The Ray worker processes under this driver that run trials (a local cluster's)."""
     import psutil
 
     found = []
@@ -44,7 +49,7 @@ def trial_processes() -> list:
             title = " ".join(p.cmdline()[:1])
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
-        if title.startswith("ray::") and not title.startswith("ray::IDLE"):
+        if title.startswith(TRIAL_TITLES):
             found.append(p)
     return found
 
