@@ -209,3 +209,15 @@ def test_calibration_prices_a_candidate_without_a_record(fold_only_shards, tmp_p
     total = show_price(s, Resources(), out, calibrate=True)
     assert total["unpriced"] == [] and total["cpu_hours"] > 0, out.getvalue()
     assert "--calibrate" in out.getvalue() and calibrated_epoch_s(s.out, "ce", 0, 1) > 0
+
+
+def test_an_attempts_cost_is_kept_epoch_by_epoch(tmp_path):
+    from adpm_dist.tune.trainable import AttemptCost
+
+    res = {"workers": 1, "cpus": 1.0, "gpus": 0.0}
+    first = AttemptCost(tmp_path, res)
+    first.tick()
+    c = first.tick()  # two epochs of one attempt (then killed: nothing more is added)
+    assert c["attempts"] == 1 and c["wall_s"] > 0 and "cpu_s" in c
+    c = AttemptCost(tmp_path, res).tick()  # the retry
+    assert c["attempts"] == 2
