@@ -1,6 +1,6 @@
 """Images/s of the shard stream vs torchvision ImageFolder + DataLoader over the same files (issue 3).
 
-    python benchmarks/data_throughput.py [--images 1000] [--workers 0 1 2] [--repeats 3] \
+    python -m benchmarks.data_throughput [--images 1000] [--workers 0 1 2] [--repeats 3] \
         [--workdir /tmp/adpm_data_bench] [--no-write]
 
 1. Generates synthetic but JPEG-realistic photos (smooth colour gradients + blobs + noise, quality
@@ -50,7 +50,6 @@ import torch
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from adpm_dist.data.manifest import load_manifest  # noqa: E402
 from adpm_dist.data.prepare import prepare  # noqa: E402
@@ -375,7 +374,7 @@ def main(argv=None) -> int:
     header = ["images", "stream stores", "pipeline", "workers", "img/s wall best", "img/s wall median",
               "img per CPU-s best", "x ImageFolder (wall)", "x ImageFolder (CPU)"]
     table = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
-    cmd = "python benchmarks/data_throughput.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    cmd = "python -m benchmarks.data_throughput " + shlex.join(argv if argv is not None else sys.argv[1:])
     load = f"load average (1/5/15 min) before {load_before[0]:.1f}/{load_before[1]:.1f}/{load_before[2]:.1f}, " \
            f"after {load_after[0]:.1f}/{load_after[1]:.1f}/{load_after[2]:.1f} on {os.cpu_count()} cores"
     text = "\n".join(table)

@@ -1,6 +1,6 @@
 """The noise law fitted (`search_noise.py --fit`) against the alpha/beta grid, on the same folds.
 
-    python benchmarks/fit_vs_grid.py --fit-dir runs/tune_fit --grid-dir runs/tune_grid
+    python -m benchmarks.fit_vs_grid --fit-dir runs/tune_fit --grid-dir runs/tune_grid
         [--results benchmarks/RESULTS.md] [--no-write]
 
 Reads two finished experiment directories of tune/search_noise.py (same dataset, config and shards; the
@@ -23,7 +23,6 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from adpm_dist.evaluate import format_mean_std  # noqa: E402
 from adpm_dist.tune.consolidate import Cell, choose_best, collect  # noqa: E402
@@ -128,7 +127,7 @@ def section(args, argv: list[str]) -> str:
     grid_desc = (f"alpha {{{', '.join(a['label'] for a in grid_search['alphas'])}}} x beta "
                  f"{{{', '.join(b['label'] for b in grid_search['betas'])}}}")
     lines = [f"{dt.datetime.now():%Y-%m-%d %H:%M}, {os.cpu_count()} CPUs, load average when written {load}. "
-             "Command:", "", "    python benchmarks/fit_vs_grid.py " + shlex.join(argv), "",
+             "Command:", "", "    python -m benchmarks.fit_vs_grid " + shlex.join(argv), "",
              f"Dataset {fit_search['dataset']}, {folds}-fold CV, config `{fit_search['config']}`"
              + (f" with `{' '.join(fit_search['overrides'])}`" if fit_search["overrides"] else "")
              + f". Grid: {grid_desc}. Mean ± sample std over the folds; every row scores fold k once with a "

@@ -1,7 +1,7 @@
 """The prepared GPU check (issue 26): one command, at most ~8 minutes on one H100/H200.
 
-    python benchmarks/gpu_check.py [--out runs/gpu_check] [--budget-s 420] [--workers N]
-    python benchmarks/gpu_check.py --tiny          # the same, end to end on CPU in seconds (the test)
+    python -m benchmarks.gpu_check [--out runs/gpu_check] [--budget-s 420] [--workers N]
+    python -m benchmarks.gpu_check --tiny          # the same, end to end on CPU in seconds (the test)
 
 Everything runs on the first accelerator (cuda:0), or the CPU without one, in bf16 autocast:
 1. train step images/s at the paper's size (configs/pad_ufes.yaml: 224 px, ResNet-50 DCG, batch 32,
@@ -32,11 +32,9 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
-import data_throughput  # noqa: E402  (synthetic photos, timing per wall and CPU second)
-import speed  # noqa: E402  (models, batches and optimizers of the speed benchmark)
+from benchmarks import data_throughput  # noqa: E402  (synthetic photos, timing per wall and CPU second)
+from benchmarks import speed  # noqa: E402  (models, batches and optimizers of the speed benchmark)
 
 from adpm_dist.config import DataConfig, load_config  # noqa: E402
 
@@ -275,7 +273,7 @@ def run(args, argv) -> int:
     result = {"device": device_name(device), "torch": torch.__version__, "cuda": torch.version.cuda,
               "config": args.config, "batch": args.batch, "image_size": cfg.data.image_size,
               "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-              "command": "python benchmarks/gpu_check.py " + shlex.join(sys.argv[1:] if argv is None else argv),
+              "command": "python -m benchmarks.gpu_check " + shlex.join(sys.argv[1:] if argv is None else argv),
               "train": [], "loader_workers": args.workers}
     plan = train_plan(args.compile_models, args.tiny)
     for i, (model, cl, compiled) in enumerate(plan):

@@ -1,6 +1,6 @@
 """Lever sweep: which settings the paper leaves open move ADPM, judged on validation only (issue 8).
 
-    python benchmarks/levers.py [--irs 50 100] [--seeds 0 1] [--levers adpm alpha_one ...]
+    python -m benchmarks.levers [--irs 50 100] [--seeds 0 1] [--levers adpm alpha_one ...]
         [--sampling as_trained ddim_10 ...] [--jobs 2] [--out runs/quality] [--no-run] [key=value ...]
 
 1. Training levers (LEVERS in benchmarks/tables.py): ADPM trained with one setting
@@ -23,10 +23,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
-import quality  # noqa: E402  (benchmarks/quality.py: data preparation and the run launcher)
+from benchmarks import quality  # noqa: E402  (benchmarks/quality.py: data preparation and the run launcher)
 
 from benchmarks.tables import (LEVERS, SAMPLING_LEVERS, format_mean_std, lever_table,  # noqa: E402
                                          replace_section, validation_scores)
@@ -133,7 +131,7 @@ def training_rows(args, data: dict[str, Path], out: Path) -> list[dict]:
 def markdown(args, argv: list[str], train_rows: list[dict], sample_rows: list[dict], failed: list[str]) -> str:
     lines = [
         f"{dt.datetime.now():%Y-%m-%d %H:%M}, {os.cpu_count()} CPUs ({args.jobs} training run(s) at a time). Command:",
-        "", "    python benchmarks/levers.py " + shlex.join(argv), "",
+        "", "    python -m benchmarks.levers " + shlex.join(argv), "",
         f"Config {args.config}, seeds {' '.join(map(str, args.seeds))}; validation data only, mean ± sample "
         "std over seeds. *Selected*: the best validation (what picks the checkpoint, so optimistic); *mean*: "
         "over all validations of the run; *diffusion - own prior*: mean over all validations of the "

@@ -1,6 +1,6 @@
 """What anisotropy does to a decision when the denoiser is perfect (issue 8, docs/model.md).
 
-    python benchmarks/oracle.py [--ir 50] [--alphas 0 1/6 1/4 1/2 1] [--beta 5] [--formula A]
+    python -m benchmarks.oracle [--ir 50] [--alphas 0 1/6 1/4 1/2 1] [--beta 5] [--formula A]
         [--samplers truncated-250 respaced-250 ddim-10] [--chains 1000] [--seed 0] [--results FILE]
         [--plot docs/img/oracle_tail_share.png]
 
@@ -32,7 +32,6 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from benchmarks.tables import replace_section  # noqa: E402
 from adpm_dist.data.digits_lt import long_tail_counts  # noqa: E402
@@ -151,7 +150,7 @@ def class_markdown(rows: list[dict], counts: list[int]) -> list[str]:
 
 def markdown(args, argv: list[str], rows: list[dict], counts: list[int], pair_rows: list[dict]) -> str:
     head, tail = counts[0], counts[-1]
-    lines = [f"{dt.datetime.now():%Y-%m-%d %H:%M}. Command:", "", "    python benchmarks/oracle.py " + shlex.join(argv), "",
+    lines = [f"{dt.datetime.now():%Y-%m-%d %H:%M}. Command:", "", "    python -m benchmarks.oracle " + shlex.join(argv), "",
              f"Head class n = {head}, tail class n = {tail} (digits-LT profile, IR {args.ir:g}), beta = {args.beta:g}, "
              f"formula {args.formula}; {args.chains} chains per value of a, seed {args.seed}. *share(a)*: how often the "
              "sampled label is the tail class when its posterior probability is a; *a\\**: where the tail starts to win "

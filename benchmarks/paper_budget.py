@@ -1,7 +1,7 @@
 """ADPM at the paper's own budget on digits-LT: does anisotropy change anything once the model is
 trained the paper's way?
 
-    python benchmarks/paper_budget.py [--irs 50 100] [--seeds 0 1 2] [--predictions eps y0]
+    python -m benchmarks.paper_budget [--irs 50 100] [--seeds 0 1 2] [--predictions eps y0]
         [--alphas 0 1/6 1/2] [--jobs 1] [--out runs/paper_budget] [--no-run] [key=value ...]
 
 Every run is ADPM with the paper's choices instead of configs/digits_lt.yaml's shrunk ones (PAPER below):
@@ -30,7 +30,6 @@ from fractions import Fraction
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from benchmarks.quality import add_runner_arguments, collect, datasets, run_all  # noqa: E402
 from benchmarks.tables import dataset_table, replace_section  # noqa: E402
@@ -140,7 +139,7 @@ def block(args, argv: list[str], rows: list[dict], group_lines: dict, out: Path,
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     stops = stop_epochs(out, rows)
     lines = [f"{dt.datetime.now():%Y-%m-%d %H:%M}, {os.cpu_count()} CPUs, load average at the end {load} "
-             f"({args.jobs} run(s) at a time). Command:", "", "    python benchmarks/paper_budget.py " + shlex.join(argv),
+             f"({args.jobs} run(s) at a time). Command:", "", "    python -m benchmarks.paper_budget " + shlex.join(argv),
              "", f"Config {args.config} with the paper's choices: `{' '.join(PAPER)}`. Mean ± sample std over seeds "
              f"{' '.join(map(str, args.seeds))}; `= own prior`: share of test images on which the diffusion predicts "
              "what its own prior predicts.", ""]

@@ -1,6 +1,6 @@
 """photo-LT: a long-tailed image folder cut from real photographs bundled inside pip packages.
 
-    python benchmarks/photo_lt.py --out DIR [--ir 100] [--classes 14] [--size 32] [--n-max 200]
+    python -m benchmarks.photo_lt --out DIR [--ir 100] [--classes 14] [--size 32] [--n-max 200]
         [--test-per-class 50] [--seed 0]
 
 Why: the study measurements (issue 28) need a long-tailed set that is not digits, builds offline

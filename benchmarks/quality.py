@@ -1,8 +1,8 @@
 """Quality benchmark: ADPM against long-tail baselines on the same pipeline (issue 8, docs/baselines.md).
 
-    python benchmarks/quality.py [--irs 10 50 100] [--seeds 0 1 2] [--methods adpm ce ...] [--jobs 2]
+    python -m benchmarks.quality [--irs 10 50 100] [--seeds 0 1 2] [--methods adpm ce ...] [--jobs 2]
         [--config configs/digits_lt.yaml] [--out runs/quality] [--baseline-epochs N] [key=value ...]
-    python benchmarks/quality.py --shards shards/pad_ufes --config configs/pad_ufes.yaml ...   # any shards
+    python -m benchmarks.quality --shards shards/pad_ufes --config configs/pad_ufes.yaml ...   # any shards
 
 1. Data: digits-LT prepared at each imbalance ratio into OUT/data/digits_lt_ir<IR> (kept between
    invocations), or the one shard directory given with --shards (then there is no IR loop).
@@ -11,7 +11,7 @@
    OUT/runs/<dataset>/<method>/seed<seed>; a run whose metrics.json exists is skipped, an
    interrupted or failed one continues from its checkpoint (train.resume=auto). --jobs N runs N at a
    time on a loopback cluster (each with CPUs / N threads); with RAY_ADDRESS (or --address) the runs
-   go to that cluster instead: `ray job submit -- python benchmarks/quality.py ...`. Ray's state is
+   go to that cluster instead: `ray job submit -- python -m benchmarks.quality ...`. Ray's state is
    in OUT/ray. Overrides: config < the method's (METHODS in benchmarks/tables.py; with
    --baseline-epochs N the classifier methods also train.epochs=N; default: the config's epochs for
    every method) < the key=value arguments, which go to every run. Each run's resolved config is
@@ -42,7 +42,6 @@ import numpy as np
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from benchmarks.tables import (DIFFUSION_ENTRIES, METHODS, METRICS, dataset_table,  # noqa: E402
                                          frequency_groups, groups_line, mean_std, replace_section, run_scores)
@@ -282,7 +281,7 @@ def markdown(args, argv: list[str], rows: list[dict], group_lines: dict[str, str
     lines = [
         f"{dt.datetime.now():%Y-%m-%d %H:%M}, {os.cpu_count()} CPUs, load average at the end {load} "
         f"({args.jobs} run(s) at a time; minutes per run are wall time under that load). Command:", "",
-        "    python benchmarks/quality.py " + shlex.join(argv), "",
+        "    python -m benchmarks.quality " + shlex.join(argv), "",
         f"Config {args.config}; ADPM, isotropic and prior: the config's epochs (train.prior_warmup_epochs + "
         f"train.epochs); the other methods: {epochs}; then the command's key=value arguments (they win). "
         "Every run selects its checkpoint on validation data (digits-LT: its balanced `val` part) and is scored "

@@ -1,6 +1,6 @@
 """How ADPM's joint training step scales with data parallelism, on paper (issue 17).
 
-    python benchmarks/scaling_model.py [--config configs/pad_ufes.yaml] [--mfu 0.35] [--no-calibrate] [key=value ...]
+    python -m benchmarks.scaling_model [--config configs/pad_ufes.yaml] [--mfu 0.35] [--no-calibrate] [key=value ...]
 
 1. Counts: FLOPs of one joint step (forward + backward) per image at the configured size, with
    torch.utils.flop_counter.FlopCounterMode (matmuls and convolutions; the rest is memory-bound
@@ -46,7 +46,6 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 @dataclass(frozen=True)

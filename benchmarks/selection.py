@@ -1,7 +1,7 @@
 """What checkpoint selection costs when validation data is tiny: every rule (train.select) on
 digits-LT, with the balanced `val` part and with the carve-out of the training parts.
 
-    python benchmarks/selection.py [--irs 50 100] [--seeds 0 1 2] [--methods adpm ce logit_adjusted ...]
+    python -m benchmarks.selection [--irs 50 100] [--seeds 0 1 2] [--methods adpm ce logit_adjusted ...]
         [--sources val carve] [--refit ce logit_adjusted balanced_softmax] [--jobs 1] [--out runs/selection]
 
 1. Runs (benchmarks/quality.py's runner, resumable, one directory per entry): each (method,
@@ -25,7 +25,6 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from benchmarks.quality import add_runner_arguments, datasets, run_all  # noqa: E402
 from benchmarks.tables import METHODS, replace_section  # noqa: E402
@@ -148,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     found = figures(args, data, out)
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     block = [f"{dt.datetime.now():%Y-%m-%d %H:%M}, {os.cpu_count()} CPUs, load average at the end {load}. Command:", "",
-             "    python benchmarks/selection.py " + shlex.join(argv), "",
+             "    python -m benchmarks.selection " + shlex.join(argv), "",
              "Test macro-F1, mean ± sample std over the seeds that finished; `best`: the best validation macro-F1 "
              "(ties to the lower validation NLL), `last`: the last epoch of the same run, `refit`: the best epoch "
              "count, retrained on training + validation data. `-`: not run.", "",

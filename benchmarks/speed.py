@@ -1,8 +1,8 @@
 """Speed, memory and fidelity of ADPM against its prior network, side by side, in one run (issues 4, 17).
 
-    OMP_NUM_THREADS=1 python benchmarks/speed.py --quick [--tiny] [key=value ...]
-    OMP_NUM_THREADS=1 python benchmarks/speed.py --config configs/pad_ufes.yaml --untrained [--memory] [key=value ...]
-    OMP_NUM_THREADS=1 python benchmarks/speed.py --config configs/digits_lt.yaml --shards data/digits_lt \
+    OMP_NUM_THREADS=1 python -m benchmarks.speed --quick [--tiny] [key=value ...]
+    OMP_NUM_THREADS=1 python -m benchmarks.speed --config configs/pad_ufes.yaml --untrained [--memory] [key=value ...]
+    OMP_NUM_THREADS=1 python -m benchmarks.speed --config configs/digits_lt.yaml --shards data/digits_lt \
         --workdir runs/speed [--checkpoint runs/x/checkpoints/best.pt] [key=value ...]
 
 --quick: the paper's size (configs/pad_ufes.yaml: 224 px, ResNet-50 DCG, 6144-wide denoiser) with
@@ -48,7 +48,6 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from adpm_dist.config import ConfigError, from_dict, load_config  # noqa: E402
 from adpm_dist.data.manifest import load_manifest  # noqa: E402
@@ -293,7 +292,7 @@ def probe(cfg, kind: str, batch_size: int, class_count: int, sampler: str, steps
 
 def run_probe(config: str, overrides: list[str], kind: str, batch_size: int, class_count: int,
               sampler: str, steps: int) -> dict:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--config", config, "--untrained",
+    cmd = [sys.executable, "-m", "benchmarks.speed", "--config", config, "--untrained",
            "--probe", kind, "--probe-batch", str(batch_size), "--classes", str(class_count),
            "--probe-sampler", sampler, "--probe-steps", str(steps), *overrides]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -401,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     global clock
     args = parse(argv)
     clock = CLOCKS[args.clock]
-    command = "python benchmarks/speed.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    command = "python -m benchmarks.speed " + shlex.join(sys.argv[1:] if argv is None else argv)
     overrides = ([f"data.shards={args.shards}"] if args.shards else []) + \
         ([f"data.image_size={args.image_size}"] if args.image_size else []) + list(args.overrides)
     try:

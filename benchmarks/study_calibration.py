@@ -75,10 +75,9 @@ def shards_for(name: str, where: Path, folds: int) -> Path:
 
 
 def run_study(args, name: str, where: Path, shards: Path) -> int:
-    sys.path.insert(0, str(ROOT / "tune"))
-    import study  # tune/study.py
-
     import yaml
+
+    from adpm_dist.tune.cli import study  # what tune/study.py runs
     methods = ",".join(yaml.safe_load(Path(args.space).read_text()))
     dataset = "digits_lt" if name.startswith("digits") else "imagefolder"
     return study.main(["--dataset", dataset, "--config", args.config, "--shards", str(shards), "--methods", methods,

@@ -1,6 +1,6 @@
 """Studies on long-tailed sets, each checked against its held-out test part (issue 28, "Measured").
 
-    python benchmarks/study_lt.py [--sets digits_ir50 digits_ir100 photo_ir100] [--out runs/study_lt]
+    python -m benchmarks.study_lt [--sets digits_ir50 digits_ir100 photo_ir100] [--out runs/study_lt]
         [--space benchmarks/study_space.yaml] [--folds 3] [--seeds 0] [--max-concurrent 2]
         [--results benchmarks/RESULTS.md] [key=value ...]
 
@@ -27,8 +27,6 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tune"))
 
 from benchmarks.tables import replace_section  # noqa: E402
 
@@ -81,7 +79,7 @@ def shards_for(name: str, where: Path, folds: int) -> Path:
 
 
 def run_study(args, name: str, where: Path, shards: Path) -> int:
-    import study  # tune/study.py
+    from adpm_dist.tune.cli import study  # the command line of tune/study.py
 
     dataset = "digits_lt" if name.startswith("digits") else "imagefolder"
     methods = ",".join(json_keys(Path(args.space)))
@@ -133,7 +131,7 @@ def train_recipe(args, where: Path) -> dict | None:
 def section(args, argv: list[str], found: dict[str, tuple[dict, dict | None]]) -> str:
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     lines = [f"{dt.datetime.now():%Y-%m-%d %H:%M}, {os.cpu_count()} CPUs, load average at the end {load}. Command:", "",
-             "    python benchmarks/study_lt.py " + shlex.join(argv), "",
+             "    python -m benchmarks.study_lt " + shlex.join(argv), "",
              f"{args.folds} folds x seeds {' '.join(map(str, args.seeds))}, a held-out balanced `test` part the study "
              "never reads; candidates and spaces from " + Path(args.space).name + ". Estimate: mean ± std of macro-F1 "
              "over (fold, seed); interval: 95% bootstrap of that mean; 'test': the recipe trained on every labelled "

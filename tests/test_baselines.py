@@ -290,7 +290,7 @@ def test_replace_section_keeps_the_rest_of_the_file():
 def test_quality_script_smoke(tmp_path):
     results = tmp_path / "RESULTS.md"
     results.write_text(f"# Benchmark results\n\nearlier section\n\n{BEGIN}\nstale\n{END}\n")
-    cmd = [sys.executable, "benchmarks/quality.py", "--config", "configs/digits_lt_tiny.yaml", "--irs", "20", "--seeds", "0",
+    cmd = [sys.executable, "-m", "benchmarks.quality", "--config", "configs/digits_lt_tiny.yaml", "--irs", "20", "--seeds", "0",
            "--methods", "ce", "ldam_drw", "--out", str(tmp_path / "q"), "--results", str(results),
            "--csv", str(tmp_path / "runs.csv"), "--plot", str(tmp_path / "quality.png"), "--baseline-epochs", "1",
            "--jobs", "2", "train.eval_batch_size=512"]
@@ -353,7 +353,7 @@ def test_levers_script_smoke(tmp_path):
     markers = ("<!-- levers:begin -->", "<!-- levers:end -->")
     results = tmp_path / "RESULTS.md"
     results.write_text(f"# Benchmark results\n\n{BEGIN}\nquality table\n{END}\n")
-    cmd = [sys.executable, "benchmarks/levers.py", "--config", str(TINY), "--irs", "20", "--seeds", "0",
+    cmd = [sys.executable, "-m", "benchmarks.levers", "--config", str(TINY), "--irs", "20", "--seeds", "0",
            "--levers", "adpm", "--sampling", "as_trained", "ddim_10", "--out", str(tmp_path / "q"),
            "--results", str(results), "train.eval_batch_size=512"]
     proc = run_session(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)

@@ -102,7 +102,7 @@ def test_linear_memory_and_largest_batch():
 
 
 def test_quick_tiny_smoke_ends_with_one_ratio_line():
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks/speed.py"), "--quick", "--tiny"], cwd=ROOT,
+    out = subprocess.run([sys.executable, "-m", "benchmarks.speed", "--quick", "--tiny"], cwd=ROOT,
                          capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert out.returncode == 0, out.stderr[-2000:]
     last = out.stdout.strip().splitlines()[-1]

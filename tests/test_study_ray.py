@@ -47,3 +47,39 @@ def test_tiny_study_nested_resume_and_recipe(tmp_path, ray_tmp, fold_only_shards
     assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
     metrics = json.loads((Path(recipe["run"]["output_dir"]) / "metrics.json").read_text())
     assert metrics["method"] == recipe["method"] and metrics["eval_part"] == "fold0"
+
+
+def test_ctrl_c_stops_the_study_cleanly_with_the_resume_command(tmp_path, ray_tmp, fold_only_shards):  # noqa: F811
+    """Ctrl-C as a terminal sends it (SIGINT to the whole process group) while trials train: exit 130, one line
+    with the --resume command, no traceback, no Tuner.restore hint, the trials' checkpoints kept (~60 s)."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from process_group import end_session, start_session
+
+    out = tmp_path / "study"
+    cmd = [sys.executable, "tune/study.py", "--dataset", "imagefolder", "--shards", str(fold_only_shards),
+           "--methods", "ce", "--output", str(out), "--config", "configs/digits_lt_tiny.yaml", "--max-concurrent", "2",
+           "--progress-interval", "60", "--ray-temp-dir", str(ray_tmp), "train.epochs=500", "train.val_every=50"]
+    proc = start_session(cmd, cwd=ROOT, env=ray_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True)
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if "started" in line:
+                break
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not list(out.glob("trials/*/checkpoints/step_*")):
+            time.sleep(1)
+        os.killpg(proc.pid, signal.SIGINT)
+        rest, _ = proc.communicate(timeout=120)
+    finally:
+        left = end_session(proc, grace=10)
+    text = "".join(lines) + rest
+    assert proc.returncode == 130, text[-3000:]
+    assert "continue with python tune/study.py" in text and "--resume" in text, text[-3000:]
+    assert "Traceback" not in text and "Tuner.restore" not in text and "Failed to fetch" not in text, text[-3000:]
+    assert list(out.glob("trials/*/checkpoints/step_*")) and not left, left

@@ -19,10 +19,11 @@ CLASSES = ["head", "mid", "tail"]
 
 
 def fake_metrics(f1: float, fold: int) -> dict:
-    """A metrics.json as engine.train writes it: macro-F1 `f1` (tail f1 - 0.1, others f1 + 0.05), accuracy f1 + 0.1."""
+    """A metrics.json as engine.train writes it: macro-F1 `f1` (tail f1 - 0.1, others f1 + 0.05), accuracy f1 + 0.1
+    (at most 1: consolidation refuses a score outside [0, 1])."""
     per_class = {name: {"precision": f1, "recall": v, "f1": v, "support": n}
                  for name, v, n in (("head", f1 + 0.05, 50), ("mid", f1 + 0.05, 20), ("tail", f1 - 0.1, 5))}
-    block = {"accuracy": f1 + 0.1, "macro_f1": f1, "macro_precision": f1, "macro_recall": f1,
+    block = {"accuracy": min(f1 + 0.1, 1.0), "macro_f1": f1, "macro_precision": f1, "macro_recall": f1,
              "balanced_accuracy": f1, "n_samples": 75, "per_class": per_class}
     prior = json.loads(json.dumps(block)) | {"macro_f1": f1 - 0.1, "accuracy": f1}
     return block | {"prior": prior, "eval_part": f"fold{fold}", "best_epoch": 3, "val_macro_f1": f1,

@@ -55,3 +55,35 @@ def test_no_import_cycle_in_the_tune_package():
 def test_no_module_over_300_lines():
     long = {m: n for m, p in MODULES.items() if (n := len(p.read_text().splitlines())) > 300}
     assert not long, long
+
+
+ROOT = PACKAGE.parents[1]
+# The noise grid's own modules: the only ones where a trial has an alpha and a beta.
+GRID_MODULES = {"grid.py", "consolidate.py", "grid_report.py", "experiment.py", "cells.py", "fit_law.py", "fit_summary.py"}
+NOISE_FIELDS = {"alpha", "beta", "alpha_label", "beta_label"}
+
+
+def test_no_kind_of_trial_fakes_the_grids_alpha_and_beta():
+    """contract.TrialRecord is what the runner reads: a study, --fit or batch trial never writes grid fields."""
+    faked = []
+    for path in PACKAGE.rglob("*.py"):
+        if path.name in GRID_MODULES and path.parent == PACKAGE:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Dict):
+                keys = {k.value for k in node.keys if isinstance(k, ast.Constant)}
+                faked += [f"{path.relative_to(ROOT)}:{node.lineno} {k!r}" for k in keys & NOISE_FIELDS]
+    assert not faked, faked
+
+
+def test_entry_points_take_one_style():
+    """No sys.path inserts in the package, tune/ or benchmarks/ (benchmarks run as `python -m benchmarks.NAME`),
+    and no command line imports another: tune/*.py are thin wrappers of adpm_dist.tune.cli."""
+    inserts = [f"{p.relative_to(ROOT)}" for folder in (PACKAGE, ROOT / "tune", ROOT / "benchmarks")
+               for p in folder.rglob("*.py") if "sys.path.insert" in p.read_text() or "sys.path.append" in p.read_text()]
+    assert not inserts, inserts
+    for wrapper in (ROOT / "tune").glob("*.py"):
+        imported = {node.module for node in ast.walk(ast.parse(wrapper.read_text())) if isinstance(node, ast.ImportFrom)}
+        assert imported <= {"adpm_dist.tune.cli.study", "adpm_dist.tune.cli.search_noise", "adpm_dist.tune.cli.common"}, \
+            (wrapper.name, imported)
+        assert len(wrapper.read_text().splitlines()) < 40, f"{wrapper.name}: the CLI's logic belongs in adpm_dist/tune/cli"

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import Config, from_dict, to_dict
+from .contract import TrialRecord
 from .experiment import SEARCH_FORMAT
 
 BATCH_MODE = "runs"
@@ -34,11 +35,12 @@ class BatchRun:
     def run_dir(self) -> Path:
         return Path(self.config["run"]["output_dir"])
 
+    def record(self) -> TrialRecord:
+        # one fold per run: the per-fold scheduler compares a batch's runs of the same seed
+        return TrialRecord(self.id, self.group, 0, None, self.config["run"]["seed"], self.config["data"]["eval_part"])
+
     def to_dict(self) -> dict:
-        # the fields the runner, the per-fold scheduler and the progress table read from every kind of trial
-        return {"id": self.id, "group": self.group, "fold": 0, "outer": None, "seed": self.config["run"]["seed"],
-                "eval_part": self.config["data"]["eval_part"], "alpha": 0.0, "beta": 0.0,
-                "alpha_label": self.group, "beta_label": ""}
+        return self.record().to_dict()
 
 
 def batch_run(run_id: str, group: str, cfg: Config) -> BatchRun:
@@ -50,7 +52,7 @@ def batch_run(run_id: str, group: str, cfg: Config) -> BatchRun:
 
 @dataclass
 class RunBatch:
-    """What search.run_search runs: every run in `runs`, Ray's state and search.json under `out`."""
+    """A contract.Experiment: every run in `runs`, Ray's state and search.json under `out`."""
     out: Path
     runs: list[BatchRun]
     show_eval: bool = True  # False: the progress table never prints an evaluation score

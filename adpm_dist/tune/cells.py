@@ -50,8 +50,63 @@ class Cell:
         return np.array([(m["prior"] if prior else m)["per_class"][name][key] for _, m in sorted(self.folds.items())])
 
 
+# Scores a metrics.json holds that are fractions; every number in it must be finite.
+SCORES = HEADLINE + ("val_macro_f1", "prior_agreement")
+CLASS_SCORES = ("precision", "recall", "f1")
+
+
+def metrics_problem(metrics) -> str | None:
+    """Why a trial's metrics.json cannot be a result (a score outside [0, 1], a non-finite number, a missing
+    headline score), or None. Checked on read: one bad file must never move a recommendation silently."""
+    if not isinstance(metrics, dict):
+        return "not a JSON object"
+    for where, block in (("", metrics), ("prior.", metrics.get("prior"))):
+        if not isinstance(block, dict):
+            return f"{where or 'prior'}: missing"
+        for key in SCORES:
+            value = block.get(key)
+            if value is None and key in HEADLINE:  # result_row reads every headline score, the prior's too
+                return f"{where}{key}: missing"
+            if value is not None and not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
+                return f"{where}{key}: {value!r} is not a score in [0, 1]"
+        for name, row in (block.get("per_class") or {}).items():
+            for key in CLASS_SCORES:
+                value = row.get(key)
+                if value is not None and not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
+                    return f"{where}per_class.{name}.{key}: {value!r} is not a score in [0, 1]"
+    bad = _non_finite(metrics, "")
+    return f"{bad}: not a finite number" if bad else None
+
+
+def _non_finite(tree, prefix: str) -> str | None:
+    if isinstance(tree, float) and not math.isfinite(tree):
+        return prefix.rstrip(".") or "value"
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, list) else ()
+    for k, v in items:
+        if (bad := _non_finite(v, f"{prefix}{k}.")) is not None:
+            return bad
+    return None
+
+
+def load_metrics(path: Path) -> dict:
+    """A trial's metrics.json, checked (metrics_problem); ValueError naming the file and the problem."""
+    try:
+        metrics = json.loads(path.read_text())
+    except ValueError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    if problem := metrics_problem(metrics):
+        raise ValueError(f"{path}: {problem}")
+    return metrics
+
+
 def trial_status(run_dir: Path) -> str:
+    """done, early_stopped, failed, not run; a metrics.json that cannot be a result makes the trial
+    "failed: <file>: <why>" (listed as a trial without an evaluation, never averaged in)."""
     if (run_dir / "metrics.json").is_file():
+        try:
+            load_metrics(run_dir / "metrics.json")
+        except (OSError, ValueError) as e:
+            return f"failed: {e}"
         return "done"
     if (run_dir / "early_stopped.json").is_file():
         return "early_stopped"
@@ -65,7 +120,7 @@ def protocol_of(search: dict) -> str:
 
 
 def read_metrics(run_dir: Path, status: str) -> dict | None:
-    return json.loads((run_dir / "metrics.json").read_text()) if status == "done" else None
+    return load_metrics(run_dir / "metrics.json") if status == "done" else None
 
 
 def result_row(cell: Cell, fold: int, source: Trial, status: str, metrics: dict | None) -> dict:

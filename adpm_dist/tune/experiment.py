@@ -13,16 +13,17 @@ No Ray imports here: everything is checked before a cluster is started.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import Config, ConfigError, TrainConfig, flatten, load_config, set_key, to_dict
+from ..config import Config, flatten, load_config, set_key, to_dict
 from ..files import atomic_write_json
 from ..runtime.record import stale_keys
+from .contract import CV_RESERVED, Experiment, apply_settings, check_reserved, cv_settings, trial_dir
+from .contract import supports_resume  # noqa: F401  (where callers have imported it from)
 from .grid import Trial, build_trials, label
 from .protocol import HELD_OUT, NESTED, choose_protocol
 
@@ -34,28 +35,24 @@ SELECTION = {
             "selected points' scores on their outer folds",
 }
 
-# Keys each trial sets itself; overriding them by key=value would silently break the protocol.
-RESERVED_KEYS = {
+# Keys each grid trial sets itself (contract.CV_RESERVED and the grid's noise); overriding them would break it.
+RESERVED_KEYS = CV_RESERVED | {
     "noise.alpha": "use --alphas",
     "noise.beta": "use --betas",
-    "data.eval_part": "each trial evaluates fold k; use --folds",
-    "data.train_parts": "each trial trains on the other folds",
-    "data.shards": "use --shards",
-    "run.output_dir": "use --output",
 }
 
 
 @dataclass
 class SearchSpec:
-    """What to search; everything a CLI parses, as plain data."""
+    """What to run, as every CLI parses it, as plain data; `alphas`/`betas` are the grid's only."""
     dataset: str
     config: str                 # YAML path (resolved by the caller)
     output: str                 # experiment directory
-    alphas: list[float]
-    betas: list[float]
     folds: int | None = None    # None: from --shards, else 5
     shards: str | None = None   # None: prepare digits-LT under output/shards
     overrides: list[str] = dataclasses.field(default_factory=list)
+    alphas: list[float] = dataclasses.field(default_factory=list)  # the noise grid's axes
+    betas: list[float] = dataclasses.field(default_factory=list)
 
     @property
     def out(self) -> Path:
@@ -63,53 +60,30 @@ class SearchSpec:
 
 
 def check_overrides(overrides: list[str]) -> None:
-    for item in overrides:
-        key = item.partition("=")[0].strip()
-        if key in RESERVED_KEYS:
-            raise ConfigError(f"{key} is set by the search for every trial ({RESERVED_KEYS[key]})")
+    check_reserved(overrides, RESERVED_KEYS, "search")
 
 
-def supports_resume() -> bool:
-    """engine.train can continue a killed run from its last checkpoint (train.resume=auto)."""
-    return "resume" in {f.name for f in dataclasses.fields(TrainConfig)}
-
-
-def trial_dir(out: Path, trial: Trial) -> Path:
-    return out / "trials" / trial.id
-
-
-def base_config(spec: SearchSpec, shards: Path) -> Config:
-    """The config shared by every trial: YAML < key=value overrides < absolute shard path.
+def base_config(spec: SearchSpec, shards: Path, reserved: dict[str, str] | None = None, who: str = "search") -> Config:
+    """The config shared by every trial: YAML < key=value overrides < absolute shard path. `reserved`: the
+    kind's own keys (default the grid's), refused as overrides.
 
     The path is set as a value, not as `data.shards=...` text: YAML would cut it at " #" and
     retype it ("2024" -> int) on the way.
     """
-    check_overrides(spec.overrides)
+    check_reserved(spec.overrides, RESERVED_KEYS if reserved is None else reserved, who)
     cfg = load_config(spec.config, spec.overrides)
     set_key(cfg, "data.shards", str(shards))
     return cfg
 
 
 def trial_settings(trial: Trial, folds: int, out: Path) -> dict:
-    """Dotted key -> typed value for what this trial sets itself: noise, parts, output directory."""
-    settings = {
-        "noise.alpha": trial.alpha,
-        "noise.beta": trial.beta,
-        "data.eval_part": trial.eval_part,
-        "data.train_parts": trial.train_folds(folds),  # named: an inner trial must not see its outer fold
-        "run.output_dir": str(trial_dir(out, trial)),  # stable across retries
-    }
-    if supports_resume():
-        settings["train.resume"] = "auto"  # a retried trial continues from its last checkpoint
-    return settings
+    """Dotted key -> typed value for what a grid trial sets itself: its noise, then the CV settings."""
+    return {"noise.alpha": trial.alpha, "noise.beta": trial.beta} | cv_settings(trial, folds, out)
 
 
 def trial_config(base: Config, trial: Trial, out: Path, folds: int) -> Config:
     """The base config with this trial's settings applied as values (set_key), never re-parsed from text."""
-    cfg = copy.deepcopy(base)
-    for key, value in trial_settings(trial, folds, out).items():
-        set_key(cfg, key, value)
-    return cfg
+    return apply_settings(base, trial_settings(trial, folds, out), trial.title)
 
 
 def shard_parts(shards: Path | str) -> list[str]:
@@ -129,7 +103,7 @@ def config_differences(old: dict, new: dict) -> list[str]:
 
 @dataclass
 class Search:
-    """A planned search: the grid, the resolved base config and the trials still to run."""
+    """A planned noise grid (a contract.Experiment): the grid, the resolved base config and the trials still to run."""
     spec: SearchSpec
     shards: Path
     folds: int
@@ -146,8 +120,20 @@ class Search:
         return trial_config(self.base, trial, self.out, self.folds)
 
     def settings_of(self, trial: Trial) -> dict:
-        """What the trial sets itself (search.trial_payloads hands it over; fit_plan.FitSearch has its own)."""
+        """What the trial sets itself (search.trial_payloads hands it over)."""
         return trial_settings(trial, self.folds, self.out)
+
+    @property
+    def total_epochs(self) -> int:
+        from .trainable import epoch_plan  # imports torch: only once trials are about to run
+
+        return epoch_plan(self.base).total
+
+    show_eval = True
+
+    @property
+    def logs(self) -> str:
+        return str(self.out / "trials" / "<trial>" / "train.log")
 
     def manifest(self) -> dict:
         return {
@@ -244,7 +230,7 @@ def check_stored(out: Path, base: Config, resume: bool, mode: str = "grid") -> N
                          f"({'; '.join(diff)}); use the same --config/overrides or another --output")
 
 
-def write_search(search: Search) -> Path:
+def write_search(search: Experiment) -> Path:
     search.out.mkdir(parents=True, exist_ok=True)
     return atomic_write_json(search.out / SEARCH_FILE, search.manifest())
 

@@ -16,14 +16,13 @@ No Ray imports here.
 """
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import Config, ConfigError, set_key, to_dict
-from .experiment import (RESERVED_KEYS, SEARCH_FORMAT, SearchSpec, base_config, check_stored, shard_parts,
-                         still_to_run, supports_resume, trial_dir)
+from ..config import Config, to_dict
+from .contract import TrialRecord, apply_settings, check_reserved, cv_settings, train_parts
+from .experiment import RESERVED_KEYS, SEARCH_FORMAT, SearchSpec, base_config, check_stored, shard_parts, still_to_run
 from .protocol import choose_protocol
 
 FIT_MODE = "fit"
@@ -38,10 +37,7 @@ FIT_SELECTION = ("per fold k: eq. 7 fitted to the validation losses of the prior
 
 
 def check_fit_overrides(overrides: list[str]) -> None:
-    for item in overrides:
-        key = item.partition("=")[0].strip()
-        if key in FIT_RESERVED:
-            raise ConfigError(f"{key} is set by the search for every --fit trial ({FIT_RESERVED[key]})")
+    check_reserved(overrides, FIT_RESERVED, "search")
 
 
 @dataclass(frozen=True)
@@ -50,7 +46,7 @@ class FitTrial:
     phase: str
     fold: int
 
-    outer = None  # never an inner trial: the progress table and consolidate's rows read it
+    outer = None  # never an inner trial: consolidate's rows read it
 
     @property
     def id(self) -> str:
@@ -61,18 +57,19 @@ class FitTrial:
         return f"fold{self.fold}"
 
     def train_folds(self, folds: int) -> list[str]:
-        return [f"fold{k}" for k in range(folds) if k != self.fold]
+        return train_parts(self.fold, None, folds)
+
+    def record(self) -> TrialRecord:
+        group = "prior network" if self.phase == PRIOR else "fitted law per fold"  # "best so far": the fold mean
+        return TrialRecord(self.id, group, self.fold, None, None, self.eval_part)
 
     def to_dict(self) -> dict:
-        # alpha/beta/labels only feed the progress table's "best so far" (one group per phase: the fold mean)
-        labels = ("prior network", "-") if self.phase == PRIOR else ("fitted", "per fold")
-        return {"phase": self.phase, "fold": self.fold, "outer": None, "id": self.id, "eval_part": self.eval_part,
-                "alpha": 0.0, "beta": 0.0, "alpha_label": labels[0], "beta_label": labels[1]}
+        return self.record().to_dict() | {"phase": self.phase}
 
 
 @dataclass
 class FitSearch:
-    """One phase of a --fit search, shaped like experiment.Search for search.run_search."""
+    """One phase of a --fit search, a contract.Experiment."""
     spec: SearchSpec
     shards: Path
     folds: int
@@ -91,23 +88,27 @@ class FitSearch:
     @property
     def base(self) -> Config:
         """The phase's base config (its method), for the epoch count of the progress table and ASHA."""
-        cfg = copy.deepcopy(self.user_base)
-        set_key(cfg, "method", PHASE_METHOD[self.phase])
-        return cfg
+        return apply_settings(self.user_base, {"method": PHASE_METHOD[self.phase]})
 
     def settings_of(self, trial: FitTrial) -> dict:
-        settings = {"method": PHASE_METHOD[trial.phase], "data.eval_part": trial.eval_part,
-                    "data.train_parts": trial.train_folds(self.folds),  # the same parts in both phases
-                    "run.output_dir": str(trial_dir(self.out, trial))}
-        if supports_resume():
-            settings["train.resume"] = "auto"
-        return settings | self.fold_settings.get(trial.fold, {})
+        # the same parts in both phases; phase 2 adds its fold's fitted law
+        return ({"method": PHASE_METHOD[trial.phase]} | cv_settings(trial, self.folds, self.out)
+                | self.fold_settings.get(trial.fold, {}))
 
     def config_of(self, trial: FitTrial) -> Config:
-        cfg = copy.deepcopy(self.user_base)
-        for key, value in self.settings_of(trial).items():
-            set_key(cfg, key, value)
-        return cfg
+        return apply_settings(self.user_base, self.settings_of(trial), trial.id)
+
+    @property
+    def total_epochs(self) -> int:
+        from .trainable import epoch_plan  # imports torch: only once trials are about to run
+
+        return epoch_plan(self.base).total
+
+    show_eval = True
+
+    @property
+    def logs(self) -> str:
+        return str(self.out / "trials" / "<trial>" / "train.log")
 
     def manifest(self) -> dict:
         every = [FitTrial(p, k) for p in (PRIOR, FITTED) for k in range(self.folds)]

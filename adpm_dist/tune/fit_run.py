@@ -13,7 +13,7 @@ from ..config import ConfigError, load_config
 from .experiment import SearchSpec
 from .fit_law import FIT_PLOT, add_cost, fit_folds, fold_settings, write_fit_plot, write_noise_fit
 from .fit_plan import FITTED, PRIOR, check_fit_overrides, plan_fit
-from .search import ClusterOptions, Resources, ray_cluster, resources_and_shards, run_search
+from .search import ClusterOptions, Resources, cluster_from_args, ray_cluster, resources_and_shards, run_search
 
 
 def main_fit(args, output: Path, config: Path) -> int:
@@ -23,10 +23,15 @@ def main_fit(args, output: Path, config: Path) -> int:
     except (ConfigError, ValueError, FileNotFoundError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    cluster = ClusterOptions(address=args.address, num_cpus=args.num_cpus, temp_dir=args.ray_temp_dir,
-                             dashboard=args.dashboard, dashboard_port=args.dashboard_port)
+    cluster = cluster_from_args(args)
     print(f"fit: {2 * first.folds} trials ({first.folds} folds x (prior network, then ADPM at the fitted law)) "
           f"-> {output}", flush=True)
+    from .price import show_price
+
+    show_price(first, resources, sys.stdout, calibrate=args.calibrate)
+    print("  (phase 1 only: phase 2 trains ADPM once per fold at the fitted law, priced once phase 1 is done)", flush=True)
+    if args.dry_run:
+        return 0
     try:
         with ray_cluster(cluster, resources, first.folds):
             run_phase(first, resources, cluster, args)

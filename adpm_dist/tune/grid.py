@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 
+from .contract import TrialRecord, train_parts
+
 # The paper's grid (its Table 2; docs/algorithm.md, "Noise levels (eq. 14)"):
 # alpha in {0, 1/6, 1/4, 1/2, 1}, beta in {1..10}, 5 folds.
 PAPER_ALPHAS = ("0", "1/6", "1/4", "1/2", "1")
@@ -78,8 +80,7 @@ class Trial:
 
     def train_folds(self, folds: int) -> list[str]:
         """The folds this trial trains on: all but its evaluation fold (and its outer fold, if inner)."""
-        left_out = {self.fold, self.outer}
-        return [f"fold{k}" for k in range(folds) if k not in left_out]
+        return train_parts(self.fold, self.outer, folds)
 
     @property
     def id(self) -> str:
@@ -93,9 +94,16 @@ class Trial:
         outer = "" if self.outer is None else f" (inner CV of outer fold {self.outer})"
         return f"alpha={self.alpha_label} beta={self.beta_label} fold={self.fold}{outer}"
 
+    @property
+    def group(self) -> str:
+        return f"alpha={self.alpha_label} beta={self.beta_label}"
+
+    def record(self) -> TrialRecord:
+        return TrialRecord(self.id, self.group, self.fold, self.outer, None, self.eval_part, candidate="adpm")
+
     def to_dict(self) -> dict:
-        return asdict(self) | {"id": self.id, "alpha_label": self.alpha_label, "beta_label": self.beta_label,
-                               "eval_part": self.eval_part}
+        return self.record().to_dict() | asdict(self) | {"alpha_label": self.alpha_label,
+                                                         "beta_label": self.beta_label}
 
 
 def isotropic(alpha: float) -> bool:

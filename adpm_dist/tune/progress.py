@@ -39,6 +39,11 @@ class ProgressTable(Callback):
         self.start = time.monotonic()
         self._last_print = 0.0
         self._dirty = True
+        self.interrupted = False
+
+    def stop(self, signum: int) -> None:
+        """The driver was interrupted (interrupt.graceful_stop): trials that end now were stopped, not failed."""
+        self.interrupted = True
 
     # -- Tune callback hooks -------------------------------------------------------------------
     def _state(self, trial) -> TrialState:
@@ -64,11 +69,15 @@ class ProgressTable(Callback):
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         s = self._state(trial)
+        if self.interrupted:
+            return self._interrupted(s)
         s.status = "retrying"
         self._event(f"FAILED   {s.info['id']} (attempt {s.attempts}); retrying: {_error_line(trial)}")
 
     def on_trial_error(self, iteration, trials, trial, **info):
         s = self._state(trial)
+        if self.interrupted:
+            return self._interrupted(s)
         s.status = "failed"
         self._event(f"FAILED   {s.info['id']} after {s.attempts} attempt(s): {_error_line(trial)}")
 
@@ -90,6 +99,10 @@ class ProgressTable(Callback):
             s.status = "ended"
             self._event(f"ended    {s.info['id']} without an evaluation (interrupted?)")
 
+    def _interrupted(self, s: TrialState) -> None:
+        s.status = "ended"
+        self._event(f"stopped  {s.info['id']} (interrupted; --resume continues it from its last checkpoint)")
+
     def on_step_end(self, iteration, trials, **info):
         if self._dirty and time.monotonic() - self._last_print >= self.interval:
             self.print_table()
@@ -107,20 +120,19 @@ class ProgressTable(Callback):
         return f"{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
     def best_so_far(self) -> str:
-        """The configuration with the best mean evaluation macro-F1 yet: a trial's `group` (a batch's
-        dataset and method, a study's candidate and point), else its (alpha, beta)."""
-        by_config = defaultdict(list)
-        for s in self.states.values():  # the CV trials only: inner trials of nested CV score other folds
-            if s.status == "finished" and s.eval_f1 is not None and s.info.get("outer") is None:
-                by_config[(s.info["alpha"], s.info["beta"], _name(s.info))].append(s.eval_f1)
-        if not by_config:
+        """The configuration (a trial record's `group`: a grid point, a study's candidate and point, a batch's
+        dataset and method) with the best mean evaluation macro-F1 yet; a tie goes to the first planned."""
+        cv = [s for s in self.states.values() if s.info["outer"] is None]  # inner trials score other folds
+        order = list(dict.fromkeys(s.info["group"] for s in cv))
+        by_group = defaultdict(list)
+        for s in cv:
+            if s.status == "finished" and s.eval_f1 is not None:
+                by_group[s.info["group"]].append(s.eval_f1)
+        if not by_group:
             return "best so far: -"
-        of = {}
-        for s in self.states.values():
-            if s.info.get("outer") is None:
-                of[_name(s.info)] = of.get(_name(s.info), 0) + 1
-        key, f1s = max(by_config.items(), key=lambda kv: (sum(kv[1]) / len(kv[1]), -kv[0][0], -kv[0][1]))
-        return f"best so far: {key[2]} mean eval macro-F1 {sum(f1s) / len(f1s):.4f} ({len(f1s)}/{of[key[2]]} trials)"
+        group, f1s = max(by_group.items(), key=lambda kv: (sum(kv[1]) / len(kv[1]), -order.index(kv[0])))
+        of = sum(s.info["group"] == group for s in cv)
+        return f"best so far: {group} mean eval macro-F1 {sum(f1s) / len(f1s):.4f} ({len(f1s)}/{of} trials)"
 
     def eta(self) -> str:
         """' | ETA ~N min': the time per ended trial so far times the trials not yet ended (none before one ends)."""
@@ -148,10 +160,6 @@ class ProgressTable(Callback):
                 lines.append(f"  {s.info['id']:<34}{s.status:<10}{epoch:>8}{_f(s.loss):>9}{_f(s.val_f1):>9}"
                              f"{_f(s.eval_f1):>9}{s.attempts:>7}")
         print("\n".join(lines), file=self.stream, flush=True)
-
-
-def _name(info: dict) -> str:
-    return info.get("group") or f"alpha={info['alpha_label']} beta={info['beta_label']}"
 
 
 def _f(v) -> str:

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import to_dict
-from .experiment import Search, write_search
+from .contract import Experiment
+from .experiment import write_search
 
 DRIVER_CPU = 0.1  # a multi-worker trial only waits on its TorchTrainer; {"cpu": 0} is rejected by Tune
 
@@ -86,6 +87,12 @@ class ClusterOptions:
     temp_dir: str | None = None     # local cluster: Ray's session/log directory (default /tmp/ray)
     dashboard: bool = False         # local cluster: start the dashboard (on 127.0.0.1)
     dashboard_port: int = 8265
+
+
+def cluster_from_args(args) -> ClusterOptions:
+    """--address, --num-cpus, --ray-temp-dir, --dashboard, --dashboard-port (cli/common.add_runner_arguments)."""
+    return ClusterOptions(address=args.address, num_cpus=args.num_cpus, temp_dir=args.ray_temp_dir,
+                          dashboard=args.dashboard, dashboard_port=args.dashboard_port)
 
 
 @dataclass
@@ -166,7 +173,7 @@ def exposed_listeners(pids: list[int]) -> list[str]:
     return [f"{name} {pid} {ip}:{port}" for pid, name, ip, port in listening_sockets(pids) if not is_loopback(ip)]
 
 
-def run_search(search: Search, resources: Resources, cluster: ClusterOptions,
+def run_search(search: Experiment, resources: Resources, cluster: ClusterOptions,
                early_stopping: EarlyStopping | None = None, progress_interval: float = 15.0,
                stream=None, *, connected: bool = False, time_budget_s: float | None = None) -> dict:
     """Run every trial in `search.todo` on Ray Tune and return {trial id: status}.
@@ -201,20 +208,20 @@ def ray_cluster(cluster: ClusterOptions, resources: Resources, n_trials: int):
             ray.shutdown()  # stops exactly the processes ray.init started (never `ray stop`)
 
 
-def _fit(search: Search, resources: Resources, early_stopping: EarlyStopping | None,
+def _fit(search: Experiment, resources: Resources, early_stopping: EarlyStopping | None,
          progress_interval: float, stream, time_budget_s: float | None = None) -> dict:
     from ray import tune
 
     logging.getLogger("ray.tune").setLevel(logging.WARNING)  # the progress table replaces Tune's INFO lines
+    from .interrupt import graceful_stop
     from .progress import ProgressTable
     from .scheduler import PerFoldASHA, mark_early_stop
     from .trainable import run_trial
 
     out = search.out
     trials = trial_payloads(search)
-    total_epochs = getattr(search, "total_epochs", None) or epochs_per_trial(search.base)  # a study: its longest
-    progress = ProgressTable(trials, total_epochs, interval=progress_interval, stream=stream,
-                             show_eval=getattr(search, "show_eval", True))  # a batch may hide it
+    progress = ProgressTable(trials, search.total_epochs, interval=progress_interval, stream=stream,
+                             show_eval=search.show_eval)  # a batch may hide it
     scheduler = None
     if early_stopping is not None:
         max_t = max((joint_epochs_per_trial(search.config_of(t)) for t in search.todo), default=1)
@@ -235,11 +242,14 @@ def _fit(search: Search, resources: Resources, early_stopping: EarlyStopping | N
             failure_config=tune.FailureConfig(max_failures=resources.max_failures)),
     )
     print(f"running {len(trials)} trials ({len(search.trials) - len(trials)} already done) | "
-          f"{_describe(resources)} | logs: {getattr(search, 'logs', out / 'trials' / '<trial>' / 'train.log')}",
+          f"{_describe(resources)} | logs: {search.logs}",
           file=stream, flush=True)
-    grid = tuner.fit()
+    with graceful_stop(on_stop=progress.stop):  # Ctrl-C / SIGTERM: interrupt.Interrupted after Tune's loop ends
+        grid = tuner.fit()
     statuses = {}
     for result in grid:
+        if not result.config:  # a trial Tune never started
+            continue
         trial_id = result.config["trial"]["id"]
         statuses[trial_id] = "failed" if result.error else progress.states[trial_id].status
     return statuses
@@ -261,11 +271,11 @@ def epochs_per_trial(cfg) -> int:
     return epoch_plan(cfg).total
 
 
-def trial_payloads(search: Search) -> list[dict]:
-    """What each Tune trial receives: its Trial fields, the typed settings it applies and its whole
+def trial_payloads(search: Experiment) -> list[dict]:
+    """What each Tune trial receives: its contract.TrialRecord, the typed settings it applies and its whole
     resolved config as plain values (trainable.trial_config_of rebuilds it; no text is re-parsed)."""
-    return [t.to_dict() | {"settings": search.settings_of(t),
-                           "config": to_dict(search.config_of(t))} for t in search.todo]
+    return [t.record().to_dict() | {"settings": search.settings_of(t),
+                                    "config": to_dict(search.config_of(t))} for t in search.todo]
 
 
 def _describe(r: Resources) -> str:

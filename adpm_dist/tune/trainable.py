@@ -20,7 +20,8 @@ from pathlib import Path
 
 from ..config import Config, from_dict
 from ..files import atomic_write_json
-from .experiment import supports_resume
+from .contract import supports_resume
+from .cost import COST_FILE, CpuClock
 
 
 def numeric(row: dict, warmup: int = 0) -> dict:
@@ -60,19 +61,38 @@ def record_attempt(out: Path, trial_id: str) -> int:
     return n
 
 
-def add_cost(out: Path, seconds: float, res: dict) -> dict:
-    """cost.json: the trial's wall time over its attempts and the processes/GPUs it held (the study's
-    CPU- or GPU-hours)."""
+def add_cost(out: Path, seconds: float, res: dict, cpu_s: float | None = None, new_attempt: bool = True) -> dict:
+    """cost.json (cost.py): the trial's wall time over its attempts, its process CPU time (`cpu_s`, None when
+    the work ran in other processes: a multi-worker trial), GPU time (wall x GPUs held) and what it held.
+    `new_attempt=False`: more of an attempt already counted (AttemptCost, after every epoch)."""
     path = out / COST_FILE
     cost = json.loads(path.read_text()) if path.is_file() else {"wall_s": 0.0, "attempts": 0}
+    gpus = res["workers"] * res["gpus"]
+    first = cost["attempts"] == 0
+    cost["gpu_s"] = cost.get("gpu_s", cost["wall_s"] * gpus) + seconds * gpus  # older files: wall x GPUs
     cost["wall_s"] += seconds
-    cost["attempts"] += 1
-    cost |= {"processes": res["workers"], "cpus": res["workers"] * res["cpus"], "gpus": res["workers"] * res["gpus"]}
+    cost["attempts"] += int(new_attempt or first)
+    if cpu_s is not None and (first or "cpu_s" in cost):  # an attempt without CPU time makes the sum unknown
+        cost["cpu_s"] = cost.get("cpu_s", 0.0) + cpu_s
+    else:
+        cost.pop("cpu_s", None)
+    cost |= {"processes": res["workers"], "cpus": res["workers"] * res["cpus"], "gpus": gpus}
     atomic_write_json(path, cost)
     return cost
 
 
-COST_FILE = "cost.json"
+class AttemptCost:
+    """One attempt's cost, added to cost.json after every epoch and at its end, so that an attempt that is
+    killed (a node lost, Ctrl-C on the driver) has cost what it ran up to its last epoch."""
+    def __init__(self, out: Path, res: dict):
+        self.out, self.res, self.new = out, res, True
+        self.wall, self.clock = time.monotonic(), CpuClock()
+
+    def tick(self) -> dict:
+        now, cpu = time.monotonic(), self.clock.seconds()
+        cost = add_cost(self.out, now - self.wall, self.res, cpu, new_attempt=self.new)
+        self.wall, self.clock.start, self.new = now, self.clock.start + cpu, False
+        return cost
 
 
 @contextlib.contextmanager
@@ -101,14 +121,19 @@ def run_trial(config: dict) -> None:
         return
     from ..runtime.engine import train
 
-    start = time.monotonic()
+    cost = AttemptCost(out, res)
+
+    def on_epoch(row: dict) -> None:
+        cost.tick()  # a killed attempt keeps what it cost up to here
+        tune.report(numeric(row, warmup))
+
     try:
         with logs_to(out / "train.log"):
             print(f"== {trial['id']}: attempt {attempt}, pid {os.getpid()}", flush=True)
             warmup = epoch_plan(cfg).warmup
-            metrics = train(cfg, on_epoch=lambda row: tune.report(numeric(row, warmup)))
-    finally:  # a failed or killed attempt cost time too (a SIGKILL is not counted: nothing runs after it)
-        add_cost(out, time.monotonic() - start, res)
+            metrics = train(cfg, on_epoch=on_epoch)
+    finally:  # a failed attempt cost time too (a killed one: up to its last epoch)
+        cost.tick()
     tune.report(final_report(metrics))
 
 

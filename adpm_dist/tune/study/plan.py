@@ -1,7 +1,7 @@
 """A study planned: candidates x points x seeds x folds as trials, and what is left to run.
 
-Trials are shaped like the grid's (id, fold, outer, eval_part, train_folds, to_dict), so the same Ray
-runner (tune/search.py), trainable, per-fold early stopping and progress table run them. With a `test`
+A Study is a contract.Experiment and each trial gives a contract.TrialRecord, so the same Ray runner
+(search.py), trainable, per-fold early stopping and progress table run it as any other kind. With a `test`
 part every trial is a CV trial (train on the other folds, score fold k); on fold-only shards a
 candidate with more than one point also gets the inner trials of nested CV (outer fold k left out as
 well), so that each outer fold's point is chosen without fold k. A candidate with one point has
@@ -11,25 +11,22 @@ No Ray imports here: everything is checked before a cluster starts.
 """
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ...config import Config, ConfigError, set_key, to_dict
-from ..experiment import (SEARCH_FILE, SEARCH_FORMAT, SearchSpec, base_config, check_stored, protocol_for,
-                          shard_parts, still_to_run, supports_resume, trial_dir)
+from ...config import Config, ConfigError, to_dict
+from ..contract import CV_RESERVED, TrialRecord, apply_settings, check_reserved, cv_settings, train_parts
+from ..experiment import SEARCH_FILE, SEARCH_FORMAT, SearchSpec, base_config, check_stored, protocol_for, shard_parts, still_to_run
 from ..protocol import NESTED
 from .spec import Candidate, Point
 
 STUDY_MODE = "study"
-STUDY_RESERVED = {
+# The study's own keys; a candidate's searched keys (noise.alpha, loss.tau, ...) are free to override
+# for every trial: a candidate's point sets its own keys after them.
+STUDY_RESERVED = CV_RESERVED | {
     "method": "use --methods",
     "run.seed": "use --seeds",
-    "data.eval_part": "each trial evaluates fold k; use --folds",
-    "data.train_parts": "each trial trains on the other folds",
-    "data.shards": "use --shards",
-    "run.output_dir": "use --output",
 }
 
 
@@ -51,18 +48,19 @@ class StudyTrial:
         return f"fold{self.fold}"
 
     def train_folds(self, folds: int) -> list[str]:
-        return [f"fold{k}" for k in range(folds) if k not in (self.fold, self.outer)]
+        return train_parts(self.fold, self.outer, folds)
+
+    def record(self) -> TrialRecord:
+        return TrialRecord(self.id, f"{self.candidate} {self.point}", self.fold, self.outer, self.seed,
+                           self.eval_part, candidate=self.candidate)
 
     def to_dict(self) -> dict:
-        # alpha/beta/labels: what the progress table's "best so far" groups by (candidate, point)
-        return asdict(self) | {"id": self.id, "eval_part": self.eval_part, "alpha": 0.0, "beta": 0.0,
-                               "alpha_label": self.candidate, "beta_label": self.point,
-                               "group": f"{self.candidate} {self.point}"}
+        return self.record().to_dict() | asdict(self)
 
 
 @dataclass
 class Study:
-    """Duck-typed like experiment.Search for search.run_search: out, base, trials, todo, config_of, manifest."""
+    """A planned study, a contract.Experiment: candidates x points x seeds x folds."""
     spec: SearchSpec
     shards: Path | str
     folds: int
@@ -87,22 +85,17 @@ class Study:
         return next(p for p in self.candidate(trial.candidate).points() if p.label == trial.point)
 
     def settings_of(self, trial: StudyTrial) -> dict:
-        settings = self.candidate(trial.candidate).settings(self.point(trial)) | {
-            "run.seed": trial.seed, "data.eval_part": trial.eval_part,
-            "data.train_parts": trial.train_folds(self.folds),  # named: an inner trial must not see its outer fold
-            "run.output_dir": str(trial_dir(self.out, trial))}
-        if supports_resume():
-            settings["train.resume"] = "auto"  # a retried trial continues from its last checkpoint
-        return settings
+        return (self.candidate(trial.candidate).settings(self.point(trial)) | {"run.seed": trial.seed}
+                | cv_settings(trial, self.folds, self.out))
 
     def config_of(self, trial: StudyTrial) -> Config:
-        cfg = copy.deepcopy(self.base)
-        for key, value in self.settings_of(trial).items():
-            try:
-                set_key(cfg, key, value)
-            except ConfigError as e:
-                raise ConfigError(f"candidate {trial.candidate}, point {trial.point}: {e}") from None
-        return cfg
+        return apply_settings(self.base, self.settings_of(trial), f"candidate {trial.candidate}, point {trial.point}")
+
+    show_eval = True
+
+    @property
+    def logs(self) -> str:
+        return str(self.out / "trials" / "<trial>" / "train.log")
 
     @property
     def total_epochs(self) -> int:
@@ -137,10 +130,7 @@ def build_trials(candidates: list[Candidate], folds: int, seeds: list[int], nest
 
 
 def check_study_overrides(overrides: list[str]) -> None:
-    for item in overrides:
-        key = item.partition("=")[0].strip()
-        if key in STUDY_RESERVED:
-            raise ConfigError(f"{key} is set by the study for every trial ({STUDY_RESERVED[key]})")
+    check_reserved(overrides, STUDY_RESERVED, "study")
 
 
 def plan_study(spec: SearchSpec, candidates: list[Candidate], shards, folds: int, seeds: list[int], resume: bool,
@@ -149,7 +139,7 @@ def plan_study(spec: SearchSpec, candidates: list[Candidate], shards, folds: int
     check_study_overrides(spec.overrides)
     if not seeds or len(set(seeds)) != len(seeds):
         raise ConfigError(f"--seeds: expected distinct integers, got {seeds}")
-    base = base_config(spec, shards)
+    base = base_config(spec, shards, STUDY_RESERVED, "study")
     protocol = protocol_for(shards, folds, "study")
     names = [c.name for c in candidates]
     study = Study(spec, shards, folds, list(seeds), base, candidates, protocol,

@@ -20,7 +20,7 @@ import numpy as np
 from ..cells import read_metrics, trial_status
 from ..experiment import trial_dir
 from ..protocol import NESTED
-from ..trainable import COST_FILE
+from ..cost import COST_FILE, trial_hours
 from . import stats
 from .plan import StudyTrial
 
@@ -170,9 +170,8 @@ def estimate(out: Path, results: dict[str, TrialResult], search: dict, candidate
     recipe_runs = [r.metrics for s in seeds for k in range(folds)
                    if point and (r := results.get(StudyTrial(name, point, s, k).id)) and r.status == "done"]
     mine = [r for r in results.values() if r.trial.candidate == name and r.cost]
-    cost = {"trials": len(mine), "cpu_hours": sum(r.cost["wall_s"] * r.cost["cpus"] for r in mine) / 3600,
-            "gpu_hours": sum(r.cost["wall_s"] * r.cost["gpus"] for r in mine) / 3600,
-            "wall_hours": sum(r.cost["wall_s"] for r in mine) / 3600}
+    hours = [trial_hours(r.cost) for r in mine]  # CPU time, not wall x CPUs: the work, not the machine's load
+    cost = {"trials": len(mine)} | {k: sum(h[k] for h in hours) for k in ("cpu_hours", "gpu_hours", "wall_hours")}
     return Estimate(name, selections, components, folds * len(seeds), score, cost, oof, recipe_runs)
 
 

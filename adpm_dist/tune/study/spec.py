@@ -21,6 +21,7 @@ from pathlib import Path
 import yaml
 
 from ...config import ConfigError
+from ..grid import isotropic
 
 # Candidates that are a registered method with fixed settings: name -> (method, fixed settings, space).
 PRESETS: dict[str, tuple[str, dict, dict]] = {
@@ -45,6 +46,13 @@ class Point:
         return ", ".join(f"{k}={v}" for k, v in self.settings.items()) or "default settings"
 
 
+def no_effect(settings: dict) -> set[str]:
+    """Keys whose value changes nothing at `settings`: noise.beta when noise.alpha = 0 (eq. 14 gives
+    lambda_j = 1 for every beta: grid.isotropic, the noise grid's alpha = 0 shortcut as a rule of the keys)."""
+    alpha = settings.get("noise.alpha")
+    return {"noise.beta"} if alpha is not None and isotropic(float(alpha)) else set()
+
+
 def _value_label(v) -> str:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         return str(v)
@@ -59,9 +67,18 @@ class Candidate:
     space: dict[str, list] = field(default_factory=dict)
 
     def points(self) -> list[Point]:
-        """The grid of this candidate's own keys, in the space's order (one point, `default`, if empty)."""
+        """The grid of this candidate's own keys, in the space's order (one point, `default`, if empty), less
+        the points that train what an earlier point trains (`no_effect`: isotropic noise ignores beta)."""
         keys = list(self.space)
-        return [Point(dict(zip(keys, values))) for values in itertools.product(*(self.space[k] for k in keys))]
+        points, seen = [], set()
+        for values in itertools.product(*(self.space[k] for k in keys)):
+            point = Point(dict(zip(keys, values)))
+            settings = self.fixed | point.settings
+            trained = tuple(sorted((k, repr(v)) for k, v in settings.items() if k not in no_effect(settings)))
+            if trained not in seen:
+                seen.add(trained)
+                points.append(point)
+        return points
 
     def settings(self, point: Point) -> dict:
         return {"method": self.method} | self.fixed | point.settings

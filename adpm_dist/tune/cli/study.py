@@ -1,0 +1,151 @@
+"""Which long-tail method, with which settings, for my data? Candidates x folds x seeds as Ray Tune trials.
+
+    python tune/study.py --dataset pad_ufes --root /data/PAD-UFES-20 --folds 5        # every registered method
+    python tune/study.py --dataset imagefolder --shards data/mine --methods ce,logit_adjusted,adpm --seeds 0 1
+    ray job submit --address http://HEAD:8265 --working-dir . -- python tune/study.py --shards ... (RAY_ADDRESS)
+    accelerate launch launch/train.py --config runs/study_mine/recipe.yaml              # train the recommendation
+
+Each candidate is a registered method (with the search space its class declares) or a preset such as
+adpm_isotropic; --space FILE.yaml replaces spaces. With a `test` part the CV selects and the recipe's
+run on `test` is the figure to publish; fold-only shards get nested CV. Writes study.md, leaderboard.csv,
+leaderboard.png, recipe.yaml, cv_results.csv and protocol.json into --output (docs/tune.md, "Studies").
+Exit status: 0 complete, 1 a partial estimate (trials failed, skipped or stopped), 2 bad input.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .common import add_runner_arguments, cluster_options, early_stopping, parse_with_overrides, resolve_config
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tune/study.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_argument_group("what to study")
+    g.add_argument("--dataset", required=True, help="digits_lt, pad_ufes, ham10000, scin, hyper_kvasir, imagefolder")
+    g.add_argument("--config", help="base training YAML (default: configs/<dataset>.yaml)")
+    g.add_argument("--shards", help="fold shards (default: prepared once under OUTPUT/shards)")
+    g.add_argument("--root", help="dataset files in their official layout, to prepare OUTPUT/shards from")
+    g.add_argument("--methods", help="comma-separated candidates (default: every registered method)")
+    g.add_argument("--space", help="YAML: candidate -> {dotted key: [values]}, replacing those candidates' spaces")
+    g.add_argument("--folds", type=int, help="CV folds (default: those of --shards, else 5)")
+    g.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (default 0)")
+    g.add_argument("--output", help="study directory (default: runs/study_<dataset>)")
+    g.add_argument("--resume", action="store_true", help="continue: finished trials are not re-run")
+    g.add_argument("--consolidate-only", action="store_true", help="only (re)write the study's outputs")
+    g.add_argument("--max-trials", type=int, help="run at most N trials now (the rest are written down as skipped)")
+    g.add_argument("--budget-hours", type=float, help="stop the trials after this many hours (Tune time budget; --resume continues)")
+    a = p.add_argument_group("the answer (docs/tune.md, 'The estimate', 'Ties the tool can call', 'Racing')")
+    a.add_argument("--target-prior", default="balanced",
+                   help="the class mix the estimate is for: balanced (a balanced test set; default), train (the "
+                        "data's own mix) or a YAML file class -> weight")
+    a.add_argument("--equivalence", type=float, default=0.01,
+                   help="macro-F1 margin within which a candidate counts as equal to the leader (default 0.01)")
+    a.add_argument("--race", action="store_true",
+                   help="run fold by fold and drop a candidate once clearly worse than the leader (held-out protocol)")
+    g.add_argument("overrides", nargs="*", help="dotted key=value training overrides for every trial")
+    add_runner_arguments(p)
+    return p
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    args = parse_with_overrides(build_parser(), argv)
+    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Plan, price, run and consolidate a study; the exit status of the module docstring (130/143 when
+    interrupted: the line printed then says how to continue)."""
+    from ..interrupt import Interrupted, report
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        return run(parse_args(argv))
+    except Interrupted as e:
+        return report(e, "tune/study.py", argv)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ...config import ConfigError, load_config
+    from ..experiment import SearchSpec
+    from ..price import show_price
+    from ..search import resources_and_shards, run_search
+    from ..study.plan import check_study_overrides, plan_study
+    from ..study.report import consolidate_study, load_target
+    from ..study.spec import build_candidates
+
+    output = Path(args.output or f"runs/study_{args.dataset}").resolve()
+    answer = {"target_prior": args.target_prior, "equivalence": args.equivalence}
+    try:
+        load_target(args.target_prior)  # a bad file is named now, not after the trials
+        if not 0 <= args.equivalence < 1:
+            raise ValueError(f"--equivalence {args.equivalence}: expected a macro-F1 margin in [0, 1)")
+        if args.consolidate_only:
+            return show(consolidate_study(output, **answer))
+        config = resolve_config(args.config, args.dataset)
+        check_study_overrides(args.overrides)
+        base = load_config(config, args.overrides)
+        candidates = build_candidates(args.methods, args.space)
+        spec = SearchSpec(dataset=args.dataset, config=str(config), output=str(output), folds=args.folds,
+                          shards=args.shards, overrides=args.overrides)
+        resources, shards, folds = resources_and_shards(args, output, base)
+        study = plan_study(spec, candidates, shards, folds, args.seeds, args.resume, args.max_trials, args.budget_hours)
+    except (ConfigError, ValueError, FileNotFoundError, FileExistsError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    per = ", ".join(f"{c.name} {len(c.points())}" for c in candidates)
+    print(f"study: {len(study.trials)} trials (points per candidate: {per}; {folds} folds x {len(study.seeds)} "
+          f"seed(s){', nested CV (no test part)' if study.protocol == 'nested' else ''}); {len(study.todo)} to run"
+          f"{f', {len(study.skipped)} skipped by --max-trials' if study.skipped else ''} -> {output}", flush=True)
+    show_price(study, resources, sys.stdout, calibrate=args.calibrate)
+    if args.dry_run:
+        return 0
+    try:
+        if args.race:
+            run_raced(study, resources, args, base)
+        else:
+            run_search(study, resources, cluster_options(args), early_stopping(args, base),
+                       progress_interval=args.progress_interval,
+                       time_budget_s=args.budget_hours * 3600 if args.budget_hours else None)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return show(consolidate_study(output, **answer))
+
+
+def run_raced(study, resources, args, base) -> None:
+    """--race: the study's trials wave by wave (one fold each) on one cluster; the clearly worse drop out."""
+    from ..search import ray_cluster, run_search
+    from ..study.race import race
+
+    if study.protocol != "held_out_test":
+        raise ValueError("--race needs shards with a `test` part (held-out protocol); racing nested CV is not "
+                         "supported yet")
+
+    def run_wave(trials):
+        study.todo = trials
+        run_search(study, resources, cluster_options(args), early_stopping(args, base),
+                   progress_interval=args.progress_interval, connected=True)
+
+    with ray_cluster(cluster_options(args), resources, len(study.todo)):
+        race(study, run_wave, prior=args.target_prior, eps=args.equivalence)
+
+
+def show(report: dict) -> int:
+    for r in report["rows"]:
+        print(f"{r['rank']:>2}. {r['candidate']:<20} macro-F1 {r['estimate']:.3f} [{r['estimate_low']:.3f}, "
+              f"{r['estimate_high']:.3f}] ({r['evaluated']})  vs leader {r['vs_leader']} {r['verdict']}  "
+              f"selected {r['selected']}")
+    rec = report["recommendation"]
+    print(f"recommendation: {rec.name if rec else 'none'}")
+    for w in report["warnings"]:
+        print(f"warning: {w}")
+    print("wrote " + ", ".join(str(p) for p in report["written"]))
+    if report["partial"]:
+        print(f"PARTIAL ESTIMATE, not a figure to publish: {'; '.join(report['partial'])}. Run the missing trials "
+              f"(--resume) and consolidate again.", file=sys.stderr)
+        return 1
+    return 0

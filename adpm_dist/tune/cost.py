@@ -1,0 +1,68 @@
+"""What a trial cost, measured as the work itself rather than as the machine's load.
+
+A trial's cost.json (written by trainable.add_cost after every attempt) holds:
+
+    wall_s      wall seconds over its attempts (information: it moves with other jobs on the machine)
+    cpu_s       process CPU seconds (user + system) of the trial process and its children, over the attempts
+    gpu_s       wall seconds x GPUs held (0 without a GPU)
+    attempts, processes, cpus, gpus    what it held (cpus: logical CPUs reserved)
+
+`trial_hours` turns one cost.json into hours for the leaderboard and the recommendation rule. It is
+pure; cost.json files written before `cpu_s` existed fall back to wall time x CPUs reserved.
+"""
+from __future__ import annotations
+
+import resource
+
+COST_FILE = "cost.json"
+
+
+def trial_hours(cost: dict) -> dict:
+    """{cpu_hours, gpu_hours, wall_hours, cpu_source} of one cost.json.
+
+    cpu_hours: cpu_s / 3600 when recorded ("cpu_time"), else wall_s x cpus / 3600 ("wall_x_cpus", the
+    old rule, which counts the machine's load). gpu_hours: gpu_s, else wall_s x gpus. An empty cost
+    (a trial that never ran) is 0 hours.
+    """
+    wall = float(cost.get("wall_s") or 0.0)
+    if cost.get("cpu_s") is not None:
+        cpu, source = float(cost["cpu_s"]), "cpu_time"
+    else:
+        cpu, source = wall * float(cost.get("cpus") or 1.0), "wall_x_cpus"
+    gpu = float(cost["gpu_s"]) if cost.get("gpu_s") is not None else wall * float(cost.get("gpus") or 0.0)
+    return {"cpu_hours": cpu / 3600, "gpu_hours": gpu / 3600, "wall_hours": wall / 3600, "cpu_source": source}
+
+
+def cpu_seconds() -> float:
+    """CPU seconds (user + system) used so far by this process, its ended children (waited for) and its
+    live ones (data-loader workers kept alive)."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    total = own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+    try:
+        import psutil
+
+        for child in psutil.Process().children(recursive=True):
+            try:
+                t = child.cpu_times()
+                total += t.user + t.system
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue  # ended meanwhile: counted by RUSAGE_CHILDREN once waited for
+    except ImportError:
+        pass
+    return total
+
+
+class CpuClock:
+    """CPU seconds spent between start and `seconds()`: this process (all its threads, so a reused Ray actor
+    counts only what ran since start) and its children (data-loader workers that were waited for).
+
+    A trial shares its process with nothing else (one Tune trial per actor at a time), so the process's
+    CPU time between start and stop is the trial's."""
+    def __init__(self):
+        self.start = cpu_seconds()
+
+    def seconds(self) -> float:
+        return max(0.0, cpu_seconds() - self.start)
+
+
+__all__ = ["COST_FILE", "trial_hours", "cpu_seconds", "CpuClock"]

@@ -1,0 +1,137 @@
+"""The price of an experiment before it runs (`--dry-run`, and the first lines of every run).
+
+Per candidate (a trial record's `candidate`, else its `group`): the trials, the epochs each trains (the
+method's epoch plan), and the cost of one epoch as recorded by earlier trials of the same candidate in
+this experiment directory (cost.json: wall and CPU seconds over the attempts; metrics.json: the epochs
+trained). From those: CPU-hours, GPU-hours and the wall time at the trials the cluster runs at once.
+A candidate without a recorded trial is priced "?" (docs/tune.md, "The price before it runs").
+
+`estimate` is pure; `recorded_epoch_cost` and `plan_rows` read files and configs.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from .contract import candidate_of, trial_dir
+from .cost import COST_FILE, trial_hours
+
+
+@dataclass(frozen=True)
+class EpochCost:
+    wall_s: float          # wall seconds of one epoch (evaluation and start-up spread over the epochs)
+    cpu_s: float | None    # process CPU seconds of one epoch (None: recorded before CPU time was)
+    runs: int              # trials it was measured on
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    trials: int
+    epochs: int            # per trial
+    cost: EpochCost | None
+
+
+def recorded_epoch_cost(run_dir: Path) -> EpochCost | None:
+    """One finished trial's cost per epoch, from its cost.json and metrics.json (None if either is missing)."""
+    try:
+        cost = json.loads((run_dir / COST_FILE).read_text())
+        epochs = len(json.loads((run_dir / "metrics.json").read_text()).get("history") or [])
+    except (OSError, ValueError):
+        return None
+    if epochs < 1 or not cost.get("wall_s"):
+        return None
+    cpu = cost.get("cpu_s")
+    return EpochCost(cost["wall_s"] / epochs, None if cpu is None else cpu / epochs, 1)
+
+
+def mean_cost(costs: list[EpochCost]) -> EpochCost | None:
+    if not costs:
+        return None
+    cpus = [c.cpu_s for c in costs if c.cpu_s is not None]
+    return EpochCost(sum(c.wall_s for c in costs) / len(costs), sum(cpus) / len(cpus) if cpus else None, len(costs))
+
+
+def plan_rows(experiment) -> list[Row]:
+    """Every candidate of `experiment` (a contract.Experiment) with its trials still to run, their epochs
+    and the epoch cost its finished trials recorded."""
+    from .calibrate import calibrated_epoch_s
+    from .trainable import epoch_plan  # imports torch (the methods' epoch plans)
+
+    todo: dict[str, list] = {}
+    for t in experiment.todo:
+        todo.setdefault(candidate_of(t), []).append(t)
+    recorded: dict[str, list[EpochCost]] = {}
+    for t in experiment.trials:
+        c = recorded_epoch_cost(trial_dir(experiment.out, t))
+        if c is not None:
+            recorded.setdefault(candidate_of(t), []).append(c)
+    rows = []
+    for name, ts in todo.items():
+        plan = epoch_plan(experiment.config_of(ts[0]))
+        cost = mean_cost(recorded.get(name, []))
+        if cost is None and (s := calibrated_epoch_s(experiment.out, name, plan.warmup, plan.total)) is not None:
+            cost = EpochCost(s, None, 0)  # runs 0: from --calibrate's short run
+        rows.append(Row(name, len(ts), plan.total, cost))
+    return rows
+
+
+def estimate(rows: list[Row], cpus_per_trial: float, gpus_per_trial: float, at_once: int) -> dict:
+    """Hours for `rows` on trials of `cpus_per_trial` CPUs (and GPUs), `at_once` trials at a time. Priced
+    rows only; `unpriced` names the rest. CPU-hours: the recorded CPU time where there is one, else the
+    wall time x the CPUs held (cost.trial_hours' rule)."""
+    cpu_h = gpu_h = trial_s = 0.0
+    unpriced = []
+    for r in rows:
+        if r.cost is None:
+            unpriced.append(r.name)
+            continue
+        seconds = r.trials * r.epochs * r.cost.wall_s
+        hours = trial_hours({"wall_s": seconds, "cpus": cpus_per_trial, "gpus": gpus_per_trial}
+                            | ({} if r.cost.cpu_s is None else {"cpu_s": r.trials * r.epochs * r.cost.cpu_s}))
+        cpu_h, gpu_h, trial_s = cpu_h + hours["cpu_hours"], gpu_h + hours["gpu_hours"], trial_s + seconds
+    return {"trials": sum(r.trials for r in rows), "epochs": sum(r.trials * r.epochs for r in rows),
+            "cpu_hours": cpu_h, "gpu_hours": gpu_h, "wall_hours": trial_s / max(1, at_once) / 3600,
+            "at_once": at_once, "unpriced": unpriced}
+
+
+def price_lines(rows: list[Row], total: dict) -> list[str]:
+    lines = ["price before it runs (per-epoch cost recorded by this experiment's finished trials, or calibrated):",
+             f"  {'candidate':<28}{'trials':>7}{'epochs':>8}{'s/epoch':>9}{'CPU-h':>9}  from"]
+    for r in rows:
+        per = "?" if r.cost is None else f"{r.cost.wall_s:.2f}"
+        cpu = "?" if r.cost is None else f"{r.trials * r.epochs * (r.cost.cpu_s or r.cost.wall_s) / 3600:.3f}"
+        source = "-" if r.cost is None else f"{r.cost.runs} trial(s)" if r.cost.runs else "--calibrate"
+        lines.append(f"  {r.name:<28}{r.trials:>7}{r.epochs:>8}{per:>9}{cpu:>9}  {source}")
+    lines.append(f"  total: {total['trials']} trials, {total['epochs']} epochs; {total['cpu_hours']:.3f} CPU-hours, "
+                 f"{total['gpu_hours']:.3f} GPU-hours, ~{total['wall_hours']:.2f} h wall at {total['at_once']} "
+                 f"trial(s) at once")
+    if total["unpriced"]:
+        lines.append(f"  not priced (no finished trial recorded yet, so more than the total above; --calibrate "
+                     f"measures them): {', '.join(total['unpriced'])}")
+    return lines
+
+
+def at_once(resources, machine_cpus: int) -> int:
+    """The trials that run at once: --max-concurrent, else as many as the CPUs hold."""
+    return resources.max_concurrent or max(1, math.floor(machine_cpus / resources.cpus_per_running_trial))
+
+
+def show_price(experiment, resources, stream, calibrate: bool = False) -> dict:
+    """Print the price of `experiment` on `resources` (after calibrating the candidates without a record,
+    with `calibrate`); the estimate (for tests and the caller)."""
+    import os
+
+    rows = plan_rows(experiment)
+    if calibrate and (unpriced := [r.name for r in rows if r.cost is None]):
+        from .calibrate import calibrate as measure
+
+        measure(experiment, unpriced, stream)
+        rows = plan_rows(experiment)
+    per_trial = resources.cpus_per_running_trial
+    gpus = resources.gpus_per_trial * resources.workers_per_trial
+    total = estimate(rows, per_trial, gpus, at_once(resources, os.cpu_count() or 1))
+    print("\n".join(price_lines(rows, total)), file=stream, flush=True)
+    return total
