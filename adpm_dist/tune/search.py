@@ -241,7 +241,7 @@ def _fit(search: Experiment, resources: Resources, early_stopping: EarlyStopping
             storage_path=str(out / "ray_results"), verbose=0, callbacks=[progress],
             failure_config=tune.FailureConfig(max_failures=resources.max_failures)),
     )
-    print(f"running {len(trials)} trials ({len(search.trials) - len(trials)} already done) | "
+    print(f"running {len(trials)} of {len(search.trials)} trials | "
           f"{_describe(resources)} | logs: {search.logs}",
           file=stream, flush=True)
     with graceful_stop(on_stop=progress.stop):  # Ctrl-C / SIGTERM: interrupt.Interrupted after Tune's loop ends

@@ -126,6 +126,7 @@ def run_raced(study, resources, args, base) -> None:
                          "supported yet")
 
     def run_wave(trials):
+        print(f"race: fold {trials[0].fold} ({len(trials)} trials; {len(study.trials)} in the study)", flush=True)
         study.todo = trials
         run_search(study, resources, cluster_options(args), early_stopping(args, base),
                    progress_interval=args.progress_interval, connected=True)
