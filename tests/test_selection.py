@@ -127,3 +127,13 @@ def test_a_run_stops_on_its_validation_loss_records_it_and_a_resume_trains_no_fu
     assert all(x >= 0 for losses in sel["val_class_losses"].values() for x in losses)
     again = train(load_config(TINY, overrides + ["train.resume=auto"]))
     assert [row["epoch"] for row in again["history"]] == [1, 2, 3]  # stopped runs stay stopped
+
+
+def test_still_rising_needs_a_real_gain_at_the_end():
+    from adpm_dist.runtime.selection import still_rising
+
+    h = lambda *v: [{"epoch": i + 1, "macro_f1": x} for i, x in enumerate(v)]  # noqa: E731
+    assert still_rising(h(0.5, 0.7, 0.8))
+    assert not still_rising(h(0.5, 0.92, 0.92))      # a tie at the end: annealed, not still improving
+    assert not still_rising(h(0.5, 0.872, 0.879))    # under the 0.01 margin
+    assert not still_rising(h(0.9, 0.8)) and not still_rising(h(0.9))

@@ -70,7 +70,9 @@ def study(tmp_path):
         d.mkdir(parents=True)
         choices = {"epochs": {"value": 2 + t.fold, "source": "chosen on validation", "flag": None,
                               "rising_at_end": t.candidate == "ce", "fix": {"train.epochs": 2 + t.fold}}}
-        (d / "metrics.json").write_text(json.dumps(fake_metrics(cv_score(t), t.fold) | {"choices": choices}))
+        history = [{"epoch": 1, "macro_f1": 0.4}, {"epoch": 2, "macro_f1": 0.5 if t.candidate == "ce" else 0.4}]
+        (d / "metrics.json").write_text(json.dumps(fake_metrics(cv_score(t), t.fold) | {
+            "choices": choices, "selection": {"rule": "best", "epoch": 2, "history": history}}))
         save_config(s.config_of(t), d / "config.yaml")  # what --resume compares a finished trial with
         preds = predictions(t)
         rows = ["key,label,prediction"] + [f"f{t.fold}k{i},{y},{p}" for i, (y, p) in enumerate(zip(LABELS, preds))]

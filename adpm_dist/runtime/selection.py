@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 
 RULES = ("best", "last", "refit")
 SATURATION_EPOCHS = 3  # the best score reached at more than this many validations: selection is a coin toss
+RISING = 0.01          # a last validation this much above every earlier one: the run was still improving
 
 
 @dataclass(frozen=True)
@@ -110,8 +111,16 @@ def epoch_choice(selected: dict, *, total: int, fixed: int, has_validation: bool
         source = "fixed: the last epoch (train.select=last)"
     else:
         source = f"chosen on validation: best macro-F1 (epoch {epoch} of {total})"
-    rising = len(history) > 1 and epoch == history[-1]["epoch"] and selected.get("rule") != "last"
+    rising = selected.get("rule") != "last" and still_rising(history)
     flags = [f"validation holds no image of {list(missing)}: the kept epoch is blind to them"] if missing else []
     flags += [selected["warning"]] if selected.get("warning") else []
     return {"value": epoch, "source": source, "flag": "; ".join(flags) or None, "rising_at_end": rising,
             "fix": {"train.epochs": max(epoch - fixed, 1)}}
+
+
+def still_rising(history: list[dict]) -> bool:
+    """Whether the last validation beat every earlier one by at least RISING macro-F1 (the run stopped while
+    still improving: more epochs might score higher). A tie at the end, common once a cosine schedule has
+    annealed, is not rising."""
+    scores = [v["macro_f1"] for v in history]
+    return len(scores) > 1 and scores[-1] - max(scores[:-1]) >= RISING

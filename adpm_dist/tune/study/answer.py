@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ...runtime.selection import still_rising
 from . import compare
 from .results import Estimate
 
@@ -52,8 +53,9 @@ class Answer:
         return not math.isnan(v) and v <= self.chance + NEAR_CHANCE * (1 - self.chance)
 
     def under_trained(self, e: Estimate) -> bool:
-        """Most of the recipe point's trials kept their last validated epoch while still improving there."""
-        rising = [bool(((m.get("choices") or {}).get("epochs") or {}).get("rising_at_end")) for m in e.recipe_runs]
+        """Most of the recipe point's trials were still improving at their last validation (selection.still_rising
+        on their validation history)."""
+        rising = [still_rising((m.get("selection") or {}).get("history") or []) for m in e.recipe_runs]
         return bool(rising) and sum(rising) * 2 > len(rising)
 
     def warnings(self) -> list[str]:
