@@ -87,14 +87,15 @@ def run_study(args, name: str, where: Path, shards: Path) -> int:
 
 
 def train_recipes(args, where: Path, report: dict) -> dict[str, float]:
-    """Every complete candidate's recipe trained and scored on `test`: name -> test macro-F1."""
+    """Every complete candidate's recipe trained (a Ray batch, --max-concurrent at a time) and scored on
+    `test`: name -> test macro-F1 under the balanced prior."""
     from adpm_dist.config import load_config
-    from adpm_dist.runtime.engine import train
+    from adpm_dist.tune.batch import batch_run, run_batch
     from adpm_dist.tune.experiment import load_search
     from adpm_dist.tune.study.recipe import write_recipe
 
     search = load_search(where / "study")
-    scores = {}
+    runs, todo = {}, []
     for e in report["estimates"]:
         if e.oof is None or e.selections[None].point is None:
             continue
@@ -102,15 +103,14 @@ def train_recipes(args, where: Path, report: dict) -> dict[str, float]:
         recipe.parent.mkdir(parents=True, exist_ok=True)
         write_recipe(recipe, search, e, where / "study", "calibration", "-")
         body = recipe.read_text().split("\n", 1)[1]  # the header names the file; the config is what counts
-        run = where / "recipe_runs" / f"{e.name}-{hashlib.sha256(body.encode()).hexdigest()[:12]}"
-        metrics = run / "metrics.json"
-        if not metrics.is_file() and not args.no_run:
+        runs[e.name] = run = where / "recipe_runs" / f"{e.name}-{hashlib.sha256(body.encode()).hexdigest()[:12]}"
+        if not (run / "metrics.json").is_file():
             # no key=value here: the recipe holds the study's base config with them, and its fixed choices
             # (train.epochs above all) must not be overridden again
-            train(load_config(recipe, [f"run.output_dir={run}", "train.resume=auto"]))
-        if metrics.is_file():
-            scores[e.name] = balanced_test_score(run)
-    return scores
+            todo.append(batch_run(run.name, e.name, load_config(recipe, [f"run.output_dir={run}", "train.resume=auto"])))
+    if todo and not args.no_run:
+        run_batch(where / "recipe_batch", todo, jobs=args.max_concurrent, cpus_per_run=1.0)
+    return {name: balanced_test_score(run) for name, run in runs.items() if (run / "metrics.json").is_file()}
 
 
 def balanced_test_score(run: Path) -> float:
