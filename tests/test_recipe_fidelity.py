@@ -31,6 +31,8 @@ def test_the_recipe_makes_the_trials_choices(method, extra, fold_only_shards, tm
     trial = train(trial_config(fold_only_shards, tmp_path / "trial", method, extra))
     made = trial["choices"]
     assert "epochs" in made and made["epochs"]["source"].startswith("chosen on validation")
+    if method in ("posthoc_la", "tau_norm") or extra:  # the read-out methods choose tau as well
+        assert "read-out tau" in made
     assert json.loads((tmp_path / "trial" / "metrics.json").read_text())["choices"] == json.loads(json.dumps(made))
 
     cfg = trial_config(fold_only_shards, tmp_path / "recipe", method, extra)

@@ -81,6 +81,11 @@ class ValidationTau:
         self._source: tuple | None = None
         self.record: dict | None = None  # the last choice (tau_record)
 
+    def __deepcopy__(self, memo) -> "ValidationTau":
+        # shared, never copied: the engine predicts with a deep copy of the model (eval_model), and the choice
+        # that copy makes must land in the record the method reports
+        return self
+
     def choices(self) -> dict[str, dict]:
         """What a method hands to metrics.json's ``choices``: {"read-out tau": record}, once chosen."""
         return {"read-out tau": self.record} if self.record else {}
