@@ -67,6 +67,8 @@ def plan_rows(experiment) -> list[Row]:
             todo.setdefault(candidate_of(t), []).append(t)
     recorded: dict[str, list[EpochCost]] = {}
     for t in experiment.trials:
+        if t.record().derived_from:  # a replay's cost is no epoch of training
+            continue
         c = recorded_epoch_cost(trial_dir(experiment.out, t))
         if c is not None:
             recorded.setdefault(candidate_of(t), []).append(c)
