@@ -38,6 +38,8 @@ def same_figures(a: Path, b: Path) -> None:
 
 
 CASES = [("posthoc_la", ("method=ce",), ("method=posthoc_la",)),
+         ("posthoc_la+eval_ema", ("method=ce", "train.eval_ema=true", "train.ema_decay=0.5"),
+          ("method=posthoc_la", "train.eval_ema=true", "train.ema_decay=0.5")),
          ("adpm+prior_readout", ("method=adpm",), ("method=adpm", "model.prior_readout=posthoc_la"))]
 
 
@@ -57,6 +59,8 @@ def test_replay_predicts_as_the_separately_trained_run(name, twin, readout, fold
 
     same_figures(tmp_path / "replayed", tmp_path / "trained")
     assert replayed["selection"]["replayed"] == str(source)
+    if name.startswith("adpm"):  # the read-out's own choice, made over the source's weights
+        assert "read-out tau" in replayed["choices"]
     assert (tmp_path / "replayed" / "checkpoints" / "best.pt").is_file()
 
 
