@@ -164,3 +164,22 @@ def test_race_replays_each_wave_and_trains_a_derived_trial_whose_source_was_race
     assert sorted(replayed) == sorted(t.id for t in la if t.fold < 2)
     assert {t.id for t in la if t.fold == 2} <= set(trained) and not any(by_id[i].candidate == "ce" and
                                                                             by_id[i].fold == 2 for i in trained)
+
+
+def test_ctrl_c_while_replaying_is_the_studys_interruption(tmp_path, monkeypatch):
+    import pytest
+
+    import adpm_dist.runtime.replay as replay_module
+    from adpm_dist.tune.interrupt import Interrupted
+
+    def interrupted(cfg, source):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(replay_module, "replay", interrupted)
+    s = plan(tmp_path, ["ce", "posthoc_la"])
+    t = next(t for t in s.trials if t.derived_from)
+    finish(s, next(src for src in s.trials if src.id == t.derived_from))
+    with pytest.raises(Interrupted):
+        shared.replay_derived(s, [t], say=lambda line: None)
+    assert not (trial_dir(s.out, t) / "metrics.json").exists()  # unfinished: --resume replays it
+    assert json.loads((trial_dir(s.out, t) / "cost.json").read_text())["replayed_from"] == t.derived_from

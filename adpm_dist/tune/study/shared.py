@@ -78,9 +78,12 @@ def replay_derived(study, trials: list, threads: int = 1, say=print) -> dict[str
     """Replay each derived trial of ``trials`` whose source has finished, in this process with ``threads``
     torch threads (what Ray gives a trial of --cpus-per-trial); {trial id: status}. A failed replay leaves
     its trial without metrics.json (a partial study: --resume tries again)."""
+    import signal
+
     import torch
 
     from ..cost import COST_FILE, CpuClock
+    from ..interrupt import Interrupted
     from ..trainable import add_cost, logs_to, record_attempt
     from ...files import atomic_write_json
     from ...runtime.replay import replay
@@ -102,6 +105,8 @@ def replay_derived(study, trials: list, threads: int = 1, say=print) -> dict[str
                     print(f"== {t.id}: attempt {attempt}, replayed over {source}", flush=True)
                     replay(study.config_of(t), source)
                 status[t.id] = "replayed"
+            except KeyboardInterrupt:  # Ctrl-C while replaying: the study's own exit (130, the --resume line)
+                raise Interrupted(signal.SIGINT) from None
             except Exception as e:  # noqa: BLE001 - named below; the trial stays unfinished
                 status[t.id] = f"failed: {e}"
                 say(f"shared training: replaying {t.id} failed ({e}); see {out / 'train.log'}")
