@@ -153,6 +153,8 @@ class TrainConfig:
     select: Literal["best", "last", "refit"] = "best"  # which epoch is kept (runtime/selection.py): best val
                                             # macro-F1, ties to the lower val NLL; last; or refit on train+val
     keep_last: bool = False                 # also save the last epoch's weights as checkpoints/last.pt (to compare rules)
+    keep_validated: bool = False            # also keep every validated epoch's weights (checkpoints/validated/): what
+                                            # a study's read-out candidates are replayed from (runtime/replay.py)
     stop_patience: int = 0                  # stop after this many validations without the validation loss (ADPM: its
                                             # diffusion loss) improving by > stop_min_delta; 0 = all train.epochs
     stop_min_delta: float = 0.01            # relative improvement that counts (runtime/selection.py, "Stopping")
@@ -345,7 +347,7 @@ def flatten(tree: dict, prefix: str = "") -> dict:
 NON_RESULT_KEYS = ("run.output_dir", "run.overwrite", "train.resume", "train.resume_changes", "train.log_every",
                    "train.log_with",
                    "train.checkpoint_every_steps", "train.checkpoint_every_epochs", "train.keep_checkpoints",
-                   "train.keep_last", "data.verify", "data.shards")
+                   "train.keep_last", "train.keep_validated", "data.verify", "data.shards")
 
 
 def result_settings(config: Config | dict) -> dict:

@@ -103,6 +103,14 @@ class Method:
         ``choices``; a study's recipe fixes each one (docs/tune.md, "What the recipe trains")."""
         return {}
 
+    def training_twin(self) -> dict | None:
+        """The config settings under which this method TRAINS exactly as configured here (same loss, model,
+        stream and epochs: the same weights at every epoch), when it differs only in how it reads them out;
+        None when its training is its own. A study trains such a candidate once, as the twin, and replays
+        this method's read-out over the twin's validated weights (runtime/replay.py; docs/tune.md,
+        "Shared training"): e.g. posthoc_la -> {"method": baseline.posthoc_base}."""
+        return None
+
     def prediction_levels(self, model: nn.Module, batches: Iterable[dict], device: torch.device,
                           reduce_sum: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor | None:
         """Anything the evaluation set itself decides before prediction (ADPM: soft-count lambda_j)."""

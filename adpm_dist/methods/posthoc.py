@@ -54,6 +54,9 @@ class PosthocLogitAdjustment(ClassifierMethod):
         self.cosine_head = self.base.cosine_head
         self.validation = ValidationTau(cfg, "posthoc_la")
 
+    def training_twin(self) -> dict:
+        return {"method": self.cfg.baseline.posthoc_base}  # the read-out alone differs
+
     def epochs(self):
         return self.base.epochs()
 
@@ -88,6 +91,10 @@ class ADPMWithPriorReadout(ADPMMethod):
 
     def adjusts(self) -> bool:
         return self.cfg.model.prior_readout == "posthoc_la"
+
+    def training_twin(self) -> dict | None:
+        # the raw read-out trains the same weights; the readout_counts buffer is rebuilt from the same data
+        return {"model.prior_readout": "raw"} if self.adjusts() else None
 
     def make_model(self, class_counts: list[int]) -> nn.Module:
         model = super().make_model(class_counts)

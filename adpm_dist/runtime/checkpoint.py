@@ -2,6 +2,8 @@
 
 - ``checkpoints/best.pt``: {model, config, epoch, macro_f1, class_names, ema}: the weights that won
   validation and the resolved config; plain torch, readable by ``load_checkpoint`` without accelerate.
+- ``checkpoints/validated/epoch_NNNN.pt`` (train.keep_validated): the same for every validated epoch,
+  with its ``selection.Validation``: what runtime/replay.py walks to read the run out another way.
 - ``checkpoints/step_XXXXXXXX/``: everything needed to continue exactly (train.resume=auto): the
   Accelerator state (model, optimizer, scaler; DeepSpeed's own sharded files under ZeRO), the loop
   position and history (``trainer_state.json``), each rank's RNG states and partial epoch sums
@@ -32,6 +34,20 @@ def save_best(accelerator, state: dict[str, torch.Tensor], path: Path, cfg: Conf
     if accelerator.is_main_process:
         atomic_torch_save({"model": state, "config": to_dict(cfg), **extra}, path)
     accelerator.wait_for_everyone()
+
+
+VALIDATED = "validated"  # checkpoints/validated/epoch_NNNN.pt: every validated epoch's weights (train.keep_validated)
+
+
+def validated_path(ckpt_dir: Path, epoch: int) -> Path:
+    """Where the weights validated at (1-based) ``epoch`` are kept."""
+    return ckpt_dir / VALIDATED / f"epoch_{epoch:04d}.pt"
+
+
+def validated_checkpoints(ckpt_dir: Path) -> list[Path]:
+    """A run's kept validated weights, in epoch order (temporary files of a killed write never match)."""
+    found = (ckpt_dir / VALIDATED).glob("epoch_*.pt") if (ckpt_dir / VALIDATED).is_dir() else []
+    return sorted(found, key=lambda p: int(p.stem.split("_")[1]))
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -163,6 +179,8 @@ def resume(acc, cfg: Config, ckpt_dir: Path, gen: torch.Generator, ema, data: di
         for p in [*ckpt_dir.glob(".tmp-step_*"), *ckpt_dir.glob(".old-step_*")]:
             shutil.rmtree(p, ignore_errors=True)
     if path is None:
+        if acc.is_main_process:  # a fresh run's validated weights are its own (never an earlier run's epochs)
+            shutil.rmtree(ckpt_dir / VALIDATED, ignore_errors=True)
         stale = complete_checkpoints(ckpt_dir)
         if cfg.train.resume == "auto":
             acc.print(f"train.resume=auto: no checkpoint in {ckpt_dir}, starting fresh")

@@ -29,7 +29,8 @@ from ..evaluate import class_losses, format_table
 from ..files import atomic_write_json, remove_leftovers
 from ..methods import EpochPlan, Method, method_for
 from . import selection
-from .checkpoint import enter_epoch, load_best, resume, rng_snapshot, save_best, save_training_state
+from .checkpoint import (enter_epoch, load_best, resume, rng_snapshot, save_best, save_training_state,
+                         validated_path)
 from .distributed import (build_accelerator, check_launch, configure_for, full_state_dict, has_idle_parameters,
                           make_zero3_safe, mean_over_ranks, ranks_agree, sync_buffers, world_info, zero_stage)
 from .ema import EMA
@@ -342,9 +343,13 @@ def current_weights(run: Run) -> dict:
     return weights
 
 
-def validate_and_select(run: Run, epoch: int) -> dict:
-    """Score the validation data; keep these weights as best.pt if ``train.select`` says so."""
-    weights = current_weights(run)
+def validate_and_select(run: Run, epoch: int, weights: dict | None = None) -> dict:
+    """Score the validation data; keep these weights as best.pt if ``train.select`` says so. ``weights``:
+    validate these instead of the model's (replay.py: an earlier run's validated weights)."""
+    if weights is None:
+        weights = current_weights(run)
+    else:
+        run.eval_model.load_state_dict(weights)
     val_parts, val_keys = run.plan.val_source()
     pred = predict(run.method, run.eval_model, run.batches(val_parts, include_keys=val_keys), run.acc,
                    run.cfg.run.seed, "validation")
@@ -360,6 +365,9 @@ def validate_and_select(run: Run, epoch: int) -> dict:
                                                "choices": run.method.choices()}  # made for these weights
         keep(run, weights)
     run.validations.append(current)
+    if run.cfg.train.keep_validated:  # every validated epoch's weights, for a replay (replay.py)
+        save_best(run.acc, weights, validated_path(run.ckpt_dir, epoch + 1), run.cfg,
+                  extra={"epoch": epoch + 1, "validation": current.__dict__, "ema": run.cfg.train.eval_ema})
     if run.cfg.train.keep_last and (epoch == run.epochs.total - 1 or stopped(run)):
         save_best(run.acc, weights, run.ckpt_dir / "last.pt", run.cfg,
                   extra={"epoch": epoch + 1, "macro_f1": val["macro_f1"], "class_names": run.names,

@@ -32,6 +32,8 @@ class TrialRecord:
     seed: int | None                # a study's training seed; None where the kind has one seed
     eval_part: str                  # the part the trial is scored on
     candidate: str | None = None    # early stopping's `candidate` scope races only one candidate's points
+    derived_from: str | None = None  # the trial whose training this one replays (a study's read-out candidate,
+                                     # study/shared.py): it is never sent to Ray and costs no training
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -4,7 +4,8 @@ Per candidate (a trial record's `candidate`, else its `group`): the trials, the 
 method's epoch plan), and the cost of one epoch as recorded by earlier trials of the same candidate in
 this experiment directory (cost.json: wall and CPU seconds over the attempts; metrics.json: the epochs
 trained). From those: CPU-hours, GPU-hours and the wall time at the trials the cluster runs at once.
-A candidate without a recorded trial is priced "?" (docs/tune.md, "The price before it runs").
+A candidate without a recorded trial is priced "?" (docs/tune.md, "The price before it runs"). A study's
+derived trials (study/shared.py: read out over another trial's training) are listed apart and cost nothing.
 
 `estimate` is pure; `recorded_epoch_cost` and `plan_rows` read files and configs.
 """
@@ -62,9 +63,12 @@ def plan_rows(experiment) -> list[Row]:
 
     todo: dict[str, list] = {}
     for t in experiment.todo:
-        todo.setdefault(candidate_of(t), []).append(t)
+        if not t.record().derived_from:  # replayed over its source's weights: no training (study/shared.py)
+            todo.setdefault(candidate_of(t), []).append(t)
     recorded: dict[str, list[EpochCost]] = {}
     for t in experiment.trials:
+        if t.record().derived_from:  # a replay's cost is no epoch of training
+            continue
         c = recorded_epoch_cost(trial_dir(experiment.out, t))
         if c is not None:
             recorded.setdefault(candidate_of(t), []).append(c)
@@ -76,6 +80,15 @@ def plan_rows(experiment) -> list[Row]:
             cost = EpochCost(s, None, 0)  # runs 0: from --calibrate's short run
         rows.append(Row(name, len(ts), plan.total, cost))
     return rows
+
+
+def replayed_counts(experiment) -> dict[str, int]:
+    """Per candidate, its trials still to run that are read out over another trial's training (~0 training)."""
+    counts: dict[str, int] = {}
+    for t in experiment.todo:
+        if t.record().derived_from:
+            counts[candidate_of(t)] = counts.get(candidate_of(t), 0) + 1
+    return counts
 
 
 def estimate(rows: list[Row], cpus_per_trial: float, gpus_per_trial: float, at_once: int) -> dict:
@@ -97,7 +110,7 @@ def estimate(rows: list[Row], cpus_per_trial: float, gpus_per_trial: float, at_o
             "at_once": at_once, "unpriced": unpriced}
 
 
-def price_lines(rows: list[Row], total: dict) -> list[str]:
+def price_lines(rows: list[Row], total: dict, replayed: dict[str, int] | None = None) -> list[str]:
     lines = ["price before it runs (per-epoch cost recorded by this experiment's finished trials, or calibrated):",
              f"  {'candidate':<28}{'trials':>7}{'epochs':>8}{'s/epoch':>9}{'CPU-h':>9}  from"]
     for r in rows:
@@ -108,6 +121,9 @@ def price_lines(rows: list[Row], total: dict) -> list[str]:
     lines.append(f"  total: {total['trials']} trials, {total['epochs']} epochs; {total['cpu_hours']:.3f} CPU-hours, "
                  f"{total['gpu_hours']:.3f} GPU-hours, ~{total['wall_hours']:.2f} h wall at {total['at_once']} "
                  f"trial(s) at once")
+    if replayed:
+        lines.append("  shared training (replayed over a twin's validated weights, no training of their own): "
+                     + ", ".join(f"{name} {n} trial(s)" for name, n in replayed.items()))
     if total["unpriced"]:
         lines.append(f"  not priced (no finished trial recorded yet, so more than the total above; --calibrate "
                      f"measures them): {', '.join(total['unpriced'])}")
@@ -133,5 +149,5 @@ def show_price(experiment, resources, stream, calibrate: bool = False) -> dict:
     per_trial = resources.cpus_per_running_trial
     gpus = resources.gpus_per_trial * resources.workers_per_trial
     total = estimate(rows, per_trial, gpus, at_once(resources, os.cpu_count() or 1))
-    print("\n".join(price_lines(rows, total)), file=stream, flush=True)
+    print("\n".join(price_lines(rows, total, replayed_counts(experiment))), file=stream, flush=True)
     return total

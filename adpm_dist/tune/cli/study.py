@@ -75,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
     from ..search import resources_and_shards, run_search
     from ..study.plan import check_study_overrides, plan_study
     from ..study.report import consolidate_study, load_target
+    from ..study.shared import run_then_replay
     from ..study.spec import build_candidates
 
     output = Path(args.output or f"runs/study_{args.dataset}").resolve()
@@ -106,10 +107,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.race:
             run_raced(study, resources, args, base)
-        else:
-            run_search(study, resources, cluster_options(args), early_stopping(args, base),
-                       progress_interval=args.progress_interval,
-                       time_budget_s=args.budget_hours * 3600 if args.budget_hours else None)
+        else:  # shared training: the derived trials are replayed after the Ray trials (study/shared.py)
+            run_then_replay(study, study.todo, lambda: run_search(
+                study, resources, cluster_options(args), early_stopping(args, base),
+                progress_interval=args.progress_interval,
+                time_budget_s=args.budget_hours * 3600 if args.budget_hours else None), replay_threads(resources))
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -120,6 +122,7 @@ def run_raced(study, resources, args, base) -> None:
     """--race: the study's trials wave by wave (one fold each) on one cluster; the clearly worse drop out."""
     from ..search import ray_cluster, run_search
     from ..study.race import race
+    from ..study.shared import run_then_replay
 
     if study.protocol != "held_out_test":
         raise ValueError("--race needs shards with a `test` part (held-out protocol); racing nested CV is not "
@@ -127,12 +130,17 @@ def run_raced(study, resources, args, base) -> None:
 
     def run_wave(trials):
         print(f"race: fold {trials[0].fold} ({len(trials)} trials; {len(study.trials)} in the study)", flush=True)
-        study.todo = trials
-        run_search(study, resources, cluster_options(args), early_stopping(args, base),
-                   progress_interval=args.progress_interval, connected=True)
+        run_then_replay(study, trials, lambda: run_search(
+            study, resources, cluster_options(args), early_stopping(args, base),
+            progress_interval=args.progress_interval, connected=True), replay_threads(resources))
 
     with ray_cluster(cluster_options(args), resources, len(study.todo)):
         race(study, run_wave, prior=args.target_prior, eps=args.equivalence)
+
+
+def replay_threads(resources) -> int:
+    """The torch threads a replay runs with in the driver: those Ray gives a trial (OMP_NUM_THREADS)."""
+    return max(1, int(resources.cpus_per_trial))
 
 
 def show(report: dict) -> int:

@@ -19,6 +19,7 @@ from ...config import Config, ConfigError, to_dict
 from ..contract import CV_RESERVED, TrialRecord, apply_settings, check_reserved, cv_settings, train_parts
 from ..experiment import SEARCH_FILE, SEARCH_FORMAT, SearchSpec, base_config, check_stored, protocol_for, shard_parts, still_to_run
 from ..protocol import NESTED
+from .shared import share_training
 from .spec import Candidate, Point
 
 STUDY_MODE = "study"
@@ -37,6 +38,7 @@ class StudyTrial:
     seed: int
     fold: int
     outer: int | None = None
+    derived_from: str | None = None  # shared.py: the trial whose validated weights this one is read out over
 
     @property
     def id(self) -> str:
@@ -52,7 +54,7 @@ class StudyTrial:
 
     def record(self) -> TrialRecord:
         return TrialRecord(self.id, f"{self.candidate} {self.point}", self.fold, self.outer, self.seed,
-                           self.eval_part, candidate=self.candidate)
+                           self.eval_part, candidate=self.candidate, derived_from=self.derived_from)
 
     def to_dict(self) -> dict:
         return self.record().to_dict() | asdict(self)
@@ -73,6 +75,7 @@ class Study:
     skipped: list[str] = field(default_factory=list)     # trial ids left out by --max-trials
     budget: dict = field(default_factory=dict)            # max_trials / budget_hours as asked
     reference: str | None = None                          # the candidate every other is compared with (CE)
+    sources: set[str] = field(default_factory=set)        # trial ids whose training others replay (shared.py)
 
     @property
     def out(self) -> Path:
@@ -85,8 +88,9 @@ class Study:
         return next(p for p in self.candidate(trial.candidate).points() if p.label == trial.point)
 
     def settings_of(self, trial: StudyTrial) -> dict:
+        kept = {"train.keep_validated": True} if trial.id in self.sources else {}  # for the trials replaying it
         return (self.candidate(trial.candidate).settings(self.point(trial)) | {"run.seed": trial.seed}
-                | cv_settings(trial, self.folds, self.out))
+                | cv_settings(trial, self.folds, self.out) | kept)
 
     def config_of(self, trial: StudyTrial) -> Config:
         return apply_settings(self.base, self.settings_of(trial), f"candidate {trial.candidate}, point {trial.point}")
@@ -145,7 +149,8 @@ def plan_study(spec: SearchSpec, candidates: list[Candidate], shards, folds: int
     study = Study(spec, shards, folds, list(seeds), base, candidates, protocol,
                   reference=next((n for n in names if n == "ce"), names[0]),
                   budget={"max_trials": max_trials, "budget_hours": budget_hours})
-    study.trials = build_trials(candidates, folds, study.seeds, nested=protocol == NESTED)
+    study.trials = share_training(study, build_trials(candidates, folds, study.seeds, nested=protocol == NESTED))
+    study.sources = {t.derived_from for t in study.trials if t.derived_from}
     configs = {t: study.config_of(t) for t in study.trials}  # every point's keys checked now
     check_stored(study.out, base, resume, mode=STUDY_MODE)
     if resume:

@@ -1,0 +1,122 @@
+"""Shared training (docs/tune.md, "Shared training"): a study trains once what two candidates train alike.
+
+A trial whose config, with its method's ``training_twin`` settings applied (methods/base.py: posthoc_la
+-> its ``baseline.posthoc_base``; ADPM's ``model.prior_readout=posthoc_la`` -> ``raw``), has the same
+result-changing settings (config.result_settings: every key but where it writes, logs and
+checkpoints) as another trial of the study for the same (fold, seed, outer) is **derived** from it:
+the source trial trains with ``train.keep_validated=true``, and the derived one is never sent to Ray.
+Once its source has finished, the driver replays it (runtime/replay.py: the derived method's read-out
+over each of the source's validated weights, chosen exactly as its own training would choose) into its
+own trial directory: config.yaml, metrics.json, predictions.csv, best.pt, train.log, attempts.jsonl and
+a cost.json with its own CPU time and ``replayed_from``. The consolidation reads it like any trial.
+
+`share_training` is pure planning (it imports the methods for their twins, never Ray); `split` and
+`replay_derived` are the driver's side.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+from ...config import result_settings
+from ..contract import apply_settings, trial_dir
+
+
+def training_key(trial, cfg) -> tuple:
+    """What makes two trials train the same weights: their CV position and every result-changing setting."""
+    return trial.fold, trial.seed, trial.outer, json.dumps(result_settings(cfg), sort_keys=True, default=str)
+
+
+def share_training(study, trials: list) -> list:
+    """``trials`` with ``derived_from`` set where another trial trains exactly the same weights (its
+    training twin). Sources are trials without a twin; train.select=refit trains again after selection,
+    so it is never replayed."""
+    from ...methods import method_for  # imports torch: the methods' own rule
+
+    sources: dict[tuple, str] = {}
+    twins: dict[str, tuple] = {}
+    for t in trials:
+        cfg = study.config_of(t)
+        twin = method_for(cfg).training_twin() if cfg.train.select != "refit" else None
+        if twin is None:
+            sources.setdefault(training_key(t, cfg), t.id)
+        else:
+            twins[t.id] = training_key(t, apply_settings(cfg, twin, f"training twin of {t.id}"))
+    return [dataclasses.replace(t, derived_from=sources[twins[t.id]]) if sources.get(twins.get(t.id)) else t
+            for t in trials]
+
+
+def replayable(out: Path, source_id: str) -> bool:
+    """Whether the source trial has finished with its validated weights kept."""
+    source = Path(out) / "trials" / source_id
+    return (source / "metrics.json").is_file() and any((source / "checkpoints" / "validated").glob("epoch_*.pt"))
+
+
+def split(study, trials: list) -> tuple[list, list]:
+    """(to train on Ray, to replay after them): a derived trial is replayed when its source has finished or
+    trains now; one whose source does neither (cut by --max-trials, raced out, or finished before its
+    weights were kept) trains itself."""
+    training = {t.id for t in trials if not t.derived_from}
+    replays = [t for t in trials if t.derived_from and (t.derived_from in training
+                                                        or replayable(study.out, t.derived_from))]
+    replay_ids = {t.id for t in replays}
+    return [t for t in trials if t.id not in replay_ids], replays
+
+
+def run_then_replay(study, trials: list, run_trained, threads: int = 1, say=print) -> dict[str, str]:
+    """Run ``trials``: the ones that train through ``run_trained()`` (which runs ``study.todo``: Ray), then
+    the derived ones replayed here; the replays' statuses."""
+    trained, replays = split(study, trials)
+    study.todo = trained
+    run_trained()
+    return replay_derived(study, replays, threads, say)
+
+
+def replay_derived(study, trials: list, threads: int = 1, say=print) -> dict[str, str]:
+    """Replay each derived trial of ``trials`` whose source has finished, in this process with ``threads``
+    torch threads (what Ray gives a trial of --cpus-per-trial); {trial id: status}. A failed replay leaves
+    its trial without metrics.json (a partial study: --resume tries again)."""
+    import signal
+
+    import torch
+
+    from ..cost import COST_FILE, CpuClock
+    from ..interrupt import Interrupted
+    from ..trainable import add_cost, logs_to, record_attempt
+    from ...files import atomic_write_json
+    from ...runtime.replay import replay
+
+    status: dict[str, str] = {}
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads))
+    try:
+        for t in trials:
+            if not t.derived_from or not replayable(study.out, t.derived_from):
+                status[t.id] = "source not finished"
+                say(f"shared training: {t.id} not replayed: its source {t.derived_from} has not finished")
+                continue
+            out, source = trial_dir(study.out, t), Path(study.out) / "trials" / t.derived_from
+            attempt = record_attempt(out, t.id)
+            wall, clock = time.monotonic(), CpuClock()
+            try:
+                with logs_to(out / "train.log"):
+                    print(f"== {t.id}: attempt {attempt}, replayed over {source}", flush=True)
+                    replay(study.config_of(t), source)
+                status[t.id] = "replayed"
+            except KeyboardInterrupt:  # Ctrl-C while replaying: the study's own exit (130, the --resume line)
+                raise Interrupted(signal.SIGINT) from None
+            except Exception as e:  # noqa: BLE001 - named below; the trial stays unfinished
+                status[t.id] = f"failed: {e}"
+                say(f"shared training: replaying {t.id} failed ({e}); see {out / 'train.log'}")
+            finally:
+                cost = add_cost(out, time.monotonic() - wall, {"workers": 1, "cpus": threads, "gpus": 0},
+                                clock.seconds())
+                atomic_write_json(out / COST_FILE, cost | {"replayed_from": t.derived_from})
+    finally:
+        torch.set_num_threads(before)
+    done = sum(s == "replayed" for s in status.values())
+    if status:
+        say(f"shared training: {done} of {len(status)} derived trial(s) replayed over their source's weights")
+    return status

@@ -1,0 +1,185 @@
+"""Shared training in a study (study/shared.py): the planner marks the trials that train exactly what
+another trial trains as derived from it, the driver replays them after their source, and --resume
+skips the finished ones. No training and no Ray: the replay itself is faked here (tests/test_replay.py
+checks it is exact)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+from test_tune_consolidate import TINY, fake_metrics
+
+from adpm_dist.config import save_config
+from adpm_dist.tune.experiment import SearchSpec, trial_dir, write_search
+from adpm_dist.tune.price import plan_rows, replayed_counts
+from adpm_dist.tune.study import shared
+from adpm_dist.tune.study.plan import plan_study
+from adpm_dist.tune.study.spec import build_candidates
+
+
+def plan(tmp_path, names, space=None, overrides=("train.epochs=1",), resume=False,
+         parts=("fold0", "fold1", "fold2", "test")):
+    shards = tmp_path / "shards"
+    shards.mkdir(parents=True, exist_ok=True)
+    (shards / "manifest.json").write_text(json.dumps({"parts": {p: {} for p in parts}}))
+    space_file = None
+    if space:
+        (tmp_path / "space.yaml").write_text(yaml.safe_dump(space))
+        space_file = str(tmp_path / "space.yaml")
+    spec = SearchSpec(dataset="imagefolder", config=TINY, output=str(tmp_path / "study"), alphas=[], betas=[],
+                      overrides=list(overrides))
+    return plan_study(spec, build_candidates(names, space_file), shards, 3, [0, 1], resume=resume)
+
+
+def test_posthoc_la_is_derived_from_ce(tmp_path):
+    s = plan(tmp_path, ["ce", "posthoc_la", "logit_adjusted"])
+    by_id = {t.id: t for t in s.trials}
+    derived = [t for t in s.trials if t.derived_from]
+    assert {t.candidate for t in derived} == {"posthoc_la"} and len(derived) == 3 * 2
+    for t in derived:
+        source = by_id[t.derived_from]
+        assert (source.candidate, source.fold, source.seed, source.outer) == ("ce", t.fold, t.seed, t.outer)
+        assert s.config_of(source).train.keep_validated and not s.config_of(t).train.keep_validated
+    assert not any(s.config_of(t).train.keep_validated for t in s.trials if t.candidate == "logit_adjusted")
+    write_search(s)  # search.json says which trials are derived, and from what
+    stored = {t["id"]: t for t in json.loads((s.out / "search.json").read_text())["trials"]}
+    assert all(stored[t.id]["derived_from"] == t.derived_from for t in s.trials)
+    # the price trains only the sources; the derived trials are listed apart
+    la = sum(t.candidate == "logit_adjusted" for t in s.todo)
+    assert {r.name: r.trials for r in plan_rows(s)} == {"ce": 6, "logit_adjusted": la} and la == 6 * 4
+    assert replayed_counts(s) == {"posthoc_la": 6}
+
+
+def test_nothing_is_derived_without_the_twin_or_with_other_training(tmp_path):
+    s = plan(tmp_path, ["ce", "posthoc_la"], overrides=("train.epochs=1", "baseline.posthoc_base=focal"))
+    assert not any(t.derived_from for t in s.trials)  # posthoc_la trains focal: no candidate does
+    s = plan(tmp_path / "b", ["focal", "posthoc_la"], overrides=("train.epochs=1", "baseline.posthoc_base=focal"))
+    assert {t.candidate for t in s.trials if t.derived_from} == {"posthoc_la"}
+    s = plan(tmp_path / "c", ["ce", "posthoc_la"], space={"posthoc_la": {"train.lr": [0.01]}})
+    assert not any(t.derived_from for t in s.trials)  # another learning rate: another training
+
+
+def test_adpm_prior_readout_points_share_nested_trials(tmp_path):
+    s = plan(tmp_path, ["adpm"], space={"adpm": {"model.prior_readout": ["raw", "posthoc_la"]}},
+             parts=("fold0", "fold1", "fold2"))
+    assert s.protocol == "nested"
+    derived = [t for t in s.trials if t.derived_from]
+    assert derived and all(t.point == "prior_readoutposthoc_la" for t in derived)
+    assert len(derived) == len([t for t in s.trials if t.point == "prior_readoutraw"])  # inner trials too
+    by_id = {t.id: t for t in s.trials}
+    assert all(by_id[t.derived_from].outer == t.outer for t in derived)
+
+
+def fake_replay(calls):
+    def replay(cfg, source):
+        out = Path(cfg.run.output_dir)
+        calls.append((out.name, Path(source).name))
+        save_config(cfg, out / "config.yaml")
+        (out / "metrics.json").write_text(json.dumps(fake_metrics(0.5, 0)))
+    return replay
+
+
+def finish(s, t):
+    """A source trial as Ray leaves it: its config, metrics and validated weights."""
+    d = trial_dir(s.out, t)
+    (d / "checkpoints" / "validated").mkdir(parents=True, exist_ok=True)
+    (d / "checkpoints" / "validated" / "epoch_0001.pt").write_bytes(b"")
+    save_config(s.config_of(t), d / "config.yaml")
+    (d / "metrics.json").write_text(json.dumps(fake_metrics(0.5, t.fold)))
+
+
+def test_the_driver_replays_after_the_sources_and_resume_skips_them(tmp_path, monkeypatch):
+    import adpm_dist.runtime.replay as replay_module
+
+    calls = []
+    monkeypatch.setattr(replay_module, "replay", fake_replay(calls))
+    s = plan(tmp_path, ["ce", "posthoc_la"])
+    write_search(s)
+    wave = [t for t in s.todo if t.fold == 0]
+
+    def run_on_ray():  # what Ray would do: train every trial it is given
+        assert not any(t.derived_from for t in s.todo)
+        for t in s.todo:
+            finish(s, t)
+
+    status = shared.run_then_replay(s, wave, run_on_ray, say=lambda line: None)
+    assert set(status) == {t.id for t in wave if t.derived_from} and set(status.values()) == {"replayed"}
+    assert sorted(calls) == sorted((t.id, t.derived_from) for t in wave if t.derived_from)
+    for t in wave:
+        if t.derived_from:
+            cost = json.loads((trial_dir(s.out, t) / "cost.json").read_text())
+            assert cost["replayed_from"] == t.derived_from and cost["cpu_s"] >= 0 and cost["attempts"] == 1
+
+    resumed = plan(tmp_path, ["ce", "posthoc_la"], resume=True)
+    assert {t.id for t in resumed.todo} == {t.id for t in s.trials if t.fold != 0}
+
+
+def test_a_derived_trial_whose_source_does_not_run_trains_itself(tmp_path):
+    s = plan(tmp_path, ["ce", "posthoc_la"])
+    derived = [t for t in s.todo if t.derived_from]
+    trained, replays = shared.split(s, derived)  # e.g. ce raced out, or cut by --max-trials
+    assert trained == derived and replays == []
+    status = shared.replay_derived(s, derived[:1], say=lambda line: None)
+    assert status == {derived[0].id: "source not finished"}
+
+
+def test_race_replays_each_wave_and_trains_a_derived_trial_whose_source_was_raced_out(tmp_path, monkeypatch):
+    """ce is clearly worse after two waves; posthoc_la (right everywhere, as logit_adjusted) was replayed over
+    ce's weights until then, and trains itself on the third fold, where ce no longer runs."""
+    import adpm_dist.runtime.replay as replay_module
+    from test_study_race import LABELS
+
+    from adpm_dist.tune.study.race import race
+
+    s = plan(tmp_path, ["ce", "posthoc_la", "logit_adjusted"], space={"logit_adjusted": {"baseline.la_tau": [1.0]}})
+    assert s.protocol == "held_out_test"
+    write_search(s)
+    by_id = {t.id: t for t in s.trials}
+
+    def write(t):
+        preds = ["head" if y == "tail" else y for y in LABELS] if t.candidate == "ce" else list(LABELS)
+        d = trial_dir(s.out, t)
+        (d / "checkpoints" / "validated").mkdir(parents=True, exist_ok=True)
+        (d / "checkpoints" / "validated" / "epoch_0001.pt").write_bytes(b"")
+        save_config(s.config_of(t), d / "config.yaml")
+        (d / "metrics.json").write_text(json.dumps(fake_metrics(0.8, t.fold)))
+        rows = ["key,label,prediction"] + [f"f{t.fold}k{i},{y},{p}" for i, (y, p) in enumerate(zip(LABELS, preds))]
+        (d / "predictions.csv").write_text("\n".join(rows) + "\n")
+
+    trained, replayed = [], []
+    monkeypatch.setattr(replay_module, "replay",
+                        lambda cfg, source: (replayed.append(Path(cfg.run.output_dir).name),
+                                             write(by_id[Path(cfg.run.output_dir).name])))
+
+    def ray():
+        trained.extend(t.id for t in s.todo)
+        for t in s.todo:
+            write(t)
+
+    raced = race(s, lambda trials: shared.run_then_replay(s, trials, ray, say=lambda line: None),
+                 say=lambda line: None)
+    assert list(raced) == ["ce"] and raced["ce"]["wave"] == 2
+    la = [t for t in s.trials if t.candidate == "posthoc_la"]
+    assert sorted(replayed) == sorted(t.id for t in la if t.fold < 2)
+    assert {t.id for t in la if t.fold == 2} <= set(trained) and not any(by_id[i].candidate == "ce" and
+                                                                            by_id[i].fold == 2 for i in trained)
+
+
+def test_ctrl_c_while_replaying_is_the_studys_interruption(tmp_path, monkeypatch):
+    import pytest
+
+    import adpm_dist.runtime.replay as replay_module
+    from adpm_dist.tune.interrupt import Interrupted
+
+    def interrupted(cfg, source):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(replay_module, "replay", interrupted)
+    s = plan(tmp_path, ["ce", "posthoc_la"])
+    t = next(t for t in s.trials if t.derived_from)
+    finish(s, next(src for src in s.trials if src.id == t.derived_from))
+    with pytest.raises(Interrupted):
+        shared.replay_derived(s, [t], say=lambda line: None)
+    assert not (trial_dir(s.out, t) / "metrics.json").exists()  # unfinished: --resume replays it
+    assert json.loads((trial_dir(s.out, t) / "cost.json").read_text())["replayed_from"] == t.derived_from
