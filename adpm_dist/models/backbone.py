@@ -104,3 +104,15 @@ def pretrained_kwargs(name: str, pretrained: str, pretrained_cfg: dict) -> dict:
         raise FileNotFoundError(f"pretrained checkpoint not found: {path} (model.pretrained takes a local file, "
                                 "true for timm's hub weights, or a hub id such as hf-hub:timm/resnet18.a1_in1k)")
     return {"pretrained": True, "pretrained_cfg_overlay": {"file": str(path)}}
+
+
+def check_backbone(name: str) -> str | None:
+    """What is wrong with a backbone name (model.backbone / encoder / local_backbone), or None: a name timm
+    does not know, with its closest known names (a typo should not cost a traceback after start-up)."""
+    import difflib
+
+    if name in ("", "prior") or timm.is_model(name):  # "": the same as backbone; "prior": the encoder reuses it
+        return None
+    close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.6)
+    return f"{name!r} is not a timm model" + (f"; did you mean {', '.join(close)}?" if close else
+                                              " (timm.list_models() lists them)")
