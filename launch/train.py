@@ -12,6 +12,7 @@ the command for every launch (DDP, DeepSpeed ZeRO-2/3, several nodes).
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 
 import yaml
@@ -51,6 +52,11 @@ def main(argv: list[str] | None = None) -> int:
         if acc.is_main_process:
             print(f"config error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        print(f"error: {e.strerror}", file=sys.stderr)  # a full disk: one line naming the path, not a traceback
+        return 1
     except Interrupted as e:
         if acc.is_main_process:
             print(f"{e}; resume with: {resume_command(['launch/train.py', *sys.argv[1:]], acc.num_processes)}",

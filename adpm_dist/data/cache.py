@@ -178,11 +178,13 @@ def _fill(source: CacheSource, manifest: Manifest, put) -> int:
     """One pass over every shard: record the key order, decode what is not cached yet. Returns the
     number of images decoded. put(slot, square) stores one square."""
     slots = {row.key: i for i, row in enumerate(manifest.index)}
+    labels = manifest.shard_labels()
     a, decoded = source.arrays, 0
     for part in manifest.parts:
         for ref in manifest.parts[part]:
             entries = source.order.setdefault(shard_name(ref), [])
             for sample in stream.read_shard(stream._shard_ref(ref)):
+                stream.check_identity(ref, sample, labels.get(shard_name(ref), {}))
                 key, url = str(sample["__key__"]), str(sample.get("__url__"))
                 if key not in slots:
                     raise ValueError(f"{ref}: sample {key!r} is not in index.csv; re-run prepare")

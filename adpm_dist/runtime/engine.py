@@ -112,13 +112,14 @@ def train_once(cfg: Config, accelerator=None, on_epoch=None, *, evaluate: bool =
     run = set_up(cfg, accelerator)
     run.stop = stop
     try:
-        return run_phases(run, evaluate, selection_record, asked)
+        return run_phases(run, on_epoch, evaluate, selection_record, asked)
     finally:
         if run.lock is not None:
             run.lock.release()
 
 
-def run_phases(run: Run, evaluate: bool, selection_record: dict | None, asked: Config | None) -> dict:
+def run_phases(run: Run, on_epoch, evaluate: bool, selection_record: dict | None, asked: Config | None) -> dict:
+    """The epochs from the start position, then selection and (``evaluate``) the final evaluation."""
     cfg = run.cfg
     resumed = start_position(run)
     for epoch in range(run.loop["epoch"], run.epochs.total):
@@ -331,10 +332,11 @@ def after_step(run: Run, losses: dict, epoch: int, i: int, usable: int, sums: di
     groups = {g.get("name", str(j)): g["lr"] for j, g in enumerate(run.optimizer.param_groups)}
     run.log.step(run.loop["step"], losses, groups, f"epoch {epoch + 1} batch {i + 1}/{usable}")
     every = run.cfg.train.checkpoint_every_steps
+    saved = None
     if every and run.loop["step"] % every == 0 and i + 1 < usable:
-        save_checkpoint(run, epoch, i + 1, sums, epoch_rng)
+        saved = save_checkpoint(run, epoch, i + 1, sums, epoch_rng)
     if run.stop is not None and (signum := run.stop.agreed(run.acc)):  # every rank stops at this same step
-        path = save_checkpoint(run, epoch, i + 1, sums, epoch_rng)
+        path = saved or save_checkpoint(run, epoch, i + 1, sums, epoch_rng)
         raise Interrupted(signum, run.loop["step"], str(path))
 
 
