@@ -74,9 +74,10 @@ class ShardIdentityError(ShardCountError):
     over another, swapped or relabelled after prepare (the counts alone can still match)."""
 
 
-def check_identity(path, sample: dict, labels: dict[str, int] | None) -> None:
+def check_identity(path, sample: dict, labels: dict[str, int] | None, num_classes: int | None = None) -> None:
     """The sample is one index.csv lists for shard `path` (`labels`: its key -> label), with that label.
-    A cached sample (no "json" member) was checked when the cache was filled."""
+    A cached sample (no "json" member) was checked when the cache was filled. A label that is no class
+    at all (out of range, not a number) is a bad sample, skipped and named by decode_sample instead."""
     if labels is None:
         return
     key = sample["__key__"]
@@ -89,6 +90,8 @@ def check_identity(path, sample: dict, labels: dict[str, int] | None) -> None:
             label = json.loads(sample["json"])["label"]
         except (ValueError, KeyError, TypeError):
             return  # unreadable metadata: decode_sample names it as a bad sample
+        if not isinstance(label, int) or label < 0 or (num_classes is not None and label >= num_classes):
+            return
         if label != labels[key]:
             raise ShardIdentityError(f"{path}: sample {key!r} has label {label!r}, index.csv says {labels[key]} (the "
                                      "shard was changed after prepare); re-run prepare, or copy the shard directory again")
@@ -96,7 +99,8 @@ def check_identity(path, sample: dict, labels: dict[str, int] | None) -> None:
 
 def _selected(path: str | RemotePath, keep: Callable[[str], int], sizes: dict[str, int],
               selected: int | None, read: Callable | None = None,
-              labels: dict[str, dict[str, int]] | None = None) -> Iterator[tuple[dict, int]]:
+              labels: dict[str, dict[str, int]] | None = None, num_classes: int | None = None
+              ) -> Iterator[tuple[dict, int]]:
     """(sample, keep(key)) for each sample of one shard. Read to its end, the shard must hold the
     samples its manifest lists (`sizes`: file name -> count) and `selected` kept ones (the count
     planned from index.csv): otherwise the epoch would quietly be shorter, or refilled by re-reads.
@@ -105,7 +109,7 @@ def _selected(path: str | RemotePath, keep: Callable[[str], int], sizes: dict[st
     mine = labels.get(_shard_name(path), {}) if labels is not None else None
     try:
         for sample in (read or read_shard)(path):
-            check_identity(path, sample, mine)
+            check_identity(path, sample, mine, num_classes)
             n = int(keep(sample["__key__"]))
             got, total = got + n, total + 1
             yield sample, n
@@ -239,7 +243,7 @@ class _Copies:
 
 def _budgeted(shards: Sequence[tuple[str | RemotePath, int]], budget: int, keep: Callable[[str], int],
               rng: random.Random, sizes: dict[str, int] | None = None, read: Callable | None = None,
-              labels: dict[str, dict[str, int]] | None = None) -> Iterator[dict]:
+              labels: dict[str, dict[str, int]] | None = None, num_classes: int | None = None) -> Iterator[dict]:
     """Exactly `budget` samples from `shards` ((shard, samples passing `keep`)): stop early if they
     hold more, re-read them if fewer. `keep(key)`: True/False, or a number of copies (class-balanced
     epochs). `sizes`: each shard's sample count in the manifest, checked as it is read (_selected).
@@ -248,7 +252,7 @@ def _budgeted(shards: Sequence[tuple[str | RemotePath, int]], budget: int, keep:
     while produced < budget:
         before = produced
         for path, selected in order:
-            for sample, copies in _selected(path, keep, sizes or {}, selected, read, labels):
+            for sample, copies in _selected(path, keep, sizes or {}, selected, read, labels, num_classes):
                 for _ in range(copies):
                     yield sample
                     produced += 1
@@ -285,7 +289,7 @@ class _TrainSamples(IterableDataset):
         budget = split_budget(self.budget, [sum(counts[i] for i in d) for d in dealt])[wid]
         mine = [self.shards[i] for i in dealt[wid]]
         stream = _budgeted(mine, budget, self.keep, random.Random(f"{self.seed}:{wid}:refill"), self.sizes,
-                           self.source and self.source.read, self.labels)
+                           self.source and self.source.read, self.labels, self.num_classes)
         if self.shuffle_buffer > 1:
             stream = _buffer_shuffle(stream, self.shuffle_buffer, random.Random(f"{self.seed}:{wid}"))
         yield from _decoded_batches(stream, self.transform, self.batch_size, skip_bad=True,
@@ -311,7 +315,7 @@ class _EvalSamples(IterableDataset):
         i = 0  # index among the samples that pass the key filter, the same on every rank
         for path in self.shards:
             for sample, kept in _selected(path, self.keep, self.sizes, self.selected.get(_shard_name(path), 0),
-                                          self.source and self.source.read, self.labels):
+                                          self.source and self.source.read, self.labels, self.num_classes):
                 if kept:
                     if i % self.world_size == self.rank:
                         yield sample

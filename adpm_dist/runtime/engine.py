@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ..config import Config, from_dict, save_config, set_key, to_dict
-from ..data.manifest import Manifest, verify_shards
+from ..data.manifest import Manifest
 from ..data.plan import DataPlan
 from ..data.feed import DataFeed
 from ..data.transforms import normalisation
@@ -37,7 +37,7 @@ from .optim import build_optimizer, clipped_parameters, restart_group, set_lr
 from .sam import forward_backward
 from .record import data_identity, run_record
 from .interrupt import Interrupted, StopRequest
-from .rundir import check_run, forget_failed_start, start_clean
+from .rundir import check_run, forget_failed_start, start_clean, verify_data
 from .runlock import RunLock, hold_run_dir
 from .sampling import predict, score, validation_losses, write_predictions
 from .tracking import RunLog, peak_memory_mb, progress
@@ -180,8 +180,8 @@ def prepare_run(cfg: Config, acc, checked, lock) -> Run:
             acc.print(f"removed {leftover} (a temporary file of a killed run)")
         save_config(cfg, out / "config.yaml")
     acc.print(f"config: {cfg.run.output_dir}/config.yaml | {world_info(acc)}")
-    if cfg.data.verify and acc.is_main_process:  # reads every shard once: a full download if remote
-        verify_shards(manifest)
+    if cfg.data.verify:  # rank 0 reads every shard once: a full download if remote
+        verify_data(acc, manifest)
     acc.wait_for_everyone()
     for warning in plan.warnings:
         acc.print(f"warning: {warning}")

@@ -77,7 +77,7 @@ def test_sigterm_to_a_2_rank_launch_saves_the_same_step_on_every_rank(digits_sha
     rc, text = interrupted("ddp", out, digits_shards, tmp_path, signal.SIGTERM)
     assert rc != 0, text[-3000:]
     [line] = [s for s in text.splitlines() if s.startswith("stopped by SIGTERM at step ")]  # rank 0's, once
-    step = int(line.split()[4].rstrip(";"))
+    step = int(line.split()[5].rstrip(";"))
     ckpt = out / "checkpoints" / f"step_{step:08d}"
     assert ckpt in complete_checkpoints(out / "checkpoints"), text[-3000:]
     assert {p.name for p in ckpt.glob("rank*.pt")} == {"rank0.pt", "rank1.pt"}  # both ranks saved that step
