@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
+import torch
 from process_group import run_session
+from test_pretrained import hub_cache  # noqa: F401 (a fixture)
 
 from adpm_dist.config import ConfigError, load_config, save_config, to_dict
 from adpm_dist.runtime.checkpoint import STATE_FILE
@@ -183,3 +185,54 @@ def test_a_full_disk_in_an_atomic_write_names_the_file(tmp_path, monkeypatch):
         atomic_write_json(target, {"a": 1})
     monkeypatch.setattr(os, "fsync", real_fsync)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_data_verify_names_a_changed_shard_in_one_line(digits_shards, tmp_path):
+    import shutil
+
+    from accelerate import Accelerator
+
+    from adpm_dist.data.manifest import load_manifest
+    from adpm_dist.runtime.engine import set_up
+
+    shards = Path(shutil.copytree(digits_shards, tmp_path / "shards"))
+    first, second = load_manifest(shards).parts["train"][:2]
+    shutil.copyfile(first, second)
+    out = tmp_path / "run"
+    with pytest.raises(ConfigError, match=rf"data.verify: {second}: sha256 does not match"):
+        set_up(tiny(shards, out, "data.verify=true"), Accelerator(cpu=True))
+    assert not (out / "config.yaml").exists()
+
+
+def test_hub_weights_not_in_the_cache_are_refused_at_once_offline_or_unreachable(hub_cache, monkeypatch):
+    import time
+
+    import huggingface_hub.constants as constants
+
+    from adpm_dist.models.backbone import FeatureMap, WeightsUnavailable
+
+    start = time.monotonic()
+    with pytest.raises(WeightsUnavailable, match=r"'hf-hub:timm/test_resnet.other' \(timm/test_resnet.other\) are "
+                                                 r"not in the hub cache .* and HF_HUB_OFFLINE is set"):
+        FeatureMap("test_resnet", 2, "hf-hub:timm/test_resnet.other")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # online as far as the settings go, but the hub cannot be reached
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # discard port: connection refused
+    with pytest.raises(WeightsUnavailable, match=r"not in the hub cache .* and http://127.0.0.1:9 cannot be reached"):
+        FeatureMap("test_resnet", 2, "hf-hub:timm/test_resnet.other")
+    assert time.monotonic() - start < 10  # no minute of HTTP retries
+    fm = FeatureMap("test_resnet", 2, "true")  # cached weights: read from the cache file, no request at all
+    assert torch.equal(fm.net.conv1[0].weight, hub_cache.conv1[0].weight)
+
+
+def test_cli_offline_pretrained_is_one_line(digits_shards, tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, str(ROOT / "launch" / "train.py"), "--config", str(TINY), f"data.shards={digits_shards}",
+           f"run.output_dir={out}", "model.pretrained=true"]
+    env = os.environ | {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1", "ACCELERATE_USE_CPU": "1",
+                        "PYTHONPATH": str(ROOT)}
+    done = run_session(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert done.stderr.strip().startswith("config error: pretrained weights 'True' (timm/test_resnet.r160_in1k) are "
+                                          "not in the hub cache") and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert not (out / "config.yaml").exists()  # the run with the weights in the cache is not refused
