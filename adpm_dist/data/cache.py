@@ -239,7 +239,11 @@ def host_cache(manifest: Manifest, canvas: int) -> CacheSource:
     if not path.exists():
         check_fits("host", size, host_available(), n, canvas)
     users = join_users(path)  # before the file is opened: its last user removes it
-    created, fd = _open_shared(path, size)
+    try:
+        created, fd = _open_shared(path, size)
+    except BaseException:  # refused (CacheTooLarge): leave no `.users` file behind
+        leave_users(users, path)
+        raise
     atexit.register(leave_users, users, path)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)  # one process of the node fills; the others wait, then find it full
@@ -287,8 +291,19 @@ def leave_users(fd: int, path: Path) -> None:
 
 def remove_dead_reservations(directory: Path) -> list[Path]:
     """`.adpm-cache-*.PID` files whose process is gone: a reservation a killed run was making (they hold
-    their reserved memory until deleted)."""
+    their reserved memory until deleted); and `.users` files nobody holds, of a cache that is gone."""
     removed = []
+    for p in directory.glob("adpm-cache-*.users"):
+        if not p.with_name(p.name.removesuffix(".users")).exists():
+            fd = os.open(p, os.O_RDWR)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                p.unlink(missing_ok=True)
+                removed.append(p)
+            except BlockingIOError:
+                pass
+            finally:
+                os.close(fd)
     for p in directory.glob(".adpm-cache-*.*"):
         pid = p.name.rsplit(".", 1)[1]
         if pid.isdigit() and not _alive(int(pid)):
