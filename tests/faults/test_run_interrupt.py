@@ -83,3 +83,18 @@ def test_sigterm_to_a_2_rank_launch_saves_the_same_step_on_every_rank(digits_sha
     assert {p.name for p in ckpt.glob("rank*.pt")} == {"rank0.pt", "rank1.pt"}  # both ranks saved that step
     assert json.loads((ckpt / STATE_FILE).read_text())["world_size"] == 2 and "--num_processes 2" in line
     assert not (out / "metrics.json").exists()
+
+
+def test_a_second_signal_stops_at_once_unless_it_is_the_same_interruption(monkeypatch, capsys):
+    from adpm_dist.runtime import interrupt
+
+    exits = []
+    monkeypatch.setattr(interrupt.os, "_exit", exits.append)
+    clock = iter([100.0, 100.5, 103.0])  # the first signal; the launcher forwarding it; a second one
+    monkeypatch.setattr(interrupt.time, "monotonic", lambda: next(clock))
+    stop = interrupt.StopRequest()
+    stop.handle(signal.SIGINT, None)
+    stop.handle(signal.SIGTERM, None)  # within SAME_EVENT_S: the same Ctrl-C, forwarded by torchrun
+    assert stop.signum == signal.SIGINT and exits == []
+    stop.handle(signal.SIGINT, None)
+    assert exits == [130] and "stopping at once" in capsys.readouterr().err
