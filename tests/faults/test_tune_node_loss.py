@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -62,7 +63,8 @@ def metrics_of(out: Path) -> dict:
 
 
 def test_a_lost_worker_node_is_survived_with_the_same_results(tmp_path, fold_shards):
-    env = ray_env(tmp_path) | {"RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3"}
+    env = ray_env(tmp_path) | {"RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3",
+                               "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"}  # "0" marks a one-node cluster
     base = ["--alphas", "1/6", "--betas", "5", "--shards", str(fold_shards), "--max-failures", "3",
             "--cpus-per-trial", "1", "train.checkpoint_every_steps=2"]
     ray_tmp = Path(f"/tmp/adpm_ray_nl_{os.getpid()}")
@@ -100,6 +102,7 @@ def test_a_lost_worker_node_is_survived_with_the_same_results(tmp_path, fold_sha
             if proc is not None:
                 proc.send_signal(signal.SIGTERM)
                 end_session(proc, grace=60)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     attempts = [json.loads(line) for line in (victim / "attempts.jsonl").read_text().splitlines()]
     assert len(attempts) >= 2
     assert "resumed from" in (victim / "train.log").read_text().split(": attempt 2,")[1]
