@@ -30,6 +30,14 @@ class RunLock:
 
     def __init__(self, path: Path, fd: int, took_over: dict | None):
         self.path, self.fd, self.took_over = path, fd, took_over
+        # A forked child (a DataLoader worker) would share the flock and keep it after this process is
+        # killed, until it notices: a retried trial would be refused meanwhile. Children drop their copy.
+        os.register_at_fork(after_in_child=self._forget_in_child)
+
+    def _forget_in_child(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)  # only the child's reference: the parent still holds the lock
+            self.fd = -1
 
     def release(self) -> None:
         if self.fd < 0:

@@ -236,3 +236,39 @@ def test_cli_offline_pretrained_is_one_line(digits_shards, tmp_path):
                                           "not in the hub cache") and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
     assert not (out / "config.yaml").exists()  # the run with the weights in the cache is not refused
+
+
+def test_a_forked_child_does_not_keep_the_lock_of_a_killed_run(tmp_path):
+    """A DataLoader worker forked by a run that is then SIGKILLed must not hold run.lock for the retry."""
+    import contextlib
+    import signal
+    import time
+
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the run: takes the lock, forks a long-lived "worker", reports, waits to be killed
+        acquire(tmp_path)
+        child = os.fork()
+        if child == 0:
+            time.sleep(30)
+            os._exit(0)
+        os.write(w, f"{child:>10}".encode())
+        time.sleep(30)
+        os._exit(0)
+    worker = None
+    try:
+        worker = int(os.read(r, 10))
+        with pytest.raises(RunLocked):
+            acquire(tmp_path)  # the run is alive: refused
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        lock = acquire(tmp_path)  # its forked child is still alive, yet the lock is free
+        assert lock.took_over["pid"] == pid
+        lock.release()
+    finally:
+        for p in (pid, worker):
+            if p is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(p, signal.SIGKILL)
+        os.close(r)
+        os.close(w)
