@@ -55,7 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         if e.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
-        print(f"error: {e.strerror}", file=sys.stderr)  # a full disk: one line naming the path, not a traceback
+        message = e.strerror + (f": {e.filename}" if e.filename else "")  # one line naming the path
+        code = errno.errorcode[e.errno]
+        print(f"error: {message}" + ("" if code in message else f" ({code})"), file=sys.stderr)
         return 1
     except Interrupted as e:
         if acc.is_main_process:
@@ -64,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
     finally:
         acc.end_training()  # without it ~50% of multi-process runs abort at exit (docs/distributed.md)
+        stop.uninstall()
     return 0
 
 

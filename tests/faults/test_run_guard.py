@@ -272,3 +272,24 @@ def test_a_forked_child_does_not_keep_the_lock_of_a_killed_run(tmp_path):
                     os.kill(p, signal.SIGKILL)
         os.close(r)
         os.close(w)
+
+
+def test_cli_full_disk_is_one_line_naming_the_path(digits_shards, tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    from adpm_dist.runtime.checkpoint import write_error
+
+    spec = importlib.util.spec_from_file_location("train_cli", ROOT / "launch" / "train.py")
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    partial = tmp_path / "run" / "checkpoints" / ".tmp-step_00000004"
+
+    def full(cfg, acc, stop=None):
+        raise write_error(partial, OSError(28, "No space left on device"))
+
+    monkeypatch.setattr(cli, "train", full)
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "1")
+    rc = cli.main(["--config", str(TINY), f"data.shards={digits_shards}", f"run.output_dir={tmp_path / 'run'}"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 1 and len(err.splitlines()) == 1, err
+    assert err.startswith(f"error: cannot write the checkpoint {partial} (ENOSPC: No space left on device")
