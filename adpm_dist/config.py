@@ -298,7 +298,17 @@ def override_value(key: str, text: str) -> Any:
     end = node.end_mark.index if node is not None else 0
     if text[end:].strip():  # only a comment can follow a complete YAML node on one line
         return text
-    return yaml.safe_load(text)
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:  # a tag safe_load does not construct (!!python/object ...)
+        raise ConfigError(f"{key}: cannot read {text!r} as a value ({yaml_problem(e)}); quote it") from None
+
+
+def yaml_problem(e: yaml.YAMLError) -> str:
+    """A YAML error in one line: its problem and where ('line 2, column 8'), without PyYAML's excerpt."""
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    mark = getattr(e, "problem_mark", None)
+    return f"{problem}, line {mark.line + 1}, column {mark.column + 1}" if mark is not None else problem
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
@@ -309,7 +319,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         with open(path) as f:
-            data = yaml.safe_load(f) or {}
+            try:
+                data = yaml.safe_load(f) or {}
+            except yaml.YAMLError as e:  # a tag (!!python/...) or broken YAML: never constructed, never a traceback
+                raise ConfigError(f"{path}: not a plain YAML config ({yaml_problem(e)})") from None
         try:
             _apply(cfg, data, "")
         except ConfigError as e:
@@ -449,7 +462,9 @@ CHECKS: dict[str, dict[str, Callable[[Any], bool]]] = {
         "sam_rho": lambda t: t.sam_rho >= 0 and (t.sam_rho == 0 or t.grad_accum == 1),
     },
     "run": {
-        "seed": lambda r: r.seed >= 0,
+        # numpy's seed (accelerate's set_seed) takes 32 bits; evaluation uses seed + 1, tune trials seed + fold
+        "seed": lambda r: 0 <= r.seed < 2**31,
+        "output_dir": lambda r: bool(r.output_dir.strip()),  # "" would write (and overwrite) the current directory
     },
 }
 
@@ -516,5 +531,11 @@ def validate(cfg: Config) -> None:
 
     if problem := check_trackers(cfg.train.log_with):
         raise ConfigError(f"train.log_with: {problem}")
+    from .models.backbone import check_backbone  # timm's registry, looked up late
+
+    for key in ("model.backbone", "model.encoder", "model.local_backbone"):
+        section, name = key.split(".")
+        if problem := check_backbone(getattr(getattr(cfg, section), name)):
+            raise ConfigError(f"{key}: {problem}")
     for key, reason in REGISTRY[cfg.method].check(cfg):
         raise ConfigError(f"{key}: {reason}")

@@ -10,6 +10,7 @@ no reader ever mistakes one for data.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 from collections.abc import Iterator
@@ -53,6 +54,11 @@ def atomic_writer(path: str | Path, mode: str = "w", **open_kwargs) -> Iterator:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:  # ENOSPC, EDQUOT, EIO ...: name the file (a write error names none) and the cause
+        tmp.unlink(missing_ok=True)
+        if e.filename is not None or e.errno is None:
+            raise
+        raise OSError(e.errno, f"cannot write {path} ({errno.errorcode.get(e.errno, e.errno)}: {e.strerror})") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -14,8 +14,13 @@ sample (256 px: 196,621 B; 32 px: 3,085 B); `cache_bytes` says it for a manifest
 host:   one file in /dev/shm (np.memmap, MAP_SHARED) per node: its name comes from the shards'
         checksums, the size and the user, so the ranks of a node and every DataLoader worker map
         the same pages (one copy per node, not per worker or rank); the first process creates and
-        fills it under a file lock, the others find it filled. Removed when the process that
-        created it exits (a killed run leaves /dev/shm/adpm-cache-*: delete it).
+        fills it under a file lock, the others find it filled. Its space is reserved
+        (posix_fallocate) before anything is decoded into it: a cache that does not fit is refused
+        in one line (CacheTooLarge) instead of dying with SIGBUS halfway, when another run's cache
+        took the room meanwhile. Every process that uses it holds a shared flock on its `.users`
+        file; the last one to exit removes both. A file left by a killed run (nobody holds
+        `.users`) is reused by the next run, which then removes it when it ends; a reservation a
+        killed run was making (`.adpm-cache-*.PID`) is deleted.
 device: the squares in one uint8 tensor on the training device (each rank its own); the loader
         then carries only slot numbers and DeviceFeed gathers the pixels there.
 
@@ -34,6 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..config import ConfigError
 from . import stream
 from .device_augment import CachedRef, centre_square_array
 from .location import RemotePath
@@ -44,8 +50,9 @@ EMPTY, OK, BAD = 0, 1, 2
 HEADER_BYTES = 1 + 4 + 8  # status uint8, side int32, label int64
 
 
-class CacheTooLarge(ValueError):
-    """The cache does not fit where it was asked for; the message names both sizes."""
+class CacheTooLarge(ConfigError):
+    """The cache does not fit where it was asked for; the message names both sizes (a ConfigError: one
+    line, exit 2 from launch/train.py, and the failed start leaves nothing behind)."""
 
 
 def cache_bytes(num_samples: int, canvas: int) -> int:
@@ -123,7 +130,15 @@ def _open_shared(path: Path, size: int) -> tuple[bool, int]:
         pass
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
     fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-    os.ftruncate(fd, size)
+    try:
+        os.posix_fallocate(fd, 0, size)  # reserved now: a sparse file would die with SIGBUS when tmpfs is full
+    except OSError as e:
+        os.close(fd)
+        tmp.unlink(missing_ok=True)
+        free = os.statvfs(path.parent)
+        raise CacheTooLarge(f"data.cache=host: cannot reserve {size / 1e9:.2f} GB in {path.parent} "
+                            f"({os.strerror(e.errno)}; {free.f_bavail * free.f_frsize / 1e9:.2f} GB free there); use "
+                            "data.cache=none, or free /dev/shm") from None
     try:
         os.link(tmp, path)
         created = True
@@ -178,11 +193,13 @@ def _fill(source: CacheSource, manifest: Manifest, put) -> int:
     """One pass over every shard: record the key order, decode what is not cached yet. Returns the
     number of images decoded. put(slot, square) stores one square."""
     slots = {row.key: i for i, row in enumerate(manifest.index)}
+    labels = manifest.shard_labels()
     a, decoded = source.arrays, 0
     for part in manifest.parts:
         for ref in manifest.parts[part]:
             entries = source.order.setdefault(shard_name(ref), [])
             for sample in stream.read_shard(stream._shard_ref(ref)):
+                stream.check_identity(ref, sample, labels.get(shard_name(ref), {}), manifest.num_classes)
                 key, url = str(sample["__key__"]), str(sample.get("__url__"))
                 if key not in slots:
                     raise ValueError(f"{ref}: sample {key!r} is not in index.csv; re-run prepare")
@@ -218,11 +235,16 @@ def host_cache(manifest: Manifest, canvas: int) -> CacheSource:
     n = len(manifest.index)
     size = cache_bytes(n, canvas)
     path = _shm_path(manifest, canvas)
+    remove_dead_reservations(path.parent)
     if not path.exists():
         check_fits("host", size, host_available(), n, canvas)
-    created, fd = _open_shared(path, size)
-    if created:
-        atexit.register(lambda: path.unlink(missing_ok=True))
+    users = join_users(path)  # before the file is opened: its last user removes it
+    try:
+        created, fd = _open_shared(path, size)
+    except BaseException:  # refused (CacheTooLarge): leave no `.users` file behind
+        leave_users(users, path)
+        raise
+    atexit.register(leave_users, users, path)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)  # one process of the node fills; the others wait, then find it full
         source = CacheSource(n, canvas, {}, path=path, arrays=_map(path, n, canvas, "r+"))
@@ -234,6 +256,70 @@ def host_cache(manifest: Manifest, canvas: int) -> CacheSource:
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
     return source
+
+
+def users_path(path: Path) -> Path:
+    return path.with_name(path.name + ".users")
+
+
+def join_users(path: Path) -> int:
+    """Hold a shared flock on the cache's `.users` file for this process's lifetime (its forked loader
+    workers share it); a cache file nobody holds is a killed run's, taken over by this run."""
+    fd = os.open(users_path(path), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if path.exists():
+            print(f"data.cache=host: reusing {path}, left by a run that was killed; removed when this run ends",
+                  flush=True)
+    except BlockingIOError:
+        pass
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    return fd
+
+
+def leave_users(fd: int, path: Path) -> None:
+    """At exit: the last user of the cache removes it (and its `.users` file)."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)  # another process still maps it
+        return
+    path.unlink(missing_ok=True)
+    users_path(path).unlink(missing_ok=True)
+    os.close(fd)
+
+
+def remove_dead_reservations(directory: Path) -> list[Path]:
+    """`.adpm-cache-*.PID` files whose process is gone: a reservation a killed run was making (they hold
+    their reserved memory until deleted); and `.users` files nobody holds, of a cache that is gone."""
+    removed = []
+    for p in directory.glob("adpm-cache-*.users"):
+        if not p.with_name(p.name.removesuffix(".users")).exists():
+            fd = os.open(p, os.O_RDWR)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                p.unlink(missing_ok=True)
+                removed.append(p)
+            except BlockingIOError:
+                pass
+            finally:
+                os.close(fd)
+    for p in directory.glob(".adpm-cache-*.*"):
+        pid = p.name.rsplit(".", 1)[1]
+        if pid.isdigit() and not _alive(int(pid)):
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def device_cache(manifest: Manifest, canvas: int, device) -> tuple[CacheSource, torch.Tensor]:

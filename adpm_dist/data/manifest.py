@@ -78,6 +78,14 @@ class Manifest:
         """Shard file name -> its number of samples, as manifest.json lists it (checked as it is read)."""
         return {info["file"]: int(info["num_samples"]) for infos in self.shards.values() for info in infos}
 
+    def shard_labels(self) -> dict[str, dict[str, int]]:
+        """Shard file name -> {key: label} as index.csv lists them: what each shard must yield as it is read
+        (stream.check_identity), so that a shard copied over another or relabelled is named, never trained on."""
+        found: dict[str, dict[str, int]] = {}
+        for r in self.index:
+            found.setdefault(r.shard, {})[r.key] = r.label
+        return found
+
     def rows(self, parts: str | Iterable[str]) -> list[IndexRow]:
         """Index rows of the given parts, in shard/stream order."""
         wanted = set(self.check_parts(parts))

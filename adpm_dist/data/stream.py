@@ -69,14 +69,47 @@ def _shard_name(path: str | RemotePath) -> str:
     return path.name if isinstance(path, RemotePath) else Path(path).name
 
 
+class ShardIdentityError(ShardCountError):
+    """A shard that yields a sample index.csv does not list for it, or with another label: a shard copied
+    over another, swapped or relabelled after prepare (the counts alone can still match)."""
+
+
+def check_identity(path, sample: dict, labels: dict[str, int] | None, num_classes: int | None = None) -> None:
+    """The sample is one index.csv lists for shard `path` (`labels`: its key -> label), with that label.
+    A cached sample (no "json" member) was checked when the cache was filled. A label that is no class
+    at all (out of range, not a number) is a bad sample, skipped and named by decode_sample instead."""
+    if labels is None:
+        return
+    key = sample["__key__"]
+    if key not in labels:
+        raise ShardIdentityError(f"{path}: sample {key!r} is not one of the {len(labels)} that index.csv lists for "
+                                 "this shard (a shard copied over another, or swapped?); re-run prepare, or copy the "
+                                 "shard directory again")
+    if "json" in sample:
+        try:
+            label = json.loads(sample["json"])["label"]
+        except (ValueError, KeyError, TypeError):
+            return  # unreadable metadata: decode_sample names it as a bad sample
+        if not isinstance(label, int) or label < 0 or (num_classes is not None and label >= num_classes):
+            return
+        if label != labels[key]:
+            raise ShardIdentityError(f"{path}: sample {key!r} has label {label!r}, index.csv says {labels[key]} (the "
+                                     "shard was changed after prepare); re-run prepare, or copy the shard directory again")
+
+
 def _selected(path: str | RemotePath, keep: Callable[[str], int], sizes: dict[str, int],
-              selected: int | None, read: Callable | None = None) -> Iterator[tuple[dict, int]]:
+              selected: int | None, read: Callable | None = None,
+              labels: dict[str, dict[str, int]] | None = None, num_classes: int | None = None
+              ) -> Iterator[tuple[dict, int]]:
     """(sample, keep(key)) for each sample of one shard. Read to its end, the shard must hold the
     samples its manifest lists (`sizes`: file name -> count) and `selected` kept ones (the count
-    planned from index.csv): otherwise the epoch would quietly be shorter, or refilled by re-reads."""
+    planned from index.csv): otherwise the epoch would quietly be shorter, or refilled by re-reads.
+    `labels` (manifest.shard_labels): each sample must be one index.csv lists for the shard, with its label."""
     got, total, expected = 0, 0, sizes.get(_shard_name(path))
+    mine = labels.get(_shard_name(path), {}) if labels is not None else None
     try:
         for sample in (read or read_shard)(path):
+            check_identity(path, sample, mine, num_classes)
             n = int(keep(sample["__key__"]))
             got, total = got + n, total + 1
             yield sample, n
@@ -209,7 +242,8 @@ class _Copies:
 
 
 def _budgeted(shards: Sequence[tuple[str | RemotePath, int]], budget: int, keep: Callable[[str], int],
-              rng: random.Random, sizes: dict[str, int] | None = None, read: Callable | None = None) -> Iterator[dict]:
+              rng: random.Random, sizes: dict[str, int] | None = None, read: Callable | None = None,
+              labels: dict[str, dict[str, int]] | None = None, num_classes: int | None = None) -> Iterator[dict]:
     """Exactly `budget` samples from `shards` ((shard, samples passing `keep`)): stop early if they
     hold more, re-read them if fewer. `keep(key)`: True/False, or a number of copies (class-balanced
     epochs). `sizes`: each shard's sample count in the manifest, checked as it is read (_selected).
@@ -218,7 +252,7 @@ def _budgeted(shards: Sequence[tuple[str | RemotePath, int]], budget: int, keep:
     while produced < budget:
         before = produced
         for path, selected in order:
-            for sample, copies in _selected(path, keep, sizes or {}, selected, read):
+            for sample, copies in _selected(path, keep, sizes or {}, selected, read, labels, num_classes):
                 for _ in range(copies):
                     yield sample
                     produced += 1
@@ -243,6 +277,7 @@ class _TrainSamples(IterableDataset):
         self.source = None  # a decoded cache (cache.py) replaces reading and decoding; None: the shards
         self.shards: list[tuple[str | RemotePath, int]] = []  # (shard, samples passing `keep`), set per epoch
         self.sizes: dict[str, int] = {}  # shard file name -> its samples in the manifest
+        self.labels: dict[str, dict[str, int]] | None = None  # shard file name -> {key: label} (index.csv)
         self.budget = 0
         self.seed = ""
 
@@ -254,7 +289,7 @@ class _TrainSamples(IterableDataset):
         budget = split_budget(self.budget, [sum(counts[i] for i in d) for d in dealt])[wid]
         mine = [self.shards[i] for i in dealt[wid]]
         stream = _budgeted(mine, budget, self.keep, random.Random(f"{self.seed}:{wid}:refill"), self.sizes,
-                           self.source and self.source.read)
+                           self.source and self.source.read, self.labels, self.num_classes)
         if self.shuffle_buffer > 1:
             stream = _buffer_shuffle(stream, self.shuffle_buffer, random.Random(f"{self.seed}:{wid}"))
         yield from _decoded_batches(stream, self.transform, self.batch_size, skip_bad=True,
@@ -273,13 +308,14 @@ class _EvalSamples(IterableDataset):
         self.num_classes: int | None = None
         self.sizes: dict[str, int] = {}  # shard file name -> its samples in the manifest
         self.selected: dict[str, int] = {}  # shard file name -> its samples passing `keep` (index.csv)
+        self.labels: dict[str, dict[str, int]] | None = None  # as _TrainSamples.labels
         self.source = None  # as _TrainSamples.source
 
     def _rank_share(self) -> Iterator[dict]:
         i = 0  # index among the samples that pass the key filter, the same on every rank
         for path in self.shards:
             for sample, kept in _selected(path, self.keep, self.sizes, self.selected.get(_shard_name(path), 0),
-                                          self.source and self.source.read):
+                                          self.source and self.source.read, self.labels, self.num_classes):
                 if kept:
                     if i % self.world_size == self.rank:
                         yield sample
@@ -494,7 +530,7 @@ def train_batches(
     num_batches = max(1, n // (batch_size * world_size))
     per_rank = min(num_batches * batch_size, n // world_size)
     samples = _TrainSamples(transform, keep, shuffle_buffer, min(batch_size, per_rank), manifest.num_classes)
-    samples.sizes, samples.source = manifest.shard_sizes(), source
+    samples.sizes, samples.source, samples.labels = manifest.shard_sizes(), source, manifest.shard_labels()
     loader = TrainLoader(samples, min(batch_size, per_rank), num_batches, per_rank, num_workers,
                          shards=shards, seed=seed, rank=rank, world_size=world_size, rebalance=rebalance)
     loader.set_epoch(epoch)
@@ -533,5 +569,6 @@ def eval_batches(
     order = [p for part in manifest.check_parts(parts) for p in manifest.parts[part]]
     samples = _EvalSamples(order, transform, rank=rank, world_size=world_size, keep=keep, batch_size=batch_size)
     samples.num_classes, samples.sizes, samples.selected = manifest.num_classes, manifest.shard_sizes(), selected
+    samples.labels = manifest.shard_labels()
     samples.source = source
     return ShardLoader(samples, batch_size, -(-per_rank // batch_size), per_rank, num_workers)

@@ -4,19 +4,33 @@
 - "" : random initialisation;
 - ``true``: timm's default pretrained weights of the backbone (its ``hf_hub_id``, e.g.
   ``timm/resnet18.a1_in1k``), read through huggingface_hub's cache (HF_HOME; the Makefile sets
-  ``.cache/hf``): downloaded once when online, read from the cache with ``HF_HUB_OFFLINE=1``;
+  ``.cache/hf``): downloaded once when online, then always read from the cache file (no request at all).
+  Weights not in the cache are refused in one line (WeightsUnavailable, exit 2) at once when
+  ``HF_HUB_OFFLINE`` is set (read when the model is built) or the hub cannot be reached within 5 s,
+  instead of a minute of HTTP retries and a traceback;
 - a timm tag or hub id: ``resnet18.a1_in1k``, ``timm/resnet18.a1_in1k`` or ``hf-hub:timm/resnet18.a1_in1k``
   (the backbone's architecture must match);
 - a local file: a state dict of the backbone (.pth/.bin/.safetensors), as before.
 """
 from __future__ import annotations
 
+import os
 import pickle
+import socket
 from pathlib import Path
+from urllib.parse import urlparse
 
 import timm
 import torch
 from torch import nn
+
+from ..config import ConfigError
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # what timm reads from a hub repo, in its order
+
+
+class WeightsUnavailable(ConfigError, FileNotFoundError):
+    """Hub weights that are not in the cache and cannot be downloaded here (one line, exit 2)."""
 
 
 class FeatureMap(nn.Module):
@@ -98,9 +112,60 @@ def pretrained_kwargs(name: str, pretrained: str, pretrained_cfg: dict) -> dict:
         return {}
     repo = hub_id(name, pretrained, pretrained_cfg.get("hf_hub_id"))
     if repo is not None:
+        if cached := cached_hub_file(repo):  # read as a local file: no request, online or not
+            return {"pretrained": True, "pretrained_cfg_overlay": {"hf_hub_id": repo, "url": "", "file": cached,
+                                                                   "source": ""}}
+        check_downloadable(repo, pretrained)
         return {"pretrained": True, "pretrained_cfg_overlay": {"hf_hub_id": repo, "url": "", "file": None}}
     path = Path(pretrained).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"pretrained checkpoint not found: {path} (model.pretrained takes a local file, "
                                 "true for timm's hub weights, or a hub id such as hf-hub:timm/resnet18.a1_in1k)")
     return {"pretrained": True, "pretrained_cfg_overlay": {"file": str(path)}}
+
+
+def check_backbone(name: str) -> str | None:
+    """What is wrong with a backbone name (model.backbone / encoder / local_backbone), or None: a name timm
+    does not know, with its closest known names (a typo should not cost a traceback after start-up)."""
+    import difflib
+
+    if name in ("", "prior") or timm.is_model(name):  # "": the same as backbone; "prior": the encoder reuses it
+        return None
+    close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.6)
+    return f"{name!r} is not a timm model" + (f"; did you mean {', '.join(close)}?" if close else
+                                              " (timm.list_models() lists them)")
+
+
+def cached_hub_file(repo: str) -> str | None:
+    """The weights file of hub repo ``repo`` in huggingface_hub's cache (HF_HOME), or None."""
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    for name in WEIGHT_FILES:
+        found = try_to_load_from_cache(repo, name, cache_dir=constants.HF_HUB_CACHE)
+        if isinstance(found, str):
+            return found
+    return None
+
+
+def hub_offline() -> bool:
+    """HF_HUB_OFFLINE as set now (huggingface_hub reads it once, at import)."""
+    from huggingface_hub import constants
+
+    value = os.environ.get("HF_HUB_OFFLINE")
+    return value.strip().lower() in ("1", "true", "yes", "on") if value is not None else bool(constants.HF_HUB_OFFLINE)
+
+
+def check_downloadable(repo: str, pretrained: str) -> None:
+    """Refuse at once what would otherwise cost a minute of HTTP retries: weights not in the cache while
+    offline, or a hub that cannot be reached."""
+    from huggingface_hub import constants
+
+    where = f"pretrained weights {pretrained!r} ({repo}) are not in the hub cache {constants.HF_HUB_CACHE}"
+    advice = "run once online with the same HF_HOME, or give a local file (a state dict of the backbone)"
+    if hub_offline():
+        raise WeightsUnavailable(f"{where} and HF_HUB_OFFLINE is set; {advice}")
+    endpoint = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=5).close()
+    except OSError as e:
+        raise WeightsUnavailable(f"{where} and {constants.ENDPOINT} cannot be reached ({e}); {advice}") from None

@@ -14,6 +14,7 @@
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
@@ -121,14 +122,19 @@ def save_training_state(acc, root: Path, loop: dict, rank_state: dict, ema_state
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     acc.wait_for_everyone()
-    acc.save_state(str(tmp))  # model + optimizer (+ DeepSpeed shards, scaler, accelerate's RNG files)
-    torch.save(rank_state, tmp / f"rank{acc.process_index}.pt")
-    acc.wait_for_everyone()
+    try:
+        acc.save_state(str(tmp))  # model + optimizer (+ DeepSpeed shards, scaler, accelerate's RNG files)
+        torch.save(rank_state, tmp / f"rank{acc.process_index}.pt")
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            if ema_state is not None:
+                torch.save(ema_state, tmp / "ema.pt")
+            atomic_write_text(tmp / STATE_FILE, json.dumps(loop, indent=1))
+            fsync_tree(tmp)  # every file on disk before the rename makes the checkpoint count as complete
+    except (OSError, RuntimeError) as e:  # torch.save reports a full disk as "basic_ios::clear: iostream error"
+        shutil.rmtree(tmp, ignore_errors=True)  # a half checkpoint would keep the disk full
+        raise write_error(tmp, e) from None
     if acc.is_main_process:
-        if ema_state is not None:
-            torch.save(ema_state, tmp / "ema.pt")
-        atomic_write_text(tmp / STATE_FILE, json.dumps(loop, indent=1))
-        fsync_tree(tmp)  # every file on disk before the rename makes the checkpoint count as complete
         if final.exists():  # the same step written again (a resumed run re-doing a step)
             old = root / f".old-{final.name}"
             os.replace(final, old)
@@ -138,6 +144,21 @@ def save_training_state(acc, root: Path, loop: dict, rank_state: dict, ema_state
         prune(root, keep)
     acc.wait_for_everyone()
     return final
+
+
+def write_error(path: Path, e: BaseException) -> OSError:
+    """A failed checkpoint write as one OSError naming the path and the cause (ENOSPC, with the space left)."""
+    code = getattr(e, "errno", None)
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        free = None
+    if code is None and free is not None and free < 64 * 2**20:  # torch's C++ writer drops errno
+        code = errno.ENOSPC
+    cause = f"{errno.errorcode.get(code, code)}: {os.strerror(code)}" if code else str(e)
+    left = f", {free / 2**20:.0f} MiB free there" if free is not None else ""
+    return OSError(code or errno.EIO, f"cannot write the checkpoint {path} ({cause}{left}); the partial checkpoint "
+                   "was removed; free space or set train.keep_checkpoints lower, then continue with train.resume=auto")
 
 
 def prune(root: Path, keep: int) -> list[Path]:

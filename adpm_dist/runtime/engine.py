@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ..config import Config, from_dict, save_config, set_key, to_dict
-from ..data.manifest import Manifest, verify_shards
+from ..data.manifest import Manifest
 from ..data.plan import DataPlan
 from ..data.feed import DataFeed
 from ..data.transforms import normalisation
@@ -37,7 +37,9 @@ from .ema import EMA
 from .optim import build_optimizer, clipped_parameters, restart_group, set_lr
 from .sam import forward_backward
 from .record import data_identity, run_record
-from .rundir import check_run, start_clean
+from .interrupt import Interrupted, StopRequest
+from .rundir import check_run, forget_failed_start, start_clean, verify_data
+from .runlock import RunLock, hold_run_dir
 from .sampling import predict, score, validation_losses, write_predictions
 from .tracking import RunLog, peak_memory_mb, progress
 
@@ -64,6 +66,8 @@ class Run:
     skipped: dict = field(default_factory=dict)      # (shard, key) -> bad training sample record, this rank
     clipped: list = field(default_factory=list)
     feed: DataFeed = None                  # how batches are made: data.augment_on, data.cache
+    lock: RunLock | None = None            # run.output_dir/run.lock, held by rank 0 for the whole run
+    stop: StopRequest | None = None        # SIGTERM/SIGINT: checkpoint at the next step and stop (interrupt.py)
 
     @property
     def names(self) -> list[str]:
@@ -80,32 +84,45 @@ class Run:
                                       num_workers=d.num_workers)
 
 
-def train(cfg: Config, accelerator=None, on_epoch: Callable[[dict], None] | None = None) -> dict:
+def train(cfg: Config, accelerator=None, on_epoch: Callable[[dict], None] | None = None,
+          stop: StopRequest | None = None) -> dict:
     """Train as ``cfg`` says and return the evaluation metrics (also written to run.output_dir).
 
     ``on_epoch(row)`` is called on every rank after each epoch with that epoch's summary row (losses
     averaged over ranks, lr, step, images/s, step time, peak memory and, on validation epochs,
     ``val_macro_f1``): Ray Tune reports through it. With train.resume=auto a killed run continues
-    from its last checkpoint and ends with the same metrics as an uninterrupted one.
+    from its last checkpoint and ends with the same metrics as an uninterrupted one. ``stop``: the flag of
+    the entry point's signal handlers; the run then saves a checkpoint and raises ``Interrupted``.
     """
     if cfg.train.select != "refit":
-        return train_once(cfg, accelerator, on_epoch)
-    first = train_once(refit_selection_config(cfg), accelerator, on_epoch, evaluate=False)
+        return train_once(cfg, accelerator, on_epoch, stop=stop)
+    first = train_once(refit_selection_config(cfg), accelerator, on_epoch, evaluate=False, stop=stop)
     chosen = first["selection"]
     refit = chosen | {"rule": "refit", "refit_epochs": chosen["epoch"], "refit_parts": first["refit_parts"],
                       "refit_choices": first["choices"]}
     return train_once(refit_config(cfg, chosen["epoch"], first["refit_parts"], first["choices"]), accelerator,
-                      on_epoch, selection_record=refit, asked=cfg)
+                      on_epoch, selection_record=refit, asked=cfg, stop=stop)
 
 
 def train_once(cfg: Config, accelerator=None, on_epoch=None, *, evaluate: bool = True,
-               selection_record: dict | None = None, asked: Config | None = None) -> dict:
+               selection_record: dict | None = None, asked: Config | None = None, stop=None) -> dict:
     """One training run; ``evaluate=False`` stops after selection (refit's first pass), and
     ``selection_record`` replaces what metrics.json records under ``selection`` (refit's second).
     ``asked``: the config the user gave when ``cfg`` was derived from it (refit): config.yaml and the
     fingerprint are the asked one's (what a reuser compares with), the derived one is kept as
     refit_config.yaml."""
     run = set_up(cfg, accelerator)
+    run.stop = stop
+    try:
+        return run_phases(run, on_epoch, evaluate, selection_record, asked)
+    finally:
+        if run.lock is not None:
+            run.lock.release()
+
+
+def run_phases(run: Run, on_epoch, evaluate: bool, selection_record: dict | None, asked: Config | None) -> dict:
+    """The epochs from the start position, then selection and (``evaluate``) the final evaluation."""
+    cfg = run.cfg
     resumed = start_position(run)
     for epoch in range(run.loop["epoch"], run.epochs.total):
         if stopped(run):  # a resumed run that had already stopped on its validation loss
@@ -143,8 +160,21 @@ def set_up(cfg: Config, accelerator=None) -> Run:
     checked = check_run(cfg, acc.num_processes)
     acc.wait_for_everyone()
     manifest, plan, out = checked.manifest, checked.plan, Path(cfg.run.output_dir)
+    lock = hold_run_dir(acc, out)  # a second run into this directory is refused here, naming this one
+    try:
+        return prepare_run(cfg, acc, checked, lock)
+    except BaseException:
+        if lock is not None:
+            if checked.resume_from is None:  # nothing this failed start wrote may block the corrected rerun
+                forget_failed_start(out)
+            lock.release()
+        raise
+
+
+def prepare_run(cfg: Config, acc, checked, lock) -> Run:
+    t, manifest, plan, out = cfg.train, checked.manifest, checked.plan, Path(cfg.run.output_dir)
     if acc.is_main_process:
-        if checked.resume_from is None and cfg.run.overwrite and cfg.train.resume in ("", "none", "never"):
+        if checked.resume_from is None and cfg.run.overwrite:
             if removed := start_clean(out):
                 acc.print(f"run.overwrite=true: removed the earlier run's {', '.join(removed)} from {out}")
         out.mkdir(parents=True, exist_ok=True)
@@ -152,13 +182,13 @@ def set_up(cfg: Config, accelerator=None) -> Run:
             acc.print(f"removed {leftover} (a temporary file of a killed run)")
         save_config(cfg, out / "config.yaml")
     acc.print(f"config: {cfg.run.output_dir}/config.yaml | {world_info(acc)}")
-    if cfg.data.verify and acc.is_main_process:  # reads every shard once: a full download if remote
-        verify_shards(manifest)
+    if cfg.data.verify:  # rank 0 reads every shard once: a full download if remote
+        verify_data(acc, manifest)
     acc.wait_for_everyone()
     for warning in plan.warnings:
         acc.print(f"warning: {warning}")
     method = method_for(cfg)
-    run = Run(cfg, acc, method, method.epochs(), manifest, plan, out)
+    run = Run(cfg, acc, method, method.epochs(), manifest, plan, out, lock=lock)
     run.feed = DataFeed(cfg.data, manifest, acc.device, mean_std=normalisation(cfg))
     build_model_and_optimizer(run)
     acc.print(f"data: {manifest.root} | train parts {plan.train_parts} ({sum(plan.class_counts)} samples) | "
@@ -304,8 +334,12 @@ def after_step(run: Run, losses: dict, epoch: int, i: int, usable: int, sums: di
     groups = {g.get("name", str(j)): g["lr"] for j, g in enumerate(run.optimizer.param_groups)}
     run.log.step(run.loop["step"], losses, groups, f"epoch {epoch + 1} batch {i + 1}/{usable}")
     every = run.cfg.train.checkpoint_every_steps
+    saved = None
     if every and run.loop["step"] % every == 0 and i + 1 < usable:
-        save_checkpoint(run, epoch, i + 1, sums, epoch_rng)
+        saved = save_checkpoint(run, epoch, i + 1, sums, epoch_rng)
+    if run.stop is not None and (signum := run.stop.agreed(run.acc)):  # every rank stops at this same step
+        path = saved or save_checkpoint(run, epoch, i + 1, sums, epoch_rng)
+        raise Interrupted(signum, run.loop["step"], str(path))
 
 
 def end_epoch(run: Run, epoch: int, row: dict) -> None:
@@ -327,6 +361,7 @@ def save_checkpoint(run: Run, epoch: int, batch: int, sums: dict, epoch_rng: dic
     path = save_training_state(run.acc, run.ckpt_dir, meta, rank_state, run.ema and run.ema.state_dict(),
                                t.keep_checkpoints)
     run.acc.print(f"checkpoint: {path} (epoch {epoch + 1}, batch {batch}, step {run.loop['step']})")
+    return path
 
 
 # ---------------------------------------------------------------- selection

@@ -31,6 +31,15 @@ def replay(cfg: Config, source: str | Path, accelerator=None, on_epoch=None) -> 
     if cfg.train.select == "refit":
         raise ValueError("replay: train.select=refit trains again after selection; replay runs best or last only")
     run = set_up(cfg, accelerator)
+    try:
+        return replay_run(run, source, found, on_epoch)
+    finally:
+        if run.lock is not None:  # the run directory's lock (runlock.py), as engine.train_once releases it
+            run.lock.release()
+
+
+def replay_run(run, source: Path, found: list[Path], on_epoch) -> dict:
+    cfg = run.cfg
     start_position(run)
     if not run.plan.has_validation:
         raise ValueError(f"replay: {cfg.run.output_dir} has no validation data to choose on (data.val_part)")

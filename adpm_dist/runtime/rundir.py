@@ -2,7 +2,9 @@
 from launch/train.py), and the clean start of ``run.overwrite=true``.
 
 A fresh run (train.resume empty) into a directory that holds an earlier run is refused: it would delete
-that run's checkpoints and overlay two runs' TensorBoard curves. A resume is refused when the config or
+that run's checkpoints and overlay two runs' TensorBoard curves. ``train.resume=auto`` without a
+checkpoint to continue starts fresh only over nothing or over the same config's unfinished run: never
+over a finished run (metrics.json) or another config's. A resume is refused when the config or
 the data differ from the checkpoint's, unless train.resume_changes names the keys (data.shards for
 other data); the checkpoint must also come from as many processes.
 """
@@ -13,7 +15,9 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import Config, ConfigError
+import yaml
+
+from ..config import Config, ConfigError, changed_keys
 from ..data.manifest import Manifest, load_manifest
 from ..data.plan import DataPlan, plan_data
 from .checkpoint import STATE_FILE, check_resume_changes, complete_checkpoints, resolve_resume
@@ -58,11 +62,43 @@ def check_run(cfg: Config, num_processes: int) -> Checked:
         raise ConfigError(str(e)) from None
     if path is not None:
         check_resume(cfg, path, manifest, num_processes)
-    elif cfg.train.resume in ("", "none", "never") and not cfg.run.overwrite and (found := earlier_outputs(out)):
+    elif cfg.run.overwrite:
+        pass  # start_clean deletes the earlier run's outputs
+    elif cfg.train.resume in ("", "none", "never") and (found := earlier_outputs(out)):
         raise ConfigError(f"run.output_dir: {out} holds an earlier run ({', '.join(found)}); continue it with "
                           "train.resume=auto, start it over with run.overwrite=true (deletes those outputs), "
                           "or choose another run.output_dir")
+    elif cfg.train.resume == "auto":
+        check_fresh_start(cfg, out)
     return Checked(manifest, plan, path)
+
+
+def check_fresh_start(cfg: Config, out: Path) -> None:
+    """train.resume=auto found no checkpoint to continue: starting fresh is only safe over nothing, or over a
+    run of the same config killed before its first checkpoint (a retried trial). A finished run (metrics.json)
+    or another config's run is never replaced: a scheduler that always adds train.resume=auto must not
+    destroy results."""
+    found = earlier_outputs(out)
+    ways_on = ("choose another run.output_dir, start it over with run.overwrite=true (deletes those outputs), or "
+               "continue from a checkpoint directory with train.resume=PATH")
+    if (out / "metrics.json").is_file():
+        raise ConfigError(f"train.resume=auto: {out} holds a finished run ({', '.join(found)}) and no step "
+                          f"checkpoint to continue from in {out / 'checkpoints'}; starting fresh would replace its "
+                          f"results. To run again: {ways_on}")
+    saved = read_saved_config(out / "config.yaml")
+    if saved is not None and (changed := changed_keys(saved, cfg)):
+        raise ConfigError(f"train.resume=auto: {out} holds an earlier run with another config "
+                          f"(config.yaml differs in {', '.join(changed)}) and no step checkpoint; starting fresh "
+                          f"would mix two runs in one directory. Restore those settings, or {ways_on}")
+
+
+def read_saved_config(path: Path) -> dict | None:
+    """config.yaml of an earlier run as a plain dict (None when absent or unreadable: nothing to compare)."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def read_manifest(cfg: Config) -> Manifest:
@@ -102,3 +138,35 @@ def start_clean(out: Path) -> list[str]:
         elif p.exists():
             p.unlink()
     return removed
+
+
+def forget_failed_start(out: Path) -> list[str]:
+    """A fresh start that failed before training (unreadable weights, a cache that does not fit, ...): remove
+    the config.yaml it wrote, so that the corrected rerun is not refused as "holds an earlier run"."""
+    removed = []
+    for name in ("config.yaml", "refit_config.yaml"):
+        if (out / name).is_file():
+            (out / name).unlink()
+            removed.append(name)
+    return removed
+
+
+def verify_data(acc, manifest: Manifest) -> None:
+    """data.verify=true: rank 0 re-reads every shard against its manifest (manifest.verify_shards); a problem
+    is one ConfigError line on every rank (no rank left waiting in a collective, no traceback)."""
+    from accelerate.utils import broadcast_object_list
+
+    from ..data.manifest import verify_shards
+
+    problem = None
+    if acc.is_main_process:
+        try:
+            verify_shards(manifest)
+        except (ValueError, OSError, KeyError) as e:
+            problem = f"data.verify: {e}"
+    if acc.num_processes > 1:
+        shared = [problem]
+        broadcast_object_list(shared, from_process=0)
+        problem = shared[0]
+    if problem is not None:
+        raise ConfigError(problem)

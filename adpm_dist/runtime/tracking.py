@@ -41,7 +41,29 @@ def check_trackers(names: list[str]) -> str | None:
 
     known = [t.value for t in LoggerType if t.value != "all"]
     bad = [n for n in names if n not in known]
-    return f"unknown tracker(s) {bad}; Accelerate knows {', '.join(known)}" if bad else None
+    if bad:
+        return f"unknown tracker(s) {bad}; Accelerate knows {', '.join(known)}"
+    return missing_tracker_package(names)
+
+
+# The package each tracker needs, and how to install it (pyproject's `tracking` extra has wandb and mlflow).
+TRACKER_PACKAGES = {"wandb": ("wandb", "pip install 'adpm-dist[tracking]'"),
+                    "mlflow": ("mlflow", "pip install 'adpm-dist[tracking]'"),
+                    "comet_ml": ("comet_ml", "pip install comet_ml"), "aim": ("aim", "pip install aim"),
+                    "clearml": ("clearml", "pip install clearml"), "dvclive": ("dvclive", "pip install dvclive"),
+                    "swanlab": ("swanlab", "pip install swanlab"), "trackio": ("trackio", "pip install trackio")}
+
+
+def missing_tracker_package(names: list[str]) -> str | None:
+    """A tracker whose package is not installed: refused at start (Accelerate would skip it silently and the
+    run would end with no tracking at all)."""
+    import importlib.util
+
+    for name in names:
+        package, install = TRACKER_PACKAGES.get(name, (None, ""))
+        if package and importlib.util.find_spec(package) is None:
+            return f"{name} needs the {package} package, which is not installed here ({install})"
+    return None
 
 
 def duration(seconds: float) -> str:

@@ -10,6 +10,7 @@ otherwise fails naming the URL; a server that stalls fails after ADPM_SHARD_TIME
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import socket
@@ -26,6 +27,7 @@ from process_group import end_session
 from adpm_dist.data import build_transform, eval_batches, load_manifest, prepare_dataset, train_batches
 from adpm_dist.data.location import ShardReadError
 from adpm_dist.data.publish import publish
+from adpm_dist.data.stream import ShardIdentityError
 from adpm_dist.data.tario import ShardCountError, TruncatedShard, read_samples
 
 pytestmark = pytest.mark.faults
@@ -275,3 +277,36 @@ def test_truncated_and_corrupted_shards_on_s3(shards, s3, tmp_path):
         _all_batches(load_manifest(f"{bucket}/cut"))
     assert str(err.value).startswith(f"{bucket}/cut/{cut_shard.name}: truncated at byte {cut} (between members)")
     assert "read: the first 3 of its 10 samples (up to " in str(err.value) and "not read: 7" in str(err.value)
+
+
+def test_a_shard_copied_over_another_is_named_in_training_and_evaluation(shards, tmp_path):
+    """The same count, other keys: train-000000.tar copied over train-000001.tar would train 10 samples
+    twice per epoch and 10 never (the counts alone cannot see it)."""
+    out = _copy(shards, tmp_path / "copied")
+    manifest = load_manifest(out)
+    first, second = (Path(p) for p in manifest.parts["train"][:2])
+    shutil.copyfile(first, second)
+    with pytest.raises(ShardIdentityError, match=rf"{second}: sample '.*' is not one of the 10 that index.csv lists "
+                                                 r"for this shard \(a shard copied over another, or swapped\?\)"):
+        _all_batches(manifest)
+    with pytest.raises(ShardIdentityError, match=rf"{second}: sample"):
+        list(eval_batches(manifest, "train", 16, TF))
+
+
+def test_a_relabelled_sample_is_named_with_both_labels(shards, tmp_path):
+    out = _copy(shards, tmp_path / "relabelled")
+    manifest = load_manifest(out)
+    shard = Path(manifest.parts["train"][2])
+    with tarfile.open(shard) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+    meta, data = members[0]  # sample 0's KEY.json
+    old = json.loads(data)["label"]
+    data = json.dumps(json.loads(data) | {"label": (old + 1) % manifest.num_classes}).encode()
+    meta.size = len(data)
+    with tarfile.open(shard, "w") as tar:
+        for m, d in [(meta, data), *members[1:]]:
+            tar.addfile(m, io.BytesIO(d))
+    key = meta.name.split(".")[0]
+    with pytest.raises(ShardIdentityError, match=rf"{shard}: sample '{key}' has label {(old + 1) % manifest.num_classes}, "
+                                                 rf"index.csv says {old}"):
+        _all_batches(manifest)
