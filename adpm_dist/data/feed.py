@@ -7,6 +7,10 @@ augment_on: cpu    the per-image PIL transforms in the loader workers (transform
                    training device in one affine resampling (device_augment.py);
             auto   device where the process has an accelerator (or data.cache=device), cpu elsewhere.
 cache:      none | host | device (cache.py).
+
+Loader workers: each training worker reads whole shards, so a rank with fewer shards than
+data.num_workers uses as many workers as it has shards (`workers_for`, said once) instead of
+refusing; only fewer shards than ranks is refused (stream.train_batches).
 """
 from __future__ import annotations
 
@@ -26,6 +30,19 @@ def resolve_augment_on(augment_on: str, cache: str, device) -> str:
     return "device" if torch.device(device).type != "cpu" or cache == "device" else "cpu"
 
 
+def workers_for(manifest: Manifest, parts, exclude_keys, world_size: int, num_workers: int) -> int:
+    """The training loader workers one rank can use: data.num_workers, or fewer when the shards
+    holding training samples (`parts` less `exclude_keys`) do not give every rank that many.
+    A pure function of the data and the config, so a resumed run gets the same count (the count
+    decides which samples share a batch). Class-balanced epochs may leave a shard without copies;
+    stream.train_batches then still refuses, naming the numbers."""
+    shards = {r.shard for r in manifest.rows(manifest.check_parts(parts)) if r.key not in exclude_keys}
+    per_rank = len(shards) // max(1, world_size)
+    if num_workers <= 1 or per_rank >= num_workers:
+        return num_workers
+    return per_rank  # 0: fewer shards than ranks, which stream.train_batches refuses
+
+
 class DataFeed:
     """Loaders of one run for `data` (the config's DataConfig) on `device`; builds the cache once."""
 
@@ -36,6 +53,7 @@ class DataFeed:
         self.augment_on = resolve_augment_on(data.augment_on, data.cache, self.device)
         self.canvas = canvas_of(manifest, data.image_size)
         self.source, self.pixels = None, None
+        self.workers_said = False
         if data.cache == "host":
             self.source = host_cache(manifest, self.canvas)
         elif data.cache == "device":
@@ -61,6 +79,14 @@ class DataFeed:
                           pixels_of=pixels_of)
 
     def train_batches(self, parts, batch_size: int, **kwargs):
+        asked = kwargs.get("num_workers", 0)
+        kwargs["num_workers"] = workers_for(self.manifest, parts, kwargs.get("exclude_keys", ()),
+                                            kwargs.get("world_size", 1), asked)
+        if kwargs["num_workers"] != asked and not self.workers_said and kwargs.get("rank", 0) == 0:
+            print(f"data: {kwargs['num_workers']} training loader worker(s) per rank instead of data.num_workers="
+                  f"{asked}: the training parts have too few shards for {kwargs.get('world_size', 1)} rank(s) x "
+                  f"{asked} (each worker reads whole shards; smaller shards: prepare --samples-per-shard)", flush=True)
+        self.workers_said = True
         loader = train_batches(self.manifest, parts, batch_size, self.transform(True), source=self.source, **kwargs)
         return self.wrap(loader, True)
 
