@@ -5,7 +5,7 @@
     python -m adpm_dist.data.prepare --dataset ham10000 --root HAM10000/ --out shards/ham10000   # 7:3
     python -m adpm_dist.data.prepare --dataset scin --root scin/ --out shards/scin --top-k 20
     python -m adpm_dist.data.prepare --dataset hyper_kvasir --root hyper-kvasir/ --out shards/hk
-    python -m adpm_dist.data.prepare --dataset imagefolder --root DIR [--test-root DIR] --out SHARDS
+    python -m adpm_dist.data.prepare --dataset imagefolder --root DIR [--test-root DIR] [--folds K] [--groups FILE.csv] --out SHARDS
     python -m adpm_dist.data.prepare --verify --out SHARDS      # re-check an existing directory
     python -m adpm_dist.data.prepare --dataset NAME ... --out s3://bucket/prefix [--stage DIR]
         # writes into a local staging directory, then publishes (publish.py: shards, index, manifest last)
@@ -31,6 +31,7 @@ from pathlib import Path
 
 from ..files import TMP_INFIX, is_leftover
 from .folds import assign_parts, part_sort_key, protocol_name
+from .groups import apply_groups, warn_duplicates
 from .location import RemotePath, as_location, is_remote, read_bytes, redact
 from .manifest import INDEX_NAME, MANIFEST_NAME, Manifest, load_manifest, verify_shards, write_index, write_manifest
 from .shards import default_workers, write_shards
@@ -131,6 +132,7 @@ def prepare(
     image_size: int | None = None,
     folds: int | None = None,
     test_fraction: float | None = None,
+    groups: str | Path | None = None,
     seed: int = 0,
     samples_per_shard: int = DEFAULT_SAMPLES_PER_SHARD,
     workers: int | None = None,
@@ -148,7 +150,8 @@ def prepare(
     5 folds, except HAM10000 (a 7:3 grouped train/test split: test_fraction 0.3) and imagefolder
     with `test_root` (train + test). Passing `folds` alone asks for pure K-fold CV (test_fraction
     0); passing both gives a held-out test part plus K folds of the rest. `reader_options` go to
-    the reader (digits_lt: imbalance_ratio, n_max, val_per_class; scin: top_k). `workers` encoding processes
+    the reader (digits_lt: imbalance_ratio, n_max, val_per_class; scin: top_k). `groups` (imagefolder):
+    a CSV of image -> patient / lesion group (groups.py). `workers` encoding processes
     (default min(4, CPUs)). Deterministic: the same input gives byte-identical output, whatever
     `workers` is. Warnings (small classes, missing lesion ids) are re-issued and kept in the manifest.
     """
@@ -156,10 +159,12 @@ def prepare(
     _clean_beside(out)
     check_out(out, overwrite)
     reader = _reader(dataset, reader_options, folds, test_fraction)
+    if groups is not None and dataset != "imagefolder":
+        raise ValueError(f"--groups is for --dataset imagefolder; {dataset} takes its groups from its own metadata")
     kwargs = dict(root=root, test_root=test_root, seed=seed, **reader_options)
     if image_size is not None:
         kwargs["image_size"] = image_size
-    source, records, notes, folds, test_fraction = _read_and_split(reader, kwargs, folds, test_fraction, seed)
+    source, records, notes, folds, test_fraction = _read_and_split(reader, kwargs, folds, test_fraction, seed, groups)
     if not records:
         reasons = "; ".join(f"{r['file']}: {r['reason']}" for r in source.rejected[:3])
         raise ValueError(f"{dataset}: no usable image under {root} ({len(source.rejected)} input(s) rejected"
@@ -199,12 +204,17 @@ def _reader(dataset: str, reader_options: dict, folds: int | None, test_fraction
     return reader
 
 
-def _read_and_split(reader, kwargs: dict, folds: int | None, test_fraction: float | None, seed: int):
+def _read_and_split(reader, kwargs: dict, folds: int | None, test_fraction: float | None, seed: int,
+                    groups: str | Path | None = None):
     """(source, records with parts, warnings, folds, test_fraction): the reader's defaults fill the
-    split arguments not given; its warnings are re-issued and kept for the manifest."""
+    split arguments not given; `groups` (a CSV) sets the records' groups; identical files in
+    different groups are warned about; the warnings are re-issued and kept for the manifest."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         source = reader(**kwargs)
+        if groups is not None:
+            source = apply_groups(source, Path(groups), [Path(r) for r in (kwargs["root"], kwargs["test_root"]) if r])
+        warn_duplicates(source.records)
         if test_fraction is None:
             test_fraction = source.default_test_fraction if folds is None else 0.0
         folds = source.default_folds if folds is None else folds
@@ -297,7 +307,10 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--stage", type=Path, help="with a remote --out: the local staging directory "
                     "(default: one per URL under the system temporary directory)")
     ap.add_argument("--root", type=Path, help="dataset root in its official layout (not for digits_lt)")
-    ap.add_argument("--test-root", type=Path, help="imagefolder: class folders forming a fixed test part")
+    ap.add_argument("--test-root", type=Path, help="imagefolder: class folders forming a fixed test part "
+                    "(with --folds K: K folds of --root beside it)")
+    ap.add_argument("--groups", type=Path, help="imagefolder: CSV with columns image (path relative to --root, or "
+                    "file name) and group (patient / lesion id); a group never spans two folds or parts")
     ap.add_argument("--image-size", type=int, help="shorter image side stored (digits_lt: 32, else 256)")
     ap.add_argument("--folds", type=int, help="stratified grouped folds; 0 = one train part (default: per dataset)")
     ap.add_argument("--test-fraction", type=float, help="held-out grouped test fraction (default: ham10000 0.3)")
@@ -351,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
             warnings.simplefilter("ignore")  # printed below from the manifest, once, readably
             manifest = prepare(args.dataset, local_out, root=args.root, test_root=args.test_root,
                                image_size=args.image_size, folds=args.folds, test_fraction=args.test_fraction,
-                               seed=args.seed, samples_per_shard=args.samples_per_shard, workers=args.workers,
+                               groups=args.groups, seed=args.seed, samples_per_shard=args.samples_per_shard, workers=args.workers,
                                progress=not args.quiet, overwrite=args.overwrite or remote, **options)
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
