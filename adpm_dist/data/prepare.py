@@ -6,6 +6,8 @@
     python -m adpm_dist.data.prepare --dataset scin --root scin/ --out shards/scin --top-k 20
     python -m adpm_dist.data.prepare --dataset hyper_kvasir --root hyper-kvasir/ --out shards/hk
     python -m adpm_dist.data.prepare --dataset imagefolder --root DIR [--test-root DIR] [--folds K] [--groups FILE.csv] --out SHARDS
+    python -m adpm_dist.data.prepare --dataset hf:OWNER/NAME --image-key image --label-key label [--split train]
+        [--group-key patient_id] --out SHARDS                  # a Hugging Face dataset (hf.py)
     python -m adpm_dist.data.prepare --verify --out SHARDS      # re-check an existing directory
     python -m adpm_dist.data.prepare --dataset NAME ... --out s3://bucket/prefix [--stage DIR]
         # writes into a local staging directory, then publishes (publish.py: shards, index, manifest last)
@@ -16,6 +18,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import glob
 import hashlib
 import inspect
@@ -29,9 +32,11 @@ import time
 import warnings
 from pathlib import Path
 
+from ..extras import MissingExtra
 from ..files import TMP_INFIX, is_leftover
 from .folds import assign_parts, part_sort_key, protocol_name
 from .groups import apply_groups, warn_duplicates
+from .hf import is_hf, read_hf
 from .location import RemotePath, as_location, is_remote, read_bytes, redact
 from .manifest import INDEX_NAME, MANIFEST_NAME, Manifest, load_manifest, verify_shards, write_index, write_manifest
 from .shards import default_workers, write_shards
@@ -190,9 +195,12 @@ def prepare(
 
 def _reader(dataset: str, reader_options: dict, folds: int | None, test_fraction: float | None):
     """The dataset's reader, once its options and the split arguments are known to be valid."""
-    if dataset not in READERS:
-        raise ValueError(f"unknown dataset {dataset!r}; choose one of {sorted(READERS)}")
-    reader = READERS[dataset]
+    if is_hf(dataset):
+        reader = functools.partial(read_hf, name=dataset.split(":", 1)[1])
+    elif dataset not in READERS:
+        raise ValueError(f"unknown dataset {dataset!r}; choose one of {sorted(READERS)} or hf:OWNER/NAME")
+    else:
+        reader = READERS[dataset]
     accepted = inspect.signature(reader).parameters
     unknown = sorted(k for k in reader_options if k not in accepted)
     if unknown:
@@ -301,7 +309,8 @@ def _check_remote_out(url: str) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m adpm_dist.data.prepare", description=__doc__.split("\n")[0])
-    ap.add_argument("--dataset", choices=sorted(READERS), help="required unless --verify alone")
+    ap.add_argument("--dataset", type=_dataset_name, help=f"one of {', '.join(sorted(READERS))}, or hf:OWNER/NAME "
+                    "(a Hugging Face dataset, or hf:/local/dir); required unless --verify alone")
     ap.add_argument("--out", required=True, help="output shard directory, or s3://bucket/prefix (then staged "
                     "locally and published: shards, index, manifest last)")
     ap.add_argument("--stage", type=Path, help="with a remote --out: the local staging directory "
@@ -322,11 +331,23 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--val-per-class", type=int,
                     help="digits_lt: undrawn digits per class in a balanced `val` part (default 10; 0 = none)")
     ap.add_argument("--top-k", type=int, help="scin: keep the K most frequent conditions (default 20)")
+    hf = ap.add_argument_group("hf:OWNER/NAME (a Hugging Face dataset; HF_HOME, HF_HUB_OFFLINE apply)")
+    hf.add_argument("--image-key", help="the image column (default image)")
+    hf.add_argument("--label-key", help="the label column (default label)")
+    hf.add_argument("--split", help="the split to read (default train)")
+    hf.add_argument("--group-key", help="a patient / lesion id column: a group never spans two folds or parts")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing shard directory --out (swapped in "
                     "only once the new set is complete); without it a non-empty --out is refused")
     ap.add_argument("--verify", action="store_true", help="re-check shards against the manifest (sha256, counts)")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     return ap
+
+
+def _dataset_name(value: str) -> str:
+    if value in READERS or (is_hf(value) and len(value) > len("hf:")):
+        return value
+    raise argparse.ArgumentTypeError(f"invalid choice {value!r} (choose from {', '.join(sorted(READERS))}, "
+                                     "or hf:OWNER/NAME)")
 
 
 def _print_summary(manifest: Manifest, seconds: float) -> None:
@@ -353,7 +374,9 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--dataset is required (or use --verify alone to check an existing --out)")
 
     options = {k: v for k, v in (("imbalance_ratio", args.imbalance_ratio), ("n_max", args.n_max),
-                                 ("val_per_class", args.val_per_class), ("top_k", args.top_k)) if v is not None}
+                                 ("val_per_class", args.val_per_class), ("top_k", args.top_k),
+                                 ("image_key", args.image_key), ("label_key", args.label_key), ("split", args.split),
+                                 ("group_key", args.group_key)) if v is not None}
     t0 = time.perf_counter()
     remote = is_remote(args.out)
     local_out = (args.stage or staging_dir(args.out)) if remote else as_location(args.out)
@@ -366,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
                                image_size=args.image_size, folds=args.folds, test_fraction=args.test_fraction,
                                groups=args.groups, seed=args.seed, samples_per_shard=args.samples_per_shard, workers=args.workers,
                                progress=not args.quiet, overwrite=args.overwrite or remote, **options)
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, MissingExtra) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     _print_summary(manifest, time.perf_counter() - t0)
