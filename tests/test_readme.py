@@ -61,6 +61,10 @@ def test_the_quick_start_runs_as_written(tmp_path):
     assert done.returncode == 0, out[-3000:]
     assert "written + 1 rejected" in out and "my_images/bcc/notes.txt: unsupported file type .txt" in out, out[-2000:]
     assert (tmp_path / "runs" / "smoke" / "metrics.json").is_file(), out[-2000:]
+    log = (tmp_path / "runs" / "smoke" / "train.log").read_text()  # the run's own log, no bar frames
+    warmup = [ln for ln in log.splitlines() if ln.startswith("epoch 1/")]
+    assert "step 1 |" in log and "\r" not in log and len(warmup) == 1 and "prior warm-up" in warmup[0], log
+    assert " | lr 0 |" not in warmup[0]  # the prior's LR while the prior trains
 
     from adpm_dist.data.manifest import load_manifest
     from adpm_dist.tune.shards import check_folds

@@ -181,7 +181,8 @@ def prepare(
     try:
         new.mkdir()
         result = write_shards(new, records, image_size=image_size, samples_per_shard=samples_per_shard, seed=seed,
-                              workers=default_workers() if workers is None else workers, progress=progress)
+                              workers=default_workers() if workers is None else workers,
+                              progress=progress and sys.stderr.isatty())  # no bar in a log file
         write_index(new, result.index)
         write_manifest(new, _manifest_data(source, result, notes, image_size=image_size, seed=seed, folds=folds,
                                            test_fraction=test_fraction, samples_per_shard=samples_per_shard))

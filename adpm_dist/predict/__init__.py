@@ -209,7 +209,7 @@ def predict_images(loaded: LoadedModel, paths: list[str | Path], *, samples: int
     files = find_images(paths)
     rows: list[dict] = []
     chunks = range(0, len(files), batch_size)
-    if progress:
+    if progress and sys.stderr.isatty():  # a bar in a log file is noise
         from tqdm.auto import tqdm
         chunks = tqdm(chunks, desc="predicting", unit="batch", file=sys.stderr)
     for b, start in enumerate(chunks):
