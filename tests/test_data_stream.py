@@ -1,7 +1,6 @@
 """Streaming loaders: exact, equal len() per rank, disjoint training shares, exact eval coverage."""
 
 from collections import Counter
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -104,6 +103,7 @@ def test_train_needs_a_shard_per_rank_and_worker(manifest, tf_eval):
 def test_loader_workers_adapt_to_the_shards_a_rank_has(manifest, tf_eval, capsys):
     """A rank with fewer training shards than data.num_workers uses one worker per shard and says so
     once, instead of refusing; fewer shards than ranks is still refused (the stream deals whole shards)."""
+    from adpm_dist.config import DataConfig
     from adpm_dist.data.feed import DataFeed, workers_for
 
     rows = manifest.rows("train")
@@ -112,7 +112,7 @@ def test_loader_workers_adapt_to_the_shards_a_rank_has(manifest, tf_eval, capsys
     assert workers_for(manifest, "train", two, 1, 4) == 2 and workers_for(manifest, "train", two, 2, 4) == 1
     assert workers_for(manifest, "train", frozenset(), 1, 2) == 2 and workers_for(manifest, "train", two, 1, 0) == 0
     assert workers_for(manifest, "train", two, 3, 2) == 0  # stream.train_batches refuses this one
-    data = SimpleNamespace(augment_on="cpu", cache="none", image_size=16, hflip=False, vflip=False, rotation=0.0)
+    data = DataConfig(augment_on="cpu", image_size=16, hflip=False, rotation=0.0)
     feed = DataFeed(data, manifest, "cpu")
     for epoch in (0, 1):
         loader = feed.train_batches("train", 8, epoch=epoch, seed=0, num_workers=4, exclude_keys=two)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import torch
 
+from .augment import Extra
 from .cache import canvas_of, device_cache, host_cache
 from .device_augment import DeviceFeed, HostSquares
 from .manifest import Manifest
@@ -23,10 +24,13 @@ from .stream import eval_batches, train_batches
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, build_transform
 
 
-def resolve_augment_on(augment_on: str, cache: str, device) -> str:
-    """'cpu' or 'device' for data.augment_on (auto: device on an accelerator or with a device cache)."""
+def resolve_augment_on(augment_on: str, cache: str, device, auto_augment: str = "none") -> str:
+    """'cpu' or 'device' for data.augment_on (auto: device on an accelerator or with a device cache,
+    cpu when data.auto_augment asks for what only the per-image path does)."""
     if augment_on != "auto":
         return augment_on
+    if auto_augment != "none" and cache != "device":
+        return "cpu"
     return "device" if torch.device(device).type != "cpu" or cache == "device" else "cpu"
 
 
@@ -50,7 +54,7 @@ class DataFeed:
         """`mean_std`: the normalisation (transforms.normalisation of the run's config)."""
         self.data, self.manifest, self.device = data, manifest, torch.device(device)
         self.mean_std = tuple(mean_std)
-        self.augment_on = resolve_augment_on(data.augment_on, data.cache, self.device)
+        self.augment_on = resolve_augment_on(data.augment_on, data.cache, self.device, data.auto_augment)
         self.canvas = canvas_of(manifest, data.image_size)
         self.source, self.pixels = None, None
         self.workers_said = False
@@ -66,10 +70,11 @@ class DataFeed:
     def transform(self, train: bool):
         d = self.data
         if self.augment_on == "device":
-            return HostSquares(self.canvas, train, hflip=d.hflip, vflip=d.vflip, rotation=d.rotation)
+            return HostSquares(self.canvas, train, hflip=d.hflip, vflip=d.vflip, rotation=d.rotation,
+                               extra=Extra.of(d))
         mean, std = self.mean_std
         return build_transform(d.image_size, train=train, hflip=d.hflip, vflip=d.vflip, rotation=d.rotation,
-                               mean=mean, std=std)
+                               mean=mean, std=std, extra=Extra.of(d))
 
     def wrap(self, loader, train: bool):
         if self.augment_on != "device":
