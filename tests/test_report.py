@@ -280,7 +280,7 @@ def test_predict_command_on_the_run(trained_run, tmp_path):
     with open(out) as f:
         rows = {Path(r["path"]).name: r for r in csv.DictReader(f)}
     assert set(rows) == {"a.png", "b.jpeg", "broken.jpg"} and rows["broken.jpg"]["error"]
-    assert rows["a.png"]["prediction"] in [str(i) for i in range(10)] and float(rows["a.png"]["agreement"]) in (0.5, 1)
+    assert rows["a.png"]["prediction"] in [str(i) for i in range(10)] and float(rows["a.png"]["p_0"]) in (0, 0.5, 1)
     assert "broken.jpg" in proc.stderr
 
 
