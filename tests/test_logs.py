@@ -74,3 +74,14 @@ def test_log_with_tensorboard_writes_only_the_runs_own_tree(tmp_path, capsys):
     log.close()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([LOG_NAME, "tensorboard"])
     assert "not to a second event tree" in capsys.readouterr().out
+
+
+def test_a_launcher_that_already_logs_to_train_log_is_not_doubled(tmp_path):
+    """A Ray trial's logs_to opens the run's train.log with a Path: the tee must recognise it."""
+    import contextlib
+
+    with open(tmp_path / LOG_NAME, "a", buffering=1) as f, contextlib.redirect_stdout(f):
+        log = RunLog(_acc(), tmp_path, log_every=10, images_per_step=8)
+        print("epoch 1/1 | once")
+        log.close()
+    assert (tmp_path / LOG_NAME).read_text().count("epoch 1/1 | once") == 1

@@ -111,8 +111,8 @@ class _Tee:
 def tee_to(path: Path):
     """Copy this process's stdout and stderr into `path` (appended: a resumed run continues it);
     None when stdout already goes there (a Ray trial's logs_to). Returns the opened log file."""
-    current = getattr(sys.stdout, "name", None)
-    if isinstance(current, str) and Path(current).resolve() == path.resolve():
+    current = getattr(sys.stdout, "name", None)  # open(Path) keeps the Path object as the name
+    if isinstance(current, (str, Path)) and Path(current).resolve() == path.resolve():
         return None
     log = open(path, "a", buffering=1, encoding="utf-8")
     sys.stdout, sys.stderr = _Tee(sys.stdout, log), _Tee(sys.stderr, log)
