@@ -38,6 +38,12 @@ class DataConfig:
     hflip: bool = True                      # docs/algorithm.md, "Inputs and augmentation"
     vflip: bool = False
     rotation: float = 30.0
+    crop: Literal["centre", "random_resized"] = "centre"  # training crop: DiffMIC's centre square, or a random
+                                            # box of the whole image (crop_scale of its area, crop_ratio aspect)
+    crop_scale: list[float] = field(default_factory=lambda: [0.35, 1.0])
+    crop_ratio: list[float] = field(default_factory=lambda: [0.75, 1.3333])
+    color_jitter: float = 0.0               # brightness / contrast / saturation factors in [1 - J, 1 + J]
+    auto_augment: Literal["none", "trivial"] = "none"  # TrivialAugment, per image (data.augment_on=cpu only)
     mean: list[float] = field(default_factory=list)  # per-channel normalisation (RGB, 0-1 scale); empty: the
     std: list[float] = field(default_factory=list)   # pretrained weights' (model.pretrained from timm's hub), else ImageNet's
     num_workers: int = 0
@@ -397,6 +403,9 @@ CHECKS: dict[str, dict[str, Callable[[Any], bool]]] = {
         "val_min_train": lambda d: d.val_min_train >= 1,
         "image_size": lambda d: d.image_size >= 8,
         "rotation": lambda d: 0.0 <= d.rotation <= 180.0,
+        "crop_scale": lambda d: len(d.crop_scale) == 2 and 0.0 < d.crop_scale[0] <= d.crop_scale[1] <= 1.0,
+        "crop_ratio": lambda d: len(d.crop_ratio) == 2 and 0.0 < d.crop_ratio[0] <= d.crop_ratio[1],
+        "color_jitter": lambda d: 0.0 <= d.color_jitter <= 1.0,
         "num_workers": lambda d: d.num_workers >= 0,
         "mean": lambda d: len(d.mean) in (0, 3),
         "std": lambda d: len(d.std) in (0, 3) and all(s > 0 for s in d.std),
@@ -524,6 +533,9 @@ def validate(cfg: Config) -> None:
     if cfg.data.cache == "device" and cfg.data.augment_on == "cpu":
         raise ConfigError("data.cache: 'device' keeps the images on the device, where data.augment_on=cpu cannot "
                           "reach them; use data.augment_on=device (or auto), or data.cache=host")
+    if cfg.data.auto_augment != "none" and (cfg.data.augment_on == "device" or cfg.data.cache == "device"):
+        raise ConfigError(f"data.auto_augment: {cfg.data.auto_augment!r} runs per image on the CPU; set "
+                          "data.augment_on=cpu (and data.cache=none or host): the device path does crops and jitter only")
     if not cfg.model.crop_size <= cfg.data.image_size:
         raise ConfigError(f"model.crop_size: invalid value {cfg.model.crop_size!r} (larger than data.image_size "
                           f"{cfg.data.image_size})")

@@ -100,6 +100,29 @@ def test_train_needs_a_shard_per_rank_and_worker(manifest, tf_eval):
         train_batches(manifest, "train", 8, tf_eval, epoch=0, seed=0, world_size=2, num_workers=n_shards)
 
 
+def test_loader_workers_adapt_to_the_shards_a_rank_has(manifest, tf_eval, capsys):
+    """A rank with fewer training shards than data.num_workers uses one worker per shard and says so
+    once, instead of refusing; fewer shards than ranks is still refused (the stream deals whole shards)."""
+    from adpm_dist.config import DataConfig
+    from adpm_dist.data.feed import DataFeed, workers_for
+
+    rows = manifest.rows("train")
+    shards = sorted({r.shard for r in rows})
+    two = frozenset(r.key for r in rows if r.shard not in shards[:2])  # leave two shards
+    assert workers_for(manifest, "train", two, 1, 4) == 2 and workers_for(manifest, "train", two, 2, 4) == 1
+    assert workers_for(manifest, "train", frozenset(), 1, 2) == 2 and workers_for(manifest, "train", two, 1, 0) == 0
+    assert workers_for(manifest, "train", two, 3, 2) == 0  # stream.train_batches refuses this one
+    data = DataConfig(augment_on="cpu", image_size=16, hflip=False, rotation=0.0)
+    feed = DataFeed(data, manifest, "cpu")
+    for epoch in (0, 1):
+        loader = feed.train_batches("train", 8, epoch=epoch, seed=0, num_workers=4, exclude_keys=two)
+        assert sum(len(b["key"]) for b in loader) == len(loader) * 8
+    said = capsys.readouterr().out
+    assert said.count("2 training loader worker(s) per rank instead of data.num_workers=4") == 1, said
+    with pytest.raises(ValueError, match="samples-per-shard"):
+        feed.train_batches("train", 8, epoch=0, seed=0, world_size=3, num_workers=2, exclude_keys=two)
+
+
 def test_eval_covers_every_sample_exactly_once(manifest, tf_eval):
     parts = ["train", "val", "test"]
     loaders = [eval_batches(manifest, parts, 100, tf_eval, rank=r, world_size=WORLD) for r in range(WORLD)]

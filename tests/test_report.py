@@ -158,7 +158,8 @@ def test_compare_experiments_mean_std_by_hand(tmp_path):
     acc = [json.loads((r / "metrics.json").read_text())["accuracy"] for r in runs]
     expected = f"{np.mean(acc):.3f} ± {np.std(acc, ddof=1):.3f}"
     row = [line for line in text.splitlines() if line.startswith("| ADPM ")][0]
-    assert row.split("|")[2].strip() == "3" and row.split("|")[3].strip() == expected
+    assert row.split("|")[2].strip() == "3" and row.split("|")[4].strip() == expected
+    assert row.split("|")[3].strip() == "CV folds (1)"  # fake_run scores every run on fold0
     assert any(line.startswith("| prior network (ADPM)") for line in text.splitlines())
     assert any(line.startswith("| baseline ") for line in text.splitlines())
     # per-class: tail accuracy = recall mean ± std, and the head/medium/tail group rows
@@ -166,6 +167,15 @@ def test_compare_experiments_mean_std_by_hand(tmp_path):
     tail_row = [line for line in text.splitlines() if line.startswith("| tail ")][0]
     assert tail_row.split("|")[3].strip() == f"{np.mean(recall):.3f} ± {np.std(recall, ddof=1):.3f}"
     assert "**head** (1 classes)" in text and "**tail** (1 classes)" in text
+
+
+def test_compare_says_where_each_row_was_scored():
+    from adpm_dist.report.compare import scored_on
+
+    assert scored_on([{"eval_part": "test"}] * 2) == "test"
+    assert scored_on([{"eval_part": f"fold{k}"} for k in range(5)]) == "CV folds (5)"
+    assert scored_on([{"eval_part": "fold0"}, {"eval_part": "test"}]) == "mixed: fold0, test"
+    assert scored_on([{}]) == "?"
 
 
 def test_compare_labels_and_errors(tmp_path):
@@ -270,7 +280,7 @@ def test_predict_command_on_the_run(trained_run, tmp_path):
     with open(out) as f:
         rows = {Path(r["path"]).name: r for r in csv.DictReader(f)}
     assert set(rows) == {"a.png", "b.jpeg", "broken.jpg"} and rows["broken.jpg"]["error"]
-    assert rows["a.png"]["prediction"] in [str(i) for i in range(10)] and float(rows["a.png"]["agreement"]) in (0.5, 1)
+    assert rows["a.png"]["prediction"] in [str(i) for i in range(10)] and float(rows["a.png"]["p_0"]) in (0, 0.5, 1)
     assert "broken.jpg" in proc.stderr
 
 

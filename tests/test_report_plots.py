@@ -54,3 +54,13 @@ def test_heatmap_scale_is_anchored():
     assert hi - lo == pytest.approx(0.05) and lo < 0.0837 and hi > 0.0839
     assert plots.anchored_range(np.array([0.2, 0.9])) == (0.2, 0.9)
     assert plots.anchored_range(np.array([0.99, 0.995])) == pytest.approx((0.95, 1.0))
+
+
+def test_a_refit_history_has_no_empty_validation_panel():
+    """train.select=refit's second pass has no validation data: one panel, whole-epoch limits."""
+    fig = plots.history_figure([{"epoch": 3, "loss": 0.4, "prior_ce": 0.3}], "ADPM (diffusion)", kept_epoch=3)
+    fig.canvas.draw()
+    assert len(fig.axes) == 1 and "no validation data" in fig.axes[0].get_title()
+    lo, hi = fig.axes[0].get_xlim()
+    assert (lo, hi) == (2, 4)
+    _inside_and_apart(fig, [fig.axes[0].yaxis.label, fig.axes[0].title])

@@ -4,8 +4,8 @@ The loader then does only what must happen on the host: decode (or read the cach
 square of the stored image as a uint8 slice (no resampling) and draw each sample's augmentation
 parameters. The device does the rest for the whole batch at once:
 
-train: resize + h/v-flip + rotation (bilinear, black fill) as ONE affine resampling
-       (affine_grid + grid_sample), then ImageNet normalisation;
+train: [crop box +] resize + h/v-flip + rotation (bilinear, black fill) as ONE affine resampling
+       (affine_grid + grid_sample), [colour jitter,] then ImageNet normalisation;
 eval:  resize (bilinear, antialiased, as PIL's) + normalisation.
 
 The same steps and maths as transforms.py (the per-image PIL path, `augment_on=cpu`): the affine
@@ -17,8 +17,15 @@ Determinism: a sample's parameters come from `draw_params(seed string)`, the str
 (run seed, epoch, rank, key, n-th occurrence of the key in the worker's stream): the same on every
 run, resume, worker count and device, independent of any global RNG.
 
+Optional keys (augment.py): data.crop=random_resized draws its box INSIDE the stored centre square
+(the loader ships squares; the CPU path draws it in the whole image, edges included) and
+data.color_jitter scales brightness, contrast and saturation per sample on the device;
+data.auto_augment (TrivialAugment) is the CPU path's only (config.py refuses it here).
+
 Batches on the host: {"image": (B,P,P,3) uint8 (the centre square at the top left of a P x P canvas,
-P = the shards' stored size), "side": (B,) the square's side, "aug": (B,3) [angle, hflip, vflip]};
+P = the shards' stored size), "side": (B,) the square's side, "aug": (B,3) [angle, hflip, vflip], or
+(B,10) with [box left, top, width, height (pixels of the square), brightness, contrast, saturation]
+appended when a crop or jitter key is on};
 with `data.cache=device` "image" is absent and "slot" says where the device cache holds it.
 """
 from __future__ import annotations
@@ -31,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .augment import Extra, crop_box, jitter_factors
 from .transforms import FUSE_MAX_SCALE, IMAGENET_MEAN, IMAGENET_STD, affine_coefficients, centre_square
 
 
@@ -45,6 +53,28 @@ def draw_params(seed: str, hflip: bool, vflip: bool, rotation: float) -> tuple[f
     return angle, h, v
 
 
+def draw_extra(seed: str, side: int, extra: Extra) -> tuple[float, ...]:
+    """(left, top, width, height, brightness, contrast, saturation) of one sample: the crop box in
+    its side x side square (the whole square with data.crop=centre) and its jitter factors."""
+    rng = random.Random(f"{seed}:extra")
+    box = crop_box(rng, side, side, extra.crop_scale, extra.crop_ratio) if extra.crop == "random_resized" \
+        else (0, 0, side, side)
+    factors = jitter_factors(rng, extra.color_jitter) if extra.color_jitter > 0 else (1.0, 1.0, 1.0)
+    return tuple(float(v) for v in (*box, *factors))
+
+
+def jitter_batch(x: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+    """Brightness, contrast, saturation (B,3) on 0..255 float images (B,3,H,W), torchvision's adjust_*
+    blends: with black, with the mean grey level, with the grey image; clamped after each."""
+    f = factors.to(x.device, x.dtype).view(-1, 3, 1, 1, 1)
+    weights = torch.tensor([0.299, 0.587, 0.114], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    x = (x * f[:, 0]).clamp_(0, 255)
+    mean = (x * weights).sum(1, keepdim=True).mean((2, 3), keepdim=True)
+    x = ((x - mean) * f[:, 1] + mean).clamp_(0, 255)
+    grey = (x * weights).sum(1, keepdim=True)
+    return ((x - grey) * f[:, 2] + grey).clamp_(0, 255)
+
+
 def affine_theta(sides: torch.Tensor, canvas: int, size: int, params: torch.Tensor) -> torch.Tensor:
     """(B, 2, 3) float64 affine_grid matrices (align_corners=False) sampling a size x size output from
     the side x side square at the top left of a canvas x canvas input: resize, flips, then rotation,
@@ -53,6 +83,8 @@ def affine_theta(sides: torch.Tensor, canvas: int, size: int, params: torch.Tens
     PIL's map is src = A p + c in pixels (centres at +0.5). grid_sample's normalised coordinates are
     u = 2 x / W - 1 on both sides, so p = (u_out + 1) size / 2 and u_src = 2 src / canvas - 1:
     u_src = (size / canvas) A u_out + (size / canvas) A 1 + 2 c / canvas - 1.
+    With a crop box in params[:, 3:7] (left, top, w, h), x is scaled by w / size and shifted by
+    left, y by h / size and top, instead of both by side / size.
     """
     params = params.double()
     t = -torch.deg2rad(params[:, 0])
@@ -62,7 +94,12 @@ def affine_theta(sides: torch.Tensor, canvas: int, size: int, params: torch.Tens
     k = sides.double() / size  # affine_coefficients: rotation about the centre, flips, then the resize
     a, b, c = hs * cos, hs * sin, hs * (m - cos * m - sin * m) + params[:, 1] * size
     d, e, f = -vs * sin, vs * cos, vs * (m + sin * m - cos * m) + params[:, 2] * size
-    a, b, c, d, e, f = (k * v for v in (a, b, c, d, e, f))
+    if params.shape[1] >= 7:  # a crop box: its own scale per axis, and its offset
+        kx, ky = params[:, 5] / size, params[:, 6] / size
+        a, b, c = kx * a, kx * b, kx * c + params[:, 3]
+        d, e, f = ky * d, ky * e, ky * f + params[:, 4]
+    else:
+        a, b, c, d, e, f = (k * v for v in (a, b, c, d, e, f))
     r = size / canvas
     row0 = torch.stack([r * a, r * b, r * (a + b) + 2 * c / canvas - 1], 1)
     row1 = torch.stack([r * d, r * e, r * (d + e) + 2 * f / canvas - 1], 1)
@@ -101,13 +138,18 @@ def augment_batch(pixels: torch.Tensor, sides: torch.Tensor, params: torch.Tenso
     with torch.autocast(device_type=pixels.device.type, enabled=False):  # float32 sampling under bf16 runs
         x = pixels.permute(0, 3, 1, 2).float()
         sides = sides.cpu().long()
+        params = params.cpu().double().clone()
         big = sides > FUSE_MAX_SCALE * size  # first an antialiased resize, as transforms.py does
         if bool(big.any()):
             _resize_squares(x, sides, big, size)
+            if params.shape[1] >= 7:  # the box, in pixels of the resized square
+                params[big, 3:7] *= (size / sides[big].double()).unsqueeze(1)
             sides = torch.where(big, torch.full_like(sides, size), sides)
-        theta = affine_theta(sides, x.shape[-1], size, params.cpu().double()).to(x.device, torch.float32)
+        theta = affine_theta(sides, x.shape[-1], size, params).to(x.device, torch.float32)
         grid = F.affine_grid(theta, [len(x), 3, size, size], align_corners=False)
         out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        if params.shape[1] >= 10 and bool((params[:, 7:10] != 1).any()):
+            out = jitter_batch(out, params[:, 7:10])
         return _normalise(out, normalize)
 
 
@@ -150,14 +192,19 @@ class HostSquares:
     canvas: P, the stored size (manifest.image_size). A square larger than P (shards written by other
     tools) is resized to P here with PIL's antialiasing, so every batch has one shape. Picklable."""
 
-    def __init__(self, canvas: int, train: bool, hflip: bool = True, vflip: bool = False, rotation: float = 30.0):
+    def __init__(self, canvas: int, train: bool, hflip: bool = True, vflip: bool = False, rotation: float = 30.0,
+                 extra: Extra | None = None):
         self.canvas, self.train = int(canvas), train
         self.hflip, self.vflip, self.rotation = hflip and train, vflip and train, float(rotation) if train else 0.0
+        self.extra = extra if train and extra is not None and extra.active else None
+
+    def _aug(self, seed: str, side: int) -> torch.Tensor:
+        base = draw_params(seed, self.hflip, self.vflip, self.rotation) if self.train else (0.0, 0.0, 0.0)
+        return torch.tensor(base if self.extra is None else base + draw_extra(seed, side, self.extra))
 
     def fields(self, image, seed: str) -> dict[str, torch.Tensor]:
-        aug = torch.tensor(draw_params(seed, self.hflip, self.vflip, self.rotation) if self.train else (0.0, 0.0, 0.0))
         if isinstance(image, CachedRef):
-            return {"slot": torch.tensor(image.slot), "side": torch.tensor(image.side), "aug": aug}
+            return {"slot": torch.tensor(image.slot), "side": torch.tensor(image.side), "aug": self._aug(seed, image.side)}
         square = centre_square_array(image)
         side = square.shape[0]
         if side > self.canvas:
@@ -171,11 +218,11 @@ class HostSquares:
         else:
             pixels = torch.zeros(self.canvas, self.canvas, 3, dtype=torch.uint8)
             pixels[:side, :side] = torch.from_numpy(square)
-        return {"image": pixels, "side": torch.tensor(side), "aug": aug}
+        return {"image": pixels, "side": torch.tensor(side), "aug": self._aug(seed, side)}
 
     def __repr__(self) -> str:
         return (f"HostSquares(canvas={self.canvas}, train={self.train}, hflip={self.hflip}, vflip={self.vflip}, "
-                f"rotation={self.rotation})")
+                f"rotation={self.rotation}, extra={self.extra})")
 
 
 # ---------------------------------------------------------------- device side (where batches reach the model)

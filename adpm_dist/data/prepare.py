@@ -5,7 +5,9 @@
     python -m adpm_dist.data.prepare --dataset ham10000 --root HAM10000/ --out shards/ham10000   # 7:3
     python -m adpm_dist.data.prepare --dataset scin --root scin/ --out shards/scin --top-k 20
     python -m adpm_dist.data.prepare --dataset hyper_kvasir --root hyper-kvasir/ --out shards/hk
-    python -m adpm_dist.data.prepare --dataset imagefolder --root DIR [--test-root DIR] --out SHARDS
+    python -m adpm_dist.data.prepare --dataset imagefolder --root DIR [--test-root DIR] [--folds K] [--groups FILE.csv] --out SHARDS
+    python -m adpm_dist.data.prepare --dataset hf:OWNER/NAME --image-key image --label-key label [--split train]
+        [--group-key patient_id] --out SHARDS                  # a Hugging Face dataset (hf.py)
     python -m adpm_dist.data.prepare --verify --out SHARDS      # re-check an existing directory
     python -m adpm_dist.data.prepare --dataset NAME ... --out s3://bucket/prefix [--stage DIR]
         # writes into a local staging directory, then publishes (publish.py: shards, index, manifest last)
@@ -15,7 +17,7 @@
 
 from __future__ import annotations
 
-import argparse
+import functools
 import glob
 import hashlib
 import inspect
@@ -25,14 +27,14 @@ import re
 import shutil
 import sys
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
 from ..files import TMP_INFIX, is_leftover
 from .folds import assign_parts, part_sort_key, protocol_name
-from .location import RemotePath, as_location, is_remote, read_bytes, redact
-from .manifest import INDEX_NAME, MANIFEST_NAME, Manifest, load_manifest, verify_shards, write_index, write_manifest
+from .groups import apply_groups, warn_duplicates
+from .hf import is_hf, read_hf
+from .manifest import INDEX_NAME, MANIFEST_NAME, Manifest, load_manifest, write_index, write_manifest
 from .shards import default_workers, write_shards
 from .sources import READERS
 
@@ -131,6 +133,7 @@ def prepare(
     image_size: int | None = None,
     folds: int | None = None,
     test_fraction: float | None = None,
+    groups: str | Path | None = None,
     seed: int = 0,
     samples_per_shard: int = DEFAULT_SAMPLES_PER_SHARD,
     workers: int | None = None,
@@ -148,7 +151,8 @@ def prepare(
     5 folds, except HAM10000 (a 7:3 grouped train/test split: test_fraction 0.3) and imagefolder
     with `test_root` (train + test). Passing `folds` alone asks for pure K-fold CV (test_fraction
     0); passing both gives a held-out test part plus K folds of the rest. `reader_options` go to
-    the reader (digits_lt: imbalance_ratio, n_max, val_per_class; scin: top_k). `workers` encoding processes
+    the reader (digits_lt: imbalance_ratio, n_max, val_per_class; scin: top_k). `groups` (imagefolder):
+    a CSV of image -> patient / lesion group (groups.py). `workers` encoding processes
     (default min(4, CPUs)). Deterministic: the same input gives byte-identical output, whatever
     `workers` is. Warnings (small classes, missing lesion ids) are re-issued and kept in the manifest.
     """
@@ -156,10 +160,12 @@ def prepare(
     _clean_beside(out)
     check_out(out, overwrite)
     reader = _reader(dataset, reader_options, folds, test_fraction)
+    if groups is not None and dataset != "imagefolder":
+        raise ValueError(f"--groups is for --dataset imagefolder; {dataset} takes its groups from its own metadata")
     kwargs = dict(root=root, test_root=test_root, seed=seed, **reader_options)
     if image_size is not None:
         kwargs["image_size"] = image_size
-    source, records, notes, folds, test_fraction = _read_and_split(reader, kwargs, folds, test_fraction, seed)
+    source, records, notes, folds, test_fraction = _read_and_split(reader, kwargs, folds, test_fraction, seed, groups)
     if not records:
         reasons = "; ".join(f"{r['file']}: {r['reason']}" for r in source.rejected[:3])
         raise ValueError(f"{dataset}: no usable image under {root} ({len(source.rejected)} input(s) rejected"
@@ -171,7 +177,8 @@ def prepare(
     try:
         new.mkdir()
         result = write_shards(new, records, image_size=image_size, samples_per_shard=samples_per_shard, seed=seed,
-                              workers=default_workers() if workers is None else workers, progress=progress)
+                              workers=default_workers() if workers is None else workers,
+                              progress=progress and sys.stderr.isatty())  # no bar in a log file
         write_index(new, result.index)
         write_manifest(new, _manifest_data(source, result, notes, image_size=image_size, seed=seed, folds=folds,
                                            test_fraction=test_fraction, samples_per_shard=samples_per_shard))
@@ -185,9 +192,12 @@ def prepare(
 
 def _reader(dataset: str, reader_options: dict, folds: int | None, test_fraction: float | None):
     """The dataset's reader, once its options and the split arguments are known to be valid."""
-    if dataset not in READERS:
-        raise ValueError(f"unknown dataset {dataset!r}; choose one of {sorted(READERS)}")
-    reader = READERS[dataset]
+    if is_hf(dataset):
+        reader = functools.partial(read_hf, name=dataset.split(":", 1)[1])
+    elif dataset not in READERS:
+        raise ValueError(f"unknown dataset {dataset!r}; choose one of {sorted(READERS)} or hf:OWNER/NAME")
+    else:
+        reader = READERS[dataset]
     accepted = inspect.signature(reader).parameters
     unknown = sorted(k for k in reader_options if k not in accepted)
     if unknown:
@@ -199,12 +209,17 @@ def _reader(dataset: str, reader_options: dict, folds: int | None, test_fraction
     return reader
 
 
-def _read_and_split(reader, kwargs: dict, folds: int | None, test_fraction: float | None, seed: int):
+def _read_and_split(reader, kwargs: dict, folds: int | None, test_fraction: float | None, seed: int,
+                    groups: str | Path | None = None):
     """(source, records with parts, warnings, folds, test_fraction): the reader's defaults fill the
-    split arguments not given; its warnings are re-issued and kept for the manifest."""
+    split arguments not given; `groups` (a CSV) sets the records' groups; identical files in
+    different groups are warned about; the warnings are re-issued and kept for the manifest."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         source = reader(**kwargs)
+        if groups is not None:
+            source = apply_groups(source, Path(groups), [Path(r) for r in (kwargs["root"], kwargs["test_root"]) if r])
+        warn_duplicates(source.records)
         if test_fraction is None:
             test_fraction = source.default_test_fraction if folds is None else 0.0
         folds = source.default_folds if folds is None else folds
@@ -260,112 +275,11 @@ def staging_dir(url: str) -> Path:
     return Path(tempfile.gettempdir()) / f"adpm_stage_{tag}"
 
 
-def _verify(out: Path | str) -> int:
-    if is_remote(str(out)):
-        from .publish import verify_remote
-
-        return verify_remote(str(out))
-    out = as_location(out) if str(out).lower().startswith("file://") else Path(out)
-    try:
-        manifest = load_manifest(out)
-        summary = verify_shards(manifest)
-    except (ValueError, OSError) as exc:
-        print(f"verify FAILED: {exc}", file=sys.stderr)
-        return 1
-    print(f"verify OK: {summary['shards']} shards, {summary['samples']} samples match {out / MANIFEST_NAME} "
-          f"(sha256, counts, keys); inputs {manifest.inputs or '(not recorded)'}")
-    return 0
-
-
-def _check_remote_out(url: str) -> None:
-    """A remote --out holding a shard set is refused without --overwrite, like a local one (its
-    own staging directory is always rewritten: it only mirrors the target)."""
-    target = as_location(url)
-    if isinstance(target, RemotePath) and target.protocol != "pipe":
-        try:
-            read_bytes(target / MANIFEST_NAME)
-        except FileNotFoundError:
-            return
-        raise ValueError(f"--out {target} already holds a shard set ({MANIFEST_NAME}); pass --overwrite to replace it")
-
-
-def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m adpm_dist.data.prepare", description=__doc__.split("\n")[0])
-    ap.add_argument("--dataset", choices=sorted(READERS), help="required unless --verify alone")
-    ap.add_argument("--out", required=True, help="output shard directory, or s3://bucket/prefix (then staged "
-                    "locally and published: shards, index, manifest last)")
-    ap.add_argument("--stage", type=Path, help="with a remote --out: the local staging directory "
-                    "(default: one per URL under the system temporary directory)")
-    ap.add_argument("--root", type=Path, help="dataset root in its official layout (not for digits_lt)")
-    ap.add_argument("--test-root", type=Path, help="imagefolder: class folders forming a fixed test part")
-    ap.add_argument("--image-size", type=int, help="shorter image side stored (digits_lt: 32, else 256)")
-    ap.add_argument("--folds", type=int, help="stratified grouped folds; 0 = one train part (default: per dataset)")
-    ap.add_argument("--test-fraction", type=float, help="held-out grouped test fraction (default: ham10000 0.3)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--samples-per-shard", type=int, default=DEFAULT_SAMPLES_PER_SHARD)
-    ap.add_argument("--workers", type=int, help=f"encoding processes (default min(4, CPUs) = {default_workers()})")
-    ap.add_argument("--imbalance-ratio", type=float, help="digits_lt: head/tail ratio (default 50)")
-    ap.add_argument("--n-max", type=int, help="digits_lt: head-class size (default 150)")
-    ap.add_argument("--val-per-class", type=int,
-                    help="digits_lt: undrawn digits per class in a balanced `val` part (default 10; 0 = none)")
-    ap.add_argument("--top-k", type=int, help="scin: keep the K most frequent conditions (default 20)")
-    ap.add_argument("--overwrite", action="store_true", help="replace an existing shard directory --out (swapped in "
-                    "only once the new set is complete); without it a non-empty --out is refused")
-    ap.add_argument("--verify", action="store_true", help="re-check shards against the manifest (sha256, counts)")
-    ap.add_argument("--quiet", action="store_true", help="no progress bar")
-    return ap
-
-
-def _print_summary(manifest: Manifest, seconds: float) -> None:
-    n_shards = sum(len(v) for v in manifest.parts.values())
-    print(f"{manifest.dataset}: {sum(manifest.num_samples.values())} samples in {n_shards} shards "
-          f"({manifest.protocol}) -> {manifest.root} [{seconds:.1f} s]")
-    inputs = manifest.inputs
-    print(f"inputs: {inputs['found']} found = {inputs['written']} written + {inputs['rejected']} rejected")
-    print(format_counts(manifest))
-    for note in manifest.warnings:
-        print(f"WARNING: {note}", file=sys.stderr)
-    if manifest.rejected:
-        print(f"{len(manifest.rejected)} input(s) rejected (see {manifest.root / MANIFEST_NAME}):", file=sys.stderr)
-        for r in manifest.rejected:
-            print(f"  {r['file']}: {r['reason']}", file=sys.stderr)
-
-
 def main(argv: list[str] | None = None) -> int:
-    ap = _parser()
-    args = ap.parse_args(argv)
-    if args.dataset is None:
-        if args.verify:
-            return _verify(args.out)
-        ap.error("--dataset is required (or use --verify alone to check an existing --out)")
+    """The command line (prepare_cli.py: argparse, printing, publishing)."""
+    from .prepare_cli import main as cli_main
 
-    options = {k: v for k, v in (("imbalance_ratio", args.imbalance_ratio), ("n_max", args.n_max),
-                                 ("val_per_class", args.val_per_class), ("top_k", args.top_k)) if v is not None}
-    t0 = time.perf_counter()
-    remote = is_remote(args.out)
-    local_out = (args.stage or staging_dir(args.out)) if remote else as_location(args.out)
-    try:
-        if remote and not args.overwrite:
-            _check_remote_out(args.out)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # printed below from the manifest, once, readably
-            manifest = prepare(args.dataset, local_out, root=args.root, test_root=args.test_root,
-                               image_size=args.image_size, folds=args.folds, test_fraction=args.test_fraction,
-                               seed=args.seed, samples_per_shard=args.samples_per_shard, workers=args.workers,
-                               progress=not args.quiet, overwrite=args.overwrite or remote, **options)
-    except (ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    _print_summary(manifest, time.perf_counter() - t0)
-    if remote:
-        from .publish import publish
-
-        try:
-            publish(local_out, args.out)
-        except (ValueError, OSError) as exc:
-            print(f"error: publishing {local_out} to {redact(args.out)}: {exc}", file=sys.stderr)
-            return 2
-    return _verify(args.out) if args.verify else 0
+    return cli_main(argv)
 
 
 if __name__ == "__main__":

@@ -9,9 +9,11 @@ Library: ``load_model(run_or_checkpoint)`` then ``predict_images(loaded, paths)`
 
 Images get the evaluation transform of training (centre square crop, resize to the checkpoint's
 data.image_size, ImageNet normalisation). With N samples per image the prediction is CARD's
-majority vote (ADPM.sample(samples=N)); probabilities are then the vote shares, ``agreement`` the
-share of the winning class. With N = 1 the probabilities are softmax(y0) (DiffMIC's read-out,
-the same columns as the training run's predictions.csv) and agreement is 1 by definition.
+majority vote (ADPM.sample(samples=N)); probabilities are then the vote shares. With N = 1 the
+probabilities are softmax(y0) (DiffMIC's read-out, the same columns as the training run's
+predictions.csv). No uncertainty column: the former `agreement` and `entropy` changed meaning with N
+and, measured, never told right from wrong (y0 form: agreement 1.0 and entropy 0 for every image at
+N = 5, wrong ones included; docs/report.md); the prior's probabilities are in the prior_p_ columns.
 The noise levels are always the training lambda_j: a prediction must not depend on which other
 images happen to be in the same folder (noise.test_levels=soft_counts is an evaluation-set option).
 A baseline's checkpoint (method=, docs/baselines.md) predicts too: probabilities are the softmax of
@@ -170,11 +172,6 @@ def _read(path: Path, transform) -> tuple[torch.Tensor | None, str]:
         return None, f"cannot read image: {type(e).__name__}: {e}"
 
 
-def _entropy(p: torch.Tensor) -> torch.Tensor:
-    """Shannon entropy in nats per row (0 log 0 = 0); maximum log K for a uniform row."""
-    return -(p * p.clamp_min(1e-12).log()).sum(dim=1)
-
-
 def check_sampling(cfg: Config, sampler: str | None, steps: int | None, samples: int) -> tuple[str, int]:
     """Sampler and step count for prediction (defaults: the run's), validated like a config."""
     sampler = cfg.diffusion.sampler if sampler is None else sampler
@@ -197,7 +194,7 @@ def check_sampling(cfg: Config, sampler: str | None, steps: int | None, samples:
 @torch.no_grad()
 def predict_images(loaded: LoadedModel, paths: list[str | Path], *, samples: int = 1, sampler: str | None = None,
                    steps: int | None = None, batch_size: int = 32, seed: int = 0, progress: bool = False) -> list[dict]:
-    """One row per image, in input order: {path, prediction, agreement, entropy, p_<class>..., error}
+    """One row per image, in input order: {path, prediction, p_<class>..., error}
     and, for a diffusion method (``Method.has_diffusion``), prior_prediction and prior_p_<class>....
     An unreadable image gets a row with ``error`` set."""
     sampler, steps = check_sampling(loaded.cfg, sampler, steps, samples)
@@ -209,7 +206,7 @@ def predict_images(loaded: LoadedModel, paths: list[str | Path], *, samples: int
     files = find_images(paths)
     rows: list[dict] = []
     chunks = range(0, len(files), batch_size)
-    if progress:
+    if progress and sys.stderr.isatty():  # a bar in a log file is noise
         from tqdm.auto import tqdm
         chunks = tqdm(chunks, desc="predicting", unit="batch", file=sys.stderr)
     for b, start in enumerate(chunks):
@@ -225,10 +222,8 @@ def predict_images(loaded: LoadedModel, paths: list[str | Path], *, samples: int
             probs = torch.softmax(y0.float(), dim=1).cpu()  # vote shares if samples > 1 (vote_readout)
             mu = mu.float().cpu()
             pred = probs.argmax(1)
-            agreement = (probs.max(1).values * samples).round() / samples if samples > 1 else torch.ones(len(good))
-            entropy = _entropy(probs)
             for j, i in enumerate(good):
-                row = {"prediction": names[pred[j]], "agreement": float(agreement[j]), "entropy": float(entropy[j])}
+                row = {"prediction": names[pred[j]]}
                 row |= {f"p_{c}": float(probs[j, m]) for m, c in enumerate(names)}
                 if prior:
                     row |= {"prior_prediction": names[int(mu[j].argmax())]}
@@ -241,7 +236,7 @@ def predict_images(loaded: LoadedModel, paths: list[str | Path], *, samples: int
 
 def csv_columns(class_names: list[str], prior: bool = True) -> list[str]:
     """The CSV's columns; the prior's only for a diffusion method's predictions."""
-    return (["path", "prediction", "agreement", "entropy"] + (["prior_prediction"] if prior else [])
+    return (["path", "prediction"] + (["prior_prediction"] if prior else [])
             + [f"p_{c}" for c in class_names] + ([f"prior_p_{c}" for c in class_names] if prior else []) + ["error"])
 
 

@@ -79,15 +79,28 @@ def collect_methods(paths: list[str | Path], labels: list[str] | None = None,
     if include_prior:
         with_prior = [m for m in methods if all(has_prior(x) for x in m.metrics)]
         methods += [Method("prior network" if len(methods) == 1 else f"prior network ({m.label})", m.runs,
-                           [x["prior"] | {"train_counts": x.get("train_counts")} for x in m.metrics])
+                           [x["prior"] | {"train_counts": x.get("train_counts"), "eval_part": x.get("eval_part")}
+                            for x in m.metrics])
                     for m in with_prior]
     return methods
 
 
+def scored_on(metrics: list[dict]) -> str:
+    """Where a method's runs were scored (metrics.json's eval_part): `test`, `CV folds (3)` (each run
+    on its held-out fold), or every part named when they differ; `?` for runs that do not say."""
+    parts = sorted({x.get("eval_part") or "?" for x in metrics})
+    if parts == ["test"]:
+        return "test"
+    if all(p.startswith("fold") for p in parts):
+        return f"CV folds ({len(parts)})"
+    return "mixed: " + ", ".join(parts) if len(parts) > 1 else parts[0]
+
+
 def headline_table(methods: list[Method]) -> str:
-    rows = [[m.label, str(len(m.metrics))] + [mean_std([x[k] for x in m.metrics]) for k, _ in HEADLINE]
+    """One row per method; `scored on` keeps a CV figure from passing for a test figure beside it."""
+    rows = [[m.label, str(len(m.metrics)), scored_on(m.metrics)] + [mean_std([x[k] for x in m.metrics]) for k, _ in HEADLINE]
             for m in methods]
-    return markdown_table(["Method", "runs"] + [h for _, h in HEADLINE], rows)
+    return markdown_table(["Method", "runs", "scored on"] + [h for _, h in HEADLINE], rows)
 
 
 def class_order(methods: list[Method]) -> tuple[list[str], np.ndarray]:
@@ -137,7 +150,9 @@ def per_class_table(methods: list[Method]) -> str:
 
 
 def comparison_markdown(methods: list[Method]) -> str:
-    lines = ["# Comparison", "", "Mean ± std (sample std, ddof 1) over each method's runs; a single run has no std.", "",
+    lines = ["# Comparison", "", "Mean ± std (sample std, ddof 1) over each method's runs; a single run has no std. "
+             "`scored on`: the part each method's runs were scored on, `test` (the held-out test part) or "
+             "`CV folds (K)` (each run on its own held-out fold): the two are not the same figure.", "",
              "## Overall (shape of the paper's Tables 4, 8, 9)", "", headline_table(methods), "",
              "## Per class (shape of the paper's Tables 5, 7)", "",
              "Accuracy of a class = its recall. Classes head to tail by mean training count; the group rows "

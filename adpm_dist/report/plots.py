@@ -151,9 +151,11 @@ def reliability_figure(bins_by_model: dict[str, dict], ece: dict[str, float]) ->
 def history_figure(history: Sequence[dict], label: str = "ADPM (diffusion)", kept_epoch: int | None = None,
                    prior: bool = True) -> Figure:
     """Training losses per epoch and the validation macro F1 used to select the checkpoint (the kept
-    epoch marked)."""
-    fig = new_figure(9.0, 3.6)
-    loss_ax, val_ax = fig.subplots(1, 2)
+    epoch marked). A run without validation data (train.select=refit's second pass trains on it) gets
+    the loss panel alone, saying so, instead of an empty validation panel."""
+    validated = any("val_macro_f1" in row for row in history)
+    fig = new_figure(9.0 if validated else 5.0, 3.6)
+    loss_ax, val_ax = fig.subplots(1, 2) if validated else (fig.subplots(1, 1), None)
     epochs = [row["epoch"] for row in history]
     for key in ("loss", "diffusion", "prior_ce"):
         values = [row.get(key, np.nan) for row in history]
@@ -165,8 +167,14 @@ def history_figure(history: Sequence[dict], label: str = "ADPM (diffusion)", kep
             loss_ax.plot(*zip(*pts), marker="o", linestyle="--", label=f"{key} (validation)")
     loss_ax.set_xlabel("epoch")
     loss_ax.set_ylabel("loss")  # short: a long label is cropped at this height
-    loss_ax.set_title("training (solid), validation (dashed)", fontsize=9)
+    loss_ax.set_title("training (solid), validation (dashed)" if validated else
+                      "training; no validation data in this run (refit: it was trained on)", fontsize=9)
     loss_ax.legend(fontsize=7)
+    if len(set(epochs)) == 1:  # one epoch: whole-epoch limits, not matplotlib's +-0.16 around it
+        loss_ax.set_xlim(epochs[0] - 1, epochs[0] + 1)
+    if not validated:
+        loss_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        return fig
     curves = [("val_macro_f1", label, DIFFUSION_COLOR)] + ([("val_prior_macro_f1", "prior network", PRIOR_COLOR)]
                                                            if prior else [])  # a baseline's "prior" is itself
     for key, name, color in curves:

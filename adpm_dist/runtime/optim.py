@@ -45,13 +45,15 @@ def set_lr(optimizer: torch.optim.Optimizer, cfg: TrainConfig, diffusion_epoch_f
     warm-up with train.freeze_prior: DeepSpeed steps every group, and Adam's momentum would move a
     prior with zero gradients).
 
-    Returns group 0's LR (ADPM: the denoiser's; method=prior: the prior's constant one).
+    Returns the LR of the group that trains, which the logs show: during the prior warm-up the
+    prior's, else group 0's (ADPM: the denoiser's; method=prior: the prior's constant one).
     """
     lr = cfg.lr * warmup_cosine(max(diffusion_epoch_f, 0.0), cfg.warmup_epochs, cfg.epochs)
     prior_lr = 0.0 if cfg.freeze_prior and diffusion_epoch_f >= 0 else cfg.prior_lr
     for group in optimizer.param_groups:
         group["lr"] = prior_lr if group.get("name") == "prior" else lr
-    return optimizer.param_groups[0]["lr"]
+    warming = [g for g in optimizer.param_groups if diffusion_epoch_f < 0 and g.get("name") == "prior"]
+    return (warming or optimizer.param_groups)[0]["lr"]
 
 
 def restart_group(optimizer, group_name: str) -> int:
