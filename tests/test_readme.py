@@ -67,8 +67,9 @@ def test_the_quick_start_runs_as_written(tmp_path):
     assert " | lr 0 |" not in warmup[0]  # the prior's LR while the prior trains
 
     from adpm_dist.data.manifest import load_manifest
-    from adpm_dist.tune.shards import check_folds
+    from adpm_dist.tune.shards import check_folds, check_shard_counts
 
     manifest = load_manifest(tmp_path / "data" / "mine")
     assert check_folds(manifest, 5, "imagefolder") == 5  # what tune/study.py --shards data/mine --folds 5 checks
+    check_shard_counts(manifest, 1, "imagefolder")  # one training process per trial: small folds are not refused
     assert "test" in manifest.parts

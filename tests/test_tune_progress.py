@@ -35,7 +35,7 @@ def test_events_counts_and_best_so_far(tmp_path):
     assert "4 trials: 1 retrying, 3 finished" in text
     # alpha=1/2 has one fold at 0.9; alpha=0 has both folds at mean 0.6: the best so far is by mean over folds done.
     assert "best so far: alpha=1/2 beta=5 mean eval macro-F1 0.9000 (1/2 trials)" in text
-    assert f"{'alpha0_beta5_fold0':<34}finished       2/3" in text  # ids of inner trials are longer
+    assert f"{'alpha0_beta5_fold0':<22}finished       2/3" in text  # the id column is the longest id + 2
 
 
 def test_a_trial_ended_without_evaluation_is_not_finished(tmp_path):
@@ -59,3 +59,21 @@ def test_eta_from_the_time_per_ended_trial(tmp_path):
     trials[0].last_result = {"evaluated": 1, "eval_macro_f1": 0.5}
     table.on_trial_complete(0, trials, trials[0])
     assert table.eta() == " | ETA ~30 min"  # 10 min per ended trial x 3 left
+
+
+def test_long_ids_keep_their_columns_and_each_trial_its_own_epoch_count():
+    import io
+
+    from adpm_dist.tune.progress import ProgressTable
+
+    long_id = "logit_adjusted_la_tau1.5_seed0_fold0"  # 36 characters: wider than the old 34-character column
+    out = io.StringIO()
+    table = ProgressTable([{"id": long_id, "group": "la", "fold": 0, "outer": None, "seed": 0, "eval_part": "fold0"},
+                           {"id": "adpm_default_seed0_fold0", "group": "adpm", "fold": 0, "outer": None, "seed": 0,
+                            "eval_part": "fold0"}],
+                          40, stream=out, epochs={long_id: 30})
+    for s in table.states.values():
+        s.status, s.epoch = "running", 3
+    table.print_table()
+    text = out.getvalue()
+    assert f"{long_id}  running" in text and "3/30" in text and "3/40" in text

@@ -27,12 +27,15 @@ class TrialState:
 
 class ProgressTable(Callback):
     def __init__(self, trials: list[dict], total_epochs: int, interval: float = 15.0, stream=None,
-                 max_finished_rows: int = 5, show_eval: bool = True):
+                 max_finished_rows: int = 5, show_eval: bool = True, epochs: dict[str, int] | None = None):
         """`show_eval=False`: never print a trial's evaluation score (a benchmark that chooses on
-        validation only, benchmarks/levers.py, must not show the evaluation part while it runs)."""
+        validation only, benchmarks/levers.py, must not show the evaluation part while it runs).
+        `epochs`: each trial's own epoch count (a classifier has no prior warm-up: 30/30, not 30/40);
+        `total_epochs` for the ETA and for trials it does not name."""
         self.show_eval = show_eval
         self.states = {t["id"]: TrialState(t) for t in trials}
         self.total_epochs = total_epochs
+        self.epochs = epochs or {}
         self.interval = interval
         self.stream = stream or sys.stdout
         self.max_finished_rows = max_finished_rows
@@ -154,10 +157,12 @@ class ProgressTable(Callback):
         rows += done[-self.max_finished_rows:] if len(self.states) > 20 else done
         lines = [f"[{self._clock()}] {len(self.states)} trials: {summary} | {self.best_so_far()}{self.eta()}"]
         if rows:
-            lines.append(f"  {'trial':<34}{'status':<10}{'epoch':>8}{'loss':>9}{'val F1':>9}{'eval F1':>9}{'tries':>7}")
+            width = max(len(s.info["id"]) for s in rows) + 2  # long study ids never run into the status
+            lines.append(f"  {'trial':<{width}}{'status':<10}{'epoch':>8}{'loss':>9}{'val F1':>9}{'eval F1':>9}{'tries':>7}")
             for s in rows:
-                epoch = f"{s.epoch}/{self.total_epochs}" if s.epoch is not None else "-"
-                lines.append(f"  {s.info['id']:<34}{s.status:<10}{epoch:>8}{_f(s.loss):>9}{_f(s.val_f1):>9}"
+                total = self.epochs.get(s.info["id"], self.total_epochs)
+                epoch = f"{s.epoch}/{total}" if s.epoch is not None else "-"
+                lines.append(f"  {s.info['id']:<{width}}{s.status:<10}{epoch:>8}{_f(s.loss):>9}{_f(s.val_f1):>9}"
                              f"{_f(s.eval_f1):>9}{s.attempts:>7}")
         print("\n".join(lines), file=self.stream, flush=True)
 

@@ -76,7 +76,7 @@ def resources_and_shards(args, output: Path, base) -> tuple[Resources, Path | st
                           args.max_concurrent, args.max_failures)
     resources.check()
     shards, folds = resolve_shards(args.dataset, args.shards, output, args.folds, args.root,
-                                   min_shards=args.workers_per_trial * max(1, base.data.num_workers))
+                                   min_shards=args.workers_per_trial)  # loader workers adapt (feed.workers_for)
     return resources, shards, folds
 
 
@@ -221,7 +221,8 @@ def _fit(search: Experiment, resources: Resources, early_stopping: EarlyStopping
     out = search.out
     trials = trial_payloads(search)
     progress = ProgressTable(trials, search.total_epochs, interval=progress_interval, stream=stream,
-                             show_eval=search.show_eval)  # a batch may hide it
+                             show_eval=search.show_eval,  # a batch may hide it
+                             epochs={t.id: epochs_per_trial(search.config_of(t)) for t in search.todo})
     scheduler = None
     if early_stopping is not None:
         max_t = max((joint_epochs_per_trial(search.config_of(t)) for t in search.todo), default=1)

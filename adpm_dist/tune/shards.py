@@ -22,21 +22,24 @@ def fold_parts(manifest: Manifest) -> list[str]:
     return sorted((p for p in manifest.parts if re.fullmatch(r"fold\d+", p)), key=lambda p: int(p[4:]))
 
 
-def prepare_command(dataset: str, folds: int, samples_per_shard: int | None = None) -> str:
+def prepare_command(dataset: str, folds: int, samples_per_shard: int | None = None, test: bool = False) -> str:
+    """The prepare line a refusal suggests; ``test``: the shards had a `test` part, which it keeps."""
     root = "" if dataset in AUTO_PREPARED else f" --root /path/to/{dataset}"
+    root += " --test-root /path/to/test_images" if test and dataset not in AUTO_PREPARED else ""
     small = f" --samples-per-shard {samples_per_shard}" if samples_per_shard else ""
     return (f"python -m adpm_dist.data.prepare --dataset {dataset}{root} --out data/{dataset}_{folds}fold "
             f"--folds {folds}{small}")
 
 
 def check_shard_counts(manifest: Manifest, min_shards: int, dataset: str) -> None:
-    """Each rank x data worker of a trial reads whole shards: every fold needs >= `min_shards` of them."""
+    """Each rank of a trial reads whole shards: every fold needs >= `min_shards` (the ranks) of them. Loader
+    workers need none of their own: a rank runs as many as it has shards (data.feed.workers_for)."""
     few = {p: len(manifest.parts[p]) for p in fold_parts(manifest) if len(manifest.parts[p]) < min_shards}
     if few:
         smallest = min(manifest.num_samples[p] for p in fold_parts(manifest))
-        raise ValueError(f"{manifest.root}: folds {few} have fewer than {min_shards} shard(s), the number of "
-                         f"training processes x data workers per trial; prepare smaller shards with: "
-                         f"{prepare_command(dataset, len(fold_parts(manifest)), max(1, smallest // min_shards))}")
+        raise ValueError(f"{manifest.root}: folds {few} have fewer than {min_shards} shard(s), the training "
+                         f"processes per trial; prepare smaller shards with: "
+                         f"{prepare_command(dataset, len(fold_parts(manifest)), max(1, smallest // min_shards), 'test' in manifest.parts)}")
 
 
 def check_folds(manifest: Manifest, folds: int | None, dataset: str) -> int:
