@@ -110,3 +110,15 @@ def remove_leftovers(directory: str | Path, *, recursive: bool = False) -> list[
     for p in removed:
         p.unlink(missing_ok=True)
     return removed
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs on this machine (another user's counts as running): whose
+    reservation or temporary file a crash left behind."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from ..config import ConfigError
+from ..files import pid_alive
 from . import stream
 from .device_augment import CachedRef, centre_square_array
 from .location import RemotePath
@@ -306,20 +307,10 @@ def remove_dead_reservations(directory: Path) -> list[Path]:
                 os.close(fd)
     for p in directory.glob(".adpm-cache-*.*"):
         pid = p.name.rsplit(".", 1)[1]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             p.unlink(missing_ok=True)
             removed.append(p)
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def device_cache(manifest: Manifest, canvas: int, device) -> tuple[CacheSource, torch.Tensor]:

@@ -30,7 +30,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from ..files import TMP_INFIX, is_leftover
+from ..files import TMP_INFIX, is_leftover, pid_alive
 from .folds import assign_parts, part_sort_key, protocol_name
 from .groups import apply_groups, warn_duplicates
 from .hf import is_hf, read_hf
@@ -77,23 +77,13 @@ def _beside(out: Path, tag: str) -> Path:
     return out.with_name(f".{out.name}.{tag}{TMP_INFIX}{os.getpid()}")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _clean_beside(out: Path) -> None:
     """What a killed prepare left beside `out`: put back a set it had moved aside but not yet
     replaced (killed between the two renames of _swap_in), then delete its half-written set."""
     for tag in ("old", "new"):
         for leftover in sorted(out.parent.glob(f".{glob.escape(out.name)}.{tag}{TMP_INFIX}*")):
             pid = leftover.name.rsplit(TMP_INFIX, 1)[1]
-            if not pid.isdigit() or _alive(int(pid)):
+            if not pid.isdigit() or pid_alive(int(pid)):
                 continue  # another prepare still writing
             if tag == "old" and not out.exists():
                 os.replace(leftover, out)

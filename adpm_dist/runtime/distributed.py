@@ -309,3 +309,15 @@ def ranks_agree(acc, module: nn.Module, state: dict[str, torch.Tensor]) -> str:
         raise RuntimeError(f"parameters differ across ranks (sha256 per rank: {every}): the ranks are not "
                            f"training together; {LAUNCH_HINT}")
     return mine
+
+
+def main_rank_verdict(acc, verdict: str | None) -> str | None:
+    """Rank 0's verdict (None: fine; else the refusal) on every rank: a check only rank 0 can make (a lock,
+    a re-read of the shards) is then raised on every rank, and none is left waiting in a collective."""
+    if acc.num_processes <= 1:
+        return verdict
+    from accelerate.utils import broadcast_object_list
+
+    shared = [verdict]
+    broadcast_object_list(shared, from_process=0)
+    return shared[0]

@@ -154,9 +154,8 @@ def forget_failed_start(out: Path) -> list[str]:
 def verify_data(acc, manifest: Manifest) -> None:
     """data.verify=true: rank 0 re-reads every shard against its manifest (manifest.verify_shards); a problem
     is one ConfigError line on every rank (no rank left waiting in a collective, no traceback)."""
-    from accelerate.utils import broadcast_object_list
-
     from ..data.manifest import verify_shards
+    from .distributed import main_rank_verdict
 
     problem = None
     if acc.is_main_process:
@@ -164,9 +163,6 @@ def verify_data(acc, manifest: Manifest) -> None:
             verify_shards(manifest)
         except (ValueError, OSError, KeyError) as e:
             problem = f"data.verify: {e}"
-    if acc.num_processes > 1:
-        shared = [problem]
-        broadcast_object_list(shared, from_process=0)
-        problem = shared[0]
+    problem = main_rank_verdict(acc, problem)
     if problem is not None:
         raise ConfigError(problem)

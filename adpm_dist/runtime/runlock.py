@@ -89,7 +89,7 @@ def acquire(out: Path) -> RunLock:
 def hold_run_dir(acc, out: Path) -> RunLock | None:
     """Rank 0 takes the lock; every rank learns the outcome (a refusal is raised on every rank, so none
     waits for the others in a collective). Returns the lock on rank 0, None elsewhere."""
-    from accelerate.utils import broadcast_object_list
+    from .distributed import main_rank_verdict
 
     lock, refusal = None, None
     if acc.is_main_process:
@@ -97,10 +97,7 @@ def hold_run_dir(acc, out: Path) -> RunLock | None:
             lock = acquire(out)
         except RunLocked as e:
             refusal = str(e)
-    if acc.num_processes > 1:
-        shared = [refusal]
-        broadcast_object_list(shared, from_process=0)
-        refusal = shared[0]
+    refusal = main_rank_verdict(acc, refusal)
     if refusal is not None:
         raise RunLocked(refusal)
     if lock is not None and lock.took_over:

@@ -80,6 +80,22 @@ class Experiment(Protocol):
     def manifest(self) -> dict: ...             # search.json: what the evaluator reads back
 
 
+class OneEpochPlan:
+    """What the runner reads of an experiment whose trials all train its base config's epoch plan and log
+    into trials/<id>/ (the grid, --fit): the progress table's N, its evaluation column, the log path."""
+    @property
+    def total_epochs(self) -> int:
+        from ..methods import method_for  # imports torch: only once trials are about to run
+
+        return method_for(self.base).epochs().total
+
+    show_eval = True
+
+    @property
+    def logs(self) -> str:
+        return str(self.out / "trials" / "<trial>" / "train.log")
+
+
 def candidate_of(trial) -> str:
     """What a trial is priced and calibrated under: its record's candidate, else its group."""
     record = trial.record()

@@ -22,7 +22,7 @@ from pathlib import Path
 from ..config import Config, flatten, load_config, set_key, to_dict
 from ..files import atomic_write_json
 from ..runtime.record import stale_keys
-from .contract import CV_RESERVED, Experiment, apply_settings, check_reserved, cv_settings, trial_dir
+from .contract import CV_RESERVED, Experiment, OneEpochPlan, apply_settings, check_reserved, cv_settings, trial_dir
 from .contract import supports_resume  # noqa: F401  (where callers have imported it from)
 from .grid import Trial, build_trials, label
 from .protocol import HELD_OUT, NESTED, choose_protocol
@@ -102,7 +102,7 @@ def config_differences(old: dict, new: dict) -> list[str]:
 
 
 @dataclass
-class Search:
+class Search(OneEpochPlan):
     """A planned noise grid (a contract.Experiment): the grid, the resolved base config and the trials still to run."""
     spec: SearchSpec
     shards: Path
@@ -122,18 +122,6 @@ class Search:
     def settings_of(self, trial: Trial) -> dict:
         """What the trial sets itself (search.trial_payloads hands it over)."""
         return trial_settings(trial, self.folds, self.out)
-
-    @property
-    def total_epochs(self) -> int:
-        from .trainable import epoch_plan  # imports torch: only once trials are about to run
-
-        return epoch_plan(self.base).total
-
-    show_eval = True
-
-    @property
-    def logs(self) -> str:
-        return str(self.out / "trials" / "<trial>" / "train.log")
 
     def manifest(self) -> dict:
         return {

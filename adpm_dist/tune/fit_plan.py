@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import Config, to_dict
-from .contract import TrialRecord, apply_settings, check_reserved, cv_settings, train_parts
+from .contract import OneEpochPlan, TrialRecord, apply_settings, check_reserved, cv_settings, train_parts
 from .experiment import RESERVED_KEYS, SEARCH_FORMAT, SearchSpec, base_config, check_stored, shard_parts, still_to_run
 from .protocol import choose_protocol
 
@@ -68,7 +68,7 @@ class FitTrial:
 
 
 @dataclass
-class FitSearch:
+class FitSearch(OneEpochPlan):
     """One phase of a --fit search, a contract.Experiment."""
     spec: SearchSpec
     shards: Path
@@ -97,18 +97,6 @@ class FitSearch:
 
     def config_of(self, trial: FitTrial) -> Config:
         return apply_settings(self.user_base, self.settings_of(trial), trial.id)
-
-    @property
-    def total_epochs(self) -> int:
-        from .trainable import epoch_plan  # imports torch: only once trials are about to run
-
-        return epoch_plan(self.base).total
-
-    show_eval = True
-
-    @property
-    def logs(self) -> str:
-        return str(self.out / "trials" / "<trial>" / "train.log")
 
     def manifest(self) -> dict:
         every = [FitTrial(p, k) for p in (PRIOR, FITTED) for k in range(self.folds)]

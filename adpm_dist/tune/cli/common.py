@@ -73,3 +73,15 @@ def early_stopping(args, base):
         return None
     return EarlyStopping(args.grace_period or base.train.val_every, args.reduction_factor,
                          scope=args.early_stop_scope or "fold")
+
+
+def run_command(argv: list[str] | None, parse, run, command: str) -> int:
+    """A tune command line: parse, run, and on Ctrl-C / SIGTERM the line that says how to continue
+    (exit 130 / 143; interrupt.report)."""
+    from ..interrupt import Interrupted, report
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        return run(parse(argv))
+    except Interrupted as e:
+        return report(e, command, argv)

@@ -20,7 +20,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from .common import add_runner_arguments, cluster_options, early_stopping, parse_with_overrides, resolve_config
+from .common import (add_runner_arguments, cluster_options, early_stopping, parse_with_overrides, resolve_config,
+                     run_command)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,13 +63,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..interrupt import Interrupted, report
-
-    argv = sys.argv[1:] if argv is None else list(argv)
-    try:
-        return run(parse_args(argv))
-    except Interrupted as e:
-        return report(e, "tune/search_noise.py", argv)
+    return run_command(argv, parse_args, run, "tune/search_noise.py")
 
 
 def run(args: argparse.Namespace) -> int:

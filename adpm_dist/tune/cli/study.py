@@ -17,7 +17,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from .common import add_runner_arguments, cluster_options, early_stopping, parse_with_overrides, resolve_config
+from .common import (add_runner_arguments, cluster_options, early_stopping, parse_with_overrides, resolve_config,
+                     run_command)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,13 +60,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Plan, price, run and consolidate a study; the exit status of the module docstring (130/143 when
     interrupted: the line printed then says how to continue)."""
-    from ..interrupt import Interrupted, report
-
-    argv = sys.argv[1:] if argv is None else list(argv)
-    try:
-        return run(parse_args(argv))
-    except Interrupted as e:
-        return report(e, "tune/study.py", argv)
+    return run_command(argv, parse_args, run, "tune/study.py")
 
 
 def run(args: argparse.Namespace) -> int:
