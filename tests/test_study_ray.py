@@ -41,7 +41,9 @@ def test_tiny_study_nested_resume_and_recipe(tmp_path, ray_tmp, fold_only_shards
 
 
     recipe = yaml.safe_load((out / "recipe.yaml").read_text())
-    assert recipe["train"]["select"] == "refit" and recipe["data"]["train_parts"] == []
+    # the CV's choices fixed, nothing re-chosen: the trials' kept epoch count, no validation, the last epoch
+    assert recipe["train"]["select"] == "last" and recipe["data"]["val_part"] == "none"
+    assert recipe["data"]["train_parts"] == [] and 1 <= recipe["train"]["epochs"] <= 2  # fold-only: all but fold0
     run = run_session([sys.executable, "launch/train.py", "--config", str(out / "recipe.yaml")], cwd=ROOT,
                       capture_output=True, text=True, timeout=240)
     assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]

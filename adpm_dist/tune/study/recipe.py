@@ -62,7 +62,8 @@ def write_recipe(path: Path, search: dict, rec, out: Path, figure: str, estimate
     has_test = "test" in search["parts"]
     # the CV's folds, all of them: a `val` part the trials validated on is not added, since no trial trained
     # on it (digits-LT's is balanced: added, it lifts the tail far above anything the CV measured)
-    folds = [f"fold{k}" for k in range(search["folds"])]
+    # (fold-only shards: the folds but fold0, which the run is scored on; that score is no estimate, as said)
+    folds = [f"fold{k}" for k in range(search["folds"])] if "test" in search["parts"] else []
     settings = ({"method": cand["method"]} | cand["fixed"] | point["settings"] | RECIPE_SETTINGS | fixes
                 | {"data.train_parts": folds}
                 | {"data.eval_part": "test" if has_test else "fold0", "run.output_dir": str(out / "recipe_run")})
