@@ -103,7 +103,8 @@ def train_recipes(args, where: Path, report: dict) -> dict[str, float]:
         recipe.parent.mkdir(parents=True, exist_ok=True)
         write_recipe(recipe, search, e, where / "study", "calibration", "-")
         body = recipe.read_text().split("\n", 1)[1]  # the header names the file; the config is what counts
-        runs[e.name] = run = where / "recipe_runs" / f"{e.name}-{hashlib.sha256(body.encode()).hexdigest()[:12]}"
+        runs[e.name] = run = (trained_run(where, e.name, load_config(recipe)) or
+                              where / "recipe_runs" / f"{e.name}-{hashlib.sha256(body.encode()).hexdigest()[:12]}")
         if not (run / "metrics.json").is_file():
             # no key=value here: the recipe holds the study's base config with them, and its fixed choices
             # (train.epochs above all) must not be overridden again
@@ -111,6 +112,27 @@ def train_recipes(args, where: Path, report: dict) -> dict[str, float]:
     if todo and not args.no_run:
         run_batch(where / "recipe_batch", todo, jobs=args.max_concurrent, cpus_per_run=1.0)
     return {name: balanced_test_score(run) for name, run in runs.items() if (run / "metrics.json").is_file()}
+
+
+def trained_run(where: Path, name: str, cfg) -> Path | None:
+    """An earlier run of this very recipe: its config.yaml, read with today's defaults for keys added since,
+    equals ``cfg`` but for where it ran (a newer version of the package must not retrain a finished draw)."""
+    from adpm_dist.config import load_config
+    from adpm_dist.tune.experiment import config_differences
+
+    def comparable(c) -> dict:
+        from adpm_dist.config import to_dict
+
+        d = to_dict(c)
+        d["run"].pop("output_dir"), d["train"].pop("resume")
+        return d
+
+    want = comparable(cfg)
+    for run in sorted((where / "recipe_runs").glob(f"{name}-*")):
+        if (run / "metrics.json").is_file() and (run / "config.yaml").is_file():
+            if not config_differences(comparable(load_config(run / "config.yaml")), want):
+                return run
+    return None
 
 
 def balanced_test_score(run: Path) -> float:
@@ -246,7 +268,10 @@ def main(argv: list[str] | None = None) -> int:
         parse_draw(name)
         where = out / name
         if not args.no_run:
-            if run_study(args, name, where, shards_for(name, where, args.folds)) != 0:
+            rc = run_study(args, name, where, shards_for(name, where, args.folds))
+            if rc in (130, 143):  # Ctrl-C / SIGTERM: stop here (the same command resumes), not on to the next draw
+                return rc
+            if rc != 0:
                 pending.append(name)
                 continue
         if not (where / "study" / "search.json").is_file():
