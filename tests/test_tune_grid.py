@@ -121,6 +121,22 @@ def test_resume_rules(tmp_path):
     assert json.loads((tmp_path / SEARCH_FILE).read_text())["folds"] == 2
 
 
+def test_resume_accepts_a_search_stored_before_new_keys_existed(tmp_path):
+    """An upgrade that adds an off-by-default key (data.crop, train.keep_validated, ...) must not refuse the
+    --resume of an earlier experiment: the stored config reads with today's defaults."""
+    spec = SearchSpec(dataset="digits_lt", config=TINY, output=str(tmp_path), alphas=[0], betas=[5], folds=2)
+    shards = fake_shards(tmp_path / "shards", ["fold0", "fold1", "val", "test"])
+    write_search(plan_search(spec, shards, 2, resume=False))
+    stored = json.loads((tmp_path / SEARCH_FILE).read_text())
+    del stored["base_config"]["data"]["crop"], stored["base_config"]["train"]["keep_validated"]  # as an old version wrote it
+    (tmp_path / SEARCH_FILE).write_text(json.dumps(stored))
+    assert len(plan_search(spec, shards, 2, resume=True).todo) == 2
+    stored["base_config"]["train"]["lr"] = 0.5  # a real difference is still named
+    (tmp_path / SEARCH_FILE).write_text(json.dumps(stored))
+    with pytest.raises(ValueError, match="train.lr"):
+        plan_search(spec, shards, 2, resume=True)
+
+
 def test_resources_are_checked():
     Resources(cpus_per_trial=2, workers_per_trial=2, gpus_per_trial=1).check()
     with pytest.raises(ValueError, match="whole GPUs"):

@@ -212,10 +212,22 @@ def check_stored(out: Path, base: Config, resume: bool, mode: str = "grid") -> N
     if data.get("mode", "grid") != mode:
         raise ValueError(f"--resume: {stored} holds a {data.get('mode', 'grid')} search, this is a {mode} search "
                          f"(--fit or not must match); choose another --output")
-    diff = config_differences(data["base_config"], to_dict(base))
+    diff = config_differences(with_todays_defaults(data["base_config"]), to_dict(base))
     if diff:
         raise ValueError(f"--resume: the training config differs from the one stored in {stored} "
                          f"({'; '.join(diff)}); use the same --config/overrides or another --output")
+
+
+def with_todays_defaults(stored: dict) -> dict:
+    """A stored config with the keys added to the package since then at their defaults (an upgrade that adds
+    an off-by-default key must not refuse the --resume of an earlier experiment); as stored if it no
+    longer reads (the difference is then named key by key)."""
+    from ..config import ConfigError, from_dict
+
+    try:
+        return to_dict(from_dict(stored))
+    except (ConfigError, ValueError, TypeError, KeyError):
+        return stored
 
 
 def write_search(search: Experiment) -> Path:
