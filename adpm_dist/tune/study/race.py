@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ...files import atomic_write_json
 from . import compare, target
-from .results import class_names_of, estimate, read_results
+from .results import class_names_of, estimate, load_target, read_results, train_counts_of
 
 RACED_FILE = "raced.json"
 MIN_WAVES = 2  # never drop on one fold: its images are a third of the evidence at most
@@ -44,8 +44,7 @@ def interim(out: Path, search: dict, folds_done: int, *, prior: str = "balanced"
     results = read_results(out, search)
     names = class_names_of(results)
     estimates = [estimate(out, results, partial, c, names) for c in partial["candidates"]]
-    train_counts = next((r.metrics.get("train_counts") or {} for r in results.values() if r.metrics), {})
-    return compare.decide(estimates, target.target_prior(prior, names, train_counts), eps=eps)
+    return compare.decide(estimates, target.target_prior(load_target(prior), names, train_counts_of(results)), eps=eps)
 
 
 def race(study, run_wave: Callable[[list], None], *, prior: str = "balanced", eps: float = compare.EQUIVALENCE,

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
 from ...files import atomic_write_text
 from ..cells import partial_banner, write_csv
 from ..experiment import load_search
@@ -24,7 +22,7 @@ from .answer import Answer
 from .plot import write_plot
 from .race import load_raced
 from .recipe import write_recipe
-from .results import Estimate, class_names_of, estimate, read_results
+from .results import Estimate, class_names_of, estimate, load_target, read_results, train_counts_of  # noqa: F401  (load_target: the CLI's)
 
 FIGURE = {NESTED: "nested CV, pooled outer folds x seeds",
           "held_out_test": "pooled CV folds x seeds"}
@@ -68,24 +66,6 @@ def consolidate_study(out: str | Path, *, target_prior: str = "balanced",
     return {"estimates": estimates, "leader": lead, "recommendation": rec, "decisions": decisions, "rows": rows,
             "partial": partial, "warnings": answer.warnings(), "written": written,
             "missing": [r for r in results.values() if r.status != "done"]}
-
-
-def load_target(value: str) -> str | dict:
-    """--target-prior: balanced, train, or a YAML file of class weights."""
-    if value in target.TARGETS:
-        return value
-    path = Path(value)
-    if not path.is_file():
-        raise ValueError(f"--target-prior {value!r}: expected balanced, train or a YAML file of class weights")
-    data = yaml.safe_load(path.read_text())
-    if not isinstance(data, dict):
-        raise ValueError(f"--target-prior {path}: expected a mapping class -> weight")
-    return data
-
-
-def train_counts_of(results: dict) -> dict:
-    """The data's own class mix: the training counts of the first finished trial (one fold's training part)."""
-    return next((r.metrics.get("train_counts") or {} for r in results.values() if r.metrics), {})
 
 
 def leaderboard_rows(a: "Answer", to_ref: dict) -> list[dict]:

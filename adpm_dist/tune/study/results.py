@@ -16,12 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from ..cells import read_metrics, trial_status
 from ..experiment import trial_dir
 from ..protocol import NESTED
 from ..cost import COST_FILE, trial_hours
-from . import stats
+from . import stats, target
 from .plan import StudyTrial
 
 
@@ -202,3 +203,21 @@ def class_names_of(results: dict[str, TrialResult]) -> list[str]:
         if r.metrics:
             return list(r.metrics["per_class"])
     return []
+
+
+def load_target(value: str) -> str | dict:
+    """--target-prior: balanced, train, or a YAML file of class weights."""
+    if value in target.TARGETS:
+        return value
+    path = Path(value)
+    if not path.is_file():
+        raise ValueError(f"--target-prior {value!r}: expected balanced, train or a YAML file of class weights")
+    data = yaml.safe_load(path.read_text())
+    if not isinstance(data, dict):
+        raise ValueError(f"--target-prior {path}: expected a mapping class -> weight")
+    return data
+
+
+def train_counts_of(results: dict) -> dict:
+    """The data's own class mix: the training counts of the first finished trial (one fold's training part)."""
+    return next((r.metrics.get("train_counts") or {} for r in results.values() if r.metrics), {})
