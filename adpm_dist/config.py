@@ -164,6 +164,9 @@ class TrainConfig:
     stop_patience: int = 0                  # stop after this many validations without the validation loss (ADPM: its
                                             # diffusion loss) improving by > stop_min_delta; 0 = all train.epochs
     stop_min_delta: float = 0.01            # relative improvement that counts (runtime/selection.py, "Stopping")
+    stop_at_epoch: int = 0                  # end after this epoch (1-based, warm-up included), the LR schedule still
+                                            # spanning train.epochs: a study's recipe stops where the CV trials kept
+                                            # their weights (docs/tune.md, "What the recipe trains"); 0 = off
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     log_every: int = 10
     log_with: list[str] = field(default_factory=list)  # Accelerate trackers beside TensorBoard/CSV: wandb, mlflow,
@@ -460,6 +463,7 @@ CHECKS: dict[str, dict[str, Callable[[Any], bool]]] = {
         "prior_warmup_epochs": lambda t: t.prior_warmup_epochs >= 0,
         "val_every": lambda t: t.val_every >= 1,
         "stop_patience": lambda t: t.stop_patience >= 0,
+        "stop_at_epoch": lambda t: t.stop_at_epoch >= 0,
         "stop_min_delta": lambda t: 0 <= t.stop_min_delta < 1,
         "grad_clip": lambda t: t.grad_clip >= 0,
         "grad_accum": lambda t: t.grad_accum >= 1,

@@ -137,3 +137,30 @@ def test_still_rising_needs_a_real_gain_at_the_end():
     assert not still_rising(h(0.5, 0.92, 0.92))      # a tie at the end: annealed, not still improving
     assert not still_rising(h(0.5, 0.872, 0.879))    # under the 0.01 margin
     assert not still_rising(h(0.9, 0.8)) and not still_rising(h(0.9))
+
+
+def test_stop_at_epoch_trains_exactly_the_full_runs_first_epochs(digits_shards, tmp_path, one_torch_thread):
+    """train.stop_at_epoch ends the loop, not the schedule: epochs 1..k are the full run's, weights and LR
+    alike (a shorter train.epochs would compress the cosine: another model than the one validated)."""
+    import torch
+
+    from adpm_dist.config import ConfigError
+    from adpm_dist.runtime.checkpoint import load_checkpoint, validated_checkpoints
+    from adpm_dist.runtime.engine import train
+
+    base = [f"data.shards={digits_shards}", "method=ce", "train.epochs=3", "train.warmup_epochs=1",
+            "train.val_every=1", "train.keep_validated=true"]
+    full = train(load_config(TINY, base + [f"run.output_dir={tmp_path / 'full'}"]))
+    stop = train(load_config(TINY, base + [f"run.output_dir={tmp_path / 'stop'}", "train.stop_at_epoch=2"]))
+    short = train(load_config(TINY, base[:2] + ["train.epochs=2", *base[3:], f"run.output_dir={tmp_path / 'short'}"]))
+    assert [row["epoch"] for row in stop["history"]] == [1, 2] and stop["choices"]["epochs"]["value"] <= 2
+    timing = {"images_per_s", "step_time_s", "max_mem_mb"}
+    maths = [[{k: v for k, v in row.items() if k not in timing} for row in run["history"]] for run in (full, stop)]
+    assert maths[1] == maths[0][:2]  # losses, LR and validation figures, bit for bit
+    assert short["history"][1]["lr"] != full["history"][1]["lr"]  # the compressed schedule is another one
+    weights = [load_checkpoint(validated_checkpoints(tmp_path / run / "checkpoints")[1])["model"]
+               for run in ("full", "stop")]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    assert stop["choices"]["epochs"]["fix"] == {"train.stop_at_epoch": stop["choices"]["epochs"]["value"]}
+    with pytest.raises(ConfigError, match=r"train.stop_at_epoch=4: past the run's last epoch \(3\)"):
+        train(load_config(TINY, base + [f"run.output_dir={tmp_path / 'past'}", "train.stop_at_epoch=4"]))

@@ -69,7 +69,7 @@ def study(tmp_path):
         d = trial_dir(s.out, t)
         d.mkdir(parents=True)
         choices = {"epochs": {"value": 2 + t.fold, "source": "chosen on validation", "flag": None,
-                              "rising_at_end": t.candidate == "ce", "fix": {"train.epochs": 2 + t.fold}}}
+                              "rising_at_end": t.candidate == "ce", "fix": {"train.stop_at_epoch": 2 + t.fold}}}
         history = [{"epoch": 1, "macro_f1": 0.4}, {"epoch": 2, "macro_f1": 0.5 if t.candidate == "ce" else 0.4}]
         (d / "metrics.json").write_text(json.dumps(fake_metrics(cv_score(t), t.fold) | {
             "choices": choices, "selection": {"rule": "best", "epoch": 2, "history": history}}))
@@ -140,9 +140,11 @@ def test_equal_and_cheaper_is_recommended_with_its_cv_choices_fixed(study):
     text = (study.out / "recipe.yaml").read_text()
     recipe = yaml.safe_load(text)
     assert recipe["method"] == "adpm" and recipe["noise"]["alpha"] == 0.0
-    # the CV trials kept 2, 3, 4 epochs: the recipe trains the lower median, on everything, choosing nothing
-    assert recipe["train"]["epochs"] == 3 and recipe["train"]["select"] == "last"
-    assert recipe["data"]["val_part"] == "none" and "train.epochs = 3 (trials: 2, 3, 4)" in text
+    # the CV trials kept epochs 2, 3, 4: the recipe stops at the lower median, on the trials' own schedule
+    # (train.epochs unchanged), on everything, choosing nothing
+    assert recipe["train"]["stop_at_epoch"] == 3 and recipe["train"]["select"] == "last"
+    assert recipe["train"]["epochs"] == 1  # the base config's (plan(): train.epochs=1)
+    assert recipe["data"]["val_part"] == "none" and "train.stop_at_epoch = 3 (trials: 2, 3, 4)" in text
     assert "NOT an estimate" in text  # fold-only shards
 
 

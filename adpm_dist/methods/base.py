@@ -6,6 +6,7 @@ registered under its name (adpm_dist/methods/__init__.py); docs/baselines.md sho
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import ClassVar
@@ -28,6 +29,12 @@ class EpochPlan:
 
     def validates(self, epoch: int, val_every: int) -> bool:
         return self.is_joint(epoch) and ((epoch - self.warmup + 1) % val_every == 0 or epoch == self.total - 1)
+
+    def stopped_at(self, epoch: int) -> "EpochPlan":
+        """This plan ended after ``epoch`` (1-based, warm-up included; 0 = the whole plan). Only the loop
+        ends earlier: the LR schedule and every epoch-dependent rule (DRW, stage 2) still follow the full
+        plan, so epochs 1..epoch are exactly those of the full run (``train.stop_at_epoch``)."""
+        return dataclasses.replace(self, total=epoch) if epoch else self
 
 
 class Method:

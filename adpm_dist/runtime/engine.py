@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import Config, from_dict, save_config, set_key, to_dict
+from ..config import Config, ConfigError, from_dict, save_config, set_key, to_dict
 from ..data.manifest import Manifest
 from ..data.plan import DataPlan
 from ..data.feed import DataFeed
@@ -188,23 +188,40 @@ def prepare_run(cfg: Config, acc, checked, lock) -> Run:
     for warning in plan.warnings:
         acc.print(f"warning: {warning}")
     method = method_for(cfg)
-    run = Run(cfg, acc, method, method.epochs(), manifest, plan, out, lock=lock)
+    run = Run(cfg, acc, method, epoch_plan(method, t, plan.has_validation), manifest, plan, out, lock=lock)
     run.feed = DataFeed(cfg.data, manifest, acc.device, mean_std=normalisation(cfg))
     build_model_and_optimizer(run)
     acc.print(f"data: {manifest.root} | train parts {plan.train_parts} ({sum(plan.class_counts)} samples) | "
               f"{plan.describe_val()} | eval part {plan.eval_part!r} | {run.feed.describe()}")
     acc.print(f"method {cfg.method} | noise levels lambda_j: "
               + (", ".join(f"{n}={v:.3f}" for n, v in noise_levels(run).items()) or "none"))
-    acc.print(epochs_line(run.epochs, t.epochs))
+    acc.print(epochs_line(method.epochs(), t))
     return run
 
 
-def epochs_line(plan, asked: int) -> str:
-    """The header's epoch count, saying when a warm-up is added to train.epochs (ADPM's prior warm-up)."""
-    if plan.total == asked:
-        return f"epochs: {plan.total} (train.epochs)"
-    return (f"epochs: {plan.total} = {plan.total - asked} warm-up (train.prior_warmup_epochs, added) "
+def epoch_plan(method: Method, t, has_validation: bool) -> EpochPlan:
+    """The method's epochs, ended after ``train.stop_at_epoch`` when it is set (the schedule unchanged)."""
+    full = method.epochs()
+    if t.stop_at_epoch > full.total:
+        raise ConfigError(f"train.stop_at_epoch={t.stop_at_epoch}: past the run's last epoch ({full.total}); "
+                          "raise train.epochs or lower it")
+    plan = full.stopped_at(t.stop_at_epoch)
+    if has_validation and not any(plan.validates(e, t.val_every) for e in range(plan.total)):
+        raise ConfigError(f"train.stop_at_epoch={t.stop_at_epoch}: no epoch up to it validates (warm-up or stage 1 "
+                          "only), so no weights could be kept; stop later or set data.val_part=none")
+    return plan
+
+
+def epochs_line(plan, t) -> str:
+    """The header's epoch count, saying when a warm-up is added to train.epochs (ADPM's prior warm-up) and
+    when the run ends early on ``train.stop_at_epoch``."""
+    asked = t.epochs
+    line = (f"epochs: {plan.total} (train.epochs)" if plan.total == asked else
+            f"epochs: {plan.total} = {plan.total - asked} warm-up (train.prior_warmup_epochs, added) "
             f"+ {asked} (train.epochs)")
+    if t.stop_at_epoch and t.stop_at_epoch < plan.total:
+        line += f"; stops after epoch {t.stop_at_epoch} (train.stop_at_epoch), the LR schedule spanning all {plan.total}"
+    return line
 
 
 def build_model_and_optimizer(run: Run) -> None:
@@ -499,8 +516,7 @@ def final_evaluation(run: Run, selected: dict, asked: Config) -> dict:
 def run_choices(run: Run, selected: dict) -> dict:
     """Every choice this run made on validation data (the kept epoch, the method's own, e.g. a read-out tau),
     each with its value and source, logged once: nothing falls back to a default unsaid."""
-    fixed = run.epochs.total - run.cfg.train.epochs
-    choices = {"epochs": selection.epoch_choice(selected, total=run.epochs.total, fixed=fixed,
+    choices = {"epochs": selection.epoch_choice(selected, total=run.epochs.total,
                                                 has_validation=run.plan.has_validation,
                                                 missing=run.loop.get("val_missing", []))} | run.method.choices()
     for name, c in choices.items():
@@ -521,19 +537,18 @@ def refit_selection_config(cfg: Config) -> Config:
 def refit_config(cfg: Config, epochs: int, parts: list[str], choices: dict | None = None) -> Config:
     """The second pass: the first pass's training and validation data together (its training
     parts, its carve-out returned, and its validation part if it had one; never another part such
-    as a `val` part a carve-out run did not use), the chosen number of epochs (warm-up included),
-    the last epoch kept, and every other choice the first pass made for its kept weights fixed (a
+    as a `val` part a carve-out run did not use), the first pass's LR schedule ended at the chosen
+    epoch (warm-up included; ``train.stop_at_epoch``), the last epoch kept, and every other choice the first pass made for its kept weights fixed (a
     read-out tau: the second pass has no validation data to choose it on)."""
     refit = from_dict(to_dict(cfg))
     for choice in (choices or {}).values():
         for key, value in choice["fix"].items():
             set_key(refit, key, value)
-    fixed = method_for(cfg).epochs().total - cfg.train.epochs  # epochs not counted by train.epochs (warm-up)
     set_key(refit, "data.val_part", "none")
     set_key(refit, "data.train_parts", list(parts))
     set_key(refit, "train.select", "last")
-    set_key(refit, "train.stop_patience", 0)  # exactly the chosen epochs
-    set_key(refit, "train.epochs", max(epochs - fixed, 1))
+    set_key(refit, "train.stop_patience", 0)  # exactly the chosen epochs ...
+    set_key(refit, "train.stop_at_epoch", epochs)  # ... of the same LR schedule as the first pass's
     return refit
 
 

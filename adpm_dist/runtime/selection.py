@@ -92,11 +92,12 @@ def saturation_warning(history: list[Validation]) -> str | None:
     return None
 
 
-def epoch_choice(selected: dict, *, total: int, fixed: int, has_validation: bool, missing: list[str] = ()) -> dict:
+def epoch_choice(selected: dict, *, total: int, has_validation: bool, missing: list[str] = ()) -> dict:
     """The kept epoch as metrics.json's ``choices`` records it: value (1-based, warm-up included), where it
     came from, a flag when validation could not choose, ``rising_at_end`` (kept at the last validation
-    of several: more epochs might have scored higher) and ``fix``, the ``train.epochs`` that trains exactly
-    this many epochs (``fixed``: the epochs train.epochs does not count, e.g. ADPM's prior warm-up).
+    of several: more epochs might have scored higher) and ``fix``: ``train.stop_at_epoch``, which ends a run
+    of the same config at exactly these weights' epoch, on the same LR schedule (a shorter train.epochs
+    would compress the schedule: another model than the one validated).
 
     ``selected`` is metrics.json's ``selection`` record (a refit's holds the first pass's choice); ``missing``:
     classes the validation data held no image of (the kept epoch is then blind to them: flagged)."""
@@ -115,7 +116,7 @@ def epoch_choice(selected: dict, *, total: int, fixed: int, has_validation: bool
     flags = [f"validation holds no image of {list(missing)}: the kept epoch is blind to them"] if missing else []
     flags += [selected["warning"]] if selected.get("warning") else []
     return {"value": epoch, "source": source, "flag": "; ".join(flags) or None, "rising_at_end": rising,
-            "fix": {"train.epochs": max(epoch - fixed, 1)}}
+            "fix": {"train.stop_at_epoch": epoch}}
 
 
 def still_rising(history: list[dict]) -> bool:

@@ -29,6 +29,14 @@ def lower_median(values: list):
     return ordered[(len(ordered) - 1) // 2]
 
 
+def fix_of(name: str, choice: dict) -> dict:
+    """The settings that reproduce ``choice``. The kept epoch as an older version recorded it (a shorter
+    ``train.epochs``: a compressed LR schedule, not the validated model) is read as its epoch."""
+    if name == "epochs" and "train.stop_at_epoch" not in choice["fix"]:
+        return {"train.stop_at_epoch": int(choice["value"])}
+    return choice["fix"]
+
+
 def fixed_choices(runs: list[dict]) -> tuple[dict, list[str]]:
     """(settings that fix every choice the runs made, one note per choice: its per-run values and flags).
     ``runs``: metrics.json of the CV trials at the recommended point. A run without ``choices`` (written
@@ -38,7 +46,7 @@ def fixed_choices(runs: list[dict]) -> tuple[dict, list[str]]:
     unrecorded = sum("choices" not in m for m in runs)
     for m in runs:
         for name, choice in (m.get("choices") or {}).items():
-            for key, value in choice["fix"].items():
+            for key, value in fix_of(name, choice).items():
                 values.setdefault(key, []).append(value)
             if choice.get("flag"):
                 notes.setdefault(name, []).append(choice["flag"])
@@ -69,6 +77,10 @@ def write_recipe(path: Path, search: dict, rec, out: Path, figure: str, estimate
                 | {"data.eval_part": "test" if has_test else "fold0", "run.output_dir": str(out / "recipe_run")})
     for key, value in settings.items():
         set_key(c, key, value)
+    from ...methods import method_for  # imports torch: only when a recipe is written
+
+    if c.train.stop_at_epoch == method_for(c).epochs().total:  # the trials kept their last epoch: nothing to stop
+        set_key(c, "train.stop_at_epoch", 0)
     header = [f"# Recommended by the study in {out}: {rec.name} ({point['label']}), macro-F1 {estimate_text} "
               f"({figure})", f"#   accelerate launch launch/train.py --config {path}",
               "# Fixed from the CV trials of this point (nothing is re-chosen on new data; docs/tune.md):"]
