@@ -48,7 +48,8 @@ def parse_draw(name: str) -> tuple[str, float, int]:
         assert kind in ("digits", "photo", "shapes") and ir.startswith("ir") and seed.startswith("s")
         return kind, float(ir[2:]), int(seed[1:])
     except (ValueError, AssertionError):
-        raise SystemExit(f"--draws: {name!r} is not KIND_irR_sS with KIND digits, photo or shapes") from None
+        raise SystemExit(f"--draws: {name!r} is not KIND_irR_sS with KIND digits, photo or shapes (key=value "
+                         "overrides go before --draws)") from None
 
 
 def shards_for(name: str, where: Path, folds: int) -> Path:
@@ -263,9 +264,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     names = DRAWS if args.draws == ["all"] else args.draws
     out = Path(args.out).resolve()
+    for name in names:  # every name before any work: `--draws a b key=value` would swallow the override
+        parse_draw(name)
     rows, pending = [], []
     for name in names:
-        parse_draw(name)
         where = out / name
         if not args.no_run:
             rc = run_study(args, name, where, shards_for(name, where, args.folds))
