@@ -135,9 +135,9 @@ def at_once(resources, machine_cpus: int) -> int:
     return resources.max_concurrent or max(1, math.floor(machine_cpus / resources.cpus_per_running_trial))
 
 
-def show_price(experiment, resources, stream, calibrate: bool = False) -> dict:
-    """Print the price of `experiment` on `resources` (after calibrating the candidates without a record,
-    with `calibrate`); the estimate (for tests and the caller)."""
+def price(experiment, resources, stream, calibrate: bool = False) -> tuple[list[Row], dict]:
+    """The rows and estimate of `experiment` on `resources`, after calibrating the candidates without a
+    record when `calibrate` (its progress on `stream`)."""
     import os
 
     rows = plan_rows(experiment)
@@ -148,6 +148,11 @@ def show_price(experiment, resources, stream, calibrate: bool = False) -> dict:
         rows = plan_rows(experiment)
     per_trial = resources.cpus_per_running_trial
     gpus = resources.gpus_per_trial * resources.workers_per_trial
-    total = estimate(rows, per_trial, gpus, at_once(resources, os.cpu_count() or 1))
+    return rows, estimate(rows, per_trial, gpus, at_once(resources, os.cpu_count() or 1))
+
+
+def show_price(experiment, resources, stream, calibrate: bool = False) -> dict:
+    """Print the price of `experiment` on `resources` (see `price`); the estimate (for tests and the caller)."""
+    rows, total = price(experiment, resources, stream, calibrate)
     print("\n".join(price_lines(rows, total, replayed_counts(experiment))), file=stream, flush=True)
     return total

@@ -37,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--resume", action="store_true", help="continue: finished trials are not re-run")
     g.add_argument("--consolidate-only", action="store_true", help="only (re)write the study's outputs")
     g.add_argument("--max-trials", type=int, help="run at most N trials now (the rest are written down as skipped)")
-    g.add_argument("--budget-hours", type=float, help="stop the trials after this many hours (Tune time budget; --resume continues)")
+    g.add_argument("--budget-hours", type=float,
+                   help="plan the seeds whose price fits this many hours of wall time on these resources (fewer "
+                        "--seeds, never a study cut mid-way; refused if one seed does not fit)")
     a = p.add_argument_group("the answer (docs/tune.md, 'The estimate', 'Ties the tool can call', 'Racing')")
     a.add_argument("--target-prior", default="balanced",
                    help="the class mix the estimate is for: balanced (a balanced test set; default), train (the "
@@ -66,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> int:
     from ...config import ConfigError, load_config
     from ..experiment import SearchSpec
-    from ..price import show_price
+    from ..budget import plan_within_budget
+    from ..price import price, show_price
     from ..search import resources_and_shards, run_search
     from ..study.plan import check_study_overrides, plan_study
     from ..study.report import consolidate_study, load_target
@@ -88,7 +91,12 @@ def run(args: argparse.Namespace) -> int:
         spec = SearchSpec(dataset=args.dataset, config=str(config), output=str(output), folds=args.folds,
                           shards=args.shards, overrides=args.overrides)
         resources, shards, folds = resources_and_shards(args, output, base)
-        study = plan_study(spec, candidates, shards, folds, args.seeds, args.resume, args.max_trials, args.budget_hours)
+        def plan_for(seeds):
+            return plan_study(spec, candidates, shards, folds, seeds, args.resume, args.max_trials, args.budget_hours)
+
+        study = (plan_for(args.seeds) if args.budget_hours is None else plan_within_budget(
+            plan_for, args.seeds, args.budget_hours, lambda s: price(s, resources, sys.stdout, calibrate=True)[1],
+            args.resume, sys.stdout))
     except (ConfigError, ValueError, FileNotFoundError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -105,8 +113,7 @@ def run(args: argparse.Namespace) -> int:
         else:  # shared training: the derived trials are replayed after the Ray trials (study/shared.py)
             run_then_replay(study, study.todo, lambda: run_search(
                 study, resources, cluster_options(args), early_stopping(args, base),
-                progress_interval=args.progress_interval,
-                time_budget_s=args.budget_hours * 3600 if args.budget_hours else None), replay_threads(resources))
+                progress_interval=args.progress_interval), replay_threads(resources))
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
