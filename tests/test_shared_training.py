@@ -19,7 +19,7 @@ from adpm_dist.tune.study.spec import build_candidates
 
 
 def plan(tmp_path, names, space=None, overrides=("train.epochs=1",), resume=False,
-         parts=("fold0", "fold1", "fold2", "test")):
+         parts=("fold0", "fold1", "fold2", "test"), share=True):
     shards = tmp_path / "shards"
     shards.mkdir(parents=True, exist_ok=True)
     (shards / "manifest.json").write_text(json.dumps({"parts": {p: {} for p in parts}}))
@@ -29,7 +29,7 @@ def plan(tmp_path, names, space=None, overrides=("train.epochs=1",), resume=Fals
         space_file = str(tmp_path / "space.yaml")
     spec = SearchSpec(dataset="imagefolder", config=TINY, output=str(tmp_path / "study"), alphas=[], betas=[],
                       overrides=list(overrides))
-    return plan_study(spec, build_candidates(names, space_file), shards, 3, [0, 1], resume=resume)
+    return plan_study(spec, build_candidates(names, space_file), shards, 3, [0, 1], resume=resume, share=share)
 
 
 def test_posthoc_la_is_derived_from_ce(tmp_path):
@@ -49,6 +49,14 @@ def test_posthoc_la_is_derived_from_ce(tmp_path):
     la = sum(t.candidate == "logit_adjusted" for t in s.todo)
     assert {r.name: r.trials for r in plan_rows(s)} == {"ce": 6, "logit_adjusted": la} and la == 6 * 4
     assert replayed_counts(s) == {"posthoc_la": 6}
+
+
+def test_no_share_trains_every_trial_itself(tmp_path):
+    """--no-share (to measure what sharing saves): no trial is derived, none keeps its validated weights."""
+    s = plan(tmp_path, ["ce", "posthoc_la"], share=False)
+    assert not any(t.derived_from for t in s.trials) and not s.sources
+    assert not any(s.config_of(t).train.keep_validated for t in s.trials)
+    assert {r.name: r.trials for r in plan_rows(s)} == {"ce": 6, "posthoc_la": 6} and replayed_counts(s) == {}
 
 
 def test_nothing_is_derived_without_the_twin_or_with_other_training(tmp_path):

@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="macro-F1 margin within which a candidate counts as equal to the leader (default 0.01)")
     a.add_argument("--race", action="store_true",
                    help="run fold by fold and drop a candidate once clearly worse than the leader (held-out protocol)")
+    g.add_argument("--no-share", action="store_true",
+                   help="train every trial itself, even one whose training another trial already does (docs/tune.md, "
+                        "'Shared training'; to measure what sharing saves)")
     g.add_argument("overrides", nargs="*", help="dotted key=value training overrides for every trial")
     add_runner_arguments(p)
     return p
@@ -92,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
                           shards=args.shards, overrides=args.overrides)
         resources, shards, folds = resources_and_shards(args, output, base)
         def plan_for(seeds):
-            return plan_study(spec, candidates, shards, folds, seeds, args.resume, args.max_trials, args.budget_hours)
+            return plan_study(spec, candidates, shards, folds, seeds, args.resume, args.max_trials, args.budget_hours,
+                              share=not args.no_share)
 
         study = (plan_for(args.seeds) if args.budget_hours is None else plan_within_budget(
             plan_for, args.seeds, args.budget_hours, lambda s: price(s, resources, sys.stdout, calibrate=True)[1],

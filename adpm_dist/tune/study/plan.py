@@ -138,7 +138,7 @@ def check_study_overrides(overrides: list[str]) -> None:
 
 
 def plan_study(spec: SearchSpec, candidates: list[Candidate], shards, folds: int, seeds: list[int], resume: bool,
-               max_trials: int | None = None, budget_hours: float | None = None) -> Study:
+               max_trials: int | None = None, budget_hours: float | None = None, share: bool = True) -> Study:
     """Resolve every trial's config (bad keys fail here, before a cluster starts) and decide what to run."""
     check_study_overrides(spec.overrides)
     if not seeds or len(set(seeds)) != len(seeds):
@@ -149,7 +149,8 @@ def plan_study(spec: SearchSpec, candidates: list[Candidate], shards, folds: int
     study = Study(spec, shards, folds, list(seeds), base, candidates, protocol,
                   reference=next((n for n in names if n == "ce"), names[0]),
                   budget={"max_trials": max_trials, "budget_hours": budget_hours})
-    study.trials = share_training(study, build_trials(candidates, folds, study.seeds, nested=protocol == NESTED))
+    trials = build_trials(candidates, folds, study.seeds, nested=protocol == NESTED)
+    study.trials = share_training(study, trials) if share else trials
     study.sources = {t.derived_from for t in study.trials if t.derived_from}
     configs = {t: study.config_of(t) for t in study.trials}  # every point's keys checked now
     check_stored(study.out, base, resume, mode=STUDY_MODE)
