@@ -178,7 +178,7 @@ def test_every_cli_parses_the_same_runner_arguments():
 
 
 def test_isotropic_noise_trains_one_beta_in_a_study_as_in_the_grid():
-    from adpm_dist.tune.grid import grid_points
+    from adpm_dist.tune.grid import build_trials
     from adpm_dist.tune.study.spec import Candidate
 
     adpm = Candidate("adpm", "adpm", space={"noise.alpha": [0.0, 0.5], "noise.beta": [1.0, 5.0]})
@@ -186,7 +186,7 @@ def test_isotropic_noise_trains_one_beta_in_a_study_as_in_the_grid():
                                                    {"noise.alpha": 0.5, "noise.beta": 1.0},
                                                    {"noise.alpha": 0.5, "noise.beta": 5.0}]
     assert [(p.settings["noise.alpha"], p.settings["noise.beta"]) for p in adpm.points()] == \
-        grid_points([0.0, 0.5], [1.0, 5.0])  # the same rule as the noise grid's
+        [(t.alpha, t.beta) for t in build_trials([0.0, 0.5], [1.0, 5.0], folds=2) if t.fold == 0]  # the grid's points
     isotropic = Candidate("adpm_isotropic", "adpm", fixed={"noise.alpha": 0.0}, space={"noise.beta": [1.0, 5.0]})
     assert len(isotropic.points()) == 1
 

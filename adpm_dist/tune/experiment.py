@@ -24,8 +24,10 @@ from ..files import atomic_write_json
 from ..runtime.record import stale_keys
 from .contract import CV_RESERVED, Experiment, OneEpochPlan, apply_settings, check_reserved, cv_settings, trial_dir
 from .contract import supports_resume  # noqa: F401  (where callers have imported it from)
-from .grid import Trial, build_trials, label
+from .grid import Trial, build_trials, label, noise_candidate
 from .protocol import HELD_OUT, NESTED, choose_protocol
+from .study.spec import Candidate
+from .study.trials import point_settings
 
 SEARCH_FORMAT = "adpm-dist-search/1"
 SEARCH_FILE = "search.json"
@@ -76,14 +78,16 @@ def base_config(spec: SearchSpec, shards: Path, reserved: dict[str, str] | None 
     return cfg
 
 
-def trial_settings(trial: Trial, folds: int, out: Path) -> dict:
-    """Dotted key -> typed value for what a grid trial sets itself: its noise, then the CV settings."""
-    return {"noise.alpha": trial.alpha, "noise.beta": trial.beta} | cv_settings(trial, folds, out)
+def trial_settings(candidate: Candidate, trial: Trial, folds: int, out: Path) -> dict:
+    """Dotted key -> typed value for what a grid trial sets itself: its candidate's point (the method, the
+    noise), then the CV settings; a study's trial sets the same (study/trials.py point_settings)."""
+    return point_settings(candidate, trial.point, None) | cv_settings(trial, folds, out)
 
 
 def trial_config(base: Config, trial: Trial, out: Path, folds: int) -> Config:
     """The base config with this trial's settings applied as values (set_key), never re-parsed from text."""
-    return apply_settings(base, trial_settings(trial, folds, out), trial.title)
+    candidate = noise_candidate([trial.alpha], [trial.beta], base.method)
+    return apply_settings(base, trial_settings(candidate, trial, folds, out), trial.title)
 
 
 def shard_parts(shards: Path | str) -> list[str]:
@@ -103,7 +107,8 @@ def config_differences(old: dict, new: dict) -> list[str]:
 
 @dataclass
 class Search(OneEpochPlan):
-    """A planned noise grid (a contract.Experiment): the grid, the resolved base config and the trials still to run."""
+    """A planned noise grid (a contract.Experiment): the `adpm` preset's candidate (grid.noise_candidate, with
+    the config's method), the resolved base config and the trials still to run."""
     spec: SearchSpec
     shards: Path
     folds: int
@@ -116,12 +121,16 @@ class Search(OneEpochPlan):
     def out(self) -> Path:
         return self.spec.out
 
+    @property
+    def candidate(self) -> Candidate:
+        return noise_candidate(self.spec.alphas, self.spec.betas, self.base.method)
+
     def config_of(self, trial: Trial) -> Config:
-        return trial_config(self.base, trial, self.out, self.folds)
+        return apply_settings(self.base, self.settings_of(trial), trial.title)
 
     def settings_of(self, trial: Trial) -> dict:
         """What the trial sets itself (search.trial_payloads hands it over)."""
-        return trial_settings(trial, self.folds, self.out)
+        return trial_settings(self.candidate, trial, self.folds, self.out)
 
     def manifest(self) -> dict:
         return {
@@ -136,6 +145,7 @@ class Search(OneEpochPlan):
             "base_config": to_dict(self.base),
             "parts": shard_parts(self.shards),
             "protocol": self.protocol,
+            "candidates": [self.candidate.to_dict()],  # the study preset the grid is
             "trials": [t.to_dict() for t in self.trials],
             "selection": SELECTION[self.protocol],
             "written": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -169,12 +179,13 @@ def plan_search(spec: SearchSpec, shards: Path, folds: int, resume: bool) -> Sea
     out = spec.out
     base = base_config(spec, shards)
     protocol = protocol_for(shards, folds, "search")
-    trials = build_trials(spec.alphas, spec.betas, folds, nested=protocol == NESTED)
-    for t in trials[:1]:
-        trial_config(base, t, out, folds)  # exercises every per-trial key once
+    search = Search(spec, shards, folds, base, build_trials(spec.alphas, spec.betas, folds, nested=protocol == NESTED),
+                    [], protocol)
+    for t in search.trials[:1]:
+        search.config_of(t)  # exercises every per-trial key once
     check_stored(out, base, resume)
-    todo = still_to_run(out, trials, lambda t: trial_config(base, t, out, folds), resume)
-    return Search(spec, shards, folds, base, trials, todo, protocol)
+    search.todo = still_to_run(out, search.trials, search.config_of, resume)
+    return search
 
 
 def protocol_for(shards: Path | str, folds: int, what: str) -> str:

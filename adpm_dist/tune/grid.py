@@ -1,5 +1,8 @@
-"""The search grid: (alpha, beta, fold) trials, their names, and the alpha = 0 shortcut.
+"""The noise grid, the `adpm` preset of a study: one candidate whose space is {noise.alpha, noise.beta}.
 
+Its trials are planned by the study planner (study/trials.py `expand`) and named as the paper's grid
+(`alpha1-6_beta5_fold0`); alpha = 0 is trained once for every beta by the candidate's own rule of its
+keys (study/spec.py `no_effect`), and `shared_source` reads that rule back for the evaluator.
 Pure data, no Ray: the CLI, the Tune trainable and the consolidating evaluator all agree on trial
 ids, output directories and the parts each trial trains and evaluates on through this module.
 
@@ -13,12 +16,15 @@ from dataclasses import asdict, dataclass
 from fractions import Fraction
 
 from .contract import TrialRecord, train_parts
+from .study.spec import Candidate, Point, no_effect
+from .study.trials import expand
 
 # The paper's grid (its Table 2; docs/algorithm.md, "Noise levels (eq. 14)"):
 # alpha in {0, 1/6, 1/4, 1/2, 1}, beta in {1..10}, 5 folds.
 PAPER_ALPHAS = ("0", "1/6", "1/4", "1/2", "1")
 PAPER_BETAS = tuple(str(b) for b in range(1, 11))
 PAPER_FOLDS = 5
+NOISE_PRESET = "adpm"  # the grid's one candidate: its trials' `candidate`, what the price is reported under
 
 
 def parse_number(text: str, what: str) -> float:
@@ -66,6 +72,15 @@ class Trial:
     fold: int
     outer: int | None = None
 
+    @classmethod
+    def at(cls, candidate: Candidate, point: Point, seed: None, fold: int, outer: int | None) -> Trial:
+        """The planner's `make` (study/trials.py): the grid has one seed, the config's own."""
+        return cls(point.settings["noise.alpha"], point.settings["noise.beta"], fold, outer)
+
+    @property
+    def point(self) -> Point:
+        return Point({"noise.alpha": self.alpha, "noise.beta": self.beta})
+
     @property
     def alpha_label(self) -> str:
         return label(self.alpha)
@@ -99,48 +114,34 @@ class Trial:
         return f"alpha={self.alpha_label} beta={self.beta_label}"
 
     def record(self) -> TrialRecord:
-        return TrialRecord(self.id, self.group, self.fold, self.outer, None, self.eval_part, candidate="adpm")
+        return TrialRecord(self.id, self.group, self.fold, self.outer, None, self.eval_part, candidate=NOISE_PRESET)
 
     def to_dict(self) -> dict:
         return self.record().to_dict() | asdict(self) | {"alpha_label": self.alpha_label,
                                                          "beta_label": self.beta_label}
 
 
-def isotropic(alpha: float) -> bool:
-    """alpha = 0 gives lambda_j = 1 for every class and every beta (eq. 14, all formulas): plain DiffMIC."""
-    return alpha == 0
-
-
-def grid_points(alphas: list[float], betas: list[float]) -> list[tuple[float, float]]:
-    """The (alpha, beta) that are trained, in (alpha, beta) order.
-
-    For alpha = 0 only the first beta is trained: every beta gives the same noise levels (all 1),
-    the same seed and hence the same model, so the other betas reuse its results (the paper's
-    Table 2 row alpha = 0 is constant). See `shared_source`.
-    """
-    return [(a, b) for a in alphas for b in (betas[:1] if isotropic(a) else betas)]
+def noise_candidate(alphas: list[float], betas: list[float], method: str = "adpm") -> Candidate:
+    """The grid as a study's candidate: `method` (the config's, adpm unless overridden) with the space
+    {noise.alpha: alphas, noise.beta: betas}, in that order (rows alpha, columns beta)."""
+    return Candidate(NOISE_PRESET, method, {}, {"noise.alpha": list(alphas), "noise.beta": list(betas)})
 
 
 def build_trials(alphas: list[float], betas: list[float], folds: int, nested: bool = False) -> list[Trial]:
-    """Every trial to run: the CV trials in (alpha, beta, fold) order, then (nested) the inner trials.
+    """Every trial to run, as the study planner expands the grid's candidate: the CV trials in (alpha, beta,
+    fold) order, alpha = 0 with the first beta only (`no_effect`), then (nested) the inner trials.
 
     Nested: for each outer fold k, the CV of every grid point over the other folds (inner trials
-    `outer=k`). The CV trial (alpha, beta, fold k) is then exactly the selected point trained on
-    the folds other than k and evaluated on k, so the outer evaluation needs no trial of its own.
+    `outer=k`), even for a one-point grid (consolidate.py chooses on the inner CV). The CV trial (alpha,
+    beta, fold k) is then exactly the selected point trained on the folds other than k and evaluated on k,
+    so the outer evaluation needs no trial of its own.
     """
-    if folds < 2:
-        raise ValueError(f"--folds must be >= 2 (each trial trains on the other folds), got {folds}")
-    if nested and folds < 3:
-        raise ValueError(f"nested CV needs >= 3 folds (an outer test fold and >= 2 inner folds), got {folds}")
-    points = grid_points(alphas, betas)
-    trials = [Trial(a, b, k) for a, b in points for k in range(folds)]
-    if nested:
-        trials += [Trial(a, b, j, outer=k) for k in range(folds) for a, b in points for j in range(folds) if j != k]
-    return trials
+    return expand([noise_candidate(alphas, betas)], folds, [None], nested, make=Trial.at, inner_for_one_point=True)
 
 
 def shared_source(trial: Trial, betas: list[float]) -> Trial:
-    """The trial whose results stand for `trial` (itself, except alpha = 0 with a later beta)."""
-    if isotropic(trial.alpha) and trial.beta != betas[0]:
+    """The trial whose results stand for `trial`: itself, except where beta has no effect (alpha = 0,
+    `no_effect`) and a later beta reads the first beta's trial (the paper's Table 2 row alpha = 0 is constant)."""
+    if "noise.beta" in no_effect(trial.point.settings) and trial.beta != betas[0]:
         return Trial(trial.alpha, betas[0], trial.fold, trial.outer)
     return trial
