@@ -17,7 +17,8 @@ from adpm_dist.config import ConfigError, load_config
 from adpm_dist.tune import cost as cost_mod
 from adpm_dist.tune.batch import RunBatch, batch_run
 from adpm_dist.tune.contract import Experiment, TrialRecord
-from adpm_dist.tune.experiment import SearchSpec, plan_search, trial_dir
+from adpm_dist.tune.experiment import SearchSpec, trial_dir
+from adpm_dist.tune.grid import plan_search
 from adpm_dist.tune.fit_plan import FitTrial
 from adpm_dist.tune.grid import Trial
 from adpm_dist.tune.interrupt import Interrupted, graceful_stop, report

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from adpm_dist.config import ConfigError, config_fingerprint, load_config, save_config, set_key, to_dict
-from adpm_dist.tune.experiment import (SEARCH_FILE, SearchSpec, check_overrides, plan_search, supports_resume,
-                                       trial_config, write_search)
-from adpm_dist.tune.grid import Trial, build_trials, label, parse_values, shared_source
+from adpm_dist.tune.experiment import SEARCH_FILE, SearchSpec, supports_resume, write_search
+from adpm_dist.tune.grid import (Trial, build_trials, check_overrides, label, parse_values, plan_search, shared_source,
+                                 trial_config)
 from adpm_dist.tune.protocol import HELD_OUT, NESTED, checkpoint_selection_parts, choose_protocol
 from adpm_dist.tune.search import Resources, trial_payloads
 from adpm_dist.tune.shards import resolve_shards

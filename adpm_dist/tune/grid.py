@@ -3,7 +3,8 @@
 Its trials are planned by the study planner (study/trials.py `expand`) and named as the paper's grid
 (`alpha1-6_beta5_fold0`); alpha = 0 is trained once for every beta by the candidate's own rule of its
 keys (study/spec.py `no_effect`), and `shared_source` reads that rule back for the evaluator.
-Pure data, no Ray: the CLI, the Tune trainable and the consolidating evaluator all agree on trial
+`plan_search` plans it as a contract.Experiment (`Search`, mode `grid` in search.json, evaluated by
+consolidate.py). No Ray: the CLI, the Tune trainable and the consolidating evaluator all agree on trial
 ids, output directories and the parts each trial trains and evaluates on through this module.
 
 Two kinds of trial: a CV trial (`outer` None) trains on every fold but `fold` and is evaluated on
@@ -12,12 +13,17 @@ evaluation may see (protocol.py).
 """
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass
 from fractions import Fraction
+from pathlib import Path
 
-from .contract import TrialRecord, train_parts
+from ..config import Config, to_dict
+from .contract import CV_RESERVED, OneEpochPlan, TrialRecord, apply_settings, check_reserved, cv_settings, train_parts
+from .experiment import SEARCH_FORMAT, SearchSpec, base_config, check_stored, protocol_for, shard_parts, still_to_run
+from .protocol import HELD_OUT, NESTED
 from .study.spec import Candidate, Point, no_effect
-from .study.trials import expand
+from .study.trials import expand, point_settings
 
 # The paper's grid (its Table 2; docs/algorithm.md, "Noise levels (eq. 14)"):
 # alpha in {0, 1/6, 1/4, 1/2, 1}, beta in {1..10}, 5 folds.
@@ -145,3 +151,98 @@ def shared_source(trial: Trial, betas: list[float]) -> Trial:
     if "noise.beta" in no_effect(trial.point.settings) and trial.beta != betas[0]:
         return Trial(trial.alpha, betas[0], trial.fold, trial.outer)
     return trial
+
+
+SELECTION = {
+    HELD_OUT: "mean macro-F1 over the CV folds' evaluation parts; the fixed test part is left for best.yaml",
+    NESTED: "per outer fold k: mean macro-F1 over the inner CV on the other folds; the estimate is the "
+            "selected points' scores on their outer folds",
+}
+
+# Keys each grid trial sets itself (contract.CV_RESERVED and the grid's noise); overriding them would break it.
+RESERVED_KEYS = CV_RESERVED | {
+    "noise.alpha": "use --alphas",
+    "noise.beta": "use --betas",
+}
+
+
+def check_overrides(overrides: list[str]) -> None:
+    check_reserved(overrides, RESERVED_KEYS, "search")
+
+
+def trial_settings(candidate: Candidate, trial: Trial, folds: int, out: Path) -> dict:
+    """Dotted key -> typed value for what a grid trial sets itself: its candidate's point (the method, the
+    noise), then the CV settings; a study's trial sets the same (study/trials.py point_settings)."""
+    return point_settings(candidate, trial.point, None) | cv_settings(trial, folds, out)
+
+
+def trial_config(base: Config, trial: Trial, out: Path, folds: int) -> Config:
+    """The base config with this trial's settings applied as values (set_key), never re-parsed from text."""
+    candidate = noise_candidate([trial.alpha], [trial.beta], base.method)
+    return apply_settings(base, trial_settings(candidate, trial, folds, out), trial.title)
+
+
+@dataclass
+class Search(OneEpochPlan):
+    """A planned noise grid (a contract.Experiment): the `adpm` preset's candidate (`noise_candidate`, with
+    the config's method), the resolved base config and the trials still to run."""
+    spec: SearchSpec
+    shards: Path
+    folds: int
+    base: Config
+    trials: list[Trial]          # every trial of the grid that is trained (alpha = 0: first beta only)
+    todo: list[Trial]            # the ones without results yet (all of them unless resuming)
+    protocol: str = HELD_OUT     # protocol.py: held_out_test, or nested for fold-only shards
+
+    @property
+    def out(self) -> Path:
+        return self.spec.out
+
+    @property
+    def candidate(self) -> Candidate:
+        return noise_candidate(self.spec.alphas, self.spec.betas, self.base.method)
+
+    def config_of(self, trial: Trial) -> Config:
+        return apply_settings(self.base, self.settings_of(trial), trial.title)
+
+    def settings_of(self, trial: Trial) -> dict:
+        """What the trial sets itself (search.trial_payloads hands it over)."""
+        return trial_settings(self.candidate, trial, self.folds, self.out)
+
+    def manifest(self) -> dict:
+        return {
+            "format": SEARCH_FORMAT,
+            "dataset": self.spec.dataset,
+            "config": str(Path(self.spec.config).resolve()),
+            "overrides": list(self.spec.overrides),
+            "shards": str(self.shards),
+            "folds": self.folds,
+            "alphas": [{"value": a, "label": label(a)} for a in self.spec.alphas],
+            "betas": [{"value": b, "label": label(b, fraction=False)} for b in self.spec.betas],
+            "base_config": to_dict(self.base),
+            "parts": shard_parts(self.shards),
+            "protocol": self.protocol,
+            "candidates": [self.candidate.to_dict()],  # the study preset the grid is
+            "trials": [t.to_dict() for t in self.trials],
+            "selection": SELECTION[self.protocol],
+            "written": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
+
+
+def plan_search(spec: SearchSpec, shards: Path, folds: int, resume: bool) -> Search:
+    """Resolve configs (failing on bad keys before any cluster starts) and decide what to run.
+
+    Without `resume`, an experiment directory that already holds a search is refused (its trial
+    directories would be mixed with the new ones). With `resume`, the stored base config must equal
+    the new one, and trials with metrics.json (or stopped early by ASHA) are not run again.
+    """
+    out = spec.out
+    base = base_config(spec, shards, RESERVED_KEYS)
+    protocol = protocol_for(shards, folds, "search")
+    search = Search(spec, shards, folds, base, build_trials(spec.alphas, spec.betas, folds, nested=protocol == NESTED),
+                    [], protocol)
+    for t in search.trials[:1]:
+        search.config_of(t)  # exercises every per-trial key once
+    check_stored(out, base, resume)
+    search.todo = still_to_run(out, search.trials, search.config_of, resume)
+    return search
