@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,6 +58,18 @@ def base_config(spec: SearchSpec, shards: Path, reserved: dict[str, str], who: s
     cfg = load_config(spec.config, spec.overrides)
     set_key(cfg, "data.shards", str(shards))
     return cfg
+
+
+def manifest_of(spec: SearchSpec, shards: Path | str, folds: int, base: Config, protocol: str, mode: str | None,
+                **kind) -> dict:
+    """search.json of a CV experiment: what every kind records (the spec, shards and their parts, the base
+    config, the protocol), then the kind's own `kind` fields (grid, alphas, candidates, trials, ...). `mode`
+    names the kind's evaluator (evaluator.py); None for the noise grid, whose search.json never had one."""
+    head = {"format": SEARCH_FORMAT} | ({} if mode is None else {"mode": mode})
+    return head | {"dataset": spec.dataset, "config": str(Path(spec.config).resolve()),
+                   "overrides": list(spec.overrides), "shards": str(shards), "folds": folds,
+                   "base_config": to_dict(base), "parts": shard_parts(shards), "protocol": protocol} | kind | {
+        "written": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
 def shard_parts(shards: Path | str) -> list[str]:

@@ -13,14 +13,13 @@ evaluation may see (protocol.py).
 """
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
 
-from ..config import Config, to_dict
+from ..config import Config
 from .contract import CV_RESERVED, OneEpochPlan, TrialRecord, apply_settings, check_reserved, cv_settings, train_parts
-from .experiment import SEARCH_FORMAT, SearchSpec, base_config, check_stored, protocol_for, shard_parts, still_to_run
+from .experiment import SearchSpec, base_config, check_stored, manifest_of, protocol_for, still_to_run
 from .protocol import HELD_OUT, NESTED
 from .study.spec import Candidate, Point, no_effect
 from .study.trials import expand, point_settings
@@ -210,23 +209,11 @@ class Search(OneEpochPlan):
         return trial_settings(self.candidate, trial, self.folds, self.out)
 
     def manifest(self) -> dict:
-        return {
-            "format": SEARCH_FORMAT,
-            "dataset": self.spec.dataset,
-            "config": str(Path(self.spec.config).resolve()),
-            "overrides": list(self.spec.overrides),
-            "shards": str(self.shards),
-            "folds": self.folds,
-            "alphas": [{"value": a, "label": label(a)} for a in self.spec.alphas],
-            "betas": [{"value": b, "label": label(b, fraction=False)} for b in self.spec.betas],
-            "base_config": to_dict(self.base),
-            "parts": shard_parts(self.shards),
-            "protocol": self.protocol,
-            "candidates": [self.candidate.to_dict()],  # the study preset the grid is
-            "trials": [t.to_dict() for t in self.trials],
-            "selection": SELECTION[self.protocol],
-            "written": time.strftime("%Y-%m-%d %H:%M:%S"),
-        }
+        return manifest_of(self.spec, self.shards, self.folds, self.base, self.protocol, None,
+                           alphas=[{"value": a, "label": label(a)} for a in self.spec.alphas],
+                           betas=[{"value": b, "label": label(b, fraction=False)} for b in self.spec.betas],
+                           candidates=[self.candidate.to_dict()],  # the study preset the grid is
+                           trials=[t.to_dict() for t in self.trials], selection=SELECTION[self.protocol])
 
 
 def plan_search(spec: SearchSpec, shards: Path, folds: int, resume: bool) -> Search:

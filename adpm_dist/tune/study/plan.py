@@ -11,13 +11,13 @@ No Ray imports here: everything is checked before a cluster starts.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ...config import Config, ConfigError, to_dict
+from ...config import Config, ConfigError
 from ..contract import CV_RESERVED, apply_settings, check_reserved, cv_settings
-from ..experiment import SEARCH_FILE, SEARCH_FORMAT, SearchSpec, base_config, check_stored, protocol_for, shard_parts, still_to_run
+from ..experiment import (SEARCH_FILE, SearchSpec, base_config, check_stored, manifest_of, protocol_for,
+                          still_to_run)
 from ..protocol import NESTED
 from .shared import share_training
 from .spec import Candidate, Point
@@ -86,13 +86,10 @@ class Study:
         return {"folds": self.folds, "seeds": list(self.seeds), "candidates": [c.to_dict() for c in self.candidates]}
 
     def manifest(self) -> dict:
-        return {"format": SEARCH_FORMAT, "mode": STUDY_MODE, "dataset": self.spec.dataset,
-                "config": str(Path(self.spec.config).resolve()), "overrides": list(self.spec.overrides),
-                "shards": str(self.shards), "folds": self.folds, "seeds": list(self.seeds),
-                "base_config": to_dict(self.base), "parts": shard_parts(self.shards), "protocol": self.protocol,
-                "candidates": [c.to_dict() for c in self.candidates], "reference": self.reference,
-                "trials": [t.to_dict() for t in self.trials], "skipped": self.skipped, "budget": self.budget,
-                "written": time.strftime("%Y-%m-%d %H:%M:%S")}
+        return manifest_of(self.spec, self.shards, self.folds, self.base, self.protocol, STUDY_MODE,
+                           seeds=list(self.seeds), candidates=[c.to_dict() for c in self.candidates],
+                           reference=self.reference, trials=[t.to_dict() for t in self.trials],
+                           skipped=self.skipped, budget=self.budget)
 
 
 def check_study_overrides(overrides: list[str]) -> None:
