@@ -11,7 +11,8 @@ import pytest
 
 from adpm_dist.config import load_config
 from adpm_dist.tune.consolidate import consolidate
-from adpm_dist.tune.experiment import SearchSpec, plan_search, trial_dir, write_search
+from adpm_dist.tune.experiment import SearchSpec, trial_dir, write_search
+from adpm_dist.tune.grid import plan_search
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = str(ROOT / "configs/digits_lt_tiny.yaml")

@@ -17,7 +17,8 @@ from adpm_dist.config import ConfigError, load_config
 from adpm_dist.tune import cost as cost_mod
 from adpm_dist.tune.batch import RunBatch, batch_run
 from adpm_dist.tune.contract import Experiment, TrialRecord
-from adpm_dist.tune.experiment import SearchSpec, plan_search, trial_dir
+from adpm_dist.tune.experiment import SearchSpec, trial_dir
+from adpm_dist.tune.grid import plan_search
 from adpm_dist.tune.fit_plan import FitTrial
 from adpm_dist.tune.grid import Trial
 from adpm_dist.tune.interrupt import Interrupted, graceful_stop, report
@@ -178,7 +179,7 @@ def test_every_cli_parses_the_same_runner_arguments():
 
 
 def test_isotropic_noise_trains_one_beta_in_a_study_as_in_the_grid():
-    from adpm_dist.tune.grid import grid_points
+    from adpm_dist.tune.grid import build_trials
     from adpm_dist.tune.study.spec import Candidate
 
     adpm = Candidate("adpm", "adpm", space={"noise.alpha": [0.0, 0.5], "noise.beta": [1.0, 5.0]})
@@ -186,7 +187,7 @@ def test_isotropic_noise_trains_one_beta_in_a_study_as_in_the_grid():
                                                    {"noise.alpha": 0.5, "noise.beta": 1.0},
                                                    {"noise.alpha": 0.5, "noise.beta": 5.0}]
     assert [(p.settings["noise.alpha"], p.settings["noise.beta"]) for p in adpm.points()] == \
-        grid_points([0.0, 0.5], [1.0, 5.0])  # the same rule as the noise grid's
+        [(t.alpha, t.beta) for t in build_trials([0.0, 0.5], [1.0, 5.0], folds=2) if t.fold == 0]  # the grid's points
     isotropic = Candidate("adpm_isotropic", "adpm", fixed={"noise.alpha": 0.0}, space={"noise.beta": [1.0, 5.0]})
     assert len(isotropic.points()) == 1
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from adpm_dist.config import ConfigError, config_fingerprint, load_config, save_config, set_key, to_dict
-from adpm_dist.tune.experiment import (SEARCH_FILE, SearchSpec, check_overrides, plan_search, supports_resume,
-                                       trial_config, write_search)
-from adpm_dist.tune.grid import Trial, build_trials, label, parse_values, shared_source
+from adpm_dist.tune.experiment import SEARCH_FILE, SearchSpec, supports_resume, write_search
+from adpm_dist.tune.grid import (Trial, build_trials, check_overrides, label, parse_values, plan_search, shared_source,
+                                 trial_config)
 from adpm_dist.tune.protocol import HELD_OUT, NESTED, checkpoint_selection_parts, choose_protocol
 from adpm_dist.tune.search import Resources, trial_payloads
 from adpm_dist.tune.shards import resolve_shards
@@ -242,3 +242,27 @@ def test_trial_epochs_follow_the_method():
     adpm = load_config(TINY, ["train.epochs=4", "train.prior_warmup_epochs=3"])
     ce = load_config(TINY, ["train.epochs=4", "train.prior_warmup_epochs=3", "method=ce"])
     assert epochs_per_trial(adpm) == 7 and epochs_per_trial(ce) == 4
+
+
+def test_the_grid_is_the_adpm_preset_of_a_study(tmp_path):
+    """The grid plans through the study planner: one candidate `adpm` whose space is {noise.alpha, noise.beta},
+    alpha = 0 once (its no_effect rule); search.json records it, and one written without it still resumes."""
+    from adpm_dist.tune.study.trials import StudyTrial, expand
+
+    spec = SearchSpec(dataset="digits_lt", config=TINY, output=str(tmp_path), alphas=[0, 0.5], betas=[1, 5], folds=3)
+    shards = fake_shards(tmp_path / "shards", ["fold0", "fold1", "fold2"])  # fold-only: nested CV
+    search = plan_search(spec, shards, 3, resume=False)
+    preset = search.manifest()["candidates"]
+    assert [(c["name"], c["method"], c["space"]) for c in preset] == [
+        ("adpm", "adpm", {"noise.alpha": [0, 0.5], "noise.beta": [1, 5]})]
+    assert [p["settings"] for p in preset[0]["points"]] == [{"noise.alpha": 0, "noise.beta": 1},
+                                                         {"noise.alpha": 0.5, "noise.beta": 1},
+                                                         {"noise.alpha": 0.5, "noise.beta": 5}]
+    as_study = expand([search.candidate], 3, [0], nested=True)  # the same expansion, named as a study's trials
+    assert [(t.fold, t.outer) for t in search.trials] == [(t.fold, t.outer) for t in as_study]
+    assert all(isinstance(t, StudyTrial) for t in as_study) and len(search.trials) == 3 * 3 + 3 * 3 * 2
+    write_search(search)
+    stored = json.loads((tmp_path / SEARCH_FILE).read_text())
+    del stored["candidates"]  # as the grid's own planner wrote it
+    (tmp_path / SEARCH_FILE).write_text(json.dumps(stored))
+    assert [t.id for t in plan_search(spec, shards, 3, resume=True).todo] == [t.id for t in search.trials]

@@ -19,7 +19,8 @@ from adpm_dist.config import from_dict, load_config, save_config, to_dict
 from adpm_dist.data.manifest import load_manifest
 from adpm_dist.data.plan import plan_data
 from adpm_dist.tune.consolidate import consolidate
-from adpm_dist.tune.experiment import SearchSpec, plan_search, trial_dir, write_search
+from adpm_dist.tune.experiment import SearchSpec, trial_dir, write_search
+from adpm_dist.tune.grid import plan_search
 from adpm_dist.tune.protocol import overlapping_figures
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -3,8 +3,10 @@ or the law fitted per fold) and studies (candidates x folds x seeds). One path: 
 
     contract  contract.py: the Experiment protocol every kind plans, the TrialRecord every trial gives the
               runner, cv_settings / apply_settings / the reserved keys every CV kind shares
-    plan      grid.py (noise trials), fit_plan.py (--fit), study/spec.py + study/plan.py (studies),
-              batch.py (named runs); protocol.py (held-out test part or nested CV; protocol.json),
+    plan      study/trials.py (the one CV planner: candidates x points x seeds x folds), study/spec.py +
+              study/plan.py (studies), grid.py (the noise grid: the `adpm` preset with the space
+              {noise.alpha, noise.beta}), fit_plan.py (--fit), batch.py (named runs); protocol.py
+              (held-out test part or nested CV; protocol.json),
               experiment.py (the experiment directory, configs, search.json, the --resume checks, the
               trials still to run), shards.py
     price     price.py (the price before a run, --dry-run), calibrate.py (--calibrate), cost.py (cost.json

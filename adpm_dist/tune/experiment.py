@@ -1,4 +1,4 @@
-"""One search on disk: shards, the base config, every trial's config, and `search.json`.
+"""One experiment on disk, whatever its kind: shards, the base config, `search.json`, what is left to run.
 
 Layout of an experiment directory (``--output``)::
 
@@ -9,7 +9,9 @@ Layout of an experiment directory (``--output``)::
     ray_results/           Ray Tune's own experiment state
     cv_results.csv, summary.md, heatmap.png, best.yaml, protocol.json   written by the consolidating evaluator
 
-No Ray imports here: everything is checked before a cluster is started.
+Every planner (the noise grid, grid.py; --fit, fit_plan.py; a study, study/plan.py) resolves its base
+config, protocol and --resume decisions here. No Ray imports here: everything is checked before a cluster
+is started.
 """
 from __future__ import annotations
 
@@ -22,26 +24,12 @@ from pathlib import Path
 from ..config import Config, flatten, load_config, set_key, to_dict
 from ..files import atomic_write_json
 from ..runtime.record import stale_keys
-from .contract import CV_RESERVED, Experiment, OneEpochPlan, apply_settings, check_reserved, cv_settings, trial_dir
+from .contract import Experiment, Trial, check_reserved, trial_dir
 from .contract import supports_resume  # noqa: F401  (where callers have imported it from)
-from .grid import Trial, build_trials, label
-from .protocol import HELD_OUT, NESTED, choose_protocol
+from .protocol import NESTED, choose_protocol
 
 SEARCH_FORMAT = "adpm-dist-search/1"
 SEARCH_FILE = "search.json"
-SELECTION = {
-    HELD_OUT: "mean macro-F1 over the CV folds' evaluation parts; the fixed test part is left for best.yaml",
-    NESTED: "per outer fold k: mean macro-F1 over the inner CV on the other folds; the estimate is the "
-            "selected points' scores on their outer folds",
-}
-
-# Keys each grid trial sets itself (contract.CV_RESERVED and the grid's noise); overriding them would break it.
-RESERVED_KEYS = CV_RESERVED | {
-    "noise.alpha": "use --alphas",
-    "noise.beta": "use --betas",
-}
-
-
 @dataclass
 class SearchSpec:
     """What to run, as every CLI parses it, as plain data; `alphas`/`betas` are the grid's only."""
@@ -59,31 +47,29 @@ class SearchSpec:
         return Path(self.output).resolve()  # Ray changes the working directory: absolute paths only
 
 
-def check_overrides(overrides: list[str]) -> None:
-    check_reserved(overrides, RESERVED_KEYS, "search")
-
-
-def base_config(spec: SearchSpec, shards: Path, reserved: dict[str, str] | None = None, who: str = "search") -> Config:
+def base_config(spec: SearchSpec, shards: Path, reserved: dict[str, str], who: str = "search") -> Config:
     """The config shared by every trial: YAML < key=value overrides < absolute shard path. `reserved`: the
-    kind's own keys (default the grid's), refused as overrides.
+    kind's own keys, refused as overrides.
 
     The path is set as a value, not as `data.shards=...` text: YAML would cut it at " #" and
     retype it ("2024" -> int) on the way.
     """
-    check_reserved(spec.overrides, RESERVED_KEYS if reserved is None else reserved, who)
+    check_reserved(spec.overrides, reserved, who)
     cfg = load_config(spec.config, spec.overrides)
     set_key(cfg, "data.shards", str(shards))
     return cfg
 
 
-def trial_settings(trial: Trial, folds: int, out: Path) -> dict:
-    """Dotted key -> typed value for what a grid trial sets itself: its noise, then the CV settings."""
-    return {"noise.alpha": trial.alpha, "noise.beta": trial.beta} | cv_settings(trial, folds, out)
-
-
-def trial_config(base: Config, trial: Trial, out: Path, folds: int) -> Config:
-    """The base config with this trial's settings applied as values (set_key), never re-parsed from text."""
-    return apply_settings(base, trial_settings(trial, folds, out), trial.title)
+def manifest_of(spec: SearchSpec, shards: Path | str, folds: int, base: Config, protocol: str, mode: str | None,
+                **kind) -> dict:
+    """search.json of a CV experiment: what every kind records (the spec, shards and their parts, the base
+    config, the protocol), then the kind's own `kind` fields (grid, alphas, candidates, trials, ...). `mode`
+    names the kind's evaluator (evaluator.py); None for the noise grid, whose search.json never had one."""
+    head = {"format": SEARCH_FORMAT} | ({} if mode is None else {"mode": mode})
+    return head | {"dataset": spec.dataset, "config": str(Path(spec.config).resolve()),
+                   "overrides": list(spec.overrides), "shards": str(shards), "folds": folds,
+                   "base_config": to_dict(base), "parts": shard_parts(shards), "protocol": protocol} | kind | {
+        "written": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
 def shard_parts(shards: Path | str) -> list[str]:
@@ -101,47 +87,6 @@ def config_differences(old: dict, new: dict) -> list[str]:
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 
-@dataclass
-class Search(OneEpochPlan):
-    """A planned noise grid (a contract.Experiment): the grid, the resolved base config and the trials still to run."""
-    spec: SearchSpec
-    shards: Path
-    folds: int
-    base: Config
-    trials: list[Trial]          # every trial of the grid that is trained (alpha = 0: first beta only)
-    todo: list[Trial]            # the ones without results yet (all of them unless resuming)
-    protocol: str = HELD_OUT     # protocol.py: held_out_test, or nested for fold-only shards
-
-    @property
-    def out(self) -> Path:
-        return self.spec.out
-
-    def config_of(self, trial: Trial) -> Config:
-        return trial_config(self.base, trial, self.out, self.folds)
-
-    def settings_of(self, trial: Trial) -> dict:
-        """What the trial sets itself (search.trial_payloads hands it over)."""
-        return trial_settings(trial, self.folds, self.out)
-
-    def manifest(self) -> dict:
-        return {
-            "format": SEARCH_FORMAT,
-            "dataset": self.spec.dataset,
-            "config": str(Path(self.spec.config).resolve()),
-            "overrides": list(self.spec.overrides),
-            "shards": str(self.shards),
-            "folds": self.folds,
-            "alphas": [{"value": a, "label": label(a)} for a in self.spec.alphas],
-            "betas": [{"value": b, "label": label(b, fraction=False)} for b in self.spec.betas],
-            "base_config": to_dict(self.base),
-            "parts": shard_parts(self.shards),
-            "protocol": self.protocol,
-            "trials": [t.to_dict() for t in self.trials],
-            "selection": SELECTION[self.protocol],
-            "written": time.strftime("%Y-%m-%d %H:%M:%S"),
-        }
-
-
 def finished(out: Path, trial: Trial, cfg: Config | None = None) -> bool:
     """A trial with a metrics.json; with ``cfg``, one that ``cfg`` would reproduce, else a ValueError
     naming the keys it was trained with differently (its figure must not mix into this search)."""
@@ -157,24 +102,6 @@ def finished(out: Path, trial: Trial, cfg: Config | None = None) -> bool:
 
 def early_stopped(out: Path, trial: Trial) -> bool:
     return (trial_dir(out, trial) / "early_stopped.json").is_file()
-
-
-def plan_search(spec: SearchSpec, shards: Path, folds: int, resume: bool) -> Search:
-    """Resolve configs (failing on bad keys before any cluster starts) and decide what to run.
-
-    Without `resume`, an experiment directory that already holds a search is refused (its trial
-    directories would be mixed with the new ones). With `resume`, the stored base config must equal
-    the new one, and trials with metrics.json (or stopped early by ASHA) are not run again.
-    """
-    out = spec.out
-    base = base_config(spec, shards)
-    protocol = protocol_for(shards, folds, "search")
-    trials = build_trials(spec.alphas, spec.betas, folds, nested=protocol == NESTED)
-    for t in trials[:1]:
-        trial_config(base, t, out, folds)  # exercises every per-trial key once
-    check_stored(out, base, resume)
-    todo = still_to_run(out, trials, lambda t: trial_config(base, t, out, folds), resume)
-    return Search(spec, shards, folds, base, trials, todo, protocol)
 
 
 def protocol_for(shards: Path | str, folds: int, what: str) -> str:

@@ -16,19 +16,20 @@ No Ray imports here.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import Config, to_dict
-from .contract import OneEpochPlan, TrialRecord, apply_settings, check_reserved, cv_settings, train_parts
-from .experiment import RESERVED_KEYS, SEARCH_FORMAT, SearchSpec, base_config, check_stored, shard_parts, still_to_run
+from ..config import Config
+from .contract import CV_RESERVED, OneEpochPlan, TrialRecord, apply_settings, check_reserved, cv_settings, train_parts
+from .experiment import SearchSpec, base_config, check_stored, manifest_of, shard_parts, still_to_run
 from .protocol import choose_protocol
 
 FIT_MODE = "fit"
 PRIOR, FITTED = "prior", "fitted"
 PHASE_METHOD = {PRIOR: "prior", FITTED: "adpm"}
-FIT_RESERVED = RESERVED_KEYS | {
+FIT_RESERVED = CV_RESERVED | {
+    "noise.alpha": "--fit fits it per fold (eq. 7)",
+    "noise.beta": "--fit fits it per fold (eq. 7)",
     "noise.formula": "--fit sets it per fold from the fitted law (eq. 14)",
     "method": "--fit trains method=prior in phase 1 and ADPM in phase 2",
 }
@@ -100,12 +101,8 @@ class FitSearch(OneEpochPlan):
 
     def manifest(self) -> dict:
         every = [FitTrial(p, k) for p in (PRIOR, FITTED) for k in range(self.folds)]
-        return {"format": SEARCH_FORMAT, "mode": FIT_MODE, "dataset": self.spec.dataset,
-                "config": str(Path(self.spec.config).resolve()), "overrides": list(self.spec.overrides),
-                "shards": str(self.shards), "folds": self.folds, "base_config": to_dict(self.user_base),
-                "parts": shard_parts(self.shards), "protocol": self.protocol, "n_boot": self.n_boot,
-                "trials": [t.to_dict() for t in every], "selection": FIT_SELECTION,
-                "written": time.strftime("%Y-%m-%d %H:%M:%S")}
+        return manifest_of(self.spec, self.shards, self.folds, self.user_base, self.protocol, FIT_MODE,
+                           n_boot=self.n_boot, trials=[t.to_dict() for t in every], selection=FIT_SELECTION)
 
 
 def plan_fit(spec: SearchSpec, shards: Path, folds: int, resume: bool, phase: str = PRIOR,
@@ -116,7 +113,7 @@ def plan_fit(spec: SearchSpec, shards: Path, folds: int, resume: bool, phase: st
     trial per fold in `fold_settings` (a fold whose fit failed has none).
     """
     check_fit_overrides(spec.overrides)
-    user_base = base_config(spec, shards)
+    user_base = base_config(spec, shards, FIT_RESERVED)
     parts = shard_parts(shards)
     if not parts:
         raise FileNotFoundError(f"{shards}/manifest.json is missing or lists no parts: not a shard directory")

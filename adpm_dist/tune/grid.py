@@ -1,6 +1,10 @@
-"""The search grid: (alpha, beta, fold) trials, their names, and the alpha = 0 shortcut.
+"""The noise grid, the `adpm` preset of a study: one candidate whose space is {noise.alpha, noise.beta}.
 
-Pure data, no Ray: the CLI, the Tune trainable and the consolidating evaluator all agree on trial
+Its trials are planned by the study planner (study/trials.py `expand`) and named as the paper's grid
+(`alpha1-6_beta5_fold0`); alpha = 0 is trained once for every beta by the candidate's own rule of its
+keys (study/spec.py `no_effect`), and `shared_source` reads that rule back for the evaluator.
+`plan_search` plans it as a contract.Experiment (`Search`, mode `grid` in search.json, evaluated by
+consolidate.py). No Ray: the CLI, the Tune trainable and the consolidating evaluator all agree on trial
 ids, output directories and the parts each trial trains and evaluates on through this module.
 
 Two kinds of trial: a CV trial (`outer` None) trains on every fold but `fold` and is evaluated on
@@ -11,14 +15,21 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from fractions import Fraction
+from pathlib import Path
 
-from .contract import TrialRecord, train_parts
+from ..config import Config
+from .contract import CV_RESERVED, OneEpochPlan, TrialRecord, apply_settings, check_reserved, cv_settings, train_parts
+from .experiment import SearchSpec, base_config, check_stored, manifest_of, protocol_for, still_to_run
+from .protocol import HELD_OUT, NESTED
+from .study.spec import Candidate, Point, no_effect
+from .study.trials import expand, point_settings
 
 # The paper's grid (its Table 2; docs/algorithm.md, "Noise levels (eq. 14)"):
 # alpha in {0, 1/6, 1/4, 1/2, 1}, beta in {1..10}, 5 folds.
 PAPER_ALPHAS = ("0", "1/6", "1/4", "1/2", "1")
 PAPER_BETAS = tuple(str(b) for b in range(1, 11))
 PAPER_FOLDS = 5
+NOISE_PRESET = "adpm"  # the grid's one candidate: its trials' `candidate`, what the price is reported under
 
 
 def parse_number(text: str, what: str) -> float:
@@ -66,6 +77,15 @@ class Trial:
     fold: int
     outer: int | None = None
 
+    @classmethod
+    def at(cls, candidate: Candidate, point: Point, seed: None, fold: int, outer: int | None) -> Trial:
+        """The planner's `make` (study/trials.py): the grid has one seed, the config's own."""
+        return cls(point.settings["noise.alpha"], point.settings["noise.beta"], fold, outer)
+
+    @property
+    def point(self) -> Point:
+        return Point({"noise.alpha": self.alpha, "noise.beta": self.beta})
+
     @property
     def alpha_label(self) -> str:
         return label(self.alpha)
@@ -99,48 +119,117 @@ class Trial:
         return f"alpha={self.alpha_label} beta={self.beta_label}"
 
     def record(self) -> TrialRecord:
-        return TrialRecord(self.id, self.group, self.fold, self.outer, None, self.eval_part, candidate="adpm")
+        return TrialRecord(self.id, self.group, self.fold, self.outer, None, self.eval_part, candidate=NOISE_PRESET)
 
     def to_dict(self) -> dict:
         return self.record().to_dict() | asdict(self) | {"alpha_label": self.alpha_label,
                                                          "beta_label": self.beta_label}
 
 
-def isotropic(alpha: float) -> bool:
-    """alpha = 0 gives lambda_j = 1 for every class and every beta (eq. 14, all formulas): plain DiffMIC."""
-    return alpha == 0
-
-
-def grid_points(alphas: list[float], betas: list[float]) -> list[tuple[float, float]]:
-    """The (alpha, beta) that are trained, in (alpha, beta) order.
-
-    For alpha = 0 only the first beta is trained: every beta gives the same noise levels (all 1),
-    the same seed and hence the same model, so the other betas reuse its results (the paper's
-    Table 2 row alpha = 0 is constant). See `shared_source`.
-    """
-    return [(a, b) for a in alphas for b in (betas[:1] if isotropic(a) else betas)]
+def noise_candidate(alphas: list[float], betas: list[float], method: str = "adpm") -> Candidate:
+    """The grid as a study's candidate: `method` (the config's, adpm unless overridden) with the space
+    {noise.alpha: alphas, noise.beta: betas}, in that order (rows alpha, columns beta)."""
+    return Candidate(NOISE_PRESET, method, {}, {"noise.alpha": list(alphas), "noise.beta": list(betas)})
 
 
 def build_trials(alphas: list[float], betas: list[float], folds: int, nested: bool = False) -> list[Trial]:
-    """Every trial to run: the CV trials in (alpha, beta, fold) order, then (nested) the inner trials.
+    """Every trial to run, as the study planner expands the grid's candidate: the CV trials in (alpha, beta,
+    fold) order, alpha = 0 with the first beta only (`no_effect`), then (nested) the inner trials.
 
     Nested: for each outer fold k, the CV of every grid point over the other folds (inner trials
-    `outer=k`). The CV trial (alpha, beta, fold k) is then exactly the selected point trained on
-    the folds other than k and evaluated on k, so the outer evaluation needs no trial of its own.
+    `outer=k`), even for a one-point grid (consolidate.py chooses on the inner CV). The CV trial (alpha,
+    beta, fold k) is then exactly the selected point trained on the folds other than k and evaluated on k,
+    so the outer evaluation needs no trial of its own.
     """
-    if folds < 2:
-        raise ValueError(f"--folds must be >= 2 (each trial trains on the other folds), got {folds}")
-    if nested and folds < 3:
-        raise ValueError(f"nested CV needs >= 3 folds (an outer test fold and >= 2 inner folds), got {folds}")
-    points = grid_points(alphas, betas)
-    trials = [Trial(a, b, k) for a, b in points for k in range(folds)]
-    if nested:
-        trials += [Trial(a, b, j, outer=k) for k in range(folds) for a, b in points for j in range(folds) if j != k]
-    return trials
+    return expand([noise_candidate(alphas, betas)], folds, [None], nested, make=Trial.at, inner_for_one_point=True)
 
 
 def shared_source(trial: Trial, betas: list[float]) -> Trial:
-    """The trial whose results stand for `trial` (itself, except alpha = 0 with a later beta)."""
-    if isotropic(trial.alpha) and trial.beta != betas[0]:
+    """The trial whose results stand for `trial`: itself, except where beta has no effect (alpha = 0,
+    `no_effect`) and a later beta reads the first beta's trial (the paper's Table 2 row alpha = 0 is constant)."""
+    if "noise.beta" in no_effect(trial.point.settings) and trial.beta != betas[0]:
         return Trial(trial.alpha, betas[0], trial.fold, trial.outer)
     return trial
+
+
+SELECTION = {
+    HELD_OUT: "mean macro-F1 over the CV folds' evaluation parts; the fixed test part is left for best.yaml",
+    NESTED: "per outer fold k: mean macro-F1 over the inner CV on the other folds; the estimate is the "
+            "selected points' scores on their outer folds",
+}
+
+# Keys each grid trial sets itself (contract.CV_RESERVED and the grid's noise); overriding them would break it.
+RESERVED_KEYS = CV_RESERVED | {
+    "noise.alpha": "use --alphas",
+    "noise.beta": "use --betas",
+}
+
+
+def check_overrides(overrides: list[str]) -> None:
+    check_reserved(overrides, RESERVED_KEYS, "search")
+
+
+def trial_settings(candidate: Candidate, trial: Trial, folds: int, out: Path) -> dict:
+    """Dotted key -> typed value for what a grid trial sets itself: its candidate's point (the method, the
+    noise), then the CV settings; a study's trial sets the same (study/trials.py point_settings)."""
+    return point_settings(candidate, trial.point, None) | cv_settings(trial, folds, out)
+
+
+def trial_config(base: Config, trial: Trial, out: Path, folds: int) -> Config:
+    """The base config with this trial's settings applied as values (set_key), never re-parsed from text."""
+    candidate = noise_candidate([trial.alpha], [trial.beta], base.method)
+    return apply_settings(base, trial_settings(candidate, trial, folds, out), trial.title)
+
+
+@dataclass
+class Search(OneEpochPlan):
+    """A planned noise grid (a contract.Experiment): the `adpm` preset's candidate (`noise_candidate`, with
+    the config's method), the resolved base config and the trials still to run."""
+    spec: SearchSpec
+    shards: Path
+    folds: int
+    base: Config
+    trials: list[Trial]          # every trial of the grid that is trained (alpha = 0: first beta only)
+    todo: list[Trial]            # the ones without results yet (all of them unless resuming)
+    protocol: str = HELD_OUT     # protocol.py: held_out_test, or nested for fold-only shards
+
+    @property
+    def out(self) -> Path:
+        return self.spec.out
+
+    @property
+    def candidate(self) -> Candidate:
+        return noise_candidate(self.spec.alphas, self.spec.betas, self.base.method)
+
+    def config_of(self, trial: Trial) -> Config:
+        return apply_settings(self.base, self.settings_of(trial), trial.title)
+
+    def settings_of(self, trial: Trial) -> dict:
+        """What the trial sets itself (search.trial_payloads hands it over)."""
+        return trial_settings(self.candidate, trial, self.folds, self.out)
+
+    def manifest(self) -> dict:
+        return manifest_of(self.spec, self.shards, self.folds, self.base, self.protocol, None,
+                           alphas=[{"value": a, "label": label(a)} for a in self.spec.alphas],
+                           betas=[{"value": b, "label": label(b, fraction=False)} for b in self.spec.betas],
+                           candidates=[self.candidate.to_dict()],  # the study preset the grid is
+                           trials=[t.to_dict() for t in self.trials], selection=SELECTION[self.protocol])
+
+
+def plan_search(spec: SearchSpec, shards: Path, folds: int, resume: bool) -> Search:
+    """Resolve configs (failing on bad keys before any cluster starts) and decide what to run.
+
+    Without `resume`, an experiment directory that already holds a search is refused (its trial
+    directories would be mixed with the new ones). With `resume`, the stored base config must equal
+    the new one, and trials with metrics.json (or stopped early by ASHA) are not run again.
+    """
+    out = spec.out
+    base = base_config(spec, shards, RESERVED_KEYS)
+    protocol = protocol_for(shards, folds, "search")
+    search = Search(spec, shards, folds, base, build_trials(spec.alphas, spec.betas, folds, nested=protocol == NESTED),
+                    [], protocol)
+    for t in search.trials[:1]:
+        search.config_of(t)  # exercises every per-trial key once
+    check_stored(out, base, resume)
+    search.todo = still_to_run(out, search.trials, search.config_of, resume)
+    return search

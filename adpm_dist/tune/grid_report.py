@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from .cells import HEADLINE, NAMES, Cell, OuterFold, class_names_of, nested_estimate, per_class_table, pm, protocol_of
-from .grid import isotropic
+from .study.spec import isotropic
 from .protocol import NESTED
 
 

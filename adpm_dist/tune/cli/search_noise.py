@@ -76,8 +76,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     from ...config import ConfigError, load_config
     from ..evaluator import consolidate
-    from ..experiment import SearchSpec, check_overrides, plan_search
-    from ..grid import parse_values
+    from ..experiment import SearchSpec
+    from ..grid import check_overrides, parse_values, plan_search
     from ..price import show_price
     from ..search import resources_and_shards, run_search
 

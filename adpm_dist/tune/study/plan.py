@@ -11,16 +11,17 @@ No Ray imports here: everything is checked before a cluster starts.
 """
 from __future__ import annotations
 
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from ...config import Config, ConfigError, to_dict
-from ..contract import CV_RESERVED, TrialRecord, apply_settings, check_reserved, cv_settings, train_parts
-from ..experiment import SEARCH_FILE, SEARCH_FORMAT, SearchSpec, base_config, check_stored, protocol_for, shard_parts, still_to_run
+from ...config import Config, ConfigError
+from ..contract import CV_RESERVED, apply_settings, check_reserved, cv_settings
+from ..experiment import (SEARCH_FILE, SearchSpec, base_config, check_stored, manifest_of, protocol_for,
+                          still_to_run)
 from ..protocol import NESTED
 from .shared import share_training
 from .spec import Candidate, Point
+from .trials import StudyTrial, expand, point_settings
 
 STUDY_MODE = "study"
 # The study's own keys; a candidate's searched keys (noise.alpha, loss.tau, ...) are free to override
@@ -29,35 +30,6 @@ STUDY_RESERVED = CV_RESERVED | {
     "method": "use --methods",
     "run.seed": "use --seeds",
 }
-
-
-@dataclass(frozen=True)
-class StudyTrial:
-    candidate: str
-    point: str          # Point.label
-    seed: int
-    fold: int
-    outer: int | None = None
-    derived_from: str | None = None  # shared.py: the trial whose validated weights this one is read out over
-
-    @property
-    def id(self) -> str:
-        outer = "" if self.outer is None else f"outer{self.outer}_"
-        return f"{outer}{self.candidate}_{self.point}_seed{self.seed}_fold{self.fold}"
-
-    @property
-    def eval_part(self) -> str:
-        return f"fold{self.fold}"
-
-    def train_folds(self, folds: int) -> list[str]:
-        return train_parts(self.fold, self.outer, folds)
-
-    def record(self) -> TrialRecord:
-        return TrialRecord(self.id, f"{self.candidate} {self.point}", self.fold, self.outer, self.seed,
-                           self.eval_part, candidate=self.candidate, derived_from=self.derived_from)
-
-    def to_dict(self) -> dict:
-        return self.record().to_dict() | asdict(self)
 
 
 @dataclass
@@ -89,7 +61,7 @@ class Study:
 
     def settings_of(self, trial: StudyTrial) -> dict:
         kept = {"train.keep_validated": True} if trial.id in self.sources else {}  # for the trials replaying it
-        return (self.candidate(trial.candidate).settings(self.point(trial)) | {"run.seed": trial.seed}
+        return (point_settings(self.candidate(trial.candidate), self.point(trial), trial.seed)
                 | cv_settings(trial, self.folds, self.out) | kept)
 
     def config_of(self, trial: StudyTrial) -> Config:
@@ -114,23 +86,10 @@ class Study:
         return {"folds": self.folds, "seeds": list(self.seeds), "candidates": [c.to_dict() for c in self.candidates]}
 
     def manifest(self) -> dict:
-        return {"format": SEARCH_FORMAT, "mode": STUDY_MODE, "dataset": self.spec.dataset,
-                "config": str(Path(self.spec.config).resolve()), "overrides": list(self.spec.overrides),
-                "shards": str(self.shards), "folds": self.folds, "seeds": list(self.seeds),
-                "base_config": to_dict(self.base), "parts": shard_parts(self.shards), "protocol": self.protocol,
-                "candidates": [c.to_dict() for c in self.candidates], "reference": self.reference,
-                "trials": [t.to_dict() for t in self.trials], "skipped": self.skipped, "budget": self.budget,
-                "written": time.strftime("%Y-%m-%d %H:%M:%S")}
-
-
-def build_trials(candidates: list[Candidate], folds: int, seeds: list[int], nested: bool) -> list[StudyTrial]:
-    """CV trials first (every candidate's estimate), then the inner trials nested CV needs."""
-    trials = [StudyTrial(c.name, p.label, s, k) for c in candidates for p in c.points() for s in seeds
-              for k in range(folds)]
-    if nested:
-        trials += [StudyTrial(c.name, p.label, s, j, outer=k) for k in range(folds) for c in candidates
-                   if len(c.points()) > 1 for p in c.points() for s in seeds for j in range(folds) if j != k]
-    return trials
+        return manifest_of(self.spec, self.shards, self.folds, self.base, self.protocol, STUDY_MODE,
+                           seeds=list(self.seeds), candidates=[c.to_dict() for c in self.candidates],
+                           reference=self.reference, trials=[t.to_dict() for t in self.trials],
+                           skipped=self.skipped, budget=self.budget)
 
 
 def check_study_overrides(overrides: list[str]) -> None:
@@ -149,7 +108,7 @@ def plan_study(spec: SearchSpec, candidates: list[Candidate], shards, folds: int
     study = Study(spec, shards, folds, list(seeds), base, candidates, protocol,
                   reference=next((n for n in names if n == "ce"), names[0]),
                   budget={"max_trials": max_trials, "budget_hours": budget_hours})
-    trials = build_trials(candidates, folds, study.seeds, nested=protocol == NESTED)
+    trials = expand(candidates, folds, study.seeds, nested=protocol == NESTED)
     study.trials = share_training(study, trials) if share else trials
     study.sources = {t.derived_from for t in study.trials if t.derived_from}
     configs = {t: study.config_of(t) for t in study.trials}  # every point's keys checked now

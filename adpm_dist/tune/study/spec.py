@@ -21,7 +21,6 @@ from pathlib import Path
 import yaml
 
 from ...config import ConfigError
-from ..grid import isotropic
 
 # Candidates that are a registered method with fixed settings: name -> (method, fixed settings, space).
 PRESETS: dict[str, tuple[str, dict, dict]] = {
@@ -46,9 +45,15 @@ class Point:
         return ", ".join(f"{k}={v}" for k, v in self.settings.items()) or "default settings"
 
 
+def isotropic(alpha: float) -> bool:
+    """alpha = 0 gives lambda_j = 1 for every class and every beta (eq. 14, all formulas): plain DiffMIC."""
+    return alpha == 0
+
+
 def no_effect(settings: dict) -> set[str]:
     """Keys whose value changes nothing at `settings`: noise.beta when noise.alpha = 0 (eq. 14 gives
-    lambda_j = 1 for every beta: grid.isotropic, the noise grid's alpha = 0 shortcut as a rule of the keys)."""
+    lambda_j = 1 for every beta, `isotropic`). Candidate.points() trains one point for all of them (the
+    first beta), in a study as in the noise grid, its `adpm` preset (../grid.py)."""
     alpha = settings.get("noise.alpha")
     return {"noise.beta"} if alpha is not None and isotropic(float(alpha)) else set()
 
