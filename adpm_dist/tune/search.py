@@ -175,7 +175,7 @@ def exposed_listeners(pids: list[int]) -> list[str]:
 
 def run_search(search: Experiment, resources: Resources, cluster: ClusterOptions,
                early_stopping: EarlyStopping | None = None, progress_interval: float = 15.0,
-               stream=None, *, connected: bool = False, time_budget_s: float | None = None) -> dict:
+               stream=None, *, connected: bool = False) -> dict:
     """Run every trial in `search.todo` on Ray Tune and return {trial id: status}.
 
     The caller consolidates afterwards (also when some trials failed: the summary says which).
@@ -188,9 +188,9 @@ def run_search(search: Experiment, resources: Resources, cluster: ClusterOptions
         print("every trial already has results; nothing to run", file=stream, flush=True)
         return {}
     if connected:
-        return _fit(search, resources, early_stopping, progress_interval, stream, time_budget_s)
+        return _fit(search, resources, early_stopping, progress_interval, stream)
     with ray_cluster(cluster, resources, len(search.todo)):
-        return _fit(search, resources, early_stopping, progress_interval, stream, time_budget_s)
+        return _fit(search, resources, early_stopping, progress_interval, stream)
 
 
 @contextlib.contextmanager
@@ -209,7 +209,7 @@ def ray_cluster(cluster: ClusterOptions, resources: Resources, n_trials: int):
 
 
 def _fit(search: Experiment, resources: Resources, early_stopping: EarlyStopping | None,
-         progress_interval: float, stream, time_budget_s: float | None = None) -> dict:
+         progress_interval: float, stream) -> dict:
     from ray import tune
 
     logging.getLogger("ray.tune").setLevel(logging.WARNING)  # the progress table replaces Tune's INFO lines
@@ -234,7 +234,6 @@ def _fit(search: Experiment, resources: Resources, early_stopping: EarlyStopping
         param_space={"trial": tune.grid_search(trials),
                      "resources": resources.as_dict(out / "ray_train")},
         tune_config=tune.TuneConfig(max_concurrent_trials=resources.max_concurrent, scheduler=scheduler,
-                                    time_budget_s=time_budget_s,  # --budget-hours: then Tune stops; --resume continues
                                     reuse_actors=True,  # later trials skip the ~10-30 s torch/timm import
                                     trial_dirname_creator=lambda t: t.config["trial"]["id"]),
         run_config=tune.RunConfig(
