@@ -19,7 +19,7 @@ from ...config import Config, ConfigError, to_dict
 from ..contract import CV_RESERVED, TrialRecord, apply_settings, check_reserved, cv_settings, train_parts
 from ..experiment import SEARCH_FILE, SEARCH_FORMAT, SearchSpec, base_config, check_stored, protocol_for, shard_parts, still_to_run
 from ..protocol import NESTED
-from .shared import share_training
+from .shared import prefix_settings, share_prefixes, share_training
 from .spec import Candidate, Point
 
 STUDY_MODE = "study"
@@ -39,6 +39,7 @@ class StudyTrial:
     fold: int
     outer: int | None = None
     derived_from: str | None = None  # shared.py: the trial whose validated weights this one is read out over
+    prefix_from: str | None = None   # shared.py: the trial whose kept prefix (stage 1, warm-up) this one starts from
 
     @property
     def id(self) -> str:
@@ -76,6 +77,7 @@ class Study:
     budget: dict = field(default_factory=dict)            # max_trials / budget_hours as asked
     reference: str | None = None                          # the candidate every other is compared with (CE)
     sources: set[str] = field(default_factory=set)        # trial ids whose training others replay (shared.py)
+    prefix_sources: set[str] = field(default_factory=set)  # trial ids whose kept prefix others start from
 
     @property
     def out(self) -> Path:
@@ -90,7 +92,7 @@ class Study:
     def settings_of(self, trial: StudyTrial) -> dict:
         kept = {"train.keep_validated": True} if trial.id in self.sources else {}  # for the trials replaying it
         return (self.candidate(trial.candidate).settings(self.point(trial)) | {"run.seed": trial.seed}
-                | cv_settings(trial, self.folds, self.out) | kept)
+                | cv_settings(trial, self.folds, self.out) | kept | prefix_settings(self, trial))
 
     def config_of(self, trial: StudyTrial) -> Config:
         return apply_settings(self.base, self.settings_of(trial), f"candidate {trial.candidate}, point {trial.point}")
@@ -151,6 +153,8 @@ def plan_study(spec: SearchSpec, candidates: list[Candidate], shards, folds: int
                   budget={"max_trials": max_trials, "budget_hours": budget_hours})
     study.trials = share_training(study, build_trials(candidates, folds, study.seeds, nested=protocol == NESTED))
     study.sources = {t.derived_from for t in study.trials if t.derived_from}
+    study.trials = share_prefixes(study, study.trials)
+    study.prefix_sources = {t.prefix_from for t in study.trials if t.prefix_from}
     configs = {t: study.config_of(t) for t in study.trials}  # every point's keys checked now
     check_stored(study.out, base, resume, mode=STUDY_MODE)
     if resume:
