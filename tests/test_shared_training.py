@@ -203,6 +203,9 @@ def test_points_that_differ_after_their_prefix_start_from_one_source(tmp_path):
     write_search(s)
     stored = {t["id"]: t for t in json.loads((s.out / "search.json").read_text())["trials"]}
     assert all(stored[t.id]["prefix_from"] == t.prefix_from for t in s.trials)
+    total = {"mislas": s.config_of(s.trials[0]).train.epochs + s.config_of(s.trials[0]).baseline.stage2_epochs}
+    rows = {(r.name, r.from_prefix): (r.trials, r.epochs) for r in plan_rows(s)}  # the price: stage 2 only
+    assert rows[("mislas", False)] == (6, total["mislas"]) and rows[("mislas", True)] == (30, total["mislas"] - 1)
 
     s = plan(tmp_path / "adpm", ["adpm", "adpm_adjusted_chain"], overrides=("train.epochs=1", "train.prior_warmup_epochs=1"),
              space={"adpm": {"noise.alpha": [0.0, 0.5]}, "adpm_adjusted_chain": {"model.chain_tau": [0.5, 1.0]}})
