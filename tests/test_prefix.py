@@ -28,7 +28,11 @@ CASES = [("mislas smoothing", ("method=mislas", *STAGED, "baseline.mislas_smooth
          ("crt stage-2 epochs", ("method=crt", *STAGED), ("method=crt", "train.epochs=2", "baseline.stage2_epochs=3")),
          ("adpm isotropic", ("method=adpm", "train.epochs=2"), ("method=adpm", "train.epochs=2", "noise.alpha=0")),
          ("adjusted chain tau", ("method=adpm_adjusted_chain", "train.epochs=2", "model.chain_tau=0.5"),
-          ("method=adpm_adjusted_chain", "train.epochs=2", "model.chain_tau=1.5", "noise.alpha=0.5"))]
+          ("method=adpm_adjusted_chain", "train.epochs=2", "model.chain_tau=1.5", "noise.alpha=0.5")),
+         ("adjusted chain from adpm", ("method=adpm", "train.epochs=2"),  # a buffer more than the prefix's model
+          ("method=adpm_adjusted_chain", "train.epochs=2")),
+         ("adpm from adjusted chain", ("method=adpm_adjusted_chain", "train.epochs=2"),  # a buffer less
+          ("method=adpm", "train.epochs=2", "noise.alpha=0"))]
 
 
 def config(shards: Path, out: Path, *extra: str):
@@ -89,7 +93,8 @@ def test_a_wrong_or_missing_prefix_is_refused_before_anything_is_written(source,
     refused = [(("method=mislas", *STAGED, "baseline.mislas_mixup_alpha=0.5"), "baseline.mislas_mixup_alpha"),
                (("method=mislas", "train.epochs=3", "baseline.stage2_epochs=1"), "ends at epoch 2"),
                (("method=crt", *STAGED), "method"),
-               (("method=ce",), "no shared prefix")]
+               (("method=ce",), "no shared prefix"),
+               (("method=adpm", "train.prior_warmup_epochs=2"), "other settings in method")]  # ADPM never starts from MiSLAS
     for i, (settings, says) in enumerate(refused):
         out = tmp_path / f"refused{i}"
         with pytest.raises(ConfigError, match=says):
@@ -110,5 +115,6 @@ def test_shared_prefixes_name_only_keys_that_act_after_them():
     assert "baseline.mislas_mixup_alpha" not in prefix("method=mislas").settings  # mixup is stage 1's
     assert set(prefix("method=lws").settings) == {"baseline.stage2_epochs"}
     adpm = prefix("method=adpm", "train.prior_warmup_epochs=3")
-    assert adpm.epochs == 3 and "noise.alpha" in adpm.settings and adpm.own_state == ("levels",)
-    assert not any(k.startswith(("model.", "diffusion.", "train.")) for k in adpm.settings)
+    assert adpm.epochs == 3 and "noise.alpha" in adpm.settings and "levels" in adpm.own_state
+    assert adpm.settings == prefix("method=adpm_adjusted_chain", "train.prior_warmup_epochs=3").settings
+    assert not any(k.startswith(("model.", "diffusion.", "train.")) for k in adpm.settings if k != "model.chain_tau")

@@ -187,7 +187,8 @@ def test_ctrl_c_while_replaying_is_the_studys_interruption(tmp_path, monkeypatch
 
 def test_points_that_differ_after_their_prefix_start_from_one_source(tmp_path):
     """MiSLAS's points differ only in stage-2 smoothing: per (fold, seed) one trains stage 1 and keeps it, the
-    others start from it. ADPM's noise points share the prior warm-up; another method's never do."""
+    others start from it. ADPM's noise points and its adjusted chain's share the prior warm-up; cRT and LWS
+    share nothing (their stage-2 modules differ)."""
     s = plan(tmp_path, ["mislas", "crt", "lws"], space={"crt": {"baseline.stage2_epochs": [1, 2]}})
     by_id = {t.id: t for t in s.trials}
     for name, points in (("mislas", 6), ("crt", 2)):
@@ -211,7 +212,7 @@ def test_points_that_differ_after_their_prefix_start_from_one_source(tmp_path):
              space={"adpm": {"noise.alpha": [0.0, 0.5]}, "adpm_adjusted_chain": {"model.chain_tau": [0.5, 1.0]}})
     by_id = {t.id: t for t in s.trials}
     starts = [t for t in s.trials if t.prefix_from]
-    assert len(starts) == 2 * 3 * 2 and all(by_id[t.prefix_from].candidate == t.candidate for t in starts)
+    assert len(starts) == 3 * 3 * 2 and {by_id[t.prefix_from].candidate for t in starts} == {"adpm"}  # one warm-up
     s = plan(tmp_path / "mixup", ["mislas"], space={"mislas": {"baseline.mislas_mixup_alpha": [0.5, 1.0]}})
     assert not any(t.prefix_from for t in s.trials)  # mixup acts in stage 1: nothing to share
     s = plan(tmp_path / "nowarmup", ["adpm"], overrides=("train.epochs=1", "train.prior_warmup_epochs=0"),

@@ -41,16 +41,16 @@ class ADPMMethod(Method):
         t = self.cfg.train
         return EpochPlan(t.prior_warmup_epochs, t.prior_warmup_epochs + t.epochs)
 
-    # Keys the prior warm-up never reads: the noise law acts on the chains (joint epochs, sampling) and sets only
-    # the ``levels`` buffer at build; the chain shift likewise (its buffer ``chain_logit_shift``)
-    after_warmup_keys = ("noise.alpha", "noise.beta", "noise.formula", "noise.n_floor", "noise.test_rule",
-                         "noise.apply", "noise.test_levels")
-    built_buffers = ("levels",)
+    # What the prior warm-up never reads: the noise law acts on the chains (joint epochs, sampling) and sets only
+    # the ``levels`` buffer at build; the adjusted chain's tau likewise (its buffer ``chain_logit_shift``), so
+    # ADPM and its adjusted chain (``method``) share the warm-up too: same prior, same denoiser draws
+    after_warmup_keys = ("method", "model.chain_tau", "noise.alpha", "noise.beta", "noise.formula", "noise.n_floor",
+                         "noise.test_rule", "noise.apply", "noise.test_levels")
+    built_buffers = ("levels", "chain_logit_shift")
 
     def shared_prefix(self) -> SharedPrefix | None:
         """The prior warm-up (train.prior_warmup_epochs): only the prior trains, on its own CE; the denoiser
-        is built (same RNG draws) but never stepped, and the generator draws t and eps as in every step.
-        Only within one method: the adjusted chain's model has a buffer more."""
+        is built (same RNG draws) but never stepped, and the generator draws t and eps as in every step."""
         warmup = self.cfg.train.prior_warmup_epochs
         if warmup == 0:
             return None
@@ -98,8 +98,6 @@ class ADPMAdjustedChain(ADPMMethod):
     title = "ADPM, chain toward the logit-adjusted prior"
     # tau around Menon et al.'s 1 (the balanced error's Bayes rule), with and without anisotropic noise
     search_space = {"model.chain_tau": [0.5, 1.0, 1.5], "noise.alpha": [0.0, 1 / 6]}
-    after_warmup_keys = (*ADPMMethod.after_warmup_keys, "model.chain_tau")
-    built_buffers = ("levels", "chain_logit_shift")
 
     @classmethod
     def check(cls, cfg: Config) -> list[tuple[str, str]]:

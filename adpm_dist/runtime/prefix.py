@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..config import Config, ConfigError, changed_keys, result_settings
+from ..config import Config, ConfigError, changed_keys, from_dict, result_settings
 from .checkpoint import STATE_FILE, complete_checkpoints
 from .record import data_differences
 
@@ -34,10 +34,10 @@ def keeps_prefix_at(cfg: Config, method) -> int | None:
     return prefix.epochs if prefix is not None else None
 
 
-def prefix_changes(cfg: Config, saved: dict, settings: dict) -> list[str]:
-    """The result-changing keys in which two configs differ once the prefix's ``settings`` are applied to both."""
-    a, b = result_settings(saved) | settings, result_settings(cfg) | settings
-    return changed_keys(a, b)
+def prefix_changes(cfg: Config, settings: dict, saved: dict, saved_settings: dict) -> list[str]:
+    """The result-changing keys in which two configs differ once each has its method's prefix settings applied
+    (the planner's rule: study/shared.py)."""
+    return changed_keys(result_settings(saved) | saved_settings, result_settings(cfg) | settings)
 
 
 def find_prefix(cfg: Config, method, data: dict, num_processes: int) -> Path:
@@ -62,13 +62,41 @@ def find_prefix(cfg: Config, method, data: dict, num_processes: int) -> Path:
     if loop.get("world_size", num_processes) != num_processes:
         raise ConfigError(f"train.prefix_from: {path} was written by {loop['world_size']} processes, this run has "
                           f"{num_processes}: the data position and ZeRO shards depend on it")
-    if changed := prefix_changes(cfg, loop["config"], prefix.settings):
+    saved = method_of(loop["config"]).shared_prefix()
+    if saved is None:
+        raise ConfigError(f"train.prefix_from: {path} was trained by method {loop['config'].get('method')!r}, "
+                          "whose epochs are no shared prefix")
+    if changed := prefix_changes(cfg, prefix.settings, loop["config"], saved.settings):
         raise ConfigError(f"train.prefix_from: {path} was trained with other settings in {', '.join(changed)}: "
                           f"its first {prefix.epochs} epochs are not this run's (only "
                           f"{', '.join(prefix.settings) or 'nothing'} may differ); train this run from epoch 0")
     if loop.get("data") and (differences := data_differences(loop["data"], data)):
         raise ConfigError(f"train.prefix_from: {path} was trained on other data ({'; '.join(differences)})")
     return path
+
+
+def method_of(saved: dict):
+    """The method object of a checkpoint's config (read with today's defaults for keys it predates)."""
+    from ..methods import method_for
+
+    return method_for(from_dict(saved))
+
+
+def load_strictly(path: Path, model, own_state: tuple[str, ...]) -> bool:
+    """Whether the prefix's weights load strictly into ``model``: False when they differ only in buffers the
+    run keeps as its own (ADPM's prefix for its adjusted chain: ``chain_logit_shift``); a ConfigError when
+    they differ in anything else. Checked on the safetensors file accelerate writes (else: strict)."""
+    file = path / "model.safetensors"
+    if not file.is_file():
+        return True
+    from safetensors import safe_open
+
+    with safe_open(str(file), framework="pt") as f:
+        differ = set(f.keys()) ^ set(model.state_dict())
+    if differ - set(own_state):
+        raise ConfigError(f"train.prefix_from: the model in {path} differs from this run's in "
+                          f"{', '.join(sorted(differ - set(own_state))[:5])}: not this run's prefix")
+    return not differ
 
 
 def own_buffers(model, names: tuple[str, ...]) -> dict:
