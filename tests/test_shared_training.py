@@ -243,6 +243,8 @@ def test_a_trial_that_starts_from_a_prefix_trains_in_a_second_ray_pass(tmp_path)
     assert len(passes) == 2
     assert all(p is None for _, p, _ in passes[0]) and len(passes[0]) == len(passes[1]) == 2
     assert all(p and path.endswith(p) for _, p, path in passes[1])
+    resumed = plan(tmp_path, ["mislas"], space={"mislas": {"baseline.mislas_smooth_tail": [0.0, 0.1]}}, resume=True)
+    assert {t.id for t in resumed.todo} == {t.id for t in s.trials if t.fold != 0}  # --resume: both passes done
 
     # a trial whose source neither runs now nor kept its prefix trains from epoch 0, in the first pass
     late = next(t for t in s.trials if t.prefix_from and t.fold == 1)

@@ -34,7 +34,7 @@ from .checkpoint import (enter_epoch, load_best, resume, rng_snapshot, save_best
 from .distributed import (build_accelerator, check_launch, configure_for, full_state_dict, has_idle_parameters,
                           make_zero3_safe, mean_over_ranks, ranks_agree, sync_buffers, world_info, zero_stage)
 from .ema import EMA
-from .prefix import keeps_prefix_at, load_strictly, own_buffers, prefix_root, restore_buffers
+from .prefix import keeps_prefix_at, prefix_loading, prefix_root, restore_buffers
 from .optim import build_optimizer, clipped_parameters, restart_group, set_lr
 from .sam import forward_backward
 from .record import data_identity, run_record
@@ -234,12 +234,10 @@ def noise_levels(run: Run) -> dict[str, float]:
 def start_position(run: Run) -> dict | None:
     """A fresh run, or the position of a checkpoint (train.resume); the run log starts there."""
     t, acc = run.cfg.train, run.acc
-    own_state = run.method.shared_prefix().own_state if run.prefix is not None else ()
-    own = own_buffers(run.raw, own_state)
-    strict = run.prefix is None or load_strictly(run.prefix, run.raw, own_state)
+    own, strict = prefix_loading(run.prefix, run.raw, run.method)
     run.loop, resumed = resume(acc, run.cfg, run.ckpt_dir, run.gen, run.ema, data=data_of(run), prefix=run.prefix,
                                strict_prefix=strict)
-    restore_buffers(run.raw, own)  # the prefix's run set them from its own config (SharedPrefix.own_state)
+    restore_buffers(run.raw, own)  # a prefix's run set them from its own config (SharedPrefix.own_state)
     run.validations = [selection.Validation(**v) for v in run.loop.get("validations", [])]
     run.skipped = {(r["shard"], r["key"]): r for r in (resumed or {}).get("skipped", [])}
     run.log = RunLog(acc, run.out, log_every=t.log_every, images_per_step=t.batch_size * acc.num_processes * t.grad_accum,

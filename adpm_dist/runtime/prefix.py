@@ -99,6 +99,15 @@ def load_strictly(path: Path, model, own_state: tuple[str, ...]) -> bool:
     return not differ
 
 
+def prefix_loading(prefix: Path | None, model, method) -> tuple[dict, bool]:
+    """(the model's own buffers to restore after the load, whether the load is strict) for a run that starts
+    from ``prefix`` (None: a fresh run or a resume, nothing to restore)."""
+    if prefix is None:
+        return {}, True
+    own_state = method.shared_prefix().own_state
+    return own_buffers(model, own_state), load_strictly(prefix, model, own_state)
+
+
 def own_buffers(model, names: tuple[str, ...]) -> dict:
     """Copies of the model's buffers ``names`` (those present): what a run started from a prefix keeps."""
     found = dict(model.named_buffers())
