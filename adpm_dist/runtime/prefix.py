@@ -69,7 +69,7 @@ def find_prefix(cfg: Config, method, data: dict, num_processes: int) -> Path:
     if changed := prefix_changes(cfg, prefix.settings, loop["config"], saved.settings):
         raise ConfigError(f"train.prefix_from: {path} was trained with other settings in {', '.join(changed)}: "
                           f"its first {prefix.epochs} epochs are not this run's (only "
-                          f"{', '.join(prefix.settings) or 'nothing'} may differ); train this run from epoch 0")
+                          f"{', '.join(prefix.settings) or 'nothing'} may differ); leave train.prefix_from empty to train from epoch 0")
     if loop.get("data") and (differences := data_differences(loop["data"], data)):
         raise ConfigError(f"train.prefix_from: {path} was trained on other data ({'; '.join(differences)})")
     return path
