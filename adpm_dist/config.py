@@ -183,6 +183,10 @@ class TrainConfig:
                                             # backward passes per step; 0 = off; needs grad_accum 1, not DeepSpeed
     resume_changes: list[str] = field(default_factory=list)  # keys allowed to differ from the checkpoint's
                                             # config on resume (a deliberate change, recorded in metrics.json)
+    keep_prefix: bool = False               # also keep a resumable checkpoint at the end of the method's shared
+                                            # prefix (checkpoints/prefix/: stage 1, ADPM's warm-up; Method.shared_prefix)
+    prefix_from: str = ""                   # a run directory whose kept prefix this run starts from instead of
+                                            # training those epochs again (same prefix settings; docs/tune.md)
 
 
 @dataclass
@@ -369,7 +373,10 @@ def flatten(tree: dict, prefix: str = "") -> dict:
 NON_RESULT_KEYS = ("run.output_dir", "run.overwrite", "train.resume", "train.resume_changes", "train.log_every",
                    "train.log_with",
                    "train.checkpoint_every_steps", "train.checkpoint_every_epochs", "train.keep_checkpoints",
-                   "train.keep_last", "train.keep_validated", "data.verify", "data.shards")
+                   "train.keep_last", "train.keep_validated", "data.verify", "data.shards",
+                   # a run started from another run's identical prefix trains the same numbers (Method.shared_prefix,
+                   # checked against the prefix's config before it starts; tests/test_prefix.py shows it)
+                   "train.keep_prefix", "train.prefix_from")
 
 
 def result_settings(config: Config | dict) -> dict:

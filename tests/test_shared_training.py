@@ -191,3 +191,77 @@ def test_ctrl_c_while_replaying_is_the_studys_interruption(tmp_path, monkeypatch
         shared.replay_derived(s, [t], say=lambda line: None)
     assert not (trial_dir(s.out, t) / "metrics.json").exists()  # unfinished: --resume replays it
     assert json.loads((trial_dir(s.out, t) / "cost.json").read_text())["replayed_from"] == t.derived_from
+
+
+def test_points_that_differ_after_their_prefix_start_from_one_source(tmp_path):
+    """MiSLAS's points differ only in stage-2 smoothing: per (fold, seed) one trains stage 1 and keeps it, the
+    others start from it. ADPM's noise points and its adjusted chain's share the prior warm-up; cRT and LWS
+    share nothing (their stage-2 modules differ)."""
+    s = plan(tmp_path, ["mislas", "crt", "lws"], space={"crt": {"baseline.stage2_epochs": [1, 2]}})
+    by_id = {t.id: t for t in s.trials}
+    for name, points in (("mislas", 6), ("crt", 2)):
+        group = [t for t in s.trials if t.candidate == name]
+        starts = [t for t in group if t.prefix_from]
+        assert len(starts) == (points - 1) * 3 * 2
+        for t in starts:
+            source = by_id[t.prefix_from]
+            assert (source.candidate, source.fold, source.seed, source.prefix_from) == (name, t.fold, t.seed, None)
+            assert s.config_of(source).train.keep_prefix and not s.config_of(t).train.keep_prefix
+            assert s.config_of(t).train.prefix_from == str(trial_dir(s.out, source))
+    assert not any(t.prefix_from or s.config_of(t).train.keep_prefix for t in s.trials if t.candidate == "lws")
+    write_search(s)
+    stored = {t["id"]: t for t in json.loads((s.out / "search.json").read_text())["trials"]}
+    assert all(stored[t.id]["prefix_from"] == t.prefix_from for t in s.trials)
+    total = {"mislas": s.config_of(s.trials[0]).train.epochs + s.config_of(s.trials[0]).baseline.stage2_epochs}
+    rows = {(r.name, r.from_prefix): (r.trials, r.epochs) for r in plan_rows(s)}  # the price: stage 2 only
+    assert rows[("mislas", False)] == (6, total["mislas"]) and rows[("mislas", True)] == (30, total["mislas"] - 1)
+
+    s = plan(tmp_path / "adpm", ["adpm", "adpm_adjusted_chain"], overrides=("train.epochs=1", "train.prior_warmup_epochs=1"),
+             space={"adpm": {"noise.alpha": [0.0, 0.5]}, "adpm_adjusted_chain": {"model.chain_tau": [0.5, 1.0]}})
+    by_id = {t.id: t for t in s.trials}
+    starts = [t for t in s.trials if t.prefix_from]
+    assert len(starts) == 3 * 3 * 2 and {by_id[t.prefix_from].candidate for t in starts} == {"adpm"}  # one warm-up
+    s = plan(tmp_path / "mixup", ["mislas"], space={"mislas": {"baseline.mislas_mixup_alpha": [0.5, 1.0]}})
+    assert not any(t.prefix_from for t in s.trials)  # mixup acts in stage 1: nothing to share
+    s = plan(tmp_path / "nowarmup", ["adpm"], overrides=("train.epochs=1", "train.prior_warmup_epochs=0"),
+             space={"adpm": {"noise.alpha": [0.0, 0.5]}})
+    assert not any(t.prefix_from for t in s.trials)
+
+
+def keep_prefix(s, t):
+    """What a source trial leaves once past its prefix: checkpoints/prefix/step_*/trainer_state.json."""
+    d = trial_dir(s.out, t) / "checkpoints" / "prefix" / "step_00000001"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "trainer_state.json").write_text("{}")
+
+
+def test_a_trial_that_starts_from_a_prefix_trains_in_a_second_ray_pass(tmp_path):
+    s = plan(tmp_path, ["mislas"], space={"mislas": {"baseline.mislas_smooth_tail": [0.0, 0.1]}})
+    write_search(s)
+    wave = [t for t in s.todo if t.fold == 0]
+    passes = []
+
+    def run_on_ray():  # what Ray would do: each trial keeps its prefix on the way
+        passes.append([(t.id, t.prefix_from, str(s.config_of(t).train.prefix_from)) for t in s.todo])
+        for t in s.todo:
+            keep_prefix(s, t)
+            finish(s, t)
+
+    shared.run_then_replay(s, wave, run_on_ray, say=lambda line: None)
+    assert len(passes) == 2
+    assert all(p is None for _, p, _ in passes[0]) and len(passes[0]) == len(passes[1]) == 2
+    assert all(p and path.endswith(p) for _, p, path in passes[1])
+    resumed = plan(tmp_path, ["mislas"], space={"mislas": {"baseline.mislas_smooth_tail": [0.0, 0.1]}}, resume=True)
+    assert {t.id for t in resumed.todo} == {t.id for t in s.trials if t.fold != 0}  # --resume: both passes done
+
+    # a trial whose source neither runs now nor kept its prefix trains from epoch 0, in the first pass
+    late = next(t for t in s.trials if t.prefix_from and t.fold == 1)
+    passes.clear()
+    shared.run_then_replay(s, [late], run_on_ray, say=lambda line: None)
+    assert passes == [[(late.id, None, "")]]
+    # ... and one whose source kept it (an earlier run of the study) starts from it at once
+    early = next(t for t in s.trials if t.prefix_from and t.fold == 2)
+    keep_prefix(s, next(t for t in s.trials if t.id == early.prefix_from))
+    passes.clear()
+    shared.run_then_replay(s, [early], run_on_ray, say=lambda line: None)
+    assert [[p for _, p, _ in ps] for ps in passes] == [[early.prefix_from]]

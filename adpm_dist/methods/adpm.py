@@ -16,7 +16,7 @@ from torch import nn
 from ..config import Config
 from ..diffusion.scheduler import antithetic_timesteps
 from ..models.adpm import ADPM, build_model
-from .base import EpochPlan, Method
+from .base import EpochPlan, Method, SharedPrefix, defaults_of
 
 
 class ADPMMethod(Method):
@@ -40,6 +40,21 @@ class ADPMMethod(Method):
     def epochs(self) -> EpochPlan:
         t = self.cfg.train
         return EpochPlan(t.prior_warmup_epochs, t.prior_warmup_epochs + t.epochs)
+
+    # What the prior warm-up never reads: the noise law acts on the chains (joint epochs, sampling) and sets only
+    # the ``levels`` buffer at build; the adjusted chain's tau likewise (its buffer ``chain_logit_shift``), so
+    # ADPM and its adjusted chain (``method``) share the warm-up too: same prior, same denoiser draws
+    after_warmup_keys = ("method", "model.chain_tau", "noise.alpha", "noise.beta", "noise.formula", "noise.n_floor",
+                         "noise.test_rule", "noise.apply", "noise.test_levels")
+    built_buffers = ("levels", "chain_logit_shift")
+
+    def shared_prefix(self) -> SharedPrefix | None:
+        """The prior warm-up (train.prior_warmup_epochs): only the prior trains, on its own CE; the denoiser
+        is built (same RNG draws) but never stepped, and the generator draws t and eps as in every step."""
+        warmup = self.cfg.train.prior_warmup_epochs
+        if warmup == 0:
+            return None
+        return SharedPrefix(warmup, defaults_of(self.after_warmup_keys), own_state=self.built_buffers)
 
     def phase(self, epoch: int) -> str:
         return "joint" if self.epochs().is_joint(epoch) else "prior warm-up"

@@ -18,6 +18,28 @@ from ..config import Config
 
 
 @dataclass(frozen=True)
+class SharedPrefix:
+    """What a method's first ``epochs`` epochs depend on, for a study that trains them once
+    (docs/tune.md, "Shared training"): two configs that are equal once ``settings`` are applied to both
+    train those epochs identically (same weights, optimizer state, RNG and stream position), so one run
+    can start from the other's checkpoint at the end of epoch ``epochs``. ``settings``: dotted key ->
+    canonical value of every key that acts only after the prefix (a stage-2 loss, ADPM's noise law).
+    ``own_state``: model buffers that such keys set when the model is built and that no training
+    changes (ADPM's lambda_j): a run started from another run's prefix keeps its own."""
+    epochs: int
+    settings: dict
+    own_state: tuple[str, ...] = ()
+
+
+def defaults_of(keys) -> dict:
+    """``keys`` at their Config defaults: the canonical values a SharedPrefix compares under."""
+    from ..config import flatten, to_dict
+
+    flat = flatten(to_dict(Config()))
+    return {k: flat[k] for k in keys}
+
+
+@dataclass(frozen=True)
 class EpochPlan:
     """``warmup`` epochs that neither validate nor train the whole model (ADPM's prior-only warm-up),
     then joint epochs up to ``total``; validation every ``val_every`` joint epochs and at the last."""
@@ -116,6 +138,12 @@ class Method:
         None when its training is its own. A study trains such a candidate once, as the twin, and replays
         this method's read-out over the twin's validated weights (runtime/replay.py; docs/tune.md,
         "Shared training"): e.g. posthoc_la -> {"method": baseline.posthoc_base}."""
+        return None
+
+    def shared_prefix(self) -> SharedPrefix | None:
+        """The epochs this method trains identically for every value of some keys that act only later (a
+        two-stage method's stage 1, ADPM's prior warm-up), or None. A study trains such a prefix once per
+        group of trials and starts the others from its checkpoint (train.keep_prefix, train.prefix_from)."""
         return None
 
     def prediction_levels(self, model: nn.Module, batches: Iterable[dict], device: torch.device,

@@ -29,6 +29,7 @@ def mixup_draw(batch: int, alpha: float, generator: torch.Generator) -> tuple[fl
 class MiSLAS(TwoStageMethod):
     name, title = "mislas", "MiSLAS (mixup, label-aware smoothing, shifted BN)"
     shifted_bn = True
+    stage2_keys = ("baseline.mislas_smooth_head", "baseline.mislas_smooth_tail", "baseline.mislas_shape")
     # Zhong et al. 2021, eps_1 / eps_K: 0.3 / 0.0 (CIFAR-10-LT, ImageNet-LT), 0.4 / 0.1 (CIFAR-100-LT)
     search_space = {"baseline.mislas_smooth_head": [0.2, 0.3, 0.4], "baseline.mislas_smooth_tail": [0.0, 0.1]}
 

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import EpochPlan
+from .base import EpochPlan, SharedPrefix, defaults_of
 from .classifiers import ClassifierMethod, ClassifierModel, PooledClassifier
 
 
@@ -138,10 +138,18 @@ class TwoStageMethod(ClassifierMethod):
     """Stage 1: ``loss`` on the natural stream; stage 2: ``stage2_loss`` on a class-balanced stream."""
 
     shifted_bn = False
+    # Keys its stage 2 alone reads (besides baseline.stage2_epochs): stage 1 is the same for every value
+    stage2_keys: tuple[str, ...] = ()
 
     def epochs(self) -> StagedPlan:
         t = self.cfg.train
         return StagedPlan(0, t.epochs + self.cfg.baseline.stage2_epochs, stage2=t.epochs)
+
+    def shared_prefix(self) -> SharedPrefix:
+        """Stage 1 (train.epochs): its stream, losses and LR schedule never read the stage-2 keys, and the
+        stage-2 module is built the same whatever they are. Only within one method: another method's
+        stage-2 module (cRT's new head, LWS's scales) is another model and optimizer group."""
+        return SharedPrefix(self.cfg.train.epochs, defaults_of(("baseline.stage2_epochs", *self.stage2_keys)))
 
     def in_stage2(self, epoch: int) -> bool:
         return epoch >= self.cfg.train.epochs

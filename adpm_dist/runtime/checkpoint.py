@@ -175,26 +175,28 @@ def prune(root: Path, keep: int) -> list[Path]:
     return removed
 
 
-def load_training_state(acc, path: Path) -> tuple[dict, dict, dict | None]:
-    """(loop, this rank's state, EMA state or None) from a checkpoint ``save_training_state`` wrote."""
+def load_training_state(acc, path: Path, strict: bool = True) -> tuple[dict, dict, dict | None]:
+    """(loop, this rank's state, EMA state or None) from a checkpoint ``save_training_state`` wrote.
+    ``strict=False``: model keys may be missing or extra (a shared prefix's own buffers: runtime/prefix.py)."""
     loop = json.loads((path / STATE_FILE).read_text())
     if loop["world_size"] != acc.num_processes:
         raise ValueError(f"{path} was written by {loop['world_size']} processes, this run has {acc.num_processes}: "
                          "the data position and ZeRO shards depend on it; resume with the same launch")
-    acc.load_state(str(path))
+    acc.load_state(str(path), **({} if strict else {"strict": False}))
     rank_state = torch.load(path / f"rank{acc.process_index}.pt", map_location="cpu", weights_only=True)
     ema_file = path / "ema.pt"
     ema_state = torch.load(ema_file, map_location="cpu", weights_only=True) if ema_file.is_file() else None
     return loop, rank_state, ema_state
 
 
-def resume(acc, cfg: Config, ckpt_dir: Path, gen: torch.Generator, ema, data: dict | None = None
-           ) -> tuple[dict, dict | None]:
+def resume(acc, cfg: Config, ckpt_dir: Path, gen: torch.Generator, ema, data: dict | None = None,
+           prefix: Path | None = None, strict_prefix: bool = True) -> tuple[dict, dict | None]:
     """(loop state, this rank's saved state or None): restores model, optimizer, EMA and RNGs in place.
     ``data``: this run's data identity (record.data_identity); runtime/rundir.py has already refused a
-    resume on other data that train.resume_changes does not allow."""
+    resume on other data that train.resume_changes does not allow. ``prefix``: another run's kept prefix
+    (runtime/prefix.py, checked by rundir.py) that a run without a checkpoint of its own starts from."""
     fresh = {"epoch": 0, "batch": 0, "step": 0, "best": {"epoch": -1, "macro_f1": None}, "history": [],
-             "validations": [], "resume_changes": []}
+             "validations": [], "resume_changes": [], "prefix_from": None}
     path = resolve_resume(cfg.train.resume, ckpt_dir)
     if acc.is_main_process and ckpt_dir.is_dir():  # saves a killed run left half-written
         for p in [*ckpt_dir.glob(".tmp-step_*"), *ckpt_dir.glob(".old-step_*")]:
@@ -212,7 +214,7 @@ def resume(acc, cfg: Config, ckpt_dir: Path, gen: torch.Generator, ema, data: di
             for p in stale:
                 shutil.rmtree(p)
         acc.wait_for_everyone()
-        return fresh, None
+        return (fresh, None) if prefix is None else start_from_prefix(acc, prefix, gen, ema, fresh, strict_prefix)
     loop, rank_state, ema_state = load_training_state(acc, path)
     gen.set_state(rank_state["gen"])
     if ema is not None and ema_state is not None:
@@ -234,6 +236,20 @@ def resume(acc, cfg: Config, ckpt_dir: Path, gen: torch.Generator, ema, data: di
     acc.print(f"resumed from {path}: epoch {loop['epoch'] + 1}, batch {loop['batch']}, step {loop['step']} "
               f"(model, optimizer, LR position, EMA, RNG states, data position)")
     state = {k: loop.get(k, v) for k, v in fresh.items()}
+    return state, rank_state | {"batch": loop["batch"]}
+
+
+def start_from_prefix(acc, path: Path, gen: torch.Generator, ema, fresh: dict, strict: bool = True
+                      ) -> tuple[dict, dict]:
+    """A fresh run's start from another run's kept prefix (train.prefix_from): everything a resume restores,
+    the loop position and history included; the prefix's own run is named in the loop (``prefix_from``)."""
+    loop, rank_state, ema_state = load_training_state(acc, path, strict)
+    gen.set_state(rank_state["gen"])
+    if ema is not None and ema_state is not None:
+        ema.load_state_dict(ema_state)
+    state = {k: loop.get(k, v) for k, v in fresh.items()} | {"prefix_from": str(path)}
+    acc.print(f"started from the shared prefix {path}: epoch {loop['epoch'] + 1}, step {loop['step']} "
+              "(train.prefix_from: model, optimizer, LR position, EMA, RNG states)")
     return state, rank_state | {"batch": loop["batch"]}
 
 

@@ -34,6 +34,7 @@ from .checkpoint import (enter_epoch, load_best, resume, rng_snapshot, save_best
 from .distributed import (build_accelerator, check_launch, configure_for, full_state_dict, has_idle_parameters,
                           make_zero3_safe, mean_over_ranks, ranks_agree, sync_buffers, world_info, zero_stage)
 from .ema import EMA
+from .prefix import keeps_prefix_at, prefix_loading, prefix_root, restore_buffers
 from .optim import build_optimizer, clipped_parameters, restart_group, set_lr
 from .sam import forward_backward
 from .record import data_identity, run_record
@@ -68,6 +69,7 @@ class Run:
     feed: DataFeed = None                  # how batches are made: data.augment_on, data.cache
     lock: RunLock | None = None            # run.output_dir/run.lock, held by rank 0 for the whole run
     stop: StopRequest | None = None        # SIGTERM/SIGINT: checkpoint at the next step and stop (interrupt.py)
+    prefix: Path | None = None             # another run's kept prefix this run starts from (runtime/prefix.py)
 
     @property
     def names(self) -> list[str]:
@@ -188,7 +190,8 @@ def prepare_run(cfg: Config, acc, checked, lock) -> Run:
     for warning in plan.warnings:
         acc.print(f"warning: {warning}")
     method = method_for(cfg)
-    run = Run(cfg, acc, method, epoch_plan(method, t, plan.has_validation), manifest, plan, out, lock=lock)
+    run = Run(cfg, acc, method, epoch_plan(method, t, plan.has_validation), manifest, plan, out, lock=lock,
+              prefix=checked.prefix)
     run.feed = DataFeed(cfg.data, manifest, acc.device, mean_std=normalisation(cfg))
     build_model_and_optimizer(run)
     acc.print(f"data: {manifest.root} | train parts {plan.train_parts} ({sum(plan.class_counts)} samples) | "
@@ -249,7 +252,10 @@ def noise_levels(run: Run) -> dict[str, float]:
 def start_position(run: Run) -> dict | None:
     """A fresh run, or the position of a checkpoint (train.resume); the run log starts there."""
     t, acc = run.cfg.train, run.acc
-    run.loop, resumed = resume(acc, run.cfg, run.ckpt_dir, run.gen, run.ema, data=data_of(run))
+    own, strict = prefix_loading(run.prefix, run.raw, run.method)
+    run.loop, resumed = resume(acc, run.cfg, run.ckpt_dir, run.gen, run.ema, data=data_of(run), prefix=run.prefix,
+                               strict_prefix=strict)
+    restore_buffers(run.raw, own)  # a prefix's run set them from its own config (SharedPrefix.own_state)
     run.validations = [selection.Validation(**v) for v in run.loop.get("validations", [])]
     run.skipped = {(r["shard"], r["key"]): r for r in (resumed or {}).get("skipped", [])}
     run.log = RunLog(acc, run.out, log_every=t.log_every, images_per_step=t.batch_size * acc.num_processes * t.grad_accum,
@@ -365,18 +371,21 @@ def end_epoch(run: Run, epoch: int, row: dict) -> None:
     run.loop["history"].append(row)
     if every and ((epoch + 1) % every == 0 or last):
         save_checkpoint(run, epoch + 1, 0, {}, rng_snapshot(), row.get("val_macro_f1"))
+    if keeps_prefix_at(run.cfg, run.method) == epoch + 1:  # what train.prefix_from starts other runs from
+        save_checkpoint(run, epoch + 1, 0, {}, rng_snapshot(), root=prefix_root(run.ckpt_dir))
     run.log.epoch(row, run.loop["history"])
 
 
-def save_checkpoint(run: Run, epoch: int, batch: int, sums: dict, epoch_rng: dict, val_f1: float | None = None) -> None:
+def save_checkpoint(run: Run, epoch: int, batch: int, sums: dict, epoch_rng: dict, val_f1: float | None = None,
+                    root: Path | None = None) -> None:
     run.loop.update(epoch=epoch, batch=batch, validations=[v.__dict__ for v in run.validations])
     rank_state = {"gen": run.gen.get_state(), "rng": rng_snapshot(), "epoch_rng": epoch_rng, "sums": sums,
                   "skipped": list(run.skipped.values())}
     meta = {**run.loop, "val_macro_f1": val_f1, "world_size": run.acc.num_processes,
             "zero_stage": zero_stage(run.acc), "config": to_dict(run.cfg), "data": data_of(run)}
     t = run.cfg.train
-    path = save_training_state(run.acc, run.ckpt_dir, meta, rank_state, run.ema and run.ema.state_dict(),
-                               t.keep_checkpoints)
+    path = save_training_state(run.acc, root or run.ckpt_dir, meta, rank_state, run.ema and run.ema.state_dict(),
+                               t.keep_checkpoints if root is None else 1)
     run.acc.print(f"checkpoint: {path} (epoch {epoch + 1}, batch {batch}, step {run.loop['step']})")
     return path
 
@@ -499,6 +508,7 @@ def final_evaluation(run: Run, selected: dict, asked: Config) -> dict:
         noise_levels=noise_levels(run),
         train_counts=dict(zip(run.names, plan.class_counts)), history=run.loop["history"],
         resume_changes=run.loop.get("resume_changes", []), skipped_samples=skipped,
+        **({"prefix_from": run.loop["prefix_from"]} if run.loop.get("prefix_from") else {}),
         **run_record(asked, run.manifest.shards),
     )
     if acc.is_main_process:

@@ -36,6 +36,7 @@ class Checked:
     manifest: Manifest
     plan: DataPlan
     resume_from: Path | None  # the checkpoint this run continues, None for a fresh start
+    prefix: Path | None = None  # a fresh start from another run's kept prefix (train.prefix_from; prefix.py)
 
 
 def earlier_outputs(out: Path) -> list[str]:
@@ -60,6 +61,12 @@ def check_run(cfg: Config, num_processes: int) -> Checked:
         path = resolve_resume(cfg.train.resume, out / "checkpoints")
     except FileNotFoundError as e:
         raise ConfigError(str(e)) from None
+    prefix = None
+    if path is None and cfg.train.prefix_from:
+        from ..methods import method_for
+        from .prefix import find_prefix
+
+        prefix = find_prefix(cfg, method_for(cfg), data_identity(manifest.shards, manifest.dataset), num_processes)
     if path is not None:
         check_resume(cfg, path, manifest, num_processes)
     elif cfg.run.overwrite:
@@ -70,7 +77,7 @@ def check_run(cfg: Config, num_processes: int) -> Checked:
                           "or choose another run.output_dir")
     elif cfg.train.resume == "auto":
         check_fresh_start(cfg, out)
-    return Checked(manifest, plan, path)
+    return Checked(manifest, plan, path, prefix)
 
 
 def check_fresh_start(cfg: Config, out: Path) -> None:

@@ -5,7 +5,8 @@ method's epoch plan), and the cost of one epoch as recorded by earlier trials of
 this experiment directory (cost.json: wall and CPU seconds over the attempts; metrics.json: the epochs
 trained). From those: CPU-hours, GPU-hours and the wall time at the trials the cluster runs at once.
 A candidate without a recorded trial is priced "?" (docs/tune.md, "The price before it runs"). A study's
-derived trials (study/shared.py: read out over another trial's training) are listed apart and cost nothing.
+derived trials (study/shared.py: read out over another trial's training) are listed apart and cost nothing;
+its trials that start from another trial's kept prefix are a row of their own, with the epochs after it.
 
 `estimate` is pure; `recorded_epoch_cost` and `plan_rows` read files and configs.
 """
@@ -33,6 +34,7 @@ class Row:
     trials: int
     epochs: int            # per trial
     cost: EpochCost | None
+    from_prefix: bool = False  # trials that start from another trial's kept prefix (study/shared.py): fewer epochs
 
 
 def recorded_epoch_cost(run_dir: Path) -> EpochCost | None:
@@ -42,7 +44,7 @@ def recorded_epoch_cost(run_dir: Path) -> EpochCost | None:
         epochs = len(json.loads((run_dir / "metrics.json").read_text()).get("history") or [])
     except (OSError, ValueError):
         return None
-    if epochs < 1 or not cost.get("wall_s"):
+    if epochs < 1 or not cost.get("wall_s") or cost.get("prefix_from"):  # its history has epochs it did not train
         return None
     cpu = cost.get("cpu_s")
     return EpochCost(cost["wall_s"] / epochs, None if cpu is None else cpu / epochs, 1)
@@ -59,6 +61,7 @@ def plan_rows(experiment) -> list[Row]:
     """Every candidate of `experiment` (a contract.Experiment) with its trials still to run, their epochs
     and the epoch cost its finished trials recorded."""
     from .calibrate import calibrated_epoch_s
+    from ..methods import method_for
     from .trainable import epoch_plan  # imports torch (the methods' epoch plans)
 
     todo: dict[str, list] = {}
@@ -78,7 +81,12 @@ def plan_rows(experiment) -> list[Row]:
         cost = mean_cost(recorded.get(name, []))
         if cost is None and (s := calibrated_epoch_s(experiment.out, name, plan.warmup, plan.total)) is not None:
             cost = EpochCost(s, None, 0)  # runs 0: from --calibrate's short run
-        rows.append(Row(name, len(ts), plan.total, cost))
+        started = [t for t in ts if experiment.config_of(t).train.prefix_from]  # from a shared prefix
+        if len(started) < len(ts):
+            rows.append(Row(name, len(ts) - len(started), plan.total, cost))
+        if started:
+            prefix = method_for(experiment.config_of(started[0])).shared_prefix()
+            rows.append(Row(name, len(started), plan.total - prefix.epochs, cost, from_prefix=True))
     return rows
 
 
@@ -99,7 +107,7 @@ def estimate(rows: list[Row], cpus_per_trial: float, gpus_per_trial: float, at_o
     unpriced = []
     for r in rows:
         if r.cost is None:
-            unpriced.append(r.name)
+            unpriced += [] if r.name in unpriced else [r.name]
             continue
         seconds = r.trials * r.epochs * r.cost.wall_s
         hours = trial_hours({"wall_s": seconds, "cpus": cpus_per_trial, "gpus": gpus_per_trial}
@@ -117,7 +125,8 @@ def price_lines(rows: list[Row], total: dict, replayed: dict[str, int] | None = 
         per = "?" if r.cost is None else f"{r.cost.wall_s:.2f}"
         cpu = "?" if r.cost is None else f"{r.trials * r.epochs * (r.cost.cpu_s or r.cost.wall_s) / 3600:.3f}"
         source = "-" if r.cost is None else f"{r.cost.runs} trial(s)" if r.cost.runs else "--calibrate"
-        lines.append(f"  {r.name:<28}{r.trials:>7}{r.epochs:>8}{per:>9}{cpu:>9}  {source}")
+        name = f"{r.name} (from prefix)" if r.from_prefix else r.name
+        lines.append(f"  {name:<28}{r.trials:>7}{r.epochs:>8}{per:>9}{cpu:>9}  {source}")
     lines.append(f"  total: {total['trials']} trials, {total['epochs']} epochs; {total['cpu_hours']:.3f} CPU-hours, "
                  f"{total['gpu_hours']:.3f} GPU-hours, ~{total['wall_hours']:.2f} h wall at {total['at_once']} "
                  f"trial(s) at once")
@@ -141,7 +150,7 @@ def price(experiment, resources, stream, calibrate: bool = False) -> tuple[list[
     import os
 
     rows = plan_rows(experiment)
-    if calibrate and (unpriced := [r.name for r in rows if r.cost is None]):
+    if calibrate and (unpriced := list(dict.fromkeys(r.name for r in rows if r.cost is None))):
         from .calibrate import calibrate as measure
 
         measure(experiment, unpriced, stream)

@@ -61,10 +61,12 @@ def record_attempt(out: Path, trial_id: str) -> int:
     return n
 
 
-def add_cost(out: Path, seconds: float, res: dict, cpu_s: float | None = None, new_attempt: bool = True) -> dict:
+def add_cost(out: Path, seconds: float, res: dict, cpu_s: float | None = None, new_attempt: bool = True,
+             note: dict | None = None) -> dict:
     """cost.json (cost.py): the trial's wall time over its attempts, its process CPU time (`cpu_s`, None when
     the work ran in other processes: a multi-worker trial), GPU time (wall x GPUs held) and what it held.
-    `new_attempt=False`: more of an attempt already counted (AttemptCost, after every epoch)."""
+    `new_attempt=False`: more of an attempt already counted (AttemptCost, after every epoch). `note`: what
+    the cost leaves out (prefix_note: the epochs another trial trained)."""
     path = out / COST_FILE
     cost = json.loads(path.read_text()) if path.is_file() else {"wall_s": 0.0, "attempts": 0}
     gpus = res["workers"] * res["gpus"]
@@ -76,21 +78,27 @@ def add_cost(out: Path, seconds: float, res: dict, cpu_s: float | None = None, n
         cost["cpu_s"] = cost.get("cpu_s", 0.0) + cpu_s
     else:
         cost.pop("cpu_s", None)
-    cost |= {"processes": res["workers"], "cpus": res["workers"] * res["cpus"], "gpus": gpus}
+    cost |= {"processes": res["workers"], "cpus": res["workers"] * res["cpus"], "gpus": gpus} | (note or {})
     atomic_write_json(path, cost)
     return cost
+
+
+def prefix_note(cfg: Config) -> dict:
+    """A trial started from another trial's kept prefix (train.prefix_from; study/shared.py) costs only the
+    epochs after it: cost.json names that trial (its directory name, the trial id)."""
+    return {"prefix_from": Path(cfg.train.prefix_from).name} if cfg.train.prefix_from else {}
 
 
 class AttemptCost:
     """One attempt's cost, added to cost.json after every epoch and at its end, so that an attempt that is
     killed (a node lost, Ctrl-C on the driver) has cost what it ran up to its last epoch."""
-    def __init__(self, out: Path, res: dict):
-        self.out, self.res, self.new = out, res, True
+    def __init__(self, out: Path, res: dict, note: dict | None = None):
+        self.out, self.res, self.new, self.note = out, res, True, note
         self.wall, self.clock = time.monotonic(), CpuClock()
 
     def tick(self) -> dict:
         now, cpu = time.monotonic(), self.clock.seconds()
-        cost = add_cost(self.out, now - self.wall, self.res, cpu, new_attempt=self.new)
+        cost = add_cost(self.out, now - self.wall, self.res, cpu, new_attempt=self.new, note=self.note)
         self.wall, self.clock.start, self.new = now, self.clock.start + cpu, False
         return cost
 
@@ -121,7 +129,7 @@ def run_trial(config: dict) -> None:
         return
     from ..runtime.engine import train
 
-    cost = AttemptCost(out, res)
+    cost = AttemptCost(out, res, prefix_note(cfg))
 
     def on_epoch(row: dict) -> None:
         cost.tick()  # a killed attempt keeps what it cost up to here
@@ -154,7 +162,8 @@ def _run_distributed(config: dict, attempt: int) -> None:
     try:
         TorchTrainer(train_worker, train_loop_config=config, scaling_config=scaling, run_config=run).fit()
     finally:
-        add_cost(Path(trial_config_of(trial).run.output_dir), time.monotonic() - start, res)
+        cfg = trial_config_of(trial)
+        add_cost(Path(cfg.run.output_dir), time.monotonic() - start, res, note=prefix_note(cfg))
 
 
 def train_worker(config: dict) -> None:

@@ -19,7 +19,7 @@ from ..contract import CV_RESERVED, apply_settings, check_reserved, cv_settings
 from ..experiment import (SEARCH_FILE, SearchSpec, base_config, check_stored, manifest_of, protocol_for,
                           still_to_run)
 from ..protocol import NESTED
-from .shared import share_training
+from .shared import prefix_settings, share_prefixes, share_training
 from .spec import Candidate, Point
 from .trials import StudyTrial, expand, point_settings
 
@@ -48,6 +48,7 @@ class Study:
     budget: dict = field(default_factory=dict)            # max_trials / budget_hours as asked
     reference: str | None = None                          # the candidate every other is compared with (CE)
     sources: set[str] = field(default_factory=set)        # trial ids whose training others replay (shared.py)
+    prefix_sources: set[str] = field(default_factory=set)  # trial ids whose kept prefix others start from
 
     @property
     def out(self) -> Path:
@@ -62,7 +63,7 @@ class Study:
     def settings_of(self, trial: StudyTrial) -> dict:
         kept = {"train.keep_validated": True} if trial.id in self.sources else {}  # for the trials replaying it
         return (point_settings(self.candidate(trial.candidate), self.point(trial), trial.seed)
-                | cv_settings(trial, self.folds, self.out) | kept)
+                | cv_settings(trial, self.folds, self.out) | kept | prefix_settings(self, trial))
 
     def config_of(self, trial: StudyTrial) -> Config:
         return apply_settings(self.base, self.settings_of(trial), f"candidate {trial.candidate}, point {trial.point}")
@@ -111,6 +112,9 @@ def plan_study(spec: SearchSpec, candidates: list[Candidate], shards, folds: int
     trials = expand(candidates, folds, study.seeds, nested=protocol == NESTED)
     study.trials = share_training(study, trials) if share else trials
     study.sources = {t.derived_from for t in study.trials if t.derived_from}
+    if share:
+        study.trials = share_prefixes(study, study.trials)
+    study.prefix_sources = {t.prefix_from for t in study.trials if t.prefix_from}
     configs = {t: study.config_of(t) for t in study.trials}  # every point's keys checked now
     check_stored(study.out, base, resume, mode=STUDY_MODE)
     if resume:

@@ -10,8 +10,16 @@ over each of the source's validated weights, chosen exactly as its own training 
 own trial directory: config.yaml, metrics.json, predictions.csv, best.pt, train.log, attempts.jsonl and
 a cost.json with its own CPU time and ``replayed_from``. The consolidation reads it like any trial.
 
-`share_training` is pure planning (it imports the methods for their twins, never Ray); `split` and
-`replay_derived` are the driver's side.
+A trial that trains, whose first epochs (its method's ``shared_prefix``: a two-stage method's stage 1,
+ADPM's prior warm-up) train exactly what another trial's do (the same result-changing settings once the
+keys that act only after them are set alike, same method, same (fold, seed, outer)), **starts from** that
+trial's prefix: the source trains with ``train.keep_prefix=true`` and the other one with
+``train.prefix_from=<source dir>`` (runtime/prefix.py checks it). It still trains its remaining epochs on
+Ray, so it goes in a second Ray pass, once its source has run (`run_then_replay`); a source that does not
+run now and has no kept prefix leaves it to train from epoch 0.
+
+`share_training` and `share_prefixes` are pure planning (they import the methods, never Ray); `split`,
+`prefix_passes` and `replay_derived` are the driver's side.
 """
 from __future__ import annotations
 
@@ -48,6 +56,56 @@ def share_training(study, trials: list) -> list:
             for t in trials]
 
 
+def share_prefixes(study, trials: list) -> list:
+    """``trials`` with ``prefix_from`` set on each trial that trains and whose shared prefix (Method.shared_prefix)
+    equals that of an earlier trial of the list for the same (fold, seed, outer): that earlier one is the
+    source. A replayed trial trains nothing; refit trains its selection pass and its refit differently."""
+    from ...methods import method_for  # imports torch: the methods' own rule
+
+    sources: dict[tuple, str] = {}
+    out = []
+    for t in trials:
+        cfg = study.config_of(t)
+        prefix = method_for(cfg).shared_prefix() if not t.derived_from and cfg.train.select != "refit" else None
+        if prefix is None:
+            out.append(t)
+            continue
+        key = training_key(t, apply_settings(cfg, prefix.settings, f"shared prefix of {t.id}"))
+        source = sources.setdefault(key, t.id)
+        out.append(t if source == t.id else dataclasses.replace(t, prefix_from=source))
+    return out
+
+
+def prefix_settings(study, trial) -> dict:
+    """What a trial's config gets for shared prefixes: keep one (a source), or start from one."""
+    kept = {"train.keep_prefix": True} if trial.id in study.prefix_sources else {}
+    start = {"train.prefix_from": str(Path(study.out) / "trials" / trial.prefix_from)} if trial.prefix_from else {}
+    return kept | start
+
+
+def has_prefix(out: Path, source_id: str) -> bool:
+    """Whether the source trial has kept its prefix (it reached the end of it with train.keep_prefix=true)."""
+    from ...runtime.checkpoint import complete_checkpoints
+    from ...runtime.prefix import prefix_root
+
+    return bool(complete_checkpoints(prefix_root(Path(out) / "trials" / source_id / "checkpoints")))
+
+
+def prefix_passes(study, trials: list) -> tuple[list, list]:
+    """(first Ray pass, second): a trial that starts from a prefix its source trains in the first pass waits
+    for the second; one whose source neither trains now nor has kept its prefix trains from epoch 0."""
+    now = {t.id for t in trials}
+    first, second = [], []
+    for t in trials:
+        if t.prefix_from and t.prefix_from in now:
+            second.append(t)
+        elif t.prefix_from and not has_prefix(study.out, t.prefix_from):
+            first.append(dataclasses.replace(t, prefix_from=None))
+        else:
+            first.append(t)
+    return first, second
+
+
 def replayable(out: Path, source_id: str) -> bool:
     """Whether the source trial has finished with its validated weights kept."""
     source = Path(out) / "trials" / source_id
@@ -69,8 +127,13 @@ def run_then_replay(study, trials: list, run_trained, threads: int = 1, say=prin
     """Run ``trials``: the ones that train through ``run_trained()`` (which runs ``study.todo``: Ray), then
     the derived ones replayed here; the replays' statuses."""
     trained, replays = split(study, trials)
-    study.todo = trained
+    first, second = prefix_passes(study, trained)
+    study.todo = first
     run_trained()
+    if second:  # their sources have run: each starts from its source's kept prefix, or from epoch 0 without one
+        study.todo = prefix_passes(study, second)[0]
+        say(f"shared training: {len(second)} trial(s) start from their source's kept prefix (a second Ray pass)")
+        run_trained()
     return replay_derived(study, replays, threads, say)
 
 

@@ -24,6 +24,7 @@ class StudyTrial:
     fold: int
     outer: int | None = None
     derived_from: str | None = None  # shared.py: the trial whose validated weights this one is read out over
+    prefix_from: str | None = None   # shared.py: the trial whose kept prefix (stage 1, warm-up) this one starts from
 
     @classmethod
     def at(cls, candidate: Candidate, point: Point, seed: int, fold: int, outer: int | None) -> StudyTrial:

@@ -1,0 +1,120 @@
+"""Shared prefixes (issue 33; runtime/prefix.py, Method.shared_prefix): a run started from another run's kept
+stage 1 or prior warm-up (train.prefix_from) predicts exactly what it predicts trained from epoch 0, a
+wrong or missing prefix is refused before anything is written, and a killed derived run resumes exactly.
+
+In-process with one torch thread, as tests/test_replay.py: two runs of the same computations on the same
+CPU are bit-identical, which is all this needs (the golden test's portable path is for pins compared
+across CPUs)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from test_replay import same_figures, trial_config
+
+from adpm_dist.config import ConfigError, load_config
+from adpm_dist.methods import method_for
+from adpm_dist.runtime.checkpoint import complete_checkpoints
+from adpm_dist.runtime.engine import train
+from adpm_dist.runtime.prefix import prefix_root
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "configs" / "digits_lt_tiny.yaml"
+STAGED = ("train.epochs=2", "baseline.stage2_epochs=2")
+# (name, the source's settings, the derived run's: they differ only in keys its prefix does not read)
+CASES = [("mislas smoothing", ("method=mislas", *STAGED, "baseline.mislas_smooth_tail=0.0"),
+          ("method=mislas", *STAGED, "baseline.mislas_smooth_tail=0.1", "baseline.mislas_smooth_head=0.4")),
+         ("crt stage-2 epochs", ("method=crt", *STAGED), ("method=crt", "train.epochs=2", "baseline.stage2_epochs=3")),
+         ("adpm isotropic", ("method=adpm", "train.epochs=2"), ("method=adpm", "train.epochs=2", "noise.alpha=0")),
+         ("adjusted chain tau", ("method=adpm_adjusted_chain", "train.epochs=2", "model.chain_tau=0.5"),
+          ("method=adpm_adjusted_chain", "train.epochs=2", "model.chain_tau=1.5", "noise.alpha=0.5")),
+         ("adjusted chain from adpm", ("method=adpm", "train.epochs=2"),  # a buffer more than the prefix's model
+          ("method=adpm_adjusted_chain", "train.epochs=2")),
+         ("adpm from adjusted chain", ("method=adpm_adjusted_chain", "train.epochs=2"),  # a buffer less
+          ("method=adpm", "train.epochs=2", "noise.alpha=0"))]
+
+
+def config(shards: Path, out: Path, *extra: str):
+    return trial_config(shards, out, "train.stop_patience=0", *extra)
+
+
+@pytest.fixture
+def source(fold_only_shards, tmp_path, one_torch_thread):
+    """A run that keeps its prefix: train(source(settings)) -> its directory."""
+    def run(*settings: str) -> Path:
+        out = tmp_path / "source"
+        train(config(fold_only_shards, out, *settings, "train.keep_prefix=true"))
+        return out
+    return run
+
+
+@pytest.mark.parametrize("name,first,derived", CASES, ids=[c[0] for c in CASES])
+def test_a_run_from_the_shared_prefix_predicts_as_the_separately_trained_run(name, first, derived, source,
+                                                                             fold_only_shards, tmp_path):
+    src = source(*first)
+    prefix = method_for(config(fold_only_shards, src, *first)).shared_prefix()
+    kept = complete_checkpoints(prefix_root(src / "checkpoints"))
+    assert len(kept) == 1 and json.loads((kept[0] / "trainer_state.json").read_text())["epoch"] == prefix.epochs
+
+    trained_here = []  # on_epoch sees the epochs this run trains: none of the prefix's
+    started = train(config(fold_only_shards, tmp_path / "started", *derived, f"train.prefix_from={src}"),
+                    on_epoch=lambda row: trained_here.append(row["epoch"]))
+    train(config(fold_only_shards, tmp_path / "trained", *derived))
+    assert trained_here and trained_here[0] == prefix.epochs + 1
+    same_figures(tmp_path / "started", tmp_path / "trained")
+    assert started["prefix_from"] == str(kept[0])
+    trained = json.loads((tmp_path / "trained" / "metrics.json").read_text())
+    assert "prefix_from" not in trained
+    assert [r["loss"] for r in started["history"]] == [r["loss"] for r in trained["history"]]
+
+
+def test_a_killed_derived_run_resumes_exactly(source, fold_only_shards, tmp_path):
+    first, derived = CASES[0][1], CASES[0][2]
+    src = source(*first)
+
+    def killed(row):
+        if row["epoch"] == 3:  # the first stage-2 epoch, after its checkpoint
+            raise RuntimeError("killed")
+
+    cfg = config(fold_only_shards, tmp_path / "started", *derived, f"train.prefix_from={src}", "train.resume=auto")
+    with pytest.raises(RuntimeError, match="killed"):
+        train(cfg, on_epoch=killed)
+    assert json.loads((complete_checkpoints(tmp_path / "started" / "checkpoints")[-1]
+                       / "trainer_state.json").read_text())["epoch"] == 3
+    resumed = train(cfg)  # continues its own checkpoint, not the prefix
+    train(config(fold_only_shards, tmp_path / "trained", *derived))
+    same_figures(tmp_path / "started", tmp_path / "trained")
+    assert resumed["prefix_from"].startswith(str(src))
+
+
+def test_a_wrong_or_missing_prefix_is_refused_before_anything_is_written(source, fold_only_shards, tmp_path):
+    src = source("method=mislas", *STAGED)
+    refused = [(("method=mislas", *STAGED, "baseline.mislas_mixup_alpha=0.5"), "baseline.mislas_mixup_alpha"),
+               (("method=mislas", "train.epochs=3", "baseline.stage2_epochs=1"), "ends at epoch 2"),
+               (("method=crt", *STAGED), "method"),
+               (("method=ce",), "no shared prefix"),
+               (("method=adpm", "train.prior_warmup_epochs=2"), "other settings in method")]  # ADPM never starts from MiSLAS
+    for i, (settings, says) in enumerate(refused):
+        out = tmp_path / f"refused{i}"
+        with pytest.raises(ConfigError, match=says):
+            train(config(fold_only_shards, out, *settings, f"train.prefix_from={src}"))
+        assert not (out / "config.yaml").exists()
+    with pytest.raises(ConfigError, match="no kept prefix"):
+        train(config(fold_only_shards, tmp_path / "missing", "method=mislas", *STAGED,
+                     f"train.prefix_from={tmp_path / 'refused0'}"))
+
+
+def test_shared_prefixes_name_only_keys_that_act_after_them():
+    def prefix(*overrides):
+        return method_for(load_config(TINY, list(overrides))).shared_prefix()
+
+    assert prefix("method=ce") is None and prefix("method=posthoc_la") is None
+    assert prefix("method=adpm", "train.prior_warmup_epochs=0") is None
+    assert prefix("method=mislas", "train.epochs=4").epochs == 4
+    assert "baseline.mislas_mixup_alpha" not in prefix("method=mislas").settings  # mixup is stage 1's
+    assert set(prefix("method=lws").settings) == {"baseline.stage2_epochs"}
+    adpm = prefix("method=adpm", "train.prior_warmup_epochs=3")
+    assert adpm.epochs == 3 and "noise.alpha" in adpm.settings and "levels" in adpm.own_state
+    assert adpm.settings == prefix("method=adpm_adjusted_chain", "train.prior_warmup_epochs=3").settings
+    assert not any(k.startswith(("model.", "diffusion.", "train.")) for k in adpm.settings if k != "model.chain_tau")
