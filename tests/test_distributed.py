@@ -31,7 +31,7 @@ TIMEOUT = 540  # per launch; the pytest-timeout of the suite is 600 s per test
 TINY = "configs/digits_lt_tiny.yaml"
 # Shared by every mode (and by tests/test_resume.py): EMA on and evaluated, short sampling chains.
 MODE_OVERRIDES = ["train.grad_clip=0", "train.ema_decay=0.9", "train.eval_ema=true", "diffusion.test_timesteps=10"]
-TIMING_KEYS = {"images_per_s", "step_time_s", "max_mem_mb"}
+TIMING_KEYS = {"images_per_s", "step_time_s", "max_mem_mb", "val_time_s"}
 
 
 # ---------------------------------------------------------------- process helpers (also used by test_resume)

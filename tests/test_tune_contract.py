@@ -16,6 +16,7 @@ from test_tune_consolidate import TINY, fake_metrics
 from adpm_dist.config import ConfigError, load_config
 from adpm_dist.tune import cost as cost_mod
 from adpm_dist.tune.batch import RunBatch, batch_run
+from adpm_dist.methods import EpochPlan
 from adpm_dist.tune.contract import Experiment, TrialRecord
 from adpm_dist.tune.experiment import SearchSpec, trial_dir
 from adpm_dist.tune.grid import plan_search
@@ -209,7 +210,26 @@ def test_calibration_prices_a_candidate_without_a_record(fold_only_shards, tmp_p
     out = io.StringIO()
     total = show_price(s, Resources(), out, calibrate=True)
     assert total["unpriced"] == [] and total["cpu_hours"] > 0, out.getvalue()
-    assert "--calibrate" in out.getvalue() and calibrated_epoch_s(s.out, "ce", 0, 1) > 0
+    record = json.loads((s.out / "calibration" / "ce.json").read_text())
+    assert record["val_s"] > 0 and record["overhead_s"] > 0  # a validation and the final evaluation, measured
+    assert "--calibrate" in out.getvalue() and calibrated_epoch_s(s.out, "ce", EpochPlan(0, 1), 1) > 0
+
+
+def test_a_calibrated_trial_costs_its_overhead_its_phases_and_its_validations():
+    """Closed forms of calibrate.trial_seconds over the three kinds of epoch plan."""
+    from adpm_dist.methods.staged import StagedPlan
+    from adpm_dist.tune.calibrate import phase_epochs, short_run_record, trial_seconds
+
+    assert phase_epochs(EpochPlan(0, 30)) == [30] and phase_epochs(EpochPlan(10, 40)) == [10, 30]
+    assert phase_epochs(StagedPlan(0, 40, stage2=30)) == [30, 10]
+    record = {"epoch_s": {"prior warm-up": 1.0, "joint": 3.0}, "val_s": 2.0, "overhead_s": 20.0}
+    assert trial_seconds(record, [10, 30], 6) == 20 + 10 * 1 + 30 * 3 + 6 * 2
+    assert trial_seconds({"epoch_s": {"joint": 3.0}}, [10, 30], 6) == 40 * 3  # an older record: training only
+    rows = [{"phase": "prior warm-up", "step": 4, "step_time_s": 0.5},
+            {"phase": "joint", "step": 8, "step_time_s": 1.0, "val_time_s": 1.5}]
+    made = short_run_record(rows, wall_s=10.0, scale=2)
+    assert made["epoch_s"] == {"prior warm-up": 4.0, "joint": 8.0} and made["val_s"] == 3.0
+    assert made["overhead_s"] == 10.0 - (2.0 + 4.0) - 1.5  # the wall time the epochs and validation do not explain
 
 
 def test_an_attempts_cost_is_kept_epoch_by_epoch(tmp_path):

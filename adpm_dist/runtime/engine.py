@@ -132,7 +132,9 @@ def run_phases(run: Run, on_epoch, evaluate: bool, selection_record: dict | None
         row = train_epoch(run, epoch, resumed)
         resumed = None
         if run.plan.has_validation and run.epochs.validates(epoch, cfg.train.val_every):
+            started = time.perf_counter()
             row.update(validate_and_select(run, epoch))
+            row["val_time_s"] = time.perf_counter() - started  # what a validation costs (the price: calibrate.py)
         elif not run.plan.has_validation and epoch == run.epochs.total - 1:
             keep_last(run, epoch)
         end_epoch(run, epoch, row)

@@ -1,12 +1,16 @@
-"""`--calibrate`: the cost of an epoch measured before a study, for candidates the price has no record of.
+"""`--calibrate`: the cost of a trial measured before a study, for candidates the price has no record of.
 
 For each such candidate, its first trial's config is trained here, in the driver, for one short run:
 one training fold instead of the trial's K - 1, one prior warm-up epoch (if the method has any) and
-one joint epoch, no checkpoint, no evaluation. The seconds of an optimizer step (metrics.json's
-`step_time_s`) times the steps of that epoch, times the folds a trial trains on, is the epoch's
-training time; validation and the final evaluation are not in it (a recorded trial's cost is, so the
-price prefers those). Written to `calibration/<candidate>.json` in the experiment directory and read
-by price.plan_rows.
+one joint epoch (validated), then its final evaluation on the trial's evaluation fold, no checkpoint.
+From it (`calibration/<candidate>.json`, read by price.plan_rows):
+- `epoch_s`: an epoch's training, per phase: the seconds of an optimizer step (`step_time_s`) x the
+  epoch's steps x the folds a trial trains on;
+- `val_s`: one validation (`val_time_s`), x the same folds (the carve-out grows with the training data);
+- `overhead_s`: the rest of the run's wall time: start-up, the final evaluation (a diffusion model's
+  sampling chain), writing the outputs; once per trial.
+A trial of the method's epoch plan then costs overhead + its epochs' training + its validations
+(`trial_seconds`).
 """
 from __future__ import annotations
 
@@ -23,8 +27,8 @@ CALIBRATION_DIR = "calibration"
 
 
 def calibration_settings(cfg: Config, run_dir: Path) -> dict:
-    """The short run: one training fold, at most one warm-up and one joint epoch, nothing kept."""
-    return {"data.train_parts": cfg.data.train_parts[:1], "train.epochs": 1,
+    """The short run: one training fold, at most one warm-up and one joint epoch, no checkpoint."""
+    return {"data.train_parts": cfg.data.train_parts[:1], "train.epochs": 1, "baseline.stage2_epochs": 1,
             "train.prior_warmup_epochs": min(cfg.train.prior_warmup_epochs, 1), "train.resume": "",
             "train.checkpoint_every_epochs": 0, "train.checkpoint_every_steps": 0, "run.output_dir": str(run_dir)}
 
@@ -53,22 +57,47 @@ def calibrate(experiment, names: list[str], stream=None) -> dict[str, dict]:
         print(f"calibrating {name}: one short epoch on {short.data.train_parts[0]} ...", file=stream, flush=True)
         rows: list[dict] = []
         start = time.monotonic()
-        train_once(short, on_epoch=rows.append, evaluate=False)
-        record = {"epoch_s": epoch_seconds(rows, scale=max(1, len(cfg.data.train_parts))),
-                  "wall_s": time.monotonic() - start, "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
+        train_once(short, on_epoch=rows.append)
+        record = short_run_record(rows, time.monotonic() - start, scale=max(1, len(cfg.data.train_parts)))
         atomic_write_json(experiment.out / CALIBRATION_DIR / f"{name}.json", record)
         records[name] = record
     return records
 
 
-def calibrated_epoch_s(out: Path, name: str, warmup: int, total: int) -> float | None:
-    """Mean seconds per epoch of a trial of `warmup` prior-only and `total` epochs, from the calibration."""
-    path = out / CALIBRATION_DIR / f"{name}.json"
+def short_run_record(rows: list[dict], wall_s: float, scale: float) -> dict:
+    """calibration/<candidate>.json from the short run's epoch rows and wall time (see the module docstring)."""
+    trained = sum(epoch_seconds(rows, scale=1).values())
+    validated = [row["val_time_s"] for row in rows if "val_time_s" in row]
+    return {"epoch_s": epoch_seconds(rows, scale=scale), "val_s": max(validated, default=0.0) * scale,
+            "overhead_s": max(wall_s - trained - sum(validated), 0.0), "wall_s": wall_s,
+            "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def trial_seconds(record: dict, phases: list[int], validations: int) -> float | None:
+    """Seconds of a trial whose epoch plan has ``phases`` epochs per phase, in order (ADPM: warm-up, joint; a
+    two-stage method: stage 1, stage 2; a classifier: one) and ``validations`` validations, from a
+    calibration record (one written before validations and overhead were measured counts neither; a record
+    with other phases prices every epoch at its last phase's cost)."""
+    per = list((record.get("epoch_s") or {}).values())
+    if not per or sum(phases) < 1:
+        return None
+    costs = per if len(per) == len(phases) else [per[-1]] * len(phases)
+    training = sum(n * c for n, c in zip(phases, costs))
+    return record.get("overhead_s", 0.0) + training + validations * record.get("val_s", 0.0)
+
+
+def phase_epochs(plan) -> list[int]:
+    """Epochs per phase of a method's epoch plan (methods/base.py EpochPlan; StagedPlan's stage 2)."""
+    start = getattr(plan, "stage2", 0) or plan.warmup
+    return [start, plan.total - start] if start else [plan.total]
+
+
+def calibrated_epoch_s(out: Path, name: str, plan, validations: int = 0) -> float | None:
+    """Mean seconds per epoch of a trial of epoch plan ``plan`` (its whole cost spread over its epochs),
+    from the calibration."""
     try:
-        per = json.loads(path.read_text())["epoch_s"]
-    except (OSError, ValueError, KeyError):
+        record = json.loads((out / CALIBRATION_DIR / f"{name}.json").read_text())
+    except (OSError, ValueError):
         return None
-    joint = per.get("joint", list(per.values())[-1] if per else None)  # a classifier's one phase
-    if joint is None or total < 1:
-        return None
-    return (warmup * per.get("prior warm-up", joint) + (total - warmup) * joint) / total
+    seconds = trial_seconds(record, phase_epochs(plan), validations)
+    return None if seconds is None else seconds / plan.total

@@ -79,8 +79,9 @@ def plan_rows(experiment) -> list[Row]:
     for name, ts in todo.items():
         plan = epoch_plan(experiment.config_of(ts[0]))
         cost = mean_cost(recorded.get(name, []))
-        if cost is None and (s := calibrated_epoch_s(experiment.out, name, plan.warmup, plan.total)) is not None:
-            cost = EpochCost(s, None, 0)  # runs 0: from --calibrate's short run
+        if cost is None:  # runs 0: from --calibrate's short run
+            s = calibrated_epoch_s(experiment.out, name, plan, validations_of(experiment.config_of(ts[0]), plan))
+            cost = None if s is None else EpochCost(s, None, 0)
         started = [t for t in ts if experiment.config_of(t).train.prefix_from]  # from a shared prefix
         if len(started) < len(ts):
             rows.append(Row(name, len(ts) - len(started), plan.total, cost))
@@ -88,6 +89,13 @@ def plan_rows(experiment) -> list[Row]:
             prefix = method_for(experiment.config_of(started[0])).shared_prefix()
             rows.append(Row(name, len(started), plan.total - prefix.epochs, cost, from_prefix=True))
     return rows
+
+
+def validations_of(cfg, plan) -> int:
+    """How many validations a trial of ``cfg`` runs over its epoch plan (0 without validation data)."""
+    if cfg.data.val_part == "none":
+        return 0
+    return sum(plan.validates(e, cfg.train.val_every) for e in range(plan.total))
 
 
 def replayed_counts(experiment) -> dict[str, int]:
