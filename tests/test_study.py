@@ -116,6 +116,7 @@ def test_study_answer(study, capsys):
     assert not report["partial"]
     md = (study.out / "study.md").read_text()
     assert "**Recommendation: logit_adjusted**" in md and "it leads" in md and "outer fold 2: la_tau0.5" in md
+    assert "cannot tell the leader from adpm_isotropic (undecided" in md  # the lead is no evidence against it
     assert "chance level" in md and "target class prior: balanced" in md
     with open(study.out / "leaderboard.csv") as f:
         rows = {r["candidate"]: r for r in csv.DictReader(f)}

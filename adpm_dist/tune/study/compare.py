@@ -170,6 +170,10 @@ def sentence(rec: Estimate | None, lead: Estimate | None, decisions: dict[str, D
     head = f"**Recommendation: {rec.name}** (macro-F1 {d.interval_text()}, {figure})"
     others = [e.name for e in equals(estimates, decisions) if e is not rec]
     listed = f"; equal to it within {eps:g}: {', '.join(others)}" if others else "; no other candidate is equal to it"
+    undecided = [name for name, x in decisions.items() if x.verdict == "undecided"]
+    if undecided:  # a lead the study cannot tell from these is a coin toss between them, and must say so
+        listed += (f"; the study cannot tell the leader from {', '.join(undecided)} (undecided: their intervals reach "
+                   f"both sides of -{eps:g}), so this choice among them is not evidence")
     if rec is lead:
         return f"{head}: it leads{listed}."
     ratio = cost_per_trial(lead) / cost_per_trial(rec) if cost_per_trial(rec) > 0 else math.inf
