@@ -61,10 +61,19 @@ def test_eta_and_durations():
     assert duration(eta_seconds(1.0, 0, 3)) == "?"
 
 
-def test_header_says_the_warm_up_is_added():
-    assert epochs_line(EpochPlan(2, 6), 4) == ("epochs: 6 = 2 warm-up (train.prior_warmup_epochs, added) "
+def test_header_says_what_is_added_and_where_the_run_stops():
+    from types import SimpleNamespace
+
+    from adpm_dist.methods.staged import StagedPlan
+
+    t = SimpleNamespace(epochs=4, stop_at_epoch=0)
+    assert epochs_line(EpochPlan(2, 6), t) == ("epochs: 6 = 2 warm-up (train.prior_warmup_epochs, added) "
                                                "+ 4 (train.epochs)")
-    assert epochs_line(EpochPlan(0, 4), 4) == "epochs: 4 (train.epochs)"
+    assert epochs_line(EpochPlan(0, 4), t) == "epochs: 4 (train.epochs)"
+    assert epochs_line(StagedPlan(0, 6, stage2=4), t) == ("epochs: 6 = 4 stage 1 (train.epochs) + 2 stage 2 "
+                                                          "(baseline.stage2_epochs)")
+    assert epochs_line(EpochPlan(0, 4), SimpleNamespace(epochs=4, stop_at_epoch=3)).endswith(
+        "; stops after epoch 3 (train.stop_at_epoch), the LR schedule spanning all 4")
 
 
 def test_log_with_names_are_checked(monkeypatch):

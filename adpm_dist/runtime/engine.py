@@ -218,12 +218,16 @@ def epoch_plan(method: Method, t, has_validation: bool) -> EpochPlan:
 
 
 def epochs_line(plan, t) -> str:
-    """The header's epoch count, saying when a warm-up is added to train.epochs (ADPM's prior warm-up) and
-    when the run ends early on ``train.stop_at_epoch``."""
+    """The header's epoch count, saying what is added to train.epochs (ADPM's prior warm-up, a two-stage
+    method's stage 2) and when the run ends early on ``train.stop_at_epoch``."""
     asked = t.epochs
-    line = (f"epochs: {plan.total} (train.epochs)" if plan.total == asked else
-            f"epochs: {plan.total} = {plan.total - asked} warm-up (train.prior_warmup_epochs, added) "
-            f"+ {asked} (train.epochs)")
+    if plan.total == asked:
+        line = f"epochs: {plan.total} (train.epochs)"
+    elif getattr(plan, "stage2", 0):  # a two-stage method: stage 2 comes after train.epochs
+        line = f"epochs: {plan.total} = {asked} stage 1 (train.epochs) + {plan.total - asked} stage 2 (baseline.stage2_epochs)"
+    else:
+        line = (f"epochs: {plan.total} = {plan.total - asked} warm-up (train.prior_warmup_epochs, added) "
+                f"+ {asked} (train.epochs)")
     if t.stop_at_epoch and t.stop_at_epoch < plan.total:
         line += f"; stops after epoch {t.stop_at_epoch} (train.stop_at_epoch), the LR schedule spanning all {plan.total}"
     return line
