@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 from benchmarks import quality  # noqa: E402  (benchmarks/quality.py: data preparation and the run launcher)
 
 from benchmarks.tables import (LEVERS, SAMPLING_LEVERS, format_mean_std, lever_table,  # noqa: E402
-                                         replace_section, validation_scores)
+                                         validation_scores, write_section)
 from adpm_dist.config import ConfigError, load_config  # noqa: E402
 
 MARKERS = ("<!-- levers:begin -->", "<!-- levers:end -->")
@@ -171,11 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     train_rows = training_rows(args, data, out)
     sample_rows = sampling_rows(args, data, out) if args.sampling else []
     block = markdown(args, argv, train_rows, sample_rows, failed)
-    results = Path(args.results)
-    text = results.read_text() if results.is_file() else "# Benchmark results\n"
-    results.write_text(replace_section(text, block, "## Levers: what moves ADPM (validation only)", MARKERS))
+    write_section(args.results, block, "## Levers: what moves ADPM (validation only)", MARKERS)
     print(block)
-    print(f"wrote {results}")
+    print(f"wrote {args.results}")
     return 1 if failed else 0
 
 

@@ -258,7 +258,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     from adpm_dist.tune.study.report import consolidate_study
-    from benchmarks.tables import replace_section
+    from benchmarks.tables import write_section
 
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
@@ -288,9 +288,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{row['new_regret']:.3f} covered {row['new_covered']}; old {row['old_rec']} regret "
                   f"{row['old_regret']:.3f}", flush=True)
     block = section(argv, rows, pending)
-    results = Path(args.results)
-    text = results.read_text() if results.is_file() else "# Benchmark results\n"
-    results.write_text(replace_section(text, block, HEADING, MARKERS))
+    write_section(args.results, block, HEADING, MARKERS)
     print(block)
     return 0
 

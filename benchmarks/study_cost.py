@@ -163,7 +163,7 @@ def section(argv: list[str], out: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from benchmarks.tables import replace_section
+    from benchmarks.tables import write_section
 
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
@@ -175,9 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             if rc in (130, 143):  # Ctrl-C / SIGTERM: stop here; the same command resumes
                 return rc
     block = section(argv, out)
-    results = Path(args.results)
-    text = results.read_text() if results.is_file() else "# Benchmark results\n"
-    results.write_text(replace_section(text, block, HEADING, MARKERS))
+    write_section(args.results, block, HEADING, MARKERS)
     print(block)
     return 0
 

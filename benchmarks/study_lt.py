@@ -28,7 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-from benchmarks.tables import replace_section  # noqa: E402
+from benchmarks.tables import write_section  # noqa: E402
 
 MARKERS = ("<!-- study-lt:begin -->", "<!-- study-lt:end -->")
 HEADING = "## Studies: which method for which long-tailed set (issue 28)"
@@ -182,9 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         if (where / "study" / "search.json").is_file():
             found[name] = (consolidate_study(where / "study"), recipe_metrics(where))
     block = section(args, argv, found)
-    results = Path(args.results)
-    text = results.read_text() if results.is_file() else "# Benchmark results\n"
-    results.write_text(replace_section(text, block, HEADING, MARKERS))
+    write_section(args.results, block, HEADING, MARKERS)
     print(block)
     return status
 

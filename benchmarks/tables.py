@@ -195,3 +195,12 @@ def replace_section(text: str, block: str, heading: str = "## Quality: ADPM vs l
     if pattern.search(text):
         return pattern.sub(lambda _: section, text, count=1)
     return text.rstrip() + f"\n\n{heading}\n\n{section}\n"
+
+
+def write_section(path, block: str, heading: str, markers: tuple[str, str]) -> None:
+    """``replace_section`` in the results file at ``path`` (created, with a title, when missing)."""
+    from pathlib import Path
+
+    path = Path(path)
+    text = path.read_text() if path.is_file() else "# Benchmark results\n"
+    path.write_text(replace_section(text, block, heading, markers))
