@@ -139,7 +139,7 @@ def row(name: str, mode: str, where: Path, full: dict | None) -> str | None:
     else:
         same = f"{full['verdicts'].get(rec, '?')} in the full study"
     share = "" if full is None or mode == "full" else f" ({m['cpu_hours'] / full['cpu_hours']:.0%})"
-    raced = ", ".join(f"{c} (fold {r['wave']})" for c, r in a["raced"].items()) or "-"
+    raced = ", ".join(f"{c} (after {r['wave']} folds)" for c, r in a["raced"].items()) or "-"
     estimate = "-" if price is None else f"{price['cpu_hours']:.3f} / ~{price['wall_hours']:.2f} h"
     return (f"| {name} | {mode} | {m['trained']} + {m['replayed']} replayed | {m['cpu_hours']:.3f}{share} | "
             f"{m['wall_hours']:.2f} | {estimate} | {rec or '-'}{' (PARTIAL)' if a['partial'] else ''} | {same} | "
@@ -151,7 +151,7 @@ def section(argv: list[str], out: Path) -> str:
              f"{os.getloadavg()[0]:.1f}. Command:", "",
              f"    python -m benchmarks.study_cost {shlex.join(argv)}", "",
              "| set | mode | trials trained | CPU-hours (of full) | wall h | dry-run price: CPU-h / wall | "
-             "recommendation | vs full | raced out (after fold) |", "|---|---|---|---:|---:|---|---|---|---|"]
+             "recommendation | vs full | raced out |", "|---|---|---|---:|---:|---|---|---|---|"]
     for where in sorted(p for p in out.iterdir() if p.is_dir()):
         full_dir = where / "full"
         full = (measured(full_dir) | answer(full_dir)) if (full_dir / "search.json").is_file() else None

@@ -27,10 +27,13 @@ CALIBRATION_DIR = "calibration"
 
 
 def calibration_settings(cfg: Config, run_dir: Path) -> dict:
-    """The short run: one training fold, at most one warm-up and one joint epoch, no checkpoint."""
+    """The short run: one training fold, at most one warm-up and one joint epoch, no checkpoint, from
+    scratch (a trial derived from a shared prefix is priced as the training it would do alone)."""
     return {"data.train_parts": cfg.data.train_parts[:1], "train.epochs": 1, "baseline.stage2_epochs": 1,
             "train.prior_warmup_epochs": min(cfg.train.prior_warmup_epochs, 1), "train.resume": "",
-            "train.checkpoint_every_epochs": 0, "train.checkpoint_every_steps": 0, "run.output_dir": str(run_dir)}
+            "train.checkpoint_every_epochs": 0, "train.checkpoint_every_steps": 0, "run.output_dir": str(run_dir),
+            # a study's sharing is not the short run's: it neither starts from nor keeps anything
+            "train.prefix_from": "", "train.keep_prefix": False, "train.keep_validated": False}
 
 
 def epoch_seconds(rows: list[dict], scale: float) -> dict:
