@@ -242,3 +242,13 @@ def test_an_attempts_cost_is_kept_epoch_by_epoch(tmp_path):
     assert c["attempts"] == 1 and c["wall_s"] > 0 and "cpu_s" in c
     c = AttemptCost(tmp_path, res).tick()  # the retry
     assert c["attempts"] == 2
+
+
+def test_the_calibration_run_starts_from_scratch_and_keeps_nothing(tmp_path):
+    """A prefix-derived or source trial is priced as the training it would do alone (its short run carried
+    train.prefix_from before, and was refused for want of a prefix that did not exist yet)."""
+    from adpm_dist.tune.calibrate import calibration_settings
+
+    cfg = load_config(TINY, ["train.prefix_from=/elsewhere/run", "train.keep_prefix=true", "train.keep_validated=true"])
+    short = calibration_settings(cfg, tmp_path)
+    assert short["train.prefix_from"] == "" and not short["train.keep_prefix"] and not short["train.keep_validated"]
