@@ -127,14 +127,15 @@ def estimate(rows: list[Row], cpus_per_trial: float, gpus_per_trial: float, at_o
 
 
 def price_lines(rows: list[Row], total: dict, replayed: dict[str, int] | None = None) -> list[str]:
+    names = [f"{r.name} (from prefix)" if r.from_prefix else r.name for r in rows]
+    width = max([28, *(len(n) + 2 for n in names)])  # the columns stay aligned for any candidate name
     lines = ["price before it runs (per-epoch cost recorded by this experiment's finished trials, or calibrated):",
-             f"  {'candidate':<28}{'trials':>7}{'epochs':>8}{'s/epoch':>9}{'CPU-h':>9}  from"]
-    for r in rows:
+             f"  {'candidate':<{width}}{'trials':>7}{'epochs':>8}{'s/epoch':>9}{'CPU-h':>9}  from"]
+    for r, name in zip(rows, names):
         per = "?" if r.cost is None else f"{r.cost.wall_s:.2f}"
         cpu = "?" if r.cost is None else f"{r.trials * r.epochs * (r.cost.cpu_s or r.cost.wall_s) / 3600:.3f}"
         source = "-" if r.cost is None else f"{r.cost.runs} trial(s)" if r.cost.runs else "--calibrate"
-        name = f"{r.name} (from prefix)" if r.from_prefix else r.name
-        lines.append(f"  {name:<28}{r.trials:>7}{r.epochs:>8}{per:>9}{cpu:>9}  {source}")
+        lines.append(f"  {name:<{width}}{r.trials:>7}{r.epochs:>8}{per:>9}{cpu:>9}  {source}")
     lines.append(f"  total: {total['trials']} trials, {total['epochs']} epochs; {total['cpu_hours']:.3f} CPU-hours, "
                  f"{total['gpu_hours']:.3f} GPU-hours, ~{total['wall_hours']:.2f} h wall at {total['at_once']} "
                  f"trial(s) at once")
