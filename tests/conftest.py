@@ -52,3 +52,10 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def private_price_book(tmp_path, monkeypatch):
+    """Every test's own price book (adpm_dist/tune/price_book.py): never the user's ~/.cache, and no price
+    carried from one test to the next."""
+    monkeypatch.setenv("ADPM_PRICE_BOOK", str(tmp_path / "price_book.jsonl"))

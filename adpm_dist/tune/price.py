@@ -26,6 +26,7 @@ class EpochCost:
     wall_s: float          # wall seconds of one epoch (evaluation and start-up spread over the epochs)
     cpu_s: float | None    # process CPU seconds of one epoch (None: recorded before CPU time was)
     runs: int              # trials it was measured on
+    origin: str = ""       # where an earlier record came from ("price book": another experiment, price_book.py)
 
 
 @dataclass(frozen=True)
@@ -57,10 +58,12 @@ def mean_cost(costs: list[EpochCost]) -> EpochCost | None:
     return EpochCost(sum(c.wall_s for c in costs) / len(costs), sum(cpus) / len(cpus) if cpus else None, len(costs))
 
 
-def plan_rows(experiment) -> list[Row]:
+def plan_rows(experiment, resources=None) -> list[Row]:
     """Every candidate of `experiment` (a contract.Experiment) with its trials still to run, their epochs
-    and the epoch cost its finished trials recorded."""
+    and the epoch cost its finished trials recorded, else the price book's record of the same config on
+    `resources` (price_book.py), else its calibration."""
     from .calibrate import calibrated_epoch_s
+    from .price_book import lookup, price_key
     from ..methods import method_for
     from .trainable import epoch_plan  # imports torch (the methods' epoch plans)
 
@@ -79,6 +82,8 @@ def plan_rows(experiment) -> list[Row]:
     for name, ts in todo.items():
         plan = epoch_plan(experiment.config_of(ts[0]))
         cost = mean_cost(recorded.get(name, []))
+        if cost is None and resources is not None:
+            cost = lookup(price_key(experiment.config_of(ts[0]), resources), experiment.out)
         if cost is None:  # runs 0: from --calibrate's short run
             s = calibrated_epoch_s(experiment.out, name, plan, validations_of(experiment.config_of(ts[0]), plan))
             cost = None if s is None else EpochCost(s, None, 0)
@@ -129,12 +134,13 @@ def estimate(rows: list[Row], cpus_per_trial: float, gpus_per_trial: float, at_o
 def price_lines(rows: list[Row], total: dict, replayed: dict[str, int] | None = None) -> list[str]:
     names = [f"{r.name} (from prefix)" if r.from_prefix else r.name for r in rows]
     width = max([28, *(len(n) + 2 for n in names)])  # the columns stay aligned for any candidate name
-    lines = ["price before it runs (per-epoch cost recorded by this experiment's finished trials, or calibrated):",
+    lines = ["price before it runs (per-epoch cost recorded by this experiment's finished trials, the price book, or calibrated):",
              f"  {'candidate':<{width}}{'trials':>7}{'epochs':>8}{'s/epoch':>9}{'CPU-h':>9}  from"]
     for r, name in zip(rows, names):
         per = "?" if r.cost is None else f"{r.cost.wall_s:.2f}"
         cpu = "?" if r.cost is None else f"{r.trials * r.epochs * (r.cost.cpu_s or r.cost.wall_s) / 3600:.3f}"
-        source = "-" if r.cost is None else f"{r.cost.runs} trial(s)" if r.cost.runs else "--calibrate"
+        source = ("-" if r.cost is None else f"{r.cost.origin}: {r.cost.runs} trial(s)" if r.cost.origin
+                  else f"{r.cost.runs} trial(s)" if r.cost.runs else "--calibrate")
         lines.append(f"  {name:<{width}}{r.trials:>7}{r.epochs:>8}{per:>9}{cpu:>9}  {source}")
     lines.append(f"  total: {total['trials']} trials, {total['epochs']} epochs; {total['cpu_hours']:.3f} CPU-hours, "
                  f"{total['gpu_hours']:.3f} GPU-hours, ~{total['wall_hours']:.2f} h wall at {total['at_once']} "
@@ -158,12 +164,12 @@ def price(experiment, resources, stream, calibrate: bool = False) -> tuple[list[
     record when `calibrate` (its progress on `stream`)."""
     import os
 
-    rows = plan_rows(experiment)
+    rows = plan_rows(experiment, resources)
     if calibrate and (unpriced := list(dict.fromkeys(r.name for r in rows if r.cost is None))):
         from .calibrate import calibrate as measure
 
         measure(experiment, unpriced, stream)
-        rows = plan_rows(experiment)
+        rows = plan_rows(experiment, resources)
     per_trial = resources.cpus_per_running_trial
     gpus = resources.gpus_per_trial * resources.workers_per_trial
     return rows, estimate(rows, per_trial, gpus, at_once(resources, os.cpu_count() or 1))

@@ -23,6 +23,7 @@ from pathlib import Path
 from ..config import to_dict
 from .contract import Experiment
 from .experiment import write_search
+from .price_book import keep_prices
 
 DRIVER_CPU = 0.1  # a multi-worker trial only waits on its TorchTrainer; {"cpu": 0} is rejected by Tune
 
@@ -188,9 +189,13 @@ def run_search(search: Experiment, resources: Resources, cluster: ClusterOptions
         print("every trial already has results; nothing to run", file=stream, flush=True)
         return {}
     if connected:
-        return _fit(search, resources, early_stopping, progress_interval, stream)
-    with ray_cluster(cluster, resources, len(search.todo)):
-        return _fit(search, resources, early_stopping, progress_interval, stream)
+        statuses = _fit(search, resources, early_stopping, progress_interval, stream)
+    else:
+        with ray_cluster(cluster, resources, len(search.todo)):
+            statuses = _fit(search, resources, early_stopping, progress_interval, stream)
+    keep_prices(search, resources, stream)  # price_book.py: a later experiment of this config is priced from them
+    return statuses
+
 
 
 @contextlib.contextmanager
