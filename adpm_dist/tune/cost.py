@@ -7,12 +7,16 @@ A trial's cost.json (written by trainable.add_cost after every attempt) holds:
     gpu_s       wall seconds x GPUs held (0 without a GPU)
     attempts, processes, cpus, gpus    what it held (cpus: logical CPUs reserved)
 
-`trial_hours` turns one cost.json into hours for the leaderboard and the recommendation rule. It is
+`trial_hours` turns one cost.json into hours for the leaderboard and the recommendation rule, and
+`recorded_epoch_cost` a finished trial's into its cost per epoch (the price's record). `trial_hours` is
 pure; cost.json files written before `cpu_s` existed fall back to wall time x CPUs reserved.
 """
 from __future__ import annotations
 
+import json
 import resource
+from dataclasses import dataclass
+from pathlib import Path
 
 COST_FILE = "cost.json"
 
@@ -66,3 +70,24 @@ class CpuClock:
 
 
 __all__ = ["COST_FILE", "trial_hours", "cpu_seconds", "CpuClock"]
+
+
+@dataclass(frozen=True)
+class EpochCost:
+    wall_s: float          # wall seconds of one epoch (evaluation and start-up spread over the epochs)
+    cpu_s: float | None    # process CPU seconds of one epoch (None: recorded before CPU time was)
+    runs: int              # trials it was measured on
+    origin: str = ""       # where an earlier record came from ("price book": another experiment, price_book.py)
+
+
+def recorded_epoch_cost(run_dir: Path) -> EpochCost | None:
+    """One finished trial's cost per epoch, from its cost.json and metrics.json (None if either is missing)."""
+    try:
+        cost = json.loads((run_dir / COST_FILE).read_text())
+        epochs = len(json.loads((run_dir / "metrics.json").read_text()).get("history") or [])
+    except (OSError, ValueError):
+        return None
+    if epochs < 1 or not cost.get("wall_s") or cost.get("prefix_from"):  # its history has epochs it did not train
+        return None
+    cpu = cost.get("cpu_s")
+    return EpochCost(cost["wall_s"] / epochs, None if cpu is None else cpu / epochs, 1)

@@ -12,21 +12,11 @@ its trials that start from another trial's kept prefix are a row of their own, w
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 from .contract import candidate_of, trial_dir
-from .cost import COST_FILE, trial_hours
-
-
-@dataclass(frozen=True)
-class EpochCost:
-    wall_s: float          # wall seconds of one epoch (evaluation and start-up spread over the epochs)
-    cpu_s: float | None    # process CPU seconds of one epoch (None: recorded before CPU time was)
-    runs: int              # trials it was measured on
-    origin: str = ""       # where an earlier record came from ("price book": another experiment, price_book.py)
+from .cost import EpochCost, recorded_epoch_cost, trial_hours
 
 
 @dataclass(frozen=True)
@@ -36,19 +26,6 @@ class Row:
     epochs: int            # per trial
     cost: EpochCost | None
     from_prefix: bool = False  # trials that start from another trial's kept prefix (study/shared.py): fewer epochs
-
-
-def recorded_epoch_cost(run_dir: Path) -> EpochCost | None:
-    """One finished trial's cost per epoch, from its cost.json and metrics.json (None if either is missing)."""
-    try:
-        cost = json.loads((run_dir / COST_FILE).read_text())
-        epochs = len(json.loads((run_dir / "metrics.json").read_text()).get("history") or [])
-    except (OSError, ValueError):
-        return None
-    if epochs < 1 or not cost.get("wall_s") or cost.get("prefix_from"):  # its history has epochs it did not train
-        return None
-    cpu = cost.get("cpu_s")
-    return EpochCost(cost["wall_s"] / epochs, None if cpu is None else cpu / epochs, 1)
 
 
 def mean_cost(costs: list[EpochCost]) -> EpochCost | None:

@@ -56,7 +56,7 @@ def read_book(path: Path | None = None) -> list[dict]:
 def record(experiment, trials, resources, path: Path | None = None) -> int:
     """Add the finished ``trials`` of ``experiment`` to the book (those not in it yet); how many were added."""
     from .contract import trial_dir
-    from .price import recorded_epoch_cost
+    from .cost import recorded_epoch_cost
 
     path = path or book_path()
     known = {e.get("trial") for e in read_book(path)}
@@ -80,7 +80,7 @@ def record(experiment, trials, resources, path: Path | None = None) -> int:
 def lookup(key: str, exclude: Path, path: Path | None = None):
     """price.EpochCost of ``key`` from its last RECENT entries outside ``exclude`` (this experiment, whose
     own records price.plan_rows reads directly), or None."""
-    from .price import EpochCost
+    from .cost import EpochCost
 
     inside = str(Path(exclude).resolve()) + os.sep
     found = [e for e in read_book(path) if e.get("key") == key and not str(e.get("trial", "")).startswith(inside)]
