@@ -126,23 +126,21 @@ def answer(where: Path) -> dict:
             "raced": load_raced(where)}
 
 
-def row(name: str, mode: str, where: Path, full: dict | None) -> str | None:
-    if not (where / "search.json").is_file():
-        return None
-    m, a = measured(where), answer(where)
+def row(name: str, mode: str, where: Path, r: dict, full: dict | None) -> str:
+    """One table row from ``r`` (measured | answer of the mode's study) beside the full study's."""
     price = json.loads((where / "price.json").read_text()) if (where / "price.json").is_file() else None
-    rec = a["recommendation"]
+    rec = r["recommendation"]
     if full is None or mode == "full":
         same = "-"
     elif rec == full["recommendation"]:
         same = "same"
     else:
         same = f"{full['verdicts'].get(rec, '?')} in the full study"
-    share = "" if full is None or mode == "full" else f" ({m['cpu_hours'] / full['cpu_hours']:.0%})"
-    raced = ", ".join(f"{c} (after {r['wave']} folds)" for c, r in a["raced"].items()) or "-"
+    share = "" if full is None or mode == "full" else f" ({r['cpu_hours'] / full['cpu_hours']:.0%})"
+    raced = ", ".join(f"{c} (after {x['wave']} folds)" for c, x in r["raced"].items()) or "-"
     estimate = "-" if price is None else f"{price['cpu_hours']:.3f} / ~{price['wall_hours']:.2f} h"
-    return (f"| {name} | {mode} | {m['trained']} + {m['replayed']} replayed | {m['cpu_hours']:.3f}{share} | "
-            f"{m['wall_hours']:.2f} | {estimate} | {rec or '-'}{' (PARTIAL)' if a['partial'] else ''} | {same} | "
+    return (f"| {name} | {mode} | {r['trained']} + {r['replayed']} replayed | {r['cpu_hours']:.3f}{share} | "
+            f"{r['wall_hours']:.2f} | {estimate} | {rec or '-'}{' (PARTIAL)' if r['partial'] else ''} | {same} | "
             f"{raced} |")
 
 
@@ -153,12 +151,10 @@ def section(argv: list[str], out: Path) -> str:
              "| set | mode | trials trained | CPU-hours (of full) | wall h | dry-run price: CPU-h / wall | "
              "recommendation | vs full | raced out |", "|---|---|---|---:|---:|---|---|---|---|"]
     for where in sorted(p for p in out.iterdir() if p.is_dir()):
-        full_dir = where / "full"
-        full = (measured(full_dir) | answer(full_dir)) if (full_dir / "search.json").is_file() else None
-        for mode in MODES:
-            line = row(where.name, mode, where / mode, full)
-            if line:
-                lines.append(line)
+        # each study read once (a consolidation per study), then compared with the full one
+        found = {mode: measured(where / mode) | answer(where / mode) for mode in MODES
+                 if (where / mode / "search.json").is_file()}
+        lines += [row(where.name, mode, where / mode, r, found.get("full")) for mode, r in found.items()]
     return "\n".join(lines)
 
 

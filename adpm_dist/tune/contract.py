@@ -130,7 +130,12 @@ def train_parts(fold: int, outer: int | None, folds: int) -> list[str]:
 
 
 def trial_dir(out: Path, trial) -> Path:
-    return out / "trials" / trial.id
+    return trial_dir_of(out, trial.id)
+
+
+def trial_dir_of(out: Path, trial_id: str) -> Path:
+    """Where trial ``trial_id`` of the experiment in ``out`` runs (its run.output_dir)."""
+    return Path(out) / "trials" / trial_id
 
 
 def cv_settings(trial, folds: int, out: Path) -> dict:

@@ -29,10 +29,10 @@ def book_path() -> Path:
 
 def price_key(cfg, resources) -> str:
     """The config and the conditions an epoch's cost depends on (see the module docstring)."""
-    from ..config import flatten, result_settings, to_dict
+    from ..config import result_settings
 
     settings = {k: v for k, v in result_settings(cfg).items() if k not in PER_TRIAL_KEYS}
-    where = {"shards": str(Path(flatten(to_dict(cfg))["data.shards"]).resolve()),
+    where = {"shards": str(Path(cfg.data.shards).resolve()),
              "folds_trained": len(cfg.data.train_parts), "cpus": resources.cpus_per_trial,
              "gpus": resources.gpus_per_trial, "workers": resources.workers_per_trial}
     text = json.dumps([settings, where], sort_keys=True, default=str)

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 from ...config import result_settings
-from ..contract import apply_settings, trial_dir
+from ..contract import apply_settings, trial_dir, trial_dir_of
 
 
 def training_key(trial, cfg) -> tuple:
@@ -79,7 +79,7 @@ def share_prefixes(study, trials: list) -> list:
 def prefix_settings(study, trial) -> dict:
     """What a trial's config gets for shared prefixes: keep one (a source), or start from one."""
     kept = {"train.keep_prefix": True} if trial.id in study.prefix_sources else {}
-    start = {"train.prefix_from": str(Path(study.out) / "trials" / trial.prefix_from)} if trial.prefix_from else {}
+    start = {"train.prefix_from": str(trial_dir_of(study.out, trial.prefix_from))} if trial.prefix_from else {}
     return kept | start
 
 
@@ -88,7 +88,7 @@ def has_prefix(out: Path, source_id: str) -> bool:
     from ...runtime.checkpoint import complete_checkpoints
     from ...runtime.prefix import prefix_root
 
-    return bool(complete_checkpoints(prefix_root(Path(out) / "trials" / source_id / "checkpoints")))
+    return bool(complete_checkpoints(prefix_root(trial_dir_of(out, source_id) / "checkpoints")))
 
 
 def prefix_passes(study, trials: list) -> tuple[list, list]:
@@ -108,7 +108,7 @@ def prefix_passes(study, trials: list) -> tuple[list, list]:
 
 def replayable(out: Path, source_id: str) -> bool:
     """Whether the source trial has finished with its validated weights kept."""
-    source = Path(out) / "trials" / source_id
+    source = trial_dir_of(out, source_id)
     return (source / "metrics.json").is_file() and any((source / "checkpoints" / "validated").glob("epoch_*.pt"))
 
 
@@ -160,7 +160,7 @@ def replay_derived(study, trials: list, threads: int = 1, say=print) -> dict[str
                 status[t.id] = "source not finished"
                 say(f"shared training: {t.id} not replayed: its source {t.derived_from} has not finished")
                 continue
-            out, source = trial_dir(study.out, t), Path(study.out) / "trials" / t.derived_from
+            out, source = trial_dir(study.out, t), trial_dir_of(study.out, t.derived_from)
             attempt = record_attempt(out, t.id)
             wall, clock = time.monotonic(), CpuClock()
             try:
