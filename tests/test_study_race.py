@@ -44,12 +44,12 @@ def test_race_drops_the_clearly_worse_and_the_answer_is_complete(tmp_path):
     raced = race(study, run_wave, say=said.append)
     assert list(raced) == ["ce"] and raced["ce"]["wave"] == 2 and raced["ce"]["interval"][1] < -0.01
     assert len(ran) == 3 and not any(i.startswith("ce_") for i in ran[2]) and len(ran[2]) == 2
-    assert said and "ce dropped after fold 1" in said[0]
+    assert said and "ce dropped after fold 1" in said[0] and raced["ce"]["level"] == 0.95   # 3 folds: one look
     report = consolidate_study(study.out)
     assert report["partial"] == [] and report["recommendation"].name == "logit_adjusted"
     assert report["decisions"]["ce"].verdict == "raced out (wave 2)"
     md = (study.out / "study.md").read_text()
-    assert "PARTIAL" not in md and "## Raced out" in md and "- ce: after 2 fold(s)" in md
+    assert "PARTIAL" not in md and "## Raced out" in md and "- ce: after 2 fold(s)" in md and "(95.0% interval)" in md
     assert json.loads((study.out / RACED_FILE).read_text()) == raced
     # a resumed race keeps the drop and runs nothing more
     ran.clear()
@@ -63,3 +63,36 @@ def test_race_refuses_nested_cv(tmp_path):
     study = plan(tmp_path, {})
     with pytest.raises(ValueError, match="--race needs shards with a `test` part"):
         race(study, lambda trials: None)
+
+
+def test_each_look_reads_a_wider_interval_bonferroni_over_the_looks():
+    """A race looks after waves 2 .. folds - 1; its drop rule (upper end below -eps) is a one-sided test at
+    2.5%, split over those looks: the chance of dropping, at any look, a candidate truly within eps of the
+    leader stays at most the final verdict's."""
+    from adpm_dist.tune.study.race import look_level, looks
+
+    assert [looks(f) for f in (2, 3, 4, 5, 10)] == [0, 1, 2, 3, 8]
+    assert look_level(3) == 0.95 and look_level(2) == 0.95
+    for folds in (4, 5, 10):
+        level = look_level(folds)
+        assert abs((1 - level) / 2 * looks(folds) - 0.025) < 1e-12   # the one-sided errors add up to 2.5%
+
+
+def test_a_look_level_widens_only_the_difference_intervals(tmp_path):
+    """decide(level=...) widens only the difference intervals the verdicts read (a stricter look needs more
+    evidence to drop); the estimates' own intervals do not move."""
+    from adpm_dist.tune.study import compare
+    from adpm_dist.tune.study.race import interim
+
+    study = plan(tmp_path, {"logit_adjusted": {"baseline.la_tau": [1.0]}}, parts=("fold0", "fold1", "fold2", "test"))
+    write_search(study)
+    for t in study.trials:
+        if t.fold < 2:
+            write_trial(study, t)
+    search = json.loads((study.out / "search.json").read_text())
+    _, usual = interim(study.out, search, 2)
+    _, strict = interim(study.out, search, 2, level=1.0)
+    assert usual["ce"].verdict == "clearly worse"
+    assert strict["ce"].diff_low <= usual["ce"].diff_low and strict["ce"].diff_high >= usual["ce"].diff_high
+    assert (strict["ce"].low, strict["ce"].high) == (usual["ce"].low, usual["ce"].high)
+    assert compare.LEVEL == 0.95

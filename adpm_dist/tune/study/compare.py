@@ -97,9 +97,10 @@ def common_images(estimates: list[Estimate]) -> list[str]:
 
 
 def decide(estimates: list[Estimate], prior: np.ndarray, *, eps: float = EQUIVALENCE, n_boot: int = N_BOOT,
-           seed: int = 0) -> tuple[Estimate | None, dict[str, Decision]]:
+           seed: int = 0, level: float = LEVEL) -> tuple[Estimate | None, dict[str, Decision]]:
     """(leader, decision per candidate). Candidates without complete out-of-fold predictions are
-    ``incomplete``: no estimate, never the leader."""
+    ``incomplete``: no estimate, never the leader. ``level``: of the difference intervals the verdicts read
+    (a race's interim looks use a wider one, race.look_level); the estimates' own intervals stay at LEVEL."""
     ready = [e for e in estimates if e.oof is not None]
     decisions = {e.name: Decision(math.nan, math.nan, math.nan, math.nan) for e in estimates}
     if not ready:
@@ -125,7 +126,7 @@ def decide(estimates: list[Estimate], prior: np.ndarray, *, eps: float = EQUIVAL
             continue
         diff = reps[e.name] - reps[lead.name]
         d.diff = d.estimate - decisions[lead.name].estimate
-        d.diff_low, d.diff_high = target.percentile_interval(diff, LEVEL)
+        d.diff_low, d.diff_high = target.percentile_interval(diff, level)
         d.identical = bool(np.array_equal(preds[e.name], preds[lead.name]))
         d.verdict = verdict(d.diff_low, d.diff_high, eps)
     return lead, decisions

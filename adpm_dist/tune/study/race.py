@@ -5,7 +5,9 @@ A **wave** is one CV fold: every remaining candidate's trials evaluated on it, f
 wave from the second on, the candidates are compared on the folds done so far exactly as the final
 answer compares them (compare.decide: target-prior estimate of the pooled out-of-fold predictions, paired
 bootstrap, equivalence margin); a candidate whose difference to the leader lies wholly below -eps
-(``clearly worse``) runs no further trial. ``raced.json`` records each drop with its evidence and wave;
+(``clearly worse``) runs no further trial. Looking after every wave is looking several times: each look
+reads a wider interval (look_level, Bonferroni over the planned looks), so the chance that a candidate
+the full study would not call clearly worse is dropped at any look stays within the final rule's. ``raced.json`` records each drop with its evidence and wave;
 the consolidation lists them and the study counts as complete for the candidates it kept.
 
 Held-out protocol only (shards with a `test` part): under nested CV a wave would have to hold the inner
@@ -31,20 +33,34 @@ def waves(trials: list, folds: int) -> list[list]:
     return [[t for t in trials if t.fold == k] for k in range(folds)]
 
 
+def looks(folds: int) -> int:
+    """How many interim looks a race of ``folds`` waves takes: after waves MIN_WAVES .. folds - 1."""
+    return max(0, folds - MIN_WAVES)
+
+
+def look_level(folds: int, level: float = compare.LEVEL) -> float:
+    """The two-sided level of each look's difference interval: the drop rule (upper end below -eps) is a
+    one-sided test at (1 - level) / 2; split over the planned looks (Bonferroni), the chance of a drop at
+    any look, for a candidate truly within eps of the leader, is at most that of the final verdict.
+    E.g. 5 folds: 3 looks at 98.3% each; 3 folds: 1 look at 95%."""
+    return 1 - (1 - level) / max(1, looks(folds))
+
+
 def load_raced(out: Path) -> dict:
     path = Path(out) / RACED_FILE
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def interim(out: Path, search: dict, folds_done: int, *, prior: str = "balanced",
-            eps: float = compare.EQUIVALENCE, dropped: set[str] = frozenset()):
+            eps: float = compare.EQUIVALENCE, dropped: set[str] = frozenset(), level: float = compare.LEVEL):
     """(leader, decisions) of the candidates still racing, on the first ``folds_done`` folds only."""
     partial = copy.deepcopy(search) | {"folds": folds_done}
     partial["candidates"] = [c for c in search["candidates"] if c["name"] not in dropped]
     results = read_results(out, search)
     names = class_names_of(results)
     estimates = [estimate(out, results, partial, c, names) for c in partial["candidates"]]
-    return compare.decide(estimates, target.target_prior(load_target(prior), names, train_counts_of(results)), eps=eps)
+    return compare.decide(estimates, target.target_prior(load_target(prior), names, train_counts_of(results)), eps=eps,
+                          level=level)
 
 
 def race(study, run_wave: Callable[[list], None], *, prior: str = "balanced", eps: float = compare.EQUIVALENCE,
@@ -55,6 +71,7 @@ def race(study, run_wave: Callable[[list], None], *, prior: str = "balanced", ep
         raise ValueError("--race needs shards with a `test` part (held-out protocol); racing nested CV is not "
                          "supported yet")
     raced = load_raced(study.out)
+    level = look_level(study.folds)
     todo = set(t.id for t in study.todo)
     for k, wave in enumerate(waves(study.trials, study.folds)):
         run = [t for t in wave if t.id in todo and t.candidate not in raced]
@@ -63,12 +80,12 @@ def race(study, run_wave: Callable[[list], None], *, prior: str = "balanced", ep
         if k + 1 < MIN_WAVES or k + 1 == study.folds:
             continue
         search = json.loads((study.out / "search.json").read_text())
-        lead, decisions = interim(study.out, search, k + 1, prior=prior, eps=eps, dropped=set(raced))
+        lead, decisions = interim(study.out, search, k + 1, prior=prior, eps=eps, dropped=set(raced), level=level)
         for name, d in decisions.items():
             if d.verdict == "clearly worse":
                 raced[name] = {"wave": k + 1, "folds": k + 1, "leader": lead.name, "difference": d.diff,
-                               "interval": [d.diff_low, d.diff_high], "equivalence": eps}
+                               "interval": [d.diff_low, d.diff_high], "level": level, "equivalence": eps}
                 say(f"race: {name} dropped after fold {k} (wave {k + 1} of {study.folds}): {d.diff_text()} to the "
-                    f"leader {lead.name}, below -{eps:g}")
+                    f"leader {lead.name} ({level:.1%} interval), below -{eps:g}")
         atomic_write_json(study.out / RACED_FILE, raced)
     return raced

@@ -127,7 +127,7 @@ def study_markdown(a: "Answer", rows: list[dict], results: dict) -> str:
         lines += ["## Raced out (--race)", "", "Dropped once clearly worse than the leader on the folds done; their "
                   "remaining trials never ran, and the study is complete for the candidates it kept.", ""]
         lines += [f"- {name}: after {r['folds']} fold(s), {r['difference']:+.3f} [{r['interval'][0]:+.3f}, "
-                  f"{r['interval'][1]:+.3f}] to the then leader {r['leader']}, below -{r['equivalence']:g}"
+                  f"{r['interval'][1]:+.3f}]{level_text(r)} to the then leader {r['leader']}, below -{r['equivalence']:g}"
                   for name, r in a.raced.items()] + [""]
     lines += ["## Selected hyper-parameters", ""]
     lines += [f"- {e.name}: " + "; ".join(
@@ -150,6 +150,11 @@ ESTIMATE_NOTE = (
     "lies below -{eps:g}) or undecided. (optimistic): a point of the candidate's space was chosen on these same "
     "folds. fold macro-F1: mean ± std of the per-(fold, seed) scores on the long-tailed folds, for reference. "
     "head / medium / tail: thirds of the classes by training count.")
+
+
+def level_text(raced: dict) -> str:
+    """The interim look's interval level (races before the repeated-looks correction recorded none)."""
+    return f" ({raced['level']:.1%} interval)" if "level" in raced else ""
 
 
 def unseen_lines(estimates: list[Estimate]) -> list[str]:
