@@ -11,7 +11,8 @@ import pytest
 
 from adpm_dist.config import load_config
 from adpm_dist.tune.consolidate import consolidate
-from adpm_dist.tune.experiment import SearchSpec, trial_dir, write_search
+from adpm_dist.tune.experiment import trial_dir, write_search
+from adpm_dist.tune.grid import GridSpec
 from adpm_dist.tune.grid import plan_search
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,7 +39,7 @@ def experiment(tmp_path):
     shards = tmp_path / "shards"
     shards.mkdir()
     (shards / "manifest.json").write_text(json.dumps({"parts": {"fold0": {}, "fold1": {}, "fold2": {}, "test": {}}}))
-    spec = SearchSpec(dataset="digits_lt", config=TINY, output=str(tmp_path / "exp"), alphas=[0, 1 / 6, 0.5],
+    spec = GridSpec(dataset="digits_lt", config=TINY, output=str(tmp_path / "exp"), alphas=[0, 1 / 6, 0.5],
                       betas=[1, 5], folds=3, overrides=["train.epochs=1"])
     search = plan_search(spec, shards, 3, resume=False)
     write_search(search)
@@ -121,7 +122,7 @@ def nested_experiment(tmp_path):
     shards = tmp_path / "shards"
     shards.mkdir()
     (shards / "manifest.json").write_text(json.dumps({"parts": {"fold0": {}, "fold1": {}, "fold2": {}}}))
-    spec = SearchSpec(dataset="pad_ufes", config=TINY, output=str(tmp_path / "exp"), alphas=[0, 0.5], betas=[5],
+    spec = GridSpec(dataset="pad_ufes", config=TINY, output=str(tmp_path / "exp"), alphas=[0, 0.5], betas=[5],
                       overrides=["train.epochs=1"])
     search = plan_search(spec, shards, 3, resume=False)
     assert search.protocol == "nested"

@@ -86,7 +86,7 @@ def test_consolidate_leaves_out_a_fold_trained_at_another_law(tmp_path):
     shards = tmp_path / "shards"
     shards.mkdir()
     (shards / "manifest.json").write_text(json.dumps({"parts": {"fold0": {}, "fold1": {}, "test": {}}}))
-    spec = SearchSpec(dataset="digits_lt", config=TINY, output=str(tmp_path / "exp"), alphas=[], betas=[], folds=2)
+    spec = SearchSpec(dataset="digits_lt", config=TINY, output=str(tmp_path / "exp"), folds=2)
     search = plan_fit(spec, shards, 2, resume=False, n_boot=20)
     out = search.out
     (out / "search.json").parent.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from adpm_dist.config import ConfigError, config_fingerprint, load_config, save_config, set_key, to_dict
-from adpm_dist.tune.experiment import SEARCH_FILE, SearchSpec, supports_resume, write_search
+from adpm_dist.tune.experiment import SEARCH_FILE, supports_resume, write_search
+from adpm_dist.tune.grid import GridSpec
 from adpm_dist.tune.grid import (Trial, build_trials, check_overrides, label, parse_values, plan_search, shared_source,
                                  trial_config)
 from adpm_dist.tune.protocol import HELD_OUT, NESTED, checkpoint_selection_parts, choose_protocol
@@ -98,7 +99,7 @@ def test_shards_must_be_folds(digits_shards, tmp_path):
 
 
 def test_resume_rules(tmp_path):
-    spec = SearchSpec(dataset="digits_lt", config=TINY, output=str(tmp_path), alphas=[0, 0.5], betas=[5], folds=2)
+    spec = GridSpec(dataset="digits_lt", config=TINY, output=str(tmp_path), alphas=[0, 0.5], betas=[5], folds=2)
     shards = fake_shards(tmp_path / "shards", ["fold0", "fold1", "val", "test"])
     search = plan_search(spec, shards, 2, resume=False)
     assert len(search.todo) == 4
@@ -115,7 +116,7 @@ def test_resume_rules(tmp_path):
     (done / "metrics.json").write_text(json.dumps({"config_fingerprint": config_fingerprint(trained)}))
     with pytest.raises(ValueError, match="differs in train.batch_size"):
         plan_search(spec, shards, 2, resume=True)
-    changed = SearchSpec(**{**spec.__dict__, "overrides": ["train.lr=0.5"]})
+    changed = GridSpec(**{**spec.__dict__, "overrides": ["train.lr=0.5"]})
     with pytest.raises(ValueError, match="train.lr"):
         plan_search(changed, shards, 2, resume=True)
     assert json.loads((tmp_path / SEARCH_FILE).read_text())["folds"] == 2
@@ -124,7 +125,7 @@ def test_resume_rules(tmp_path):
 def test_resume_accepts_a_search_stored_before_new_keys_existed(tmp_path):
     """An upgrade that adds an off-by-default key (data.crop, train.keep_validated, ...) must not refuse the
     --resume of an earlier experiment: the stored config reads with today's defaults."""
-    spec = SearchSpec(dataset="digits_lt", config=TINY, output=str(tmp_path), alphas=[0], betas=[5], folds=2)
+    spec = GridSpec(dataset="digits_lt", config=TINY, output=str(tmp_path), alphas=[0], betas=[5], folds=2)
     shards = fake_shards(tmp_path / "shards", ["fold0", "fold1", "val", "test"])
     write_search(plan_search(spec, shards, 2, resume=False))
     stored = json.loads((tmp_path / SEARCH_FILE).read_text())
@@ -198,7 +199,7 @@ def test_protocol_follows_the_shards(tmp_path):
     assert checkpoint_selection_parts(["fold1"], ["fold0", "fold1", "val"], "auto", "fold0") == ["val"]
     assert checkpoint_selection_parts(["fold1", "fold2"], ["fold0", "fold1", "fold2"], "auto", "fold0") == ["fold1", "fold2"]
 
-    spec = SearchSpec(dataset="pad_ufes", config=TINY, output=str(tmp_path / "exp"), alphas=[0, 0.5], betas=[5])
+    spec = GridSpec(dataset="pad_ufes", config=TINY, output=str(tmp_path / "exp"), alphas=[0, 0.5], betas=[5])
     folds_only = fake_shards(tmp_path / "folds", ["fold0", "fold1", "fold2"])
     search = plan_search(spec, folds_only, 3, resume=False)
     assert search.protocol == NESTED and len(search.trials) == 2 * 3 * 3
@@ -217,7 +218,7 @@ def test_typed_values_reach_the_trial_verbatim(tmp_path):
     """A shard path YAML would cut at " #" (and with spaces, non-ASCII) arrives in the trial as it was."""
     shards = fake_shards(tmp_path / "run #2" / "données über 9 ✓", ["fold0", "fold1", "fold2"])
     out = tmp_path / "exp #3 ünï"
-    spec = SearchSpec(dataset="pad_ufes", config=TINY, output=str(out), alphas=[0.5], betas=[5],
+    spec = GridSpec(dataset="pad_ufes", config=TINY, output=str(out), alphas=[0.5], betas=[5],
                       overrides=["train.epochs=1"])
     search = plan_search(spec, shards.resolve(), 3, resume=False)
     assert search.base.data.shards == str(shards.resolve())
@@ -249,7 +250,7 @@ def test_the_grid_is_the_adpm_preset_of_a_study(tmp_path):
     alpha = 0 once (its no_effect rule); search.json records it, and one written without it still resumes."""
     from adpm_dist.tune.study.trials import StudyTrial, expand
 
-    spec = SearchSpec(dataset="digits_lt", config=TINY, output=str(tmp_path), alphas=[0, 0.5], betas=[1, 5], folds=3)
+    spec = GridSpec(dataset="digits_lt", config=TINY, output=str(tmp_path), alphas=[0, 0.5], betas=[1, 5], folds=3)
     shards = fake_shards(tmp_path / "shards", ["fold0", "fold1", "fold2"])  # fold-only: nested CV
     search = plan_search(spec, shards, 3, resume=False)
     preset = search.manifest()["candidates"]

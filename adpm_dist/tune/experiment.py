@@ -32,15 +32,13 @@ SEARCH_FORMAT = "adpm-dist-search/1"
 SEARCH_FILE = "search.json"
 @dataclass
 class SearchSpec:
-    """What to run, as every CLI parses it, as plain data; `alphas`/`betas` are the grid's only."""
+    """What to run, as every CLI parses it, as plain data; a kind's own axes extend it (grid.GridSpec)."""
     dataset: str
     config: str                 # YAML path (resolved by the caller)
     output: str                 # experiment directory
     folds: int | None = None    # None: from --shards, else 5
     shards: str | None = None   # None: prepare digits-LT under output/shards
     overrides: list[str] = dataclasses.field(default_factory=list)
-    alphas: list[float] = dataclasses.field(default_factory=list)  # the noise grid's axes
-    betas: list[float] = dataclasses.field(default_factory=list)
 
     @property
     def out(self) -> Path:

@@ -59,7 +59,7 @@ def plan_first(args, output: Path, config: Path):
     """(spec, resources, phase-1 search) from the parsed arguments; ValueError & co. on bad input."""
     check_fit_overrides(args.overrides)
     base = load_config(config, args.overrides)  # fail on bad keys before preparing data or starting Ray
-    spec = SearchSpec(dataset=args.dataset, config=str(config), output=str(output), alphas=[], betas=[],
+    spec = SearchSpec(dataset=args.dataset, config=str(config), output=str(output),
                       folds=args.folds, shards=args.shards, overrides=args.overrides)
     resources, shards, folds = resources_and_shards(args, output, base)
     return spec, resources, plan_fit(spec, shards, folds, args.resume, PRIOR, n_boot=args.fit_boot)

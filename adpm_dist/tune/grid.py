@@ -13,7 +13,7 @@ evaluation may see (protocol.py).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
@@ -182,10 +182,17 @@ def trial_config(base: Config, trial: Trial, out: Path, folds: int) -> Config:
 
 
 @dataclass
+class GridSpec(SearchSpec):
+    """A noise grid's SearchSpec: its two axes, the `adpm` preset's space {noise.alpha, noise.beta}."""
+    alphas: list[float] = field(default_factory=list)
+    betas: list[float] = field(default_factory=list)
+
+
+@dataclass
 class Search(OneEpochPlan):
     """A planned noise grid (a contract.Experiment): the `adpm` preset's candidate (`noise_candidate`, with
     the config's method), the resolved base config and the trials still to run."""
-    spec: SearchSpec
+    spec: GridSpec
     shards: Path
     folds: int
     base: Config
@@ -216,7 +223,7 @@ class Search(OneEpochPlan):
                            trials=[t.to_dict() for t in self.trials], selection=SELECTION[self.protocol])
 
 
-def plan_search(spec: SearchSpec, shards: Path, folds: int, resume: bool) -> Search:
+def plan_search(spec: GridSpec, shards: Path, folds: int, resume: bool) -> Search:
     """Resolve configs (failing on bad keys before any cluster starts) and decide what to run.
 
     Without `resume`, an experiment directory that already holds a search is refused (its trial

@@ -76,8 +76,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     from ...config import ConfigError, load_config
     from ..evaluator import consolidate
-    from ..experiment import SearchSpec
-    from ..grid import check_overrides, parse_values, plan_search
+    from ..grid import GridSpec, check_overrides, parse_values, plan_search
     from ..price import show_price
     from ..search import resources_and_shards, run_search
 
@@ -103,9 +102,9 @@ def run(args: argparse.Namespace) -> int:
         config = resolve_config(args.config, args.dataset)
         check_overrides(args.overrides)
         base = load_config(config, args.overrides)  # fail on bad keys before preparing data or starting Ray
-        spec = SearchSpec(dataset=args.dataset, config=str(config), output=str(output),
-                          alphas=parse_values(args.alphas, "--alphas"), betas=parse_values(args.betas, "--betas"),
-                          folds=args.folds, shards=args.shards, overrides=args.overrides)
+        spec = GridSpec(dataset=args.dataset, config=str(config), output=str(output),
+                        alphas=parse_values(args.alphas, "--alphas"), betas=parse_values(args.betas, "--betas"),
+                        folds=args.folds, shards=args.shards, overrides=args.overrides)
         resources, shards, folds = resources_and_shards(args, output, base)
         search = plan_search(spec, shards, folds, resume=args.resume)
     except (ConfigError, ValueError, FileNotFoundError, FileExistsError) as e:
