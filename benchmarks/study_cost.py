@@ -126,6 +126,37 @@ def answer(where: Path) -> dict:
             "raced": load_raced(where)}
 
 
+def trial_costs(where: Path) -> list[tuple[str, int, float]]:
+    """(candidate, fold, CPU-hours) of every trial of the study in ``where`` (cv_results.csv, cost.json)."""
+    import csv
+
+    from adpm_dist.tune.cost import COST_FILE, trial_hours
+
+    found = []
+    with open(where / "cv_results.csv", newline="") as f:
+        for r in csv.DictReader(f):
+            path = where / "trials" / r["trial"] / COST_FILE
+            if r["fold"] and path.is_file():
+                found.append((r["candidate"], int(r["fold"]), trial_hours(json.loads(path.read_text()))["cpu_hours"]))
+    return found
+
+
+def race_floor(set_dir: Path, recommendation: str) -> float | None:
+    """The least CPU-hours any race under the rule could cost (an oracle's race): every candidate's trials of
+    the first MIN_WAVES folds (with shared training), then only the full study's
+    recommendation on the other folds (as the full study trained it: alone, nothing left to share with)."""
+    from adpm_dist.tune.study.race import MIN_WAVES
+
+    # the first folds as shared training trains them: the shared study's, else the race's (nothing is dropped
+    # before its first look), else the full study's
+    first = next(set_dir / m for m in ("shared", "race", "full") if (set_dir / m / "cv_results.csv").is_file())
+    if not (set_dir / "full" / "cv_results.csv").is_file():
+        return None
+    early = sum(h for _, fold, h in trial_costs(first) if fold < MIN_WAVES)
+    late = sum(h for c, fold, h in trial_costs(set_dir / "full") if fold >= MIN_WAVES and c == recommendation)
+    return early + late
+
+
 def row(name: str, mode: str, where: Path, r: dict, full: dict | None) -> str:
     """One table row from ``r`` (measured | answer of the mode's study) beside the full study's."""
     price = json.loads((where / "price.json").read_text()) if (where / "price.json").is_file() else None
@@ -150,11 +181,20 @@ def section(argv: list[str], out: Path) -> str:
              f"    python -m benchmarks.study_cost {shlex.join(argv)}", "",
              "| set | mode | trials trained | CPU-hours (of full) | wall h | dry-run price: CPU-h / wall | "
              "recommendation | vs full | raced out |", "|---|---|---|---:|---:|---|---|---|---|"]
+    floors = []
     for where in sorted(p for p in out.iterdir() if p.is_dir()):
         # each study read once (a consolidation per study), then compared with the full one
         found = {mode: measured(where / mode) | answer(where / mode) for mode in MODES
                  if (where / mode / "search.json").is_file()}
         lines += [row(where.name, mode, where / mode, r, found.get("full")) for mode, r in found.items()]
+        full = found.get("full")
+        floor = race_floor(where, full["recommendation"]) if full and full["recommendation"] else None
+        if floor is not None:
+            floors.append(f"- {where.name}: {floor:.3f} CPU-hours ({floor / full['cpu_hours']:.0%} of full)")
+    if floors:
+        lines += ["", "The least any race could cost here (every candidate but the full study's recommendation "
+                  "dropped at the first look, after the first folds every candidate must train; an oracle, "
+                  "not a rule):", "", *floors]
     return "\n".join(lines)
 
 

@@ -25,3 +25,29 @@ def test_measured_adds_trained_and_replayed_trials(tmp_path):
     m = measured(tmp_path)
     assert m["trained"] == 2 and m["replayed"] == 1 and m["wall_hours"] == 0.5
     assert abs(m["cpu_hours"] - (720 + 100 + 36) / 3600) < 1e-12  # CPU time; wall x CPUs where none was recorded
+
+
+def write_study(where, costs: dict) -> None:
+    """A study directory with cv_results.csv and each trial's cost.json: (candidate, fold) -> CPU seconds."""
+    rows = ["trial,candidate,point,seed,fold,outer,status"]
+    for (cand, fold), cpu_s in costs.items():
+        tid = f"{cand}_fold{fold}"
+        rows.append(f"{tid},{cand},default,0,{fold},,done")
+        (where / "trials" / tid).mkdir(parents=True)
+        (where / "trials" / tid / "cost.json").write_text(json.dumps({"wall_s": cpu_s, "cpu_s": cpu_s, "cpus": 1}))
+    (where / "cv_results.csv").write_text("\n".join(rows) + "\n")
+
+
+def test_the_race_floor_is_every_candidate_before_the_first_look_then_the_answer_alone(tmp_path):
+    """An oracle race drops every candidate but the recommendation at its first look: the first MIN_WAVES (2)
+    folds of everyone, as shared training trained them, then the recommendation's other folds, as the full
+    study trained them."""
+    from benchmarks.study_cost import race_floor
+
+    full = {(c, k): 3600.0 for c in ("ce", "la", "adpm") for k in range(5)}
+    shared = full | {("adpm", 0): 1800.0, ("adpm", 1): 1800.0, ("adpm", 4): 1800.0}
+    write_study(tmp_path / "full", full)
+    assert race_floor(tmp_path, "la") == 2 * 3 + 3          # no shared study: the full one's first folds
+    write_study(tmp_path / "shared", shared)
+    assert race_floor(tmp_path, "la") == 2 * 2 + 2 * 0.5 + 3  # adpm's first folds shared, la alone after them
+    assert race_floor(tmp_path, "adpm") == 2 * 2 + 2 * 0.5 + 3  # its late folds as trained alone (full study)
