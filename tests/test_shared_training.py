@@ -27,7 +27,7 @@ def plan(tmp_path, names, space=None, overrides=("train.epochs=1",), resume=Fals
     if space:
         (tmp_path / "space.yaml").write_text(yaml.safe_dump(space))
         space_file = str(tmp_path / "space.yaml")
-    spec = SearchSpec(dataset="imagefolder", config=TINY, output=str(tmp_path / "study"), alphas=[], betas=[],
+    spec = SearchSpec(dataset="imagefolder", config=TINY, output=str(tmp_path / "study"),
                       overrides=list(overrides))
     return plan_study(spec, build_candidates(names, space_file), shards, 3, [0, 1], resume=resume, share=share)
 

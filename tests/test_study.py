@@ -35,7 +35,7 @@ def plan(tmp_path, space: dict, resume=False, overrides=("train.epochs=1",), par
     (shards / "manifest.json").write_text(json.dumps({"parts": {p: {} for p in parts}}))
     (tmp_path / "space.yaml").write_text(yaml.safe_dump(space))
     candidates = build_candidates(["ce", "logit_adjusted", "adpm_isotropic"], str(tmp_path / "space.yaml"))
-    spec = SearchSpec(dataset="imagefolder", config=TINY, output=str(tmp_path / "study"), alphas=[], betas=[],
+    spec = SearchSpec(dataset="imagefolder", config=TINY, output=str(tmp_path / "study"),
                       overrides=list(overrides))
     return plan_study(spec, candidates, shards, 3, [0], resume=resume)
 

@@ -96,3 +96,28 @@ def test_a_look_level_widens_only_the_difference_intervals(tmp_path):
     assert strict["ce"].diff_low <= usual["ce"].diff_low and strict["ce"].diff_high >= usual["ce"].diff_high
     assert (strict["ce"].low, strict["ce"].high) == (usual["ce"].low, usual["ce"].high)
     assert compare.LEVEL == 0.95
+
+
+def test_race_reads_the_target_prior_file_the_answer_reads(tmp_path):
+    """--race --target-prior FILE: each look weighs the classes as the file says, like the final answer. ce
+    misses every tail image, so a target that weighs the tail 8x puts it further below the leader than the
+    balanced one does."""
+    (tmp_path / "a").mkdir()
+    study = plan(tmp_path / "a", {"logit_adjusted": {"baseline.la_tau": [1.0]}}, parts=("fold0", "fold1", "fold2", "test"))
+    write_search(study)
+    weights = tmp_path / "deployment.yaml"
+    weights.write_text("head: 1\nmid: 1\ntail: 8\n")
+
+    def run_wave(trials):
+        for t in trials:
+            write_trial(study, t)
+
+    tail_heavy = race(study, run_wave, prior=str(weights), say=lambda _: None)
+    balanced = json.loads(json.dumps(tail_heavy))
+    from adpm_dist.tune.study.race import interim
+
+    _, usual = interim(study.out, json.loads((study.out / "search.json").read_text()), 2)
+    assert list(tail_heavy) == ["ce"] and tail_heavy["ce"]["difference"] < usual["ce"].diff < -0.01
+    assert balanced == json.loads((study.out / RACED_FILE).read_text())
+    report = consolidate_study(study.out, target_prior=str(weights))
+    assert report["decisions"]["ce"].verdict == "raced out (wave 2)"

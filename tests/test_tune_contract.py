@@ -19,7 +19,7 @@ from adpm_dist.tune.batch import RunBatch, batch_run
 from adpm_dist.methods import EpochPlan
 from adpm_dist.tune.contract import Experiment, TrialRecord
 from adpm_dist.tune.experiment import SearchSpec, trial_dir
-from adpm_dist.tune.grid import plan_search
+from adpm_dist.tune.grid import GridSpec, plan_search
 from adpm_dist.tune.fit_plan import FitTrial
 from adpm_dist.tune.grid import Trial
 from adpm_dist.tune.interrupt import Interrupted, graceful_stop, report
@@ -53,7 +53,7 @@ def test_a_study_sets_noise_keys_a_grid_reserves(tmp_path):
     with pytest.raises(ConfigError, match="run.seed is set by the study for every trial"):
         plan(tmp_path, {}, overrides=("run.seed=3",))
     shards = tmp_path / "shards"
-    spec = SearchSpec(dataset="digits_lt", config=TINY, output=str(tmp_path / "g"), alphas=[0.5], betas=[5],
+    spec = GridSpec(dataset="digits_lt", config=TINY, output=str(tmp_path / "g"), alphas=[0.5], betas=[5],
                       overrides=["noise.alpha=0.5"])
     with pytest.raises(ConfigError, match="use --alphas"):
         plan_search(spec, shards, 3, resume=False)

@@ -20,7 +20,7 @@ from adpm_dist.data.manifest import load_manifest
 from adpm_dist.data.plan import plan_data
 from adpm_dist.tune.consolidate import consolidate
 from adpm_dist.tune.experiment import SearchSpec, trial_dir, write_search
-from adpm_dist.tune.grid import plan_search
+from adpm_dist.tune.grid import GridSpec, plan_search
 from adpm_dist.tune.protocol import overlapping_figures
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,7 +53,7 @@ def assert_disjoint(figures: list[dict]) -> None:
 
 def test_nested_trials_read_only_their_parts(fold_only_shards, tmp_path):
     """Every trial's data plan (as engine.train computes it): inner trials never see their outer fold."""
-    spec = SearchSpec(dataset="imagefolder", config=TINY, output=str(tmp_path / "exp"), alphas=[0, 0.5], betas=[5])
+    spec = GridSpec(dataset="imagefolder", config=TINY, output=str(tmp_path / "exp"), alphas=[0, 0.5], betas=[5])
     search = plan_search(spec, fold_only_shards, 3, resume=False)
     assert search.protocol == "nested" and len(search.trials) == 2 * 3 + 2 * 3 * 2
     manifest = load_manifest(fold_only_shards)
@@ -67,7 +67,7 @@ def test_nested_trials_read_only_their_parts(fold_only_shards, tmp_path):
 
 
 def test_tune_protocol_json_on_fold_only_shards(fold_only_shards, tmp_path):
-    spec = SearchSpec(dataset="imagefolder", config=TINY, output=str(tmp_path / "exp"), alphas=[0, 0.5], betas=[5])
+    spec = GridSpec(dataset="imagefolder", config=TINY, output=str(tmp_path / "exp"), alphas=[0, 0.5], betas=[5])
     search = plan_search(spec, fold_only_shards, 3, resume=False)
     write_search(search)
     for t in search.trials:  # inner scores favour alpha 1/2 for every outer fold
