@@ -112,7 +112,7 @@ def test_study_answer(study, capsys):
     assert d["ce"].diff_high < -0.01 and d["ce"].low <= d["ce"].estimate <= d["ce"].high
     assert report["recommendation"].name == "logit_adjusted"
     assert any("too small to separate 1 candidate" in w for w in report["warnings"])
-    assert any(w.startswith("under-trained: ce") for w in report["warnings"])
+    assert any(w.startswith("under-trained: ce") and "(train.epochs)" in w for w in report["warnings"])
     assert not report["partial"]
     md = (study.out / "study.md").read_text()
     assert "**Recommendation: logit_adjusted**" in md and "it leads" in md and "outer fold 2: la_tau0.5" in md
@@ -197,3 +197,18 @@ def test_early_stop_scope_without_early_stop_is_refused(capsys):
     assert exc.value.code == 2 and "--early-stop-scope needs --early-stop" in capsys.readouterr().err
     args = cli().parse_args(["--dataset", "digits_lt", "--early-stop", "--early-stop-scope", "candidate"])
     assert args.early_stop_scope == "candidate"
+
+
+def test_under_trained_names_the_key_that_lengthens_the_validated_epochs():
+    """A two-stage method validates in stage 2 only: more train.epochs would not lengthen what it validated,
+    baseline.stage2_epochs would (Method.length_key)."""
+    from adpm_dist.tune.study.answer import length_key_of
+    from adpm_dist.tune.study.results import Estimate
+
+    def runs(method):
+        return Estimate(method, {}, {}, 3, 0.5, {}, recipe_runs=[{"method": method}] * 3)
+
+    assert [length_key_of(runs(m)) for m in ("ce", "posthoc_la", "adpm", "crt", "mislas")] == \
+        ["train.epochs"] * 3 + ["baseline.stage2_epochs"] * 2
+    assert length_key_of(runs("not_registered_here")) == "train.epochs"
+

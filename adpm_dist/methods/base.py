@@ -66,6 +66,8 @@ class Method:
     title: ClassVar[str]                    # what its predictions are called in tables and reports
     has_diffusion: ClassVar[bool] = False   # predictions come from a reverse chain, with a prior beside them
     counts_buffer: ClassVar[str] = "class_counts"  # the buffer a checkpoint stores the class statistics in
+    # The key that lengthens the epochs its validations read (a study's "under-trained" warning names it)
+    length_key: ClassVar[str] = "train.epochs"
     plateau_loss: ClassVar[str] = "loss"  # the validation loss train.stop_patience watches (a key of losses())
     # The method's default search space: dotted config key -> candidate values (a grid; {} = nothing to
     # tune). Small (2-4 values per key, ~6 points at most), values from the method's paper; a study

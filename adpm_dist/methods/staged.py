@@ -138,6 +138,7 @@ class TwoStageMethod(ClassifierMethod):
     """Stage 1: ``loss`` on the natural stream; stage 2: ``stage2_loss`` on a class-balanced stream."""
 
     shifted_bn = False
+    length_key = "baseline.stage2_epochs"  # validations start with stage 2: train.epochs does not lengthen them
     # Keys its stage 2 alone reads (besides baseline.stage2_epochs): stage 1 is the same for every value
     stage2_keys: tuple[str, ...] = ()
 

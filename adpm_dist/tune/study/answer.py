@@ -67,10 +67,12 @@ class Answer:
                        "methods apart; check the data, the labels and the training length")
         elif near:
             out.append(f"near chance (level {self.chance:.3f}): {', '.join(near)}")
-        under = [e.name for e in ready if self.under_trained(e)]
+        under = [e for e in ready if self.under_trained(e)]
         if under:
-            out.append(f"under-trained: {', '.join(under)} still improved at their last validation in most trials; "
-                       "more epochs (train.epochs) may change the order")
+            keys = sorted({length_key_of(e) for e in under})
+            out.append(f"under-trained: {', '.join(e.name for e in under)} still improved at their last validation in "
+                       f"most trials; more epochs ({' or '.join(keys)}) may change the order"
+                       + ("" if len(keys) == 1 else " (" + "; ".join(f"{e.name}: {length_key_of(e)}" for e in under) + ")"))
         out += self.too_small()
         return out
 
@@ -89,3 +91,13 @@ class Answer:
             parts.append(f"{e.name} ({need})")
         return [f"the study is too small to separate {len(undecided)} candidate(s) from the leader within "
                 f"{self.eps:g}: " + "; ".join(parts)]
+
+
+def length_key_of(e: Estimate) -> str:
+    """The key that lengthens the validated epochs of the candidate's method (Method.length_key: a two-stage
+    method validates in stage 2 only, which baseline.stage2_epochs lengthens, not train.epochs)."""
+    from ...methods import REGISTRY
+
+    names = {m.get("method") for m in e.recipe_runs} - {None}
+    method = REGISTRY.get(names.pop()) if len(names) == 1 else None
+    return method.length_key if method else "train.epochs"
