@@ -265,3 +265,29 @@ def test_a_trial_that_starts_from_a_prefix_trains_in_a_second_ray_pass(tmp_path)
     passes.clear()
     shared.run_then_replay(s, [early], run_on_ray, say=lambda line: None)
     assert [[p for _, p, _ in ps] for ps in passes] == [[early.prefix_from]]
+
+
+def test_what_a_source_kept_for_others_is_released_once_they_have_all_finished(tmp_path):
+    """checkpoints/validated (for replays) and checkpoints/prefix (for trials starting from it) are deleted
+    when, and only when, every trial using them has metrics.json; a source's own files stay."""
+    s = plan(tmp_path, ["ce", "posthoc_la"])
+    derived = next(t for t in s.trials if t.derived_from)
+    source = next(t for t in s.trials if t.id == derived.derived_from)
+    finish(s, source)
+    kept = trial_dir(s.out, source) / "checkpoints" / "validated"
+    assert shared.release_shared(s, say=lambda line: None) == [] and kept.is_dir()  # its replay has not run
+    trial_dir(s.out, derived).mkdir(parents=True)
+    (trial_dir(s.out, derived) / "metrics.json").write_text(json.dumps(fake_metrics(0.5, derived.fold)))
+    said = []
+    assert shared.release_shared(s, say=said.append) == [kept] and not kept.exists()
+    assert (trial_dir(s.out, source) / "metrics.json").is_file() and "released" in said[0]
+
+    m = plan(tmp_path / "m", ["mislas"], space={"mislas": {"baseline.mislas_smooth_tail": [0.0, 0.1]}})
+    follower = next(t for t in m.trials if t.prefix_from)
+    first = next(t for t in m.trials if t.id == follower.prefix_from)
+    keep_prefix(m, first)
+    finish(m, first)
+    prefix = trial_dir(m.out, first) / "checkpoints" / "prefix"
+    assert shared.release_shared(m, say=lambda line: None) == [] and prefix.is_dir()
+    finish(m, follower)
+    assert shared.release_shared(m, say=lambda line: None) == [prefix] and not prefix.exists()
