@@ -40,9 +40,13 @@ def test_a_draw_scores_both_rules_against_every_recipe():
     assert row["old_rec"] == "ce" and row["old_regret"] == pytest.approx(0.21) and not row["old_covered"]
     assert row["new_best_in_equals"] and row["old_best_in_equals"]  # la "tied" by its noisy folds, yet passed over
     assert draw_row("x", report, {"la": 0.83}) is None  # a recipe not trained yet: the draw is pending
-    s = summary([row, row | {"new_regret": 0.02, "new_covered": False}])
+    assert not row["under_trained"]
+    warned = draw_row("x", report | {"warnings": ["under-trained: la still improved ..."]}, {"ce": 0.62, "la": 0.83})
+    assert warned["under_trained"]
+    s = summary([row, row | {"new_regret": 0.02, "new_covered": False, "under_trained": True}])
     assert s["new"]["median_regret"] == pytest.approx(0.01) and s["new"]["max_regret"] == pytest.approx(0.02)
     assert s["new"]["covered"] == 1 and s["old"]["covered"] == 0 and math.isnan(s["new"]["mean_spearman"])
+    assert s["new_quiet"]["draws"] == 1 and s["new_quiet"]["max_regret"] == 0 and s["new_quiet"]["covered"] == 1
 
 
 def test_shapes_lt_is_long_tailed_seeded_and_reproducible(tmp_path):
