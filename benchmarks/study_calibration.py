@@ -87,9 +87,9 @@ def run_study(args, name: str, where: Path, shards: Path) -> int:
                        *(["--resume"] if (where / "study" / "search.json").is_file() else []), *args.overrides])
 
 
-def train_recipes(args, where: Path, report: dict) -> dict[str, float]:
+def train_recipes(args, where: Path, report: dict) -> tuple[dict[str, float], dict[str, float]]:
     """Every complete candidate's recipe trained (a Ray batch, --max-concurrent at a time) and scored on
-    `test`: name -> test macro-F1 under the balanced prior."""
+    `test`: (name -> test macro-F1 under the balanced prior, name -> its test_spread)."""
     from adpm_dist.config import load_config
     from adpm_dist.tune.batch import batch_run, run_batch
     from adpm_dist.tune.experiment import load_search
@@ -112,7 +112,8 @@ def train_recipes(args, where: Path, report: dict) -> dict[str, float]:
             todo.append(batch_run(run.name, e.name, load_config(recipe, [f"run.output_dir={run}", "train.resume=auto"])))
     if todo and not args.no_run:
         run_batch(where / "recipe_batch", todo, jobs=args.max_concurrent, cpus_per_run=1.0)
-    return {name: balanced_test_score(run) for name, run in runs.items() if (run / "metrics.json").is_file()}
+    return {name: balanced_test_score(run) for name, run in runs.items() if (run / "metrics.json").is_file()}, \
+        {name: test_spread(run) for name, run in runs.items() if (run / "metrics.json").is_file()}
 
 
 def trained_run(where: Path, name: str, cfg) -> Path | None:
@@ -136,9 +137,8 @@ def trained_run(where: Path, name: str, cfg) -> Path | None:
     return None
 
 
-def balanced_test_score(run: Path) -> float:
-    """The recipe's test macro-F1 as a balanced test set measures it (its test confusion rows rescaled to
-    1/K; photo-LT's and shapes-LT's test parts are balanced already, digits-LT's is what the draw left)."""
+def test_predictions(run: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(labels, predictions, balanced prior) of a recipe's test part, as class indices."""
     import csv
 
     from adpm_dist.tune.study import target
@@ -147,9 +147,35 @@ def balanced_test_score(run: Path) -> float:
     with open(run / "predictions.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     index = {c: i for i, c in enumerate(names)}
-    c = target.confusions(np.array([index[r["label"]] for r in rows]), np.array([index[r["prediction"]] for r in rows]),
-                          len(names))
-    return float(target.prior_scores(c, target.target_prior("balanced", names))["macro_f1"])
+    return (np.array([index[r["label"]] for r in rows]), np.array([index[r["prediction"]] for r in rows]),
+            target.target_prior("balanced", names))
+
+
+def balanced_test_score(run: Path) -> float:
+    """The recipe's test macro-F1 as a balanced test set measures it (its test confusion rows rescaled to
+    1/K; photo-LT's and shapes-LT's test parts are balanced already, digits-LT's is what the draw left)."""
+    from adpm_dist.tune.study import target
+
+    labels, predictions, prior = test_predictions(run)
+    return float(target.prior_scores(target.confusions(labels, predictions, prior.size), prior)["macro_f1"])
+
+
+def test_spread(run: Path, n_boot: int = 1000) -> float:
+    """The standard deviation of the recipe's balanced test macro-F1 over class-stratified resamples of the
+    test images: how far another test part of this size would move the score the user sees."""
+    from adpm_dist.tune.study import target
+
+    labels, predictions, prior = test_predictions(run)
+    reps = target.paired_bootstrap({"r": predictions[None, :]}, labels, np.zeros_like(labels), prior.size, prior,
+                                   n_boot=n_boot)["r"]
+    return float(np.std(reps, ddof=1))
+
+
+def widened(interval: tuple[float, float], centre: float, spread: float, z: float = 1.959964) -> tuple[float, float]:
+    """A prediction interval for one test part's score: each side of the study's interval around its centre
+    combined (in quadrature) with z x the test part's own spread."""
+    lo, hi = interval
+    return centre - math.hypot(centre - lo, z * spread), centre + math.hypot(hi - centre, z * spread)
 
 
 def old_rule(estimates: list) -> tuple[str | None, tuple[float, float], list[str]]:
@@ -175,8 +201,9 @@ def spearman(a: list[float], b: list[float]) -> float:
     return float(spearmanr(a, b).statistic) if len(a) > 2 else math.nan
 
 
-def draw_row(name: str, report: dict, tests: dict[str, float]) -> dict | None:
-    """One draw's verdicts under both rules (None until every candidate's recipe is scored)."""
+def draw_row(name: str, report: dict, tests: dict[str, float], spreads: dict[str, float] | None = None) -> dict | None:
+    """One draw's verdicts under both rules (None until every candidate's recipe is scored). ``spreads``: each
+    recipe's test_spread, for the prediction-interval coverage (``*_predicted``)."""
     from adpm_dist.tune.study.compare import equals
 
     est = [e for e in report["estimates"] if e.name in tests]
@@ -187,6 +214,15 @@ def draw_row(name: str, report: dict, tests: dict[str, float]) -> dict | None:
     d = report["decisions"]
     old_name, (old_lo, old_hi), old_tied = old_rule(report["estimates"])
     names = [e.name for e in est]
+    spreads = spreads or {}
+
+    def predicted(rec: str, interval, centre: float) -> bool | None:
+        if rec not in spreads:
+            return None
+        lo, hi = widened(interval, centre, spreads[rec])
+        return lo <= tests[rec] <= hi
+
+    old_centre = next(e.mean_std("macro_f1")[0] for e in est if e.name == old_name)
     return {"draw": name, "best": max(tests, key=tests.get), "best_test": best,
             "new_rec": rec.name, "new_regret": best - tests[rec.name],
             "new_covered": d[rec.name].low <= tests[rec.name] <= d[rec.name].high,
@@ -197,6 +233,8 @@ def draw_row(name: str, report: dict, tests: dict[str, float]) -> dict | None:
             "old_covered": old_lo <= tests[old_name] <= old_hi, "old_interval": (old_lo, old_hi),
             "old_best_in_equals": max(tests, key=tests.get) in old_tied,
             "old_spearman": spearman([e.mean_std("macro_f1")[0] for e in est], [tests[n] for n in names]),
+            "new_predicted": predicted(rec.name, (d[rec.name].low, d[rec.name].high), d[rec.name].estimate),
+            "old_predicted": predicted(old_name, (old_lo, old_hi), old_centre),
             "near_chance": all(report["decisions"][n].estimate < 0.2 for n in names),
             # the study's own warning that more epochs may change the order: such a draw breaks the benchmark's
             # condition (epochs enough that no candidate is under-trained), so the summary also leaves it out
@@ -215,6 +253,7 @@ def rule_summary(rows: list[dict], rule: str) -> dict:
             "max_regret": max(regret) if rows else math.nan, "covered": covered,
             "coverage_interval": wilson_interval(covered, len(rows)),
             "best_in_equals": sum(r[f"{rule}_best_in_equals"] for r in rows),
+            "predicted": sum(bool(r.get(f"{rule}_predicted")) for r in rows),
             "mean_spearman": float(np.nanmean([r[f"{rule}_spearman"] for r in rows])) if rows else math.nan}
 
 
@@ -231,8 +270,8 @@ def section(argv: list[str], rows: list[dict], pending: list[str]) -> str:
     lines = [f"{dt.datetime.now():%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, load average at the end {load}. Command:",
              "", "    python -m benchmarks.study_calibration " + shlex.join(argv), "",
              f"{s['draws']} draw(s) complete; not yet: {', '.join(pending) or 'none'}.", "",
-             "| rule | median regret | max regret | coverage of the 95% interval | test-best among equals | "
-             "mean Spearman CV vs test |", "|---|---:|---:|---|---:|---:|"]
+             "| rule | median regret | max regret | coverage of the 95% interval | ... widened by the test part's "
+             "own spread | test-best among equals | mean Spearman CV vs test |", "|---|---:|---:|---|---:|---:|---:|"]
     for rule, title in (("new", "target prior + paired bootstrap + equivalence 0.01"),
                         ("old", "fold mean + 3-pair bootstrap (before issue 32)"),
                         ("new_quiet", "the first, on the draws without an under-trained warning")):
@@ -241,7 +280,8 @@ def section(argv: list[str], rows: list[dict], pending: list[str]) -> str:
             continue
         lo, hi = r["coverage_interval"]
         lines.append(f"| {title} ({r['draws']} draws) | {r['median_regret']:.3f} | {r['max_regret']:.3f} | "
-                     f"{r['covered']}/{r['draws']} (Wilson {lo:.2f}-{hi:.2f}) | {r['best_in_equals']}/{r['draws']} | "
+                     f"{r['covered']}/{r['draws']} (Wilson {lo:.2f}-{hi:.2f}) | {r['predicted']}/{r['draws']} | "
+                     f"{r['best_in_equals']}/{r['draws']} | "
                      f"{r['mean_spearman']:+.2f} |")
     lines += ["", "| draw | test-best (macro-F1) | new: rec, test, interval, regret | old: rec, test, interval, "
               "regret | Spearman new / old |", "|---|---|---|---|---|"]
@@ -292,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
             pending.append(name)
             continue
         report = consolidate_study(where / "study")
-        row = draw_row(name, report, train_recipes(args, where, report))
+        row = draw_row(name, report, *train_recipes(args, where, report))
         (rows.append(row) if row else pending.append(name))
         if row:
             (where / "calibration.json").write_text(json.dumps(row, indent=1, default=str))

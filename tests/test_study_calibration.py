@@ -59,3 +59,27 @@ def test_shapes_lt_is_long_tailed_seeded_and_reproducible(tmp_path):
     assert digest(tmp_path / "a") == digest(tmp_path / "b")
     with pytest.raises(FileExistsError):
         shapes_lt.build(tmp_path / "a")
+
+
+def test_the_prediction_interval_adds_the_test_parts_own_spread(tmp_path):
+    """widened: each side combined in quadrature with z x the test spread (closed form); test_spread: 0 for a
+    recipe right on every test image, and about sqrt(p(1-p)/n)-sized for one wrong on a fraction p."""
+    from benchmarks.study_calibration import test_spread, widened
+
+    lo, hi = widened((0.80, 0.86), 0.84, 0.0)
+    assert (lo, hi) == pytest.approx((0.80, 0.86))
+    lo, hi = widened((0.80, 0.86), 0.84, 0.01)
+    assert lo == pytest.approx(0.84 - math.hypot(0.04, 0.0196), rel=1e-4)
+    assert hi == pytest.approx(0.84 + math.hypot(0.02, 0.0196), rel=1e-4)
+
+    def run(name, wrong):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "metrics.json").write_text('{"per_class": {"a": {}, "b": {}}}')
+        rows = ["key,label,prediction"] + [f"k{i},{y},{'b' if y == 'a' and i < wrong else y}"
+                                           for i, y in enumerate(["a"] * 100 + ["b"] * 100)]
+        (d / "predictions.csv").write_text("\n".join(rows) + "\n")
+        return d
+
+    assert test_spread(run("right", 0)) == 0
+    assert 0.005 < test_spread(run("some_wrong", 10)) < 0.05
