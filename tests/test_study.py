@@ -66,20 +66,25 @@ def study(tmp_path):
     s = plan(tmp_path, {"logit_adjusted": {"baseline.la_tau": [0.5, 1.0]}})
     write_search(s)
     for t in s.trials:
-        d = trial_dir(s.out, t)
-        d.mkdir(parents=True)
-        choices = {"epochs": {"value": 2 + t.fold, "source": "chosen on validation", "flag": None,
-                              "rising_at_end": t.candidate == "ce", "fix": {"train.stop_at_epoch": 2 + t.fold}}}
-        history = [{"epoch": 1, "macro_f1": 0.4}, {"epoch": 2, "macro_f1": 0.5 if t.candidate == "ce" else 0.4}]
-        (d / "metrics.json").write_text(json.dumps(fake_metrics(cv_score(t), t.fold) | {
-            "choices": choices, "selection": {"rule": "best", "epoch": 2, "history": history}}))
-        save_config(s.config_of(t), d / "config.yaml")  # what --resume compares a finished trial with
-        preds = predictions(t)
-        rows = ["key,label,prediction"] + [f"f{t.fold}k{i},{y},{p}" for i, (y, p) in enumerate(zip(LABELS, preds))]
-        (d / "predictions.csv").write_text("\n".join(rows) + "\n")
-        wall = 100.0 if t.candidate == "logit_adjusted" else 50.0
-        (d / "cost.json").write_text(json.dumps({"wall_s": wall, "cpus": 1, "gpus": 0, "attempts": 1, "processes": 1}))
+        write_trial(s, t)
     return s
+
+
+def write_trial(s, t) -> None:
+    """One finished trial of the synthetic study: metrics, config, predictions and cost, as Ray leaves them."""
+    d = trial_dir(s.out, t)
+    d.mkdir(parents=True)
+    choices = {"epochs": {"value": 2 + t.fold, "source": "chosen on validation", "flag": None,
+                          "rising_at_end": t.candidate == "ce", "fix": {"train.stop_at_epoch": 2 + t.fold}}}
+    history = [{"epoch": 1, "macro_f1": 0.4}, {"epoch": 2, "macro_f1": 0.5 if t.candidate == "ce" else 0.4}]
+    (d / "metrics.json").write_text(json.dumps(fake_metrics(cv_score(t), t.fold) | {
+        "choices": choices, "selection": {"rule": "best", "epoch": 2, "history": history}}))
+    save_config(s.config_of(t), d / "config.yaml")  # what --resume compares a finished trial with
+    preds = predictions(t)
+    rows = ["key,label,prediction"] + [f"f{t.fold}k{i},{y},{p}" for i, (y, p) in enumerate(zip(LABELS, preds))]
+    (d / "predictions.csv").write_text("\n".join(rows) + "\n")
+    wall = 100.0 if t.candidate == "logit_adjusted" else 50.0
+    (d / "cost.json").write_text(json.dumps({"wall_s": wall, "cpus": 1, "gpus": 0, "attempts": 1, "processes": 1}))
 
 
 def test_plan_is_conditional_and_nested(tmp_path):

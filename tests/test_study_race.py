@@ -1,4 +1,4 @@
-"""--race on a synthetic held-out study (no training, no Ray): the trials of a wave are 'run' by writing
+"""--race on synthetic held-out and nested studies (no training, no Ray): the trials of a wave are 'run' by writing
 their results; ce, clearly worse after two folds, runs no third-fold trial; the answer is complete."""
 from __future__ import annotations
 
@@ -57,13 +57,30 @@ def test_race_drops_the_clearly_worse_and_the_answer_is_complete(tmp_path):
     assert race(study, run_wave) == raced and ran == []
 
 
-def test_race_refuses_nested_cv(tmp_path):
-    import pytest
+def test_race_under_nested_cv_runs_each_outer_fold_whole(tmp_path):
+    """Fold-only shards (nested CV): wave k holds outer fold k's CV trials and the inner trials choosing its
+    point; ce, clearly worse after two outer folds, runs nothing of the third, neither CV nor inner trials;
+    the look chose logit_adjusted's point per outer fold on all its inner folds, as the answer does."""
+    from test_study import write_trial as write_nested
 
-    study = plan(tmp_path, {})
-    with pytest.raises(ValueError, match="--race needs shards with a `test` part"):
-        race(study, lambda trials: None)
+    study = plan(tmp_path, {"logit_adjusted": {"baseline.la_tau": [0.5, 1.0]}})
+    assert study.protocol == "nested"
+    write_search(study)
+    ran = []
 
+    def run_wave(trials):
+        ran.append(trials)
+        for t in trials:
+            write_nested(study, t)
+
+    raced = race(study, run_wave, say=lambda _: None)
+    assert list(raced) == ["ce"] and raced["ce"]["wave"] == 2
+    assert [{(t.outer if t.outer is not None else t.fold) for t in wave} for wave in ran] == [{0}, {1}, {2}]
+    assert {t.outer for t in ran[2] if t.outer is not None} == {2} and not any(t.candidate == "ce" for t in ran[2])
+    report = consolidate_study(study.out)
+    assert report["partial"] == [] and report["decisions"]["ce"].verdict == "raced out (wave 2)"
+    la = next(e for e in report["estimates"] if e.name == "logit_adjusted")
+    assert [la.selections[k].point for k in range(3)] == ["la_tau1", "la_tau1", "la_tau0.5"]
 
 def test_each_look_reads_a_wider_interval_bonferroni_over_the_looks():
     """A race looks after waves 2 .. folds - 1; its drop rule (upper end below -eps) is a one-sided test at

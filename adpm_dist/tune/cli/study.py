@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--equivalence", type=float, default=0.01,
                    help="macro-F1 margin within which a candidate counts as equal to the leader (default 0.01)")
     a.add_argument("--race", action="store_true",
-                   help="run fold by fold and drop a candidate once clearly worse than the leader (held-out protocol)")
+                   help="run fold by fold and drop a candidate once clearly worse than the leader (held-out or nested CV)")
     g.add_argument("--no-share", action="store_true",
                    help="train every trial itself, even one whose training another trial already does (docs/tune.md, "
                         "'Shared training'; to measure what sharing saves)")
@@ -127,15 +127,11 @@ def run(args: argparse.Namespace) -> int:
 def run_raced(study, resources, args, base) -> None:
     """--race: the study's trials wave by wave (one fold each) on one cluster; the clearly worse drop out."""
     from ..search import ray_cluster, run_search
-    from ..study.race import race
+    from ..study.race import race, wave_of
     from ..study.shared import run_then_replay
 
-    if study.protocol != "held_out_test":
-        raise ValueError("--race needs shards with a `test` part (held-out protocol); racing nested CV is not "
-                         "supported yet")
-
     def run_wave(trials):
-        print(f"race: fold {trials[0].fold} ({len(trials)} trials; {len(study.trials)} in the study)", flush=True)
+        print(f"race: fold {wave_of(trials[0])} ({len(trials)} trials; {len(study.trials)} in the study)", flush=True)
         run_then_replay(study, trials, lambda: run_search(
             study, resources, cluster_options(args), early_stopping(args, base),
             progress_interval=args.progress_interval, connected=True), replay_threads(resources))

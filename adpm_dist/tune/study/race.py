@@ -10,8 +10,9 @@ reads a wider interval (look_level, Bonferroni over the planned looks), so the c
 the full study would not call clearly worse is dropped at any look stays within the final rule's. ``raced.json`` records each drop with its evidence and wave;
 the consolidation lists them and the study counts as complete for the candidates it kept.
 
-Held-out protocol only (shards with a `test` part): under nested CV a wave would have to hold the inner
-trials of an outer fold, whose point choice reads every other fold; that is not done yet.
+Nested CV (fold-only shards): wave k is outer fold k whole, its CV trials on fold k and the inner trials
+that choose its point (trained without fold k, evaluated on the others), so each look compares the outer
+scores of the folds done exactly as the final answer would.
 """
 from __future__ import annotations
 
@@ -28,9 +29,15 @@ RACED_FILE = "raced.json"
 MIN_WAVES = 2  # never drop on one fold: its images are a third of the evidence at most
 
 
+def wave_of(trial) -> int:
+    """The outer fold a trial serves: its evaluation fold, or for an inner trial of nested CV its outer fold."""
+    return trial.fold if trial.outer is None else trial.outer
+
+
 def waves(trials: list, folds: int) -> list[list]:
-    """The trials grouped by their evaluation fold, in fold order (every seed of fold k in wave k)."""
-    return [[t for t in trials if t.fold == k] for k in range(folds)]
+    """The trials grouped by outer fold, in fold order (every seed of fold k in wave k; nested: with the inner
+    trials choosing fold k's point)."""
+    return [[t for t in trials if wave_of(t) == k] for k in range(folds)]
 
 
 def looks(folds: int) -> int:
@@ -54,7 +61,7 @@ def load_raced(out: Path) -> dict:
 def interim(out: Path, search: dict, folds_done: int, *, prior: str = "balanced",
             eps: float = compare.EQUIVALENCE, dropped: set[str] = frozenset(), level: float = compare.LEVEL):
     """(leader, decisions) of the candidates still racing, on the first ``folds_done`` folds only."""
-    partial = copy.deepcopy(search) | {"folds": folds_done}
+    partial = copy.deepcopy(search) | {"folds_done": folds_done}
     partial["candidates"] = [c for c in search["candidates"] if c["name"] not in dropped]
     results = read_results(out, search)
     names = class_names_of(results)
@@ -67,9 +74,6 @@ def race(study, run_wave: Callable[[list], None], *, prior: str = "balanced", ep
          say: Callable[[str], None] = print) -> dict:
     """Run ``study.todo`` wave by wave through ``run_wave(trials)``; returns raced.json's content (candidate ->
     wave, leader, difference and interval). A resumed race keeps its earlier drops."""
-    if study.protocol != "held_out_test":
-        raise ValueError("--race needs shards with a `test` part (held-out protocol); racing nested CV is not "
-                         "supported yet")
     raced = load_raced(study.out)
     level = look_level(study.folds)
     todo = set(t.id for t in study.todo)

@@ -132,7 +132,10 @@ def pooled(out: Path, runs: list[TrialResult], class_names: list[str]) -> tuple[
 
 def select(out: Path, results: dict[str, TrialResult], search: dict, candidate: dict, outer: int | None,
            class_names: list[str]) -> Selection:
-    folds = [k for k in range(search["folds"]) if k != outer]
+    """The point of ``candidate`` for outer fold ``outer`` (nested: on its inner trials, every other fold), or
+    over the CV trials (``outer`` None: the folds done, ``folds_done``, in a race's interim look)."""
+    done = search["folds"] if outer is not None else search.get("folds_done", search["folds"])
+    folds = [k for k in range(done) if k != outer]
     points = [p["label"] for p in candidate["points"]]
     if len(points) == 1:  # nothing to choose: no inner trials were planned
         return Selection(points[0], folds, True)
@@ -152,7 +155,9 @@ def select(out: Path, results: dict[str, TrialResult], search: dict, candidate: 
 
 def estimate(out: Path, results: dict[str, TrialResult], search: dict, candidate: dict,
              class_names: list[str]) -> Estimate:
-    name, folds, seeds = candidate["name"], search["folds"], search["seeds"]
+    """``search["folds_done"]`` (a race's interim look, race.py): only the first outer folds count."""
+    name, seeds = candidate["name"], search["seeds"]
+    folds = search.get("folds_done", search["folds"])
     selections = {None: select(out, results, search, candidate, None, class_names)}
     if search["protocol"] == NESTED:
         selections |= {k: select(out, results, search, candidate, k, class_names) for k in range(folds)}
