@@ -51,3 +51,18 @@ def test_the_race_floor_is_every_candidate_before_the_first_look_then_the_answer
     write_study(tmp_path / "shared", shared)
     assert race_floor(tmp_path, "la") == 2 * 2 + 2 * 0.5 + 3  # adpm's first folds shared, la alone after them
     assert race_floor(tmp_path, "adpm") == 2 * 2 + 2 * 0.5 + 3  # its late folds as trained alone (full study)
+
+
+def test_a_race_is_priced_as_a_range_down_to_its_floor():
+    """race_floor: every candidate's first MIN_WAVES (2) of 5 waves, then the cheapest alone (closed form);
+    the price line of a --race study gives that floor and the full total as its range."""
+    from adpm_dist.tune.price import race_line
+    from adpm_dist.tune.study.race import race_floor
+
+    assert race_floor({"ce": 1.0, "adpm": 4.0}, 5) == 0.4 * 5.0 + 0.6 * 1.0
+    assert race_floor({"ce": 1.0, "adpm": 4.0}, 2) == 5.0  # no look before the last wave: nothing is saved
+    rows = [Row("ce", 10, 30, EpochCost(2.0, 1.0, 3)), Row("adpm", 10, 40, EpochCost(3.0, 3.0, 3))]
+    total = estimate(rows, 1.0, 0.0, 2)
+    ce, adpm = 10 * 30 * 1.0 / 3600, 10 * 40 * 3.0 / 3600
+    line = race_line(rows, total, 5, (1.0, 0.0, 2))
+    assert f"between {0.4 * (ce + adpm) + 0.6 * ce:.3f} CPU-hours" in line and "after 2 of 5 folds" in line

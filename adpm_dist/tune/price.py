@@ -139,21 +139,43 @@ def at_once(resources, machine_cpus: int) -> int:
 def price(experiment, resources, stream, calibrate: bool = False) -> tuple[list[Row], dict]:
     """The rows and estimate of `experiment` on `resources`, after calibrating the candidates without a
     record when `calibrate` (its progress on `stream`)."""
-    import os
-
     rows = plan_rows(experiment, resources)
     if calibrate and (unpriced := list(dict.fromkeys(r.name for r in rows if r.cost is None))):
         from .calibrate import calibrate as measure
 
         measure(experiment, unpriced, stream)
         rows = plan_rows(experiment, resources)
-    per_trial = resources.cpus_per_running_trial
-    gpus = resources.gpus_per_trial * resources.workers_per_trial
-    return rows, estimate(rows, per_trial, gpus, at_once(resources, os.cpu_count() or 1))
+    return rows, estimate(rows, *trial_resources(resources))
 
 
-def show_price(experiment, resources, stream, calibrate: bool = False) -> dict:
-    """Print the price of `experiment` on `resources` (see `price`); the estimate (for tests and the caller)."""
+def trial_resources(resources) -> tuple[float, float, int]:
+    """(CPUs held per running trial, GPUs per trial, trials at once) on this machine."""
+    import os
+
+    return (resources.cpus_per_running_trial, resources.gpus_per_trial * resources.workers_per_trial,
+            at_once(resources, os.cpu_count() or 1))
+
+
+def show_price(experiment, resources, stream, calibrate: bool = False, race_folds: int | None = None) -> dict:
+    """Print the price of `experiment` on `resources` (see `price`); the estimate (for tests and the caller).
+    ``race_folds``: a --race study of that many waves, whose price is a range (race_line)."""
     rows, total = price(experiment, resources, stream, calibrate)
-    print("\n".join(price_lines(rows, total, replayed_counts(experiment))), file=stream, flush=True)
+    lines = price_lines(rows, total, replayed_counts(experiment))
+    if race_folds:
+        lines.append(race_line(rows, total, race_folds, trial_resources(resources)))
+    print("\n".join(lines), file=stream, flush=True)
     return total
+
+
+def race_line(rows: list[Row], total: dict, folds: int, held: tuple[float, float, int]) -> str:
+    """What --race can save: the total is its price when nothing is raced out; the least it can cost is every
+    trial of the first looks' folds, then the cheapest candidate alone (study/race.py race_floor). ``held``:
+    trial_resources."""
+    from .study.race import MIN_WAVES, race_floor
+
+    unit = "gpu" if total["gpu_hours"] > 0 else "cpu"
+    names = dict.fromkeys(r.name for r in rows if r.cost is not None)
+    floor = race_floor({n: estimate([r for r in rows if r.name == n], *held)[f"{unit}_hours"] for n in names}, folds)
+    unit = unit.upper()
+    return (f"  with --race: between {floor:.3f} {unit}-hours (every candidate but the cheapest raced out at the "
+            f"first look, after {MIN_WAVES} of {folds} folds) and the total above (nothing raced out)")

@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"study: {len(study.trials)} trials (points per candidate: {per}; {folds} folds x {len(study.seeds)} "
           f"seed(s){', nested CV (no test part)' if study.protocol == 'nested' else ''}); {len(study.todo)} to run"
           f"{f', {len(study.skipped)} skipped by --max-trials' if study.skipped else ''} -> {output}", flush=True)
-    show_price(study, resources, sys.stdout, calibrate=args.calibrate)
+    show_price(study, resources, sys.stdout, calibrate=args.calibrate, race_folds=folds if args.race else None)
     if args.dry_run:
         return 0
     try:

@@ -29,6 +29,15 @@ RACED_FILE = "raced.json"
 MIN_WAVES = 2  # never drop on one fold: its images are a third of the evidence at most
 
 
+def race_floor(hours: dict[str, float], folds: int) -> float:
+    """The least a race of ``folds`` waves can cost, given each candidate's hours over the whole study: every
+    candidate's share of the first MIN_WAVES waves (nothing is dropped before), then the cheapest alone."""
+    if not hours:
+        return 0.0
+    first = min(1.0, MIN_WAVES / folds)
+    return first * sum(hours.values()) + (1 - first) * min(hours.values())
+
+
 def wave_of(trial) -> int:
     """The outer fold a trial serves: its evaluation fold, or for an inner trial of nested CV its outer fold."""
     return trial.fold if trial.outer is None else trial.outer
