@@ -13,7 +13,7 @@ from test_tune_consolidate import TINY, fake_metrics
 from adpm_dist.config import save_config
 from adpm_dist.tune.experiment import SearchSpec, trial_dir, write_search
 from adpm_dist.tune.price import plan_rows, replayed_counts
-from adpm_dist.tune.study import shared
+from adpm_dist.tune.study import release, shared
 from adpm_dist.tune.study.plan import plan_study
 from adpm_dist.tune.study.spec import build_candidates
 
@@ -275,11 +275,11 @@ def test_what_a_source_kept_for_others_is_released_once_they_have_all_finished(t
     source = next(t for t in s.trials if t.id == derived.derived_from)
     finish(s, source)
     kept = trial_dir(s.out, source) / "checkpoints" / "validated"
-    assert shared.release_shared(s, say=lambda line: None) == [] and kept.is_dir()  # its replay has not run
+    assert release.release_shared(s, say=lambda line: None) == [] and kept.is_dir()  # its replay has not run
     trial_dir(s.out, derived).mkdir(parents=True)
     (trial_dir(s.out, derived) / "metrics.json").write_text(json.dumps(fake_metrics(0.5, derived.fold)))
     said = []
-    assert shared.release_shared(s, say=said.append) == [kept] and not kept.exists()
+    assert release.release_shared(s, say=said.append) == [kept] and not kept.exists()
     assert (trial_dir(s.out, source) / "metrics.json").is_file() and "released" in said[0]
 
     m = plan(tmp_path / "m", ["mislas"], space={"mislas": {"baseline.mislas_smooth_tail": [0.0, 0.1]}})
@@ -288,6 +288,35 @@ def test_what_a_source_kept_for_others_is_released_once_they_have_all_finished(t
     keep_prefix(m, first)
     finish(m, first)
     prefix = trial_dir(m.out, first) / "checkpoints" / "prefix"
-    assert shared.release_shared(m, say=lambda line: None) == [] and prefix.is_dir()
+    assert release.release_shared(m, say=lambda line: None) == [] and prefix.is_dir()
     finish(m, follower)
-    assert shared.release_shared(m, say=lambda line: None) == [prefix] and not prefix.exists()
+    assert release.release_shared(m, say=lambda line: None) == [prefix] and not prefix.exists()
+
+
+def test_a_finished_trials_resume_checkpoints_are_deleted_an_unfinished_ones_kept(tmp_path):
+    """release_finished: checkpoints/step_* (and half-written ones) of a trial with metrics.json go; best.pt,
+    validated weights and prefixes stay (release_shared's business); an unfinished trial keeps everything,
+    since a retry resumes from it. run_then_replay does it unless keep_checkpoints."""
+    s = plan(tmp_path, ["ce"])
+    done, killed = s.trials[0], s.trials[1]
+    for t in (done, killed):
+        ckpt = trial_dir(s.out, t) / "checkpoints"
+        for name in ("step_00000009", "step_00000018", ".tmp-step_00000027"):
+            (ckpt / name).mkdir(parents=True)
+            (ckpt / name / "trainer_state.json").write_text("{}")
+        (ckpt / "best.pt").write_bytes(b"w")
+    finish(s, done)
+    removed = release.release_finished(s, [done, killed], say=lambda line: None)
+    assert sorted(p.name for p in removed) == [".tmp-step_00000027", "step_00000009", "step_00000018"]
+    left = trial_dir(s.out, done) / "checkpoints"
+    assert sorted(p.name for p in left.iterdir()) == ["best.pt", "validated"]
+    assert len(list((trial_dir(s.out, killed) / "checkpoints").iterdir())) == 4
+
+    wave = [t for t in s.todo if t.fold == 2]
+    for keep in (True, False):
+        for t in wave:
+            (trial_dir(s.out, t) / "checkpoints" / "step_00000009").mkdir(parents=True, exist_ok=True)
+            (trial_dir(s.out, t) / "checkpoints" / "step_00000009" / "trainer_state.json").write_text("{}")
+        shared.run_then_replay(s, wave, lambda: [finish(s, t) for t in s.todo], say=lambda line: None,
+                               keep_checkpoints=keep)
+        assert all((trial_dir(s.out, t) / "checkpoints" / "step_00000009").is_dir() == keep for t in wave)

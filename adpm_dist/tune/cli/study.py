@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="macro-F1 margin within which a candidate counts as equal to the leader (default 0.01)")
     a.add_argument("--race", action="store_true",
                    help="run fold by fold and drop a candidate once clearly worse than the leader (held-out or nested CV)")
+    g.add_argument("--keep-checkpoints", action="store_true",
+                   help="keep a finished trial's resume checkpoints (by default a study deletes them once the trial "
+                        "has finished: best.pt, metrics and predictions stay; docs/tune.md, 'Disk')")
     g.add_argument("--no-share", action="store_true",
                    help="train every trial itself, even one whose training another trial already does (docs/tune.md, "
                         "'Shared training'; to measure what sharing saves)")
@@ -117,7 +120,8 @@ def run(args: argparse.Namespace) -> int:
         else:  # shared training: the derived trials are replayed after the Ray trials (study/shared.py)
             run_then_replay(study, study.todo, lambda: run_search(
                 study, resources, cluster_options(args), early_stopping(args, base),
-                progress_interval=args.progress_interval), replay_threads(resources))
+                progress_interval=args.progress_interval), replay_threads(resources),
+                keep_checkpoints=args.keep_checkpoints)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -134,7 +138,8 @@ def run_raced(study, resources, args, base) -> None:
         print(f"race: fold {wave_of(trials[0])} ({len(trials)} trials; {len(study.trials)} in the study)", flush=True)
         run_then_replay(study, trials, lambda: run_search(
             study, resources, cluster_options(args), early_stopping(args, base),
-            progress_interval=args.progress_interval, connected=True), replay_threads(resources))
+            progress_interval=args.progress_interval, connected=True), replay_threads(resources),
+            keep_checkpoints=args.keep_checkpoints)
 
     with ray_cluster(cluster_options(args), resources, len(study.todo)):
         race(study, run_wave, prior=args.target_prior, eps=args.equivalence)

@@ -19,8 +19,8 @@ Ray, so it goes in a second Ray pass, once its source has run (`run_then_replay`
 run now and has no kept prefix leaves it to train from epoch 0.
 
 `share_training` and `share_prefixes` are pure planning (they import the methods, never Ray); `split`,
-`prefix_passes`, `replay_derived` and `release_shared` (what a source kept only for others is deleted once
-they have all finished) are the driver's side.
+`prefix_passes` and `replay_derived` are the driver's side, and release.py deletes what nothing needs any
+more.
 """
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ from pathlib import Path
 
 from ...config import result_settings
 from ..contract import apply_settings, trial_dir, trial_dir_of
+from .release import release
 
 
 def training_key(trial, cfg) -> tuple:
@@ -124,9 +125,11 @@ def split(study, trials: list) -> tuple[list, list]:
     return [t for t in trials if t.id not in replay_ids], replays
 
 
-def run_then_replay(study, trials: list, run_trained, threads: int = 1, say=print) -> dict[str, str]:
+def run_then_replay(study, trials: list, run_trained, threads: int = 1, say=print,
+                    keep_checkpoints: bool = True) -> dict[str, str]:
     """Run ``trials``: the ones that train through ``run_trained()`` (which runs ``study.todo``: Ray), then
-    the derived ones replayed here; the replays' statuses."""
+    the derived ones replayed here; the replays' statuses. Then what nothing needs any more is deleted
+    (release.py; a finished trial's resume checkpoints too unless ``keep_checkpoints``)."""
     trained, replays = split(study, trials)
     first, second = prefix_passes(study, trained)
     study.todo = first
@@ -136,35 +139,8 @@ def run_then_replay(study, trials: list, run_trained, threads: int = 1, say=prin
         say(f"shared training: {len(second)} trial(s) start from their source's kept prefix (a second Ray pass)")
         run_trained()
     status = replay_derived(study, replays, threads, say)
-    release_shared(study, say)
+    release(study, trials, keep_checkpoints=keep_checkpoints, say=say)
     return status
-
-
-def release_shared(study, say=print) -> list[Path]:
-    """Delete what a source kept only for others (checkpoints/validated: replays; checkpoints/prefix: trials
-    starting from it) once every trial depending on it has finished (metrics.json): at 224 px that is hundreds
-    of MB per source. A dependent that must run again later finds nothing kept and trains itself (split,
-    prefix_passes). Returns the folders removed."""
-    import shutil
-
-    from ...runtime.checkpoint import VALIDATED
-    from ...runtime.prefix import prefix_root
-
-    removed = []
-    for attr, folder in (("derived_from", lambda c: c / VALIDATED), ("prefix_from", prefix_root)):
-        users: dict[str, list] = {}
-        for t in study.trials:
-            if getattr(t, attr, None):
-                users.setdefault(getattr(t, attr), []).append(t)
-        for source, waiting in users.items():
-            kept = folder(trial_dir_of(study.out, source) / "checkpoints")
-            if kept.is_dir() and all((trial_dir(study.out, t) / "metrics.json").is_file() for t in waiting):
-                shutil.rmtree(kept, ignore_errors=True)
-                removed.append(kept)
-    if removed:
-        say(f"shared training: released the weights {len(removed)} source trial folder(s) kept for others "
-            "(every trial using them has finished)")
-    return removed
 
 
 def replay_derived(study, trials: list, threads: int = 1, say=print) -> dict[str, str]:
