@@ -228,6 +228,8 @@ def draw_row(name: str, report: dict, tests: dict[str, float], spreads: dict[str
             "new_covered": d[rec.name].low <= tests[rec.name] <= d[rec.name].high,
             "new_interval": (d[rec.name].low, d[rec.name].high), "new_test": tests[rec.name],
             "new_best_in_equals": max(tests, key=tests.get) in [e.name for e in equals(report["estimates"], d)],
+            # the test-best is not ruled out: leader, equal or undecided (never "clearly worse")
+            "new_best_kept": d[max(tests, key=tests.get)].verdict in ("leader", "equal", "undecided"),
             "new_spearman": spearman([d[n].estimate for n in names], [tests[n] for n in names]),
             "old_rec": old_name, "old_regret": best - tests[old_name], "old_test": tests[old_name],
             "old_covered": old_lo <= tests[old_name] <= old_hi, "old_interval": (old_lo, old_hi),
@@ -253,6 +255,7 @@ def rule_summary(rows: list[dict], rule: str) -> dict:
             "max_regret": max(regret) if rows else math.nan, "covered": covered,
             "coverage_interval": wilson_interval(covered, len(rows)),
             "best_in_equals": sum(r[f"{rule}_best_in_equals"] for r in rows),
+            "best_kept": sum(bool(r.get(f"{rule}_best_kept")) for r in rows),
             "predicted": sum(bool(r.get(f"{rule}_predicted")) for r in rows),
             "mean_spearman": float(np.nanmean([r[f"{rule}_spearman"] for r in rows])) if rows else math.nan}
 
@@ -271,7 +274,8 @@ def section(argv: list[str], rows: list[dict], pending: list[str]) -> str:
              "", "    python -m benchmarks.study_calibration " + shlex.join(argv), "",
              f"{s['draws']} draw(s) complete; not yet: {', '.join(pending) or 'none'}.", "",
              "| rule | median regret | max regret | coverage of the 95% interval | ... widened by the test part's "
-             "own spread | test-best among equals | mean Spearman CV vs test |", "|---|---:|---:|---|---:|---:|---:|"]
+             "own spread | test-best among equals | ... or undecided | mean Spearman CV vs test |",
+             "|---|---:|---:|---|---:|---:|---:|---:|"]
     for rule, title in (("new", "target prior + paired bootstrap + equivalence 0.01"),
                         ("old", "fold mean + 3-pair bootstrap (before issue 32)"),
                         ("new_quiet", "the first, on the draws without an under-trained warning")):
@@ -282,6 +286,7 @@ def section(argv: list[str], rows: list[dict], pending: list[str]) -> str:
         lines.append(f"| {title} ({r['draws']} draws) | {r['median_regret']:.3f} | {r['max_regret']:.3f} | "
                      f"{r['covered']}/{r['draws']} (Wilson {lo:.2f}-{hi:.2f}) | {r['predicted']}/{r['draws']} | "
                      f"{r['best_in_equals']}/{r['draws']} | "
+                     f"{r['best_kept'] if rule != 'old' else '-'}{'/' + str(r['draws']) if rule != 'old' else ''} | "
                      f"{r['mean_spearman']:+.2f} |")
     lines += ["", "| draw | test-best (macro-F1) | new: rec, test, interval, regret | old: rec, test, interval, "
               "regret | Spearman new / old |", "|---|---|---|---|---|"]

@@ -38,7 +38,7 @@ def test_a_draw_scores_both_rules_against_every_recipe():
     row = draw_row("digits_ir50_s1", report, {"ce": 0.62, "la": 0.83})
     assert row["new_rec"] == "la" and row["new_regret"] == 0 and row["new_covered"]
     assert row["old_rec"] == "ce" and row["old_regret"] == pytest.approx(0.21) and not row["old_covered"]
-    assert row["new_best_in_equals"] and row["old_best_in_equals"]  # la "tied" by its noisy folds, yet passed over
+    assert row["new_best_in_equals"] and row["old_best_in_equals"] and row["new_best_kept"]  # la "tied" by its noisy folds, yet passed over
     assert draw_row("x", report, {"la": 0.83}) is None  # a recipe not trained yet: the draw is pending
     assert not row["under_trained"]
     warned = draw_row("x", report | {"warnings": ["under-trained: la still improved ..."]}, {"ce": 0.62, "la": 0.83})
