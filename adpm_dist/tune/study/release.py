@@ -37,9 +37,8 @@ def release_shared(study, say=print) -> list[Path]:
                 users.setdefault(getattr(t, attr), []).append(t)
         for source, waiting in users.items():
             kept = folder(trial_dir_of(study.out, source) / "checkpoints")
-            if kept.is_dir() and all((trial_dir(study.out, t) / "metrics.json").is_file() for t in waiting):
-                shutil.rmtree(kept, ignore_errors=True)
-                removed.append(kept)
+            if kept.is_dir() and all(finished(study, t) for t in waiting):
+                removed += delete([kept])
     if removed:
         say(f"shared training: released {len(removed)} folder(s) of weights that source trials kept for others "
             "(every trial using them has finished)")
@@ -52,14 +51,20 @@ def release_finished(study, trials: list, say=print) -> list[Path]:
     from ...runtime.checkpoint import complete_checkpoints
 
     removed = []
-    for t in trials:
+    for t in filter(lambda t: finished(study, t), trials):  # an unfinished one's are what a retry resumes from
         ckpt = trial_dir(study.out, t) / "checkpoints"
-        if not (trial_dir(study.out, t) / "metrics.json").is_file():
-            continue  # unfinished (failed, interrupted): its checkpoints are what a retry resumes from
-        for p in [*complete_checkpoints(ckpt), *ckpt.glob(".tmp-step_*"), *ckpt.glob(".old-step_*")]:
-            shutil.rmtree(p, ignore_errors=True)
-            removed.append(p)
+        removed += delete([*complete_checkpoints(ckpt), *ckpt.glob(".tmp-step_*"), *ckpt.glob(".old-step_*")])
     if removed:
         say(f"disk: removed {len(removed)} resume checkpoint(s) of finished trials (best.pt, metrics and "
             "predictions stay; --keep-checkpoints keeps them)")
     return removed
+
+
+def finished(study, trial) -> bool:
+    return (trial_dir(study.out, trial) / "metrics.json").is_file()
+
+
+def delete(folders: list[Path]) -> list[Path]:
+    for p in folders:
+        shutil.rmtree(p, ignore_errors=True)
+    return folders
