@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--output", help="experiment directory (default: runs/tune_<dataset>)")
     g.add_argument("--resume", action="store_true", help="continue a search: finished trials are not re-run")
     g.add_argument("--consolidate-only", action="store_true", help="only (re)write the tables of --output")
+    g.add_argument("--keep-checkpoints", action="store_true",
+                   help="keep a finished trial's resume checkpoints (by default they are deleted once the trial has "
+                        "finished: best.pt, metrics and predictions stay; docs/tune.md, 'Disk')")
     g.add_argument("overrides", nargs="*", help="dotted key=value training overrides, e.g. train.epochs=2")
     add_runner_arguments(p)
     return p
@@ -79,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
     from ..grid import GridSpec, check_overrides, parse_values, plan_search
     from ..price import show_price
     from ..search import resources_and_shards, run_search
+    from ..study.release import release_finished
 
     output = Path(args.output or f"runs/tune_{args.dataset}").resolve()
     if args.fit and not args.consolidate_only:
@@ -121,6 +125,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         run_search(search, resources, cluster_options(args), early_stopping(args, base),
                    progress_interval=args.progress_interval)
+        if not args.keep_checkpoints:
+            release_finished(search, search.todo)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
