@@ -13,7 +13,8 @@ from test_tune_consolidate import TINY, fake_metrics
 from adpm_dist.config import save_config
 from adpm_dist.tune.experiment import SearchSpec, trial_dir, write_search
 from adpm_dist.tune.price import plan_rows, replayed_counts
-from adpm_dist.tune.study import release, shared
+from adpm_dist.tune import release
+from adpm_dist.tune.study import shared
 from adpm_dist.tune.study.plan import plan_study
 from adpm_dist.tune.study.spec import build_candidates
 

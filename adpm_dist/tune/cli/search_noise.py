@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     from ..grid import GridSpec, check_overrides, parse_values, plan_search
     from ..price import show_price
     from ..search import resources_and_shards, run_search
-    from ..study.release import release_finished
+    from ..release import release_finished
 
     output = Path(args.output or f"runs/tune_{args.dataset}").resolve()
     if args.fit and not args.consolidate_only:

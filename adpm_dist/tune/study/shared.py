@@ -19,7 +19,7 @@ Ray, so it goes in a second Ray pass, once its source has run (`run_then_replay`
 run now and has no kept prefix leaves it to train from epoch 0.
 
 `share_training` and `share_prefixes` are pure planning (they import the methods, never Ray); `split`,
-`prefix_passes` and `replay_derived` are the driver's side, and release.py deletes what nothing needs any
+`prefix_passes` and `replay_derived` are the driver's side, and tune/release.py deletes what nothing needs any
 more.
 """
 from __future__ import annotations
@@ -31,7 +31,7 @@ from pathlib import Path
 
 from ...config import result_settings
 from ..contract import apply_settings, trial_dir, trial_dir_of
-from .release import release
+from ..release import release
 
 
 def training_key(trial, cfg) -> tuple:
@@ -129,7 +129,7 @@ def run_then_replay(study, trials: list, run_trained, threads: int = 1, say=prin
                     keep_checkpoints: bool = True) -> dict[str, str]:
     """Run ``trials``: the ones that train through ``run_trained()`` (which runs ``study.todo``: Ray), then
     the derived ones replayed here; the replays' statuses. Then what nothing needs any more is deleted
-    (release.py; a finished trial's resume checkpoints too unless ``keep_checkpoints``)."""
+    (tune/release.py; a finished trial's resume checkpoints too unless ``keep_checkpoints``)."""
     trained, replays = split(study, trials)
     first, second = prefix_passes(study, trained)
     study.todo = first

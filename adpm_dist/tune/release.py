@@ -13,7 +13,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from ..contract import trial_dir, trial_dir_of
+from .contract import trial_dir, trial_dir_of
 
 
 def release(study, trials: list, *, keep_checkpoints: bool = True, say=print) -> list[Path]:
@@ -26,8 +26,8 @@ def release_shared(study, say=print) -> list[Path]:
     starting from it) once every trial depending on it has finished (metrics.json): at 224 px that is hundreds
     of MB per source. A dependent that must run again later finds nothing kept and trains itself (split,
     prefix_passes). Returns the folders removed."""
-    from ...runtime.checkpoint import VALIDATED
-    from ...runtime.prefix import prefix_root
+    from ..runtime.checkpoint import VALIDATED
+    from ..runtime.prefix import prefix_root
 
     removed = []
     for attr, folder in (("derived_from", lambda c: c / VALIDATED), ("prefix_from", prefix_root)):
@@ -48,7 +48,7 @@ def release_shared(study, say=print) -> list[Path]:
 def release_finished(study, trials: list, say=print) -> list[Path]:
     """Delete the resume checkpoints (checkpoints/step_*, and any half-written .tmp-/.old- ones) of every
     trial of ``trials`` that has finished (metrics.json). Returns the folders removed."""
-    from ...runtime.checkpoint import complete_checkpoints
+    from ..runtime.checkpoint import complete_checkpoints
 
     removed = []
     for t in filter(lambda t: finished(study, t), trials):  # an unfinished one's are what a retry resumes from
