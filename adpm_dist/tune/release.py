@@ -1,4 +1,4 @@
-"""What a study deletes once nothing needs it (docs/tune.md, "Disk"). At 224 px a network's resumable
+"""What a study or a noise grid deletes once nothing needs it (docs/tune.md, "Disk"). At 224 px a resumable
 checkpoint (weights, optimizer, RNG) is hundreds of MB, and a study has hundreds of trials.
 
 - ``release_shared``: what a source trial kept only for others (checkpoints/validated: replays;
