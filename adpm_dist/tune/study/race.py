@@ -7,8 +7,9 @@ answer compares them (compare.decide: target-prior estimate of the pooled out-of
 bootstrap, equivalence margin); a candidate whose difference to the leader lies wholly below -eps
 (``clearly worse``) runs no further trial. Looking after every wave is looking several times: each look
 reads a wider interval (look_level, Bonferroni over the planned looks), so the chance that a candidate
-the full study would not call clearly worse is dropped at any look stays within the final rule's. ``raced.json`` records each drop with its evidence and wave;
-the consolidation lists them and the study counts as complete for the candidates it kept.
+truly within the margin is dropped at any look stays within the final rule's. ``raced.json`` records
+each drop with its evidence and wave; the consolidation lists them and the study counts as complete
+for the candidates it kept.
 
 Nested CV (fold-only shards): wave k is outer fold k whole, its CV trials on fold k and the inner trials
 that choose its point (trained without fold k, evaluated on the others), so each look compares the outer
