@@ -195,7 +195,7 @@ def test_isotropic_noise_trains_one_beta_in_a_study_as_in_the_grid():
 
 def test_calibration_prices_a_candidate_without_a_record(fold_only_shards, tmp_path):
     """One short epoch of ce on one training fold, in this process (tiny config: seconds), then priced."""
-    from adpm_dist.tune.calibrate import calibrated_epoch_s, epoch_seconds
+    from adpm_dist.tune.calibrate import calibrated_epoch_cost, epoch_seconds
     from adpm_dist.tune.experiment import shard_parts
     from adpm_dist.tune.price import show_price
     from adpm_dist.tune.search import Resources
@@ -212,7 +212,9 @@ def test_calibration_prices_a_candidate_without_a_record(fold_only_shards, tmp_p
     assert total["unpriced"] == [] and total["cpu_hours"] > 0, out.getvalue()
     record = json.loads((s.out / "calibration" / "ce.json").read_text())
     assert record["val_s"] > 0 and record["overhead_s"] > 0  # a validation and the final evaluation, measured
-    assert "--calibrate" in out.getvalue() and calibrated_epoch_s(s.out, "ce", EpochPlan(0, 1), 1) > 0
+    cost = calibrated_epoch_cost(s.out, "ce", EpochPlan(0, 1), 1)
+    assert "--calibrate" in out.getvalue() and cost.wall_s > 0 and 0 < cost.cpu_s
+    assert record["cpu_per_wall"] == pytest.approx(record["cpu_s"] / record["wall_s"])
 
 
 def test_a_calibrated_trial_costs_its_overhead_its_phases_and_its_validations():
@@ -230,6 +232,24 @@ def test_a_calibrated_trial_costs_its_overhead_its_phases_and_its_validations():
     made = short_run_record(rows, wall_s=10.0, scale=2)
     assert made["epoch_s"] == {"prior warm-up": 4.0, "joint": 8.0} and made["val_s"] == 3.0
     assert made["overhead_s"] == 10.0 - (2.0 + 4.0) - 1.5  # the wall time the epochs and validation do not explain
+    assert "cpu_per_wall" not in made  # no CPU time measured: priced as wall x CPUs, as before
+
+
+def test_a_calibration_under_load_prices_the_same_cpu_hours(tmp_path):
+    """The same short run measured quiet (wall 10 s, CPU 9 s) and beside another job (wall 20 s: every phase
+    stretched, CPU still 9 s): the wall per epoch doubles, the CPU seconds per epoch do not."""
+    from adpm_dist.tune.calibrate import CALIBRATION_DIR, calibrated_epoch_cost, short_run_record
+
+    def priced(name, stretch):
+        rows = [{"phase": "joint", "step": 8, "step_time_s": 0.5 * stretch, "val_time_s": 1.0 * stretch}]
+        record = short_run_record(rows, wall_s=10.0 * stretch, scale=2, cpu_s=9.0)
+        (tmp_path / CALIBRATION_DIR).mkdir(exist_ok=True)
+        (tmp_path / CALIBRATION_DIR / f"{name}.json").write_text(json.dumps(record))
+        return calibrated_epoch_cost(tmp_path, name, EpochPlan(0, 30), 6)
+
+    quiet, loaded = priced("quiet", 1.0), priced("loaded", 2.0)
+    assert loaded.wall_s == pytest.approx(2 * quiet.wall_s) and loaded.cpu_s == pytest.approx(quiet.cpu_s)
+    assert quiet.cpu_s == pytest.approx(quiet.wall_s * 0.9)
 
 
 def test_an_attempts_cost_is_kept_epoch_by_epoch(tmp_path):

@@ -10,7 +10,10 @@ From it (`calibration/<candidate>.json`, read by price.plan_rows):
 - `overhead_s`: the rest of the run's wall time: start-up, the final evaluation (a diffusion model's
   sampling chain), writing the outputs; once per trial.
 A trial of the method's epoch plan then costs overhead + its epochs' training + its validations
-(`trial_seconds`).
+(`trial_seconds`). Those are wall seconds, which another job on the machine stretches; the short run
+also records its CPU time (`cpu_per_wall`, the CPU seconds per wall second it actually ran), so its
+CPU-hours are the work itself, as a finished trial's are (cost.json `cpu_s`): priced under load, the
+CPU figure stays. The short run has the torch threads a trial gets (`--cpus-per-trial`).
 """
 from __future__ import annotations
 
@@ -46,11 +49,23 @@ def epoch_seconds(rows: list[dict], scale: float) -> dict:
     return out
 
 
-def calibrate(experiment, names: list[str], stream=None) -> dict[str, dict]:
-    """Measure the candidates `names` of `experiment` (their first trial still to run); {name: record}."""
-    from ..runtime.engine import train_once  # imports torch: only when asked to calibrate
+def calibrate(experiment, names: list[str], stream=None, threads: int = 1) -> dict[str, dict]:
+    """Measure the candidates `names` of `experiment` (their first trial still to run) with ``threads`` torch
+    threads (a trial's CPUs); {name: record}."""
+    import torch
 
-    stream = stream or sys.stdout
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads))
+    try:
+        return measure_each(experiment, names, stream or sys.stdout)
+    finally:
+        torch.set_num_threads(before)
+
+
+def measure_each(experiment, names: list[str], stream) -> dict[str, dict]:
+    from ..runtime.engine import train_once  # imports torch: only when asked to calibrate
+    from .cost import CpuClock
+
     records = {}
     for name in names:
         trial = next(t for t in experiment.todo if candidate_of(t) == name)
@@ -59,20 +74,23 @@ def calibrate(experiment, names: list[str], stream=None) -> dict[str, dict]:
         short = apply_settings(cfg, calibration_settings(cfg, run_dir), f"calibration of {name}")
         print(f"calibrating {name}: one short epoch on {short.data.train_parts[0]} ...", file=stream, flush=True)
         rows: list[dict] = []
-        start = time.monotonic()
+        start, clock = time.monotonic(), CpuClock()
         train_once(short, on_epoch=rows.append)
-        record = short_run_record(rows, time.monotonic() - start, scale=max(1, len(cfg.data.train_parts)))
+        record = short_run_record(rows, time.monotonic() - start, scale=max(1, len(cfg.data.train_parts)),
+                                  cpu_s=clock.seconds())
         atomic_write_json(experiment.out / CALIBRATION_DIR / f"{name}.json", record)
         records[name] = record
     return records
 
 
-def short_run_record(rows: list[dict], wall_s: float, scale: float) -> dict:
-    """calibration/<candidate>.json from the short run's epoch rows and wall time (see the module docstring)."""
+def short_run_record(rows: list[dict], wall_s: float, scale: float, cpu_s: float | None = None) -> dict:
+    """calibration/<candidate>.json from the short run's epoch rows, wall time and CPU time (see the module
+    docstring)."""
     trained = sum(epoch_seconds(rows, scale=1).values())
     validated = [row["val_time_s"] for row in rows if "val_time_s" in row]
     return {"epoch_s": epoch_seconds(rows, scale=scale), "val_s": max(validated, default=0.0) * scale,
             "overhead_s": max(wall_s - trained - sum(validated), 0.0), "wall_s": wall_s,
+            **({} if cpu_s is None or wall_s <= 0 else {"cpu_s": cpu_s, "cpu_per_wall": cpu_s / wall_s}),
             "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
@@ -95,12 +113,18 @@ def phase_epochs(plan) -> list[int]:
     return [start, plan.total - start] if start else [plan.total]
 
 
-def calibrated_epoch_s(out: Path, name: str, plan, validations: int = 0) -> float | None:
-    """Mean seconds per epoch of a trial of epoch plan ``plan`` (its whole cost spread over its epochs),
-    from the calibration."""
+def calibrated_epoch_cost(out: Path, name: str, plan, validations: int = 0):
+    """EpochCost (wall and CPU seconds per epoch of a trial of epoch plan ``plan``: its whole cost spread
+    over its epochs) from the calibration; CPU None for a record without CPU time (then wall x CPUs)."""
+    from .cost import EpochCost
+
     try:
         record = json.loads((out / CALIBRATION_DIR / f"{name}.json").read_text())
     except (OSError, ValueError):
         return None
     seconds = trial_seconds(record, phase_epochs(plan), validations)
-    return None if seconds is None else seconds / plan.total
+    if seconds is None:
+        return None
+    wall = seconds / plan.total
+    ratio = record.get("cpu_per_wall")
+    return EpochCost(wall, None if ratio is None else wall * ratio, 0)

@@ -39,7 +39,7 @@ def plan_rows(experiment, resources=None) -> list[Row]:
     """Every candidate of `experiment` (a contract.Experiment) with its trials still to run, their epochs
     and the epoch cost its finished trials recorded, else the price book's record of the same config on
     `resources` (price_book.py), else its calibration."""
-    from .calibrate import calibrated_epoch_s
+    from .calibrate import calibrated_epoch_cost
     from .price_book import lookup, price_key
     from ..methods import method_for
     from .trainable import epoch_plan  # imports torch (the methods' epoch plans)
@@ -62,8 +62,7 @@ def plan_rows(experiment, resources=None) -> list[Row]:
         if cost is None and resources is not None:
             cost = lookup(price_key(experiment.config_of(ts[0]), resources), experiment.out)
         if cost is None:  # runs 0: from --calibrate's short run
-            s = calibrated_epoch_s(experiment.out, name, plan, validations_of(experiment.config_of(ts[0]), plan))
-            cost = None if s is None else EpochCost(s, None, 0)
+            cost = calibrated_epoch_cost(experiment.out, name, plan, validations_of(experiment.config_of(ts[0]), plan))
         started = [t for t in ts if experiment.config_of(t).train.prefix_from]  # from a shared prefix
         if len(started) < len(ts):
             rows.append(Row(name, len(ts) - len(started), plan.total, cost))
@@ -143,7 +142,7 @@ def price(experiment, resources, stream, calibrate: bool = False) -> tuple[list[
     if calibrate and (unpriced := list(dict.fromkeys(r.name for r in rows if r.cost is None))):
         from .calibrate import calibrate as measure
 
-        measure(experiment, unpriced, stream)
+        measure(experiment, unpriced, stream, threads=max(1, int(resources.cpus_per_trial)))
         rows = plan_rows(experiment, resources)
     return rows, estimate(rows, *trial_resources(resources))
 
