@@ -36,6 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.recipe_scores import balanced_test_score, test_spread, widened
+
 ROOT = Path(__file__).resolve().parents[1]
 MARKERS = ("<!-- study-calibration:begin -->", "<!-- study-calibration:end -->")
 HEADING = "## Study calibration: the answer on long-tailed sets it never saw (issue 32)"
@@ -135,47 +137,6 @@ def trained_run(where: Path, name: str, cfg) -> Path | None:
             if not config_differences(comparable(load_config(run / "config.yaml")), want):
                 return run
     return None
-
-
-def test_predictions(run: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(labels, predictions, balanced prior) of a recipe's test part, as class indices."""
-    import csv
-
-    from adpm_dist.tune.study import target
-
-    names = list(json.loads((run / "metrics.json").read_text())["per_class"])
-    with open(run / "predictions.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    index = {c: i for i, c in enumerate(names)}
-    return (np.array([index[r["label"]] for r in rows]), np.array([index[r["prediction"]] for r in rows]),
-            target.target_prior("balanced", names))
-
-
-def balanced_test_score(run: Path) -> float:
-    """The recipe's test macro-F1 as a balanced test set measures it (its test confusion rows rescaled to
-    1/K; photo-LT's and shapes-LT's test parts are balanced already, digits-LT's is what the draw left)."""
-    from adpm_dist.tune.study import target
-
-    labels, predictions, prior = test_predictions(run)
-    return float(target.prior_scores(target.confusions(labels, predictions, prior.size), prior)["macro_f1"])
-
-
-def test_spread(run: Path, n_boot: int = 1000) -> float:
-    """The standard deviation of the recipe's balanced test macro-F1 over class-stratified resamples of the
-    test images: how far another test part of this size would move the score the user sees."""
-    from adpm_dist.tune.study import target
-
-    labels, predictions, prior = test_predictions(run)
-    reps = target.paired_bootstrap({"r": predictions[None, :]}, labels, np.zeros_like(labels), prior.size, prior,
-                                   n_boot=n_boot)["r"]
-    return float(np.std(reps, ddof=1))
-
-
-def widened(interval: tuple[float, float], centre: float, spread: float, z: float = 1.959964) -> tuple[float, float]:
-    """A prediction interval for one test part's score: each side of the study's interval around its centre
-    combined (in quadrature) with z x the test part's own spread."""
-    lo, hi = interval
-    return centre - math.hypot(centre - lo, z * spread), centre + math.hypot(hi - centre, z * spread)
 
 
 def old_rule(estimates: list) -> tuple[str | None, tuple[float, float], list[str]]:

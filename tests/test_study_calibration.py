@@ -64,7 +64,7 @@ def test_shapes_lt_is_long_tailed_seeded_and_reproducible(tmp_path):
 def test_the_prediction_interval_adds_the_test_parts_own_spread(tmp_path):
     """widened: each side combined in quadrature with z x the test spread (closed form); test_spread: 0 for a
     recipe right on every test image, and about sqrt(p(1-p)/n)-sized for one wrong on a fraction p."""
-    from benchmarks.study_calibration import test_spread, widened
+    from benchmarks.recipe_scores import test_spread, widened
 
     lo, hi = widened((0.80, 0.86), 0.84, 0.0)
     assert (lo, hi) == pytest.approx((0.80, 0.86))
