@@ -55,7 +55,7 @@ def test_a_resumed_study_keeps_its_seeds_and_says_when_the_rest_is_over_budget()
 
 
 def test_the_study_command_prices_then_plans_within_the_budget(fold_only_shards, tmp_path, capsys):
-    """End to end on tiny data: --calibrate's short epoch prices ce, then the budget decides (a dry run)."""
+    """End to end on tiny data: --calibrate's short run prices ce, then the budget decides (a dry run)."""
     from test_study import cli as study_cli
     from test_tune_consolidate import TINY
 

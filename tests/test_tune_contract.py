@@ -194,7 +194,7 @@ def test_isotropic_noise_trains_one_beta_in_a_study_as_in_the_grid():
 
 
 def test_calibration_prices_a_candidate_without_a_record(fold_only_shards, tmp_path):
-    """One short epoch of ce on one training fold, in this process (tiny config: seconds), then priced."""
+    """A short run of ce on one training fold, in this process (tiny config: seconds), then priced."""
     from adpm_dist.tune.calibrate import calibrated_epoch_cost, epoch_seconds
     from adpm_dist.tune.experiment import shard_parts
     from adpm_dist.tune.price import show_price
@@ -232,6 +232,11 @@ def test_a_calibrated_trial_costs_its_overhead_its_phases_and_its_validations():
     made = short_run_record(rows, wall_s=10.0, scale=2)
     assert made["epoch_s"] == {"prior warm-up": 4.0, "joint": 8.0} and made["val_s"] == 3.0
     assert made["overhead_s"] == 10.0 - (2.0 + 4.0) - 1.5  # the wall time the epochs and validation do not explain
+    # two joint epochs: the second (warm) is timed, the first (cold) is neither the epoch cost nor overhead
+    rows = [{"phase": "joint", "step": 4, "step_time_s": 1.0}, {"phase": "joint", "step": 8, "step_time_s": 0.5,
+                                                              "val_time_s": 1.5}]
+    made = short_run_record(rows, wall_s=10.0, scale=2)
+    assert made["epoch_s"] == {"joint": 4.0} and made["overhead_s"] == 10.0 - (4.0 + 2.0) - 1.5
     assert "cpu_per_wall" not in made  # no CPU time measured: priced as wall x CPUs, as before
 
 

@@ -2,7 +2,8 @@
 
 For each such candidate, its first trial's config is trained here, in the driver, for one short run:
 one training fold instead of the trial's K - 1, one prior warm-up epoch (if the method has any) and
-one joint epoch (validated), then its final evaluation on the trial's evaluation fold, no checkpoint.
+two epochs of each later phase (the second is the one timed: the first carries the run's cold start;
+validated), then its final evaluation on the trial's evaluation fold, no checkpoint.
 From it (`calibration/<candidate>.json`, read by price.plan_rows):
 - `epoch_s`: an epoch's training, per phase: the seconds of an optimizer step (`step_time_s`) x the
   epoch's steps x the folds a trial trains on;
@@ -30,9 +31,10 @@ CALIBRATION_DIR = "calibration"
 
 
 def calibration_settings(cfg: Config, run_dir: Path) -> dict:
-    """The short run: one training fold, at most one warm-up and one joint epoch, no checkpoint, from
-    scratch (a trial derived from a shared prefix is priced as the training it would do alone)."""
-    return {"data.train_parts": cfg.data.train_parts[:1], "train.epochs": 1, "baseline.stage2_epochs": 1,
+    """The short run: one training fold, at most one warm-up epoch and two epochs of each later phase (the
+    second is timed: the first carries the run's cold start), no checkpoint, from scratch (a trial derived
+    from a shared prefix is priced as the training it would do alone)."""
+    return {"data.train_parts": cfg.data.train_parts[:1], "train.epochs": 2, "baseline.stage2_epochs": 2,
             "train.prior_warmup_epochs": min(cfg.train.prior_warmup_epochs, 1), "train.resume": "",
             "train.checkpoint_every_epochs": 0, "train.checkpoint_every_steps": 0, "run.output_dir": str(run_dir),
             # a study's sharing is not the short run's: it neither starts from nor keeps anything
@@ -72,7 +74,7 @@ def measure_each(experiment, names: list[str], stream) -> dict[str, dict]:
         cfg = experiment.config_of(trial)
         run_dir = experiment.out / CALIBRATION_DIR / name
         short = apply_settings(cfg, calibration_settings(cfg, run_dir), f"calibration of {name}")
-        print(f"calibrating {name}: one short epoch on {short.data.train_parts[0]} ...", file=stream, flush=True)
+        print(f"calibrating {name}: a short run on {short.data.train_parts[0]} ...", file=stream, flush=True)
         rows: list[dict] = []
         start, clock = time.monotonic(), CpuClock()
         train_once(short, on_epoch=rows.append)
@@ -86,7 +88,9 @@ def measure_each(experiment, names: list[str], stream) -> dict[str, dict]:
 def short_run_record(rows: list[dict], wall_s: float, scale: float, cpu_s: float | None = None) -> dict:
     """calibration/<candidate>.json from the short run's epoch rows, wall time and CPU time (see the module
     docstring)."""
-    trained = sum(epoch_seconds(rows, scale=1).values())
+    trained, last = 0.0, 0
+    for row in rows:  # every epoch's training, the untimed first ones too: the rest is overhead
+        trained, last = trained + row["step_time_s"] * (row["step"] - last), row["step"]
     validated = [row["val_time_s"] for row in rows if "val_time_s" in row]
     return {"epoch_s": epoch_seconds(rows, scale=scale), "val_s": max(validated, default=0.0) * scale,
             "overhead_s": max(wall_s - trained - sum(validated), 0.0), "wall_s": wall_s,

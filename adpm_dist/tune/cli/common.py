@@ -21,7 +21,7 @@ def add_runner_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument("--dry-run", action="store_true",
                    help="print the trials, epochs and the estimated CPU/GPU-hours and wall time, then stop")
     r.add_argument("--calibrate", action="store_true",
-                   help="price candidates without a recorded trial by one short epoch each, trained here first")
+                   help="price candidates without a recorded trial by a short run each (two epochs on one fold), trained here first")
     e = p.add_argument_group("early stopping")
     e.add_argument("--early-stop", action="store_true", help="ASHA on val_macro_f1, per (fold, seed)")
     e.add_argument("--grace-period", type=int, help="joint epochs (a diffusion method's prior warm-up not counted) "
