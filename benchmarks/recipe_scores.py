@@ -24,24 +24,23 @@ def test_predictions(run: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             target.target_prior("balanced", names))
 
 
-def balanced_test_score(run: Path) -> float:
-    """The recipe's test macro-F1 as a balanced test set measures it (its test confusion rows rescaled to
-    1/K; photo-LT's and shapes-LT's test parts are balanced already, digits-LT's is what the draw left)."""
-    from adpm_dist.tune.study import target
-
-    labels, predictions, prior = test_predictions(run)
-    return float(target.prior_scores(target.confusions(labels, predictions, prior.size), prior)["macro_f1"])
-
-
 def test_spread(run: Path, n_boot: int = 1000) -> float:
     """The standard deviation of the recipe's balanced test macro-F1 over class-stratified resamples of the
     test images: how far another test part of this size would move the score the user sees."""
+    return score_and_spread(run, n_boot)[1]
+
+
+def score_and_spread(run: Path, n_boot: int = 1000) -> tuple[float, float]:
+    """(the recipe's test macro-F1 as a balanced test set measures it, test_spread), from one read of its
+    predictions: its test confusion rows rescaled to 1/K (photo-LT's and shapes-LT's test parts are
+    balanced already, digits-LT's is what the draw left)."""
     from adpm_dist.tune.study import target
 
     labels, predictions, prior = test_predictions(run)
+    score = float(target.prior_scores(target.confusions(labels, predictions, prior.size), prior)["macro_f1"])
     reps = target.paired_bootstrap({"r": predictions[None, :]}, labels, np.zeros_like(labels), prior.size, prior,
                                    n_boot=n_boot)["r"]
-    return float(np.std(reps, ddof=1))
+    return score, float(np.std(reps, ddof=1))
 
 
 def widened(interval: tuple[float, float], centre: float, spread: float, z: float = 1.959964) -> tuple[float, float]:

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.recipe_scores import balanced_test_score, test_spread, widened
+from benchmarks.recipe_scores import score_and_spread, widened
 
 ROOT = Path(__file__).resolve().parents[1]
 MARKERS = ("<!-- study-calibration:begin -->", "<!-- study-calibration:end -->")
@@ -114,8 +114,8 @@ def train_recipes(args, where: Path, report: dict) -> tuple[dict[str, float], di
             todo.append(batch_run(run.name, e.name, load_config(recipe, [f"run.output_dir={run}", "train.resume=auto"])))
     if todo and not args.no_run:
         run_batch(where / "recipe_batch", todo, jobs=args.max_concurrent, cpus_per_run=1.0)
-    return {name: balanced_test_score(run) for name, run in runs.items() if (run / "metrics.json").is_file()}, \
-        {name: test_spread(run) for name, run in runs.items() if (run / "metrics.json").is_file()}
+    scored = {name: score_and_spread(run) for name, run in runs.items() if (run / "metrics.json").is_file()}
+    return {name: s for name, (s, _) in scored.items()}, {name: spread for name, (_, spread) in scored.items()}
 
 
 def trained_run(where: Path, name: str, cfg) -> Path | None:

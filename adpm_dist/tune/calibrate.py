@@ -41,14 +41,18 @@ def calibration_settings(cfg: Config, run_dir: Path) -> dict:
             "train.prefix_from": "", "train.keep_prefix": False, "train.keep_validated": False}
 
 
-def epoch_seconds(rows: list[dict], scale: float) -> dict:
-    """{phase: training seconds of one epoch} from engine.train's epoch rows (`step` is cumulative), x `scale`."""
-    out, last = {}, 0
+def row_seconds(rows: list[dict]) -> list[tuple[str, float]]:
+    """(phase, training seconds) of each of engine.train's epoch rows (`step` is cumulative)."""
+    out, last = [], 0
     for row in rows:
-        steps = row["step"] - last
+        out.append((row.get("phase", "joint"), row["step_time_s"] * (row["step"] - last)))
         last = row["step"]
-        out[row.get("phase", "joint")] = row["step_time_s"] * steps * scale
     return out
+
+
+def epoch_seconds(rows: list[dict], scale: float) -> dict:
+    """{phase: training seconds of its last epoch} x `scale` (the last: the first carries the cold start)."""
+    return {phase: seconds * scale for phase, seconds in row_seconds(rows)}
 
 
 def calibrate(experiment, names: list[str], stream=None, threads: int = 1) -> dict[str, dict]:
@@ -88,9 +92,7 @@ def measure_each(experiment, names: list[str], stream) -> dict[str, dict]:
 def short_run_record(rows: list[dict], wall_s: float, scale: float, cpu_s: float | None = None) -> dict:
     """calibration/<candidate>.json from the short run's epoch rows, wall time and CPU time (see the module
     docstring)."""
-    trained, last = 0.0, 0
-    for row in rows:  # every epoch's training, the untimed first ones too: the rest is overhead
-        trained, last = trained + row["step_time_s"] * (row["step"] - last), row["step"]
+    trained = sum(seconds for _, seconds in row_seconds(rows))  # the untimed first epochs too: the rest is overhead
     validated = [row["val_time_s"] for row in rows if "val_time_s" in row]
     return {"epoch_s": epoch_seconds(rows, scale=scale), "val_s": max(validated, default=0.0) * scale,
             "overhead_s": max(wall_s - trained - sum(validated), 0.0), "wall_s": wall_s,

@@ -67,12 +67,12 @@ class Answer:
                        "methods apart; check the data, the labels and the training length")
         elif near:
             out.append(f"near chance (level {self.chance:.3f}): {', '.join(near)}")
-        under = [e for e in ready if self.under_trained(e)]
+        under = {e.name: length_key_of(e) for e in ready if self.under_trained(e)}
         if under:
-            keys = sorted({length_key_of(e) for e in under})
-            out.append(f"under-trained: {', '.join(e.name for e in under)} still improved at their last validation in "
+            keys = sorted(set(under.values()))
+            out.append(f"under-trained: {', '.join(under)} still improved at their last validation in "
                        f"most trials; more epochs ({' or '.join(keys)}) may change the order"
-                       + ("" if len(keys) == 1 else " (" + "; ".join(f"{e.name}: {length_key_of(e)}" for e in under) + ")"))
+                       + ("" if len(keys) == 1 else " (" + "; ".join(f"{n}: {k}" for n, k in under.items()) + ")"))
         out += self.too_small()
         return out
 
