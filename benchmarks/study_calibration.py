@@ -19,6 +19,8 @@ fold-mean macro-F1, tie = the 3-pair bootstrap interval of the per-fold differen
 cheapest tied candidate):
 - regret: the best candidate's test macro-F1 minus the recommendation's (median, max, per draw);
 - coverage: whether the recommendation's 95% interval holds its recipe's test score (Wilson interval);
+  and whether it holds the test score of the CV's own models (each trial's best.pt on `test`,
+  benchmarks/cv_model_scores.py): what the interval estimates, before the recipe's extra fold of data;
 - whether the test-best candidate is among the recommendation's equals;
 - Spearman's rank correlation between the CV figure and the test scores of the candidates.
 """
@@ -36,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.cv_model_scores import cv_models_scores
 from benchmarks.recipe_scores import score_and_spread, widened
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -162,9 +165,11 @@ def spearman(a: list[float], b: list[float]) -> float:
     return float(spearmanr(a, b).statistic) if len(a) > 2 else math.nan
 
 
-def draw_row(name: str, report: dict, tests: dict[str, float], spreads: dict[str, float] | None = None) -> dict | None:
+def draw_row(name: str, report: dict, tests: dict[str, float], spreads: dict[str, float] | None = None,
+             cv_models: dict[str, float] | None = None) -> dict | None:
     """One draw's verdicts under both rules (None until every candidate's recipe is scored). ``spreads``: each
-    recipe's test_spread, for the prediction-interval coverage (``*_predicted``)."""
+    recipe's test_spread, for the prediction-interval coverage (``*_predicted``); ``cv_models``: the CV's own
+    models' test score per candidate (cv_model_scores.py), what the interval estimates (``*_cv_models``)."""
     from adpm_dist.tune.study.compare import equals
 
     est = [e for e in report["estimates"] if e.name in tests]
@@ -188,6 +193,7 @@ def draw_row(name: str, report: dict, tests: dict[str, float], spreads: dict[str
             "new_rec": rec.name, "new_regret": best - tests[rec.name],
             "new_covered": d[rec.name].low <= tests[rec.name] <= d[rec.name].high,
             "new_interval": (d[rec.name].low, d[rec.name].high), "new_test": tests[rec.name],
+            "new_cv_models": (cv_models or {}).get(rec.name),
             "new_best_in_equals": max(tests, key=tests.get) in [e.name for e in equals(report["estimates"], d)],
             # the test-best is not ruled out: leader, equal or undecided (never "clearly worse")
             "new_best_kept": d[max(tests, key=tests.get)].verdict in ("leader", "equal", "undecided"),
@@ -218,6 +224,10 @@ def rule_summary(rows: list[dict], rule: str) -> dict:
             "best_in_equals": sum(r[f"{rule}_best_in_equals"] for r in rows),
             "best_kept": sum(bool(r.get(f"{rule}_best_kept")) for r in rows),
             "predicted": sum(bool(r.get(f"{rule}_predicted")) for r in rows),
+            "cv_models_covered": sum(r.get(f"{rule}_cv_models") is not None and
+                                     r[f"{rule}_interval"][0] <= r[f"{rule}_cv_models"] <= r[f"{rule}_interval"][1]
+                                     for r in rows),
+            "cv_models_scored": sum(r.get(f"{rule}_cv_models") is not None for r in rows),
             "mean_spearman": float(np.nanmean([r[f"{rule}_spearman"] for r in rows])) if rows else math.nan}
 
 
@@ -235,8 +245,9 @@ def section(argv: list[str], rows: list[dict], pending: list[str]) -> str:
              "", "    python -m benchmarks.study_calibration " + shlex.join(argv), "",
              f"{s['draws']} draw(s) complete; not yet: {', '.join(pending) or 'none'}.", "",
              "| rule | median regret | max regret | coverage of the 95% interval | ... widened by the test part's "
-             "own spread | test-best among equals | ... or undecided | mean Spearman CV vs test |",
-             "|---|---:|---:|---|---:|---:|---:|---:|"]
+             "own spread | ... of the CV models' own test score | test-best among equals | ... or undecided | "
+             "mean Spearman CV vs test |",
+             "|---|---:|---:|---|---:|---:|---:|---:|---:|"]
     for rule, title in (("new", "target prior + paired bootstrap + equivalence 0.01"),
                         ("old", "fold mean + 3-pair bootstrap (before issue 32)"),
                         ("new_quiet", "the first, on the draws without an under-trained warning")):
@@ -246,14 +257,16 @@ def section(argv: list[str], rows: list[dict], pending: list[str]) -> str:
         lo, hi = r["coverage_interval"]
         lines.append(f"| {title} ({r['draws']} draws) | {r['median_regret']:.3f} | {r['max_regret']:.3f} | "
                      f"{r['covered']}/{r['draws']} (Wilson {lo:.2f}-{hi:.2f}) | {r['predicted']}/{r['draws']} | "
+                     f"{str(r['cv_models_covered']) + '/' + str(r['cv_models_scored']) if r['cv_models_scored'] else '-'} | "
                      f"{r['best_in_equals']}/{r['draws']} | "
                      f"{r['best_kept'] if rule != 'old' else '-'}{'/' + str(r['draws']) if rule != 'old' else ''} | "
                      f"{r['mean_spearman']:+.2f} |")
-    lines += ["", "| draw | test-best (macro-F1) | new: rec, test, interval, regret | old: rec, test, interval, "
-              "regret | Spearman new / old |", "|---|---|---|---|---|"]
+    lines += ["", "| draw | test-best (macro-F1) | new: rec, test, interval, regret | its CV models on test | old: rec, "
+              "test, interval, regret | Spearman new / old |", "|---|---|---|---:|---|---|"]
     for r in rows:
         lines.append(f"| {r['draw']}{' (under-trained)' if r.get('under_trained') else ''} | {r['best']} ({r['best_test']:.3f}) | {r['new_rec']}, {r['new_test']:.3f}, "
                      f"[{r['new_interval'][0]:.3f}, {r['new_interval'][1]:.3f}], {r['new_regret']:.3f} | "
+                     f"{'-' if r.get('new_cv_models') is None else format(r['new_cv_models'], '.3f')} | "
                      f"{r['old_rec']}, {r['old_test']:.3f}, [{r['old_interval'][0]:.3f}, {r['old_interval'][1]:.3f}], "
                      f"{r['old_regret']:.3f} | {r['new_spearman']:+.2f} / {r['old_spearman']:+.2f} |")
     return "\n".join(lines)
@@ -298,7 +311,9 @@ def main(argv: list[str] | None = None) -> int:
             pending.append(name)
             continue
         report = consolidate_study(where / "study")
-        row = draw_row(name, report, *train_recipes(args, where, report))
+        rec = report["recommendation"]
+        row = draw_row(name, report, *train_recipes(args, where, report),
+                       cv_models_scores(where, [rec.name]) if rec is not None else {})
         (rows.append(row) if row else pending.append(name))
         if row:
             (where / "calibration.json").write_text(json.dumps(row, indent=1, default=str))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -40,13 +41,67 @@ def test_a_draw_scores_both_rules_against_every_recipe():
     assert row["old_rec"] == "ce" and row["old_regret"] == pytest.approx(0.21) and not row["old_covered"]
     assert row["new_best_in_equals"] and row["old_best_in_equals"] and row["new_best_kept"]  # la "tied" by its noisy folds, yet passed over
     assert draw_row("x", report, {"la": 0.83}) is None  # a recipe not trained yet: the draw is pending
-    assert not row["under_trained"]
+    assert not row["under_trained"] and row["new_cv_models"] is None
+    with_cv = draw_row("x", report, {"ce": 0.62, "la": 0.83}, cv_models={"la": 0.78})  # in [0.75, 0.85]
+    assert with_cv["new_cv_models"] == 0.78
     warned = draw_row("x", report | {"warnings": ["under-trained: la still improved ..."]}, {"ce": 0.62, "la": 0.83})
     assert warned["under_trained"]
     s = summary([row, row | {"new_regret": 0.02, "new_covered": False, "under_trained": True}])
     assert s["new"]["median_regret"] == pytest.approx(0.01) and s["new"]["max_regret"] == pytest.approx(0.02)
     assert s["new"]["covered"] == 1 and s["old"]["covered"] == 0 and math.isnan(s["new"]["mean_spearman"])
     assert s["new_quiet"]["draws"] == 1 and s["new_quiet"]["max_regret"] == 0 and s["new_quiet"]["covered"] == 1
+    s = summary([with_cv, with_cv | {"new_cv_models": 0.70}, row])
+    assert (s["new"]["cv_models_covered"], s["new"]["cv_models_scored"]) == (1, 2)
+
+
+def test_the_cv_models_score_pools_each_trials_test_predictions_once(digits_shards, tmp_path, monkeypatch):
+    """cv_model_scores: the candidate's CV trials only (not another candidate sharing its name's prefix, not
+    an outer trial), each predicting the whole `test` part (labels from the shard), confusions averaged over
+    trials under the balanced prior, cached in cv_models.json (a second call predicts nothing)."""
+    import json
+
+    import adpm_dist.predict as predict
+    from adpm_dist.tune.study import target
+    from benchmarks import cv_model_scores
+
+    where = tmp_path / "draw"
+    where.mkdir()
+    (where / "shards").symlink_to(digits_shards)
+    trials = [{"id": f"{c}_p_seed0_fold{f}", "candidate": c, "outer": o, "point": "p"}
+              for c, o in (("adpm", None), ("adpm_adjusted_chain", None)) for f in range(3)]
+    trials.append({"id": "adpm_p_seed0_fold0_outer1", "candidate": "adpm", "outer": 1, "point": "p"})
+    for t in trials:
+        (where / "study" / "trials" / t["id"] / "checkpoints").mkdir(parents=True)
+        (where / "study" / "trials" / t["id"] / "checkpoints" / "best.pt").write_bytes(b"")
+    (where / "study" / "search.json").write_text(json.dumps({"trials": trials}))
+    names = [str(i) for i in range(10)]
+    seen = []
+
+    def fake_load(run, device):
+        seen.append(Path(run).name)
+        return SimpleNamespace(class_names=names, fold=int(Path(run).name[-1]))
+
+    def fake_predict(loaded, paths, batch_size):  # fold f's model calls label 0 "1" when f == 0, else right
+        files = sorted(Path(paths[0]).rglob("*.*"))
+        wrong = lambda y: "1" if (loaded.fold == 0 and y == 0) else str(y)  # noqa: E731
+        return [{"path": str(f), "error": "", "prediction": wrong(int(f.parent.name))} for f in files]
+
+    monkeypatch.setattr(predict, "load_model", fake_load)
+    monkeypatch.setattr(predict, "predict_images", fake_predict)
+    got = cv_model_scores.cv_models_scores(where, ["adpm"])
+    assert sorted(seen) == [f"adpm_p_seed0_fold{f}" for f in range(3)]
+    labels = np.array([int(json.loads(s["json"])["label"]) for s in _test_samples(digits_shards)])
+    c = sum(target.confusions(labels, np.where((labels == 0) & (f == 0), 1, labels), 10) for f in range(3)) / 3
+    assert got["adpm"] == pytest.approx(float(target.prior_scores(c, np.full(10, 0.1))["macro_f1"]))
+    assert 0.9 < got["adpm"] < 1.0
+    monkeypatch.setattr(predict, "load_model", lambda *a: pytest.fail("cached: nothing to predict"))
+    assert cv_model_scores.cv_models_scores(where, ["adpm"]) == got
+
+
+def _test_samples(shards):
+    from adpm_dist.data.stream import read_shard
+
+    return [s for shard in sorted(shards.glob("test-*.tar")) for s in read_shard(shard)]
 
 
 def test_shapes_lt_is_long_tailed_seeded_and_reproducible(tmp_path):
@@ -81,5 +136,5 @@ def test_the_prediction_interval_adds_the_test_parts_own_spread(tmp_path):
         (d / "predictions.csv").write_text("\n".join(rows) + "\n")
         return d
 
-    assert test_spread(run("right", 0)) == 0
+    assert test_spread(run("right", 0)) < 0.01     # only Jeffreys' half image wrong per class moves it
     assert 0.005 < test_spread(run("some_wrong", 10)) < 0.05

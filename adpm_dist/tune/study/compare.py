@@ -2,10 +2,11 @@
 difference to the leader, a verdict against a region of practical equivalence, and the rule that names
 the recommendation (docs/tune.md, "The estimate, the interval and the rule"; tests/test_study_stats.py).
 
-- **Estimate**: macro-F1 under the target class prior of the candidate's pooled out-of-fold predictions
-  (target.py). The leader is the highest estimate among complete candidates.
-- **Interval**: the paired two-level bootstrap (target.paired_bootstrap): seeds per fold, images within
-  classes, the same draws for every candidate; 95% percentile intervals.
+- **Estimate**: macro-F1 under the target class prior of the candidate's pooled out-of-fold predictions,
+  with Jeffreys' half image right and half wrong per class (target.py). The leader is the highest
+  estimate among complete candidates.
+- **Interval**: the paired two-level bootstrap (target.paired_bootstrap): seeds per fold, images and
+  Jeffreys' pseudo-images within classes, the same draws for every candidate; 95% percentile intervals.
 - **Verdict** with equivalence margin eps (``--equivalence``, default 0.01), difference d = candidate -
   leader and its interval [lo, hi], the non-inferiority reading clinical trials use:
   ``equal`` when lo >= -eps (at most eps worse, at the interval's level); ``clearly worse`` when
@@ -114,8 +115,7 @@ def decide(estimates: list[Estimate], prior: np.ndarray, *, eps: float = EQUIVAL
         preds[e.name] = e.oof.predictions[:, pos]
     reps = target.paired_bootstrap(preds, labels, folds, k, prior, n_boot=n_boot, seed=seed)
     for e in ready:
-        c = sum(target.confusions(labels, p, k) for p in preds[e.name])   # every seed's run, pooled
-        point = target.prior_scores(c, prior)
+        point = target.estimate_scores(preds[e.name], labels, k, prior)   # every seed's run, averaged
         lo, hi = target.percentile_interval(reps[e.name], LEVEL)
         decisions[e.name] = Decision(float(point["macro_f1"]), lo, hi, float(point["balanced_accuracy"]))
     lead = max(ready, key=lambda e: (decisions[e.name].estimate, -estimates.index(e)))

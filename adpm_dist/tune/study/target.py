@@ -14,11 +14,20 @@ In expectation this is the macro-F1 on a test set of mix ``pi`` whose images the
 treated the out-of-fold ones. Balanced accuracy is the mean recall (prior-free). A class with no
 out-of-fold image has no recall to rescale: it is left out of the means and named, never counted 0.
 
+**Jeffreys' half image** (docs/tune.md, "The interval"). A tail class with 2 out-of-fold images, both
+right, does not have a recall of 1 that any resampling of those 2 images can question. Each class with
+images gets two pseudo-images, half an image right and half an image wrong (the wrong half spread
+evenly over the other classes' columns): its recall's posterior under Jeffreys' prior Beta(1/2, 1/2),
+whose intervals Brown, Cai & DasGupta (2001) recommend for small counts. The estimate is that
+posterior's mean (2 of 2 right reads 2.5 / 3 = 0.83); a class of hundreds of images barely moves.
+
 **Paired two-level bootstrap.** Each replicate (1) draws, per fold, one of its seeds' runs (training
-runs vary), then (2) resamples the pooled images *within each class* with replacement (finite
-evaluation images: a tail class of 3 images moves its F1 by a third per image), and scores every
-candidate on the same draw, so differences between candidates are paired: shared images and runs
-cancel, and two candidates that predict identically have a difference of exactly 0.
+runs vary), then (2) reweights the pooled images *within each class* with the Bayesian bootstrap's
+Exp(1) weights (Rubin 1981), and each class's two pseudo-images with Gamma(1/2) weights, so a class
+with x of n right has a recall drawn from exactly Beta(x + 1/2, n - x + 1/2) (finite evaluation images:
+a tail class of 3 images moves its F1 by a third per image), and scores every candidate on the same
+draw, so differences between candidates are paired: shared images, pseudo-images and runs cancel, and
+two candidates that predict identically have a difference of exactly 0.
 """
 from __future__ import annotations
 
@@ -84,33 +93,54 @@ def prior_scores(c: np.ndarray, prior: np.ndarray) -> dict[str, np.ndarray]:
             "balanced_accuracy": np.nansum(recall, axis=-1) / np.maximum(count, 1), "per_class_f1": f1}
 
 
-def class_resample_weights(labels: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """(n_boot, N) counts: every class's n images drawn with replacement, n - 1 times (once when n = 1).
-    Drawing n - 1 of n makes the resampled variance of a class's rates s^2 / n with the unbiased s^2,
-    instead of the plain bootstrap's (n - 1) / n of it, which under-covers for a tail class of 3-5
-    images (simulated: 0.87 coverage at 5 tail images either way, 0.86 -> 0.88 at 3). Rows are
-    normalised by their counts, so drawing one image fewer changes no rate's expectation."""
-    w = np.zeros((n_boot, labels.size))
-    rows = np.arange(n_boot)[:, None]
-    for cls in np.unique(labels):
-        idx = np.flatnonzero(labels == cls)
-        draws = max(idx.size - 1, 1)
-        np.add.at(w, (rows, idx[rng.integers(0, idx.size, size=(n_boot, draws))]), 1.0)
-    return w
+JEFFREYS = 0.5    # weight of each class's right and of its wrong pseudo-image: Beta(1/2, 1/2) on recall
+
+
+def with_pseudo_images(c: np.ndarray, right: np.ndarray | float = JEFFREYS,
+                       wrong: np.ndarray | float = JEFFREYS) -> np.ndarray:
+    """Confusion counts (..., K, K) plus, in each row with images, ``right`` on the diagonal and ``wrong``
+    spread evenly over the row's other K - 1 cells (scalars, or (..., K) per replicate and class). A row
+    without images stays empty: that class is still left out, not invented."""
+    k = c.shape[-1]
+    has = (c.sum(axis=-1) > 0)[..., None]
+    eye = np.eye(k)
+    right = np.asarray(right, dtype=float)[..., None]
+    wrong = np.asarray(wrong, dtype=float)[..., None]
+    return c + np.where(has, right * eye + wrong * (1 - eye) / max(k - 1, 1), 0.0)
+
+
+def estimate_scores(runs: Sequence[np.ndarray], labels: np.ndarray, k: int, prior: np.ndarray) -> dict[str, np.ndarray]:
+    """The estimate: ``prior_scores`` of the runs' confusion counts averaged over runs (each seed's
+    out-of-fold predictions, (N,) each), with Jeffreys' half image right and half wrong per class."""
+    c = sum(confusions(labels, p, k) for p in runs) / len(runs)
+    return prior_scores(with_pseudo_images(c), prior)
+
+
+def class_posterior_weights(labels: np.ndarray, k: int, n_boot: int,
+                            rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(image weights (n_boot, N), right and wrong pseudo-image weights (n_boot, K) each): Exp(1) per
+    image, Gamma(1/2) per pseudo-image. By Gamma additivity a class with x of n images right gets
+    right mass Gamma(x + 1/2) and wrong mass Gamma(n - x + 1/2), a recall of Beta(x + 1/2, n - x + 1/2):
+    Jeffreys' posterior. Rows are normalised by their totals, so the weights' scale does not matter."""
+    images = rng.exponential(1.0, size=(n_boot, labels.size))
+    right, wrong = rng.gamma(JEFFREYS, 1.0, size=(2, n_boot, k))
+    return images, right, wrong
 
 
 def paired_bootstrap(predictions: Mapping[str, np.ndarray], labels: np.ndarray, folds: np.ndarray, k: int,
                      prior: np.ndarray, *, n_boot: int = 1000, seed: int = 0) -> dict[str, np.ndarray]:
     """Per candidate, ``n_boot`` replicate macro-F1 values under ``prior``. ``predictions[name]`` is (S, N):
     seed s's out-of-fold prediction of image n (the same S seeds, N images and folds for every candidate).
-    Replicate b draws one seed per fold and resamples images within classes; all candidates share both."""
+    Replicate b draws one seed per fold and reweights images and pseudo-images within classes; all
+    candidates share both."""
     rng = np.random.default_rng(seed)
     fold_ids, fold_of = np.unique(folds, return_inverse=True)
     seeds = next(iter(predictions.values())).shape[0] if predictions else 1
     pick = rng.integers(0, seeds, size=(n_boot, fold_ids.size))[:, fold_of]    # (B, N): seed per image's fold
-    weights = class_resample_weights(labels, n_boot, rng)
+    weights, right, wrong = class_posterior_weights(labels, k, n_boot, rng)
     cols = np.arange(labels.size)[None, :]
-    return {name: prior_scores(confusions(labels, p[pick, cols], k, weights), prior)["macro_f1"]
+    return {name: prior_scores(with_pseudo_images(confusions(labels, p[pick, cols], k, weights), right, wrong),
+                               prior)["macro_f1"]
             for name, p in predictions.items()}
 
 
