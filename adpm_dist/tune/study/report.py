@@ -144,8 +144,10 @@ def study_markdown(a: "Answer", rows: list[dict], results: dict) -> str:
 
 ESTIMATE_NOTE = (
     "macro-F1, target prior: the pooled out-of-fold predictions' confusion matrix with each true-class row "
-    "rescaled to the target class mix (what a test set of that mix would measure), 95% interval of a paired "
-    "bootstrap that draws one seed's run per fold and resamples the images within each class. vs leader: the "
+    "rescaled to the target class mix (what a test set of that mix would measure), each class given half an "
+    "image right and half wrong (Jeffreys' prior: 2 of 2 right is not a certain recall of 1); 95% interval of a "
+    "paired bootstrap that draws one seed's run per fold and reweights the images within each class. It is of a "
+    "model trained like each CV run; the recipe, trained on every image, may score above it. vs leader: the "
     "paired difference and its interval; verdict: equal (the interval lies above -{eps:g}), clearly worse (it "
     "lies below -{eps:g}) or undecided. (optimistic): a point of the candidate's space was chosen on these same "
     "folds. fold macro-F1: mean ± std of the per-(fold, seed) scores on the long-tailed folds, for reference. "
