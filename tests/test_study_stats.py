@@ -86,3 +86,27 @@ def test_verdicts_against_the_equivalence_margin():
     assert verdict(-0.007, -0.001, 0.01) == "equal"         # 'distinguishable' from 0, still equal
     assert verdict(-0.047, 0.0, 0.01) == "undecided"        # touches 0 on one fold: not enough to be equal
     assert verdict(-0.30, -0.25, 0.01) == "clearly worse"
+
+
+def test_a_recipe_on_far_more_images_than_each_cv_run_is_said():
+    """answer.data_share: images per CV run (mean of the recipe point's trials) over the out-of-fold images the
+    recipe trains on; below DATA_SHARE the answer says the interval is of such a run."""
+    from types import SimpleNamespace
+
+    from adpm_dist.tune.study.answer import DATA_SHARE, Answer, data_share
+
+    def rec(per_run, images):
+        return SimpleNamespace(name="la", recipe_runs=[{"train_counts": {"a": per_run - 5, "b": 5}}] * 3,
+                               oof=SimpleNamespace(labels=np.zeros(images)))
+
+    assert data_share(rec(57, 100)) == pytest.approx(0.57)
+    assert np.isnan(data_share(SimpleNamespace(recipe_runs=[{}], oof=None)))
+
+    def answer(e):
+        return Answer(search={}, estimates=[], decisions={}, lead=e, rec=e, prior=np.ones(2) / 2, target="balanced",
+                      eps=0.01, class_names=["a", "b"])
+
+    said = answer(rec(57, 100)).less_data()
+    assert len(said) == 1 and "la trained on 57% of the images its recipe trains on" in said[0]
+    assert answer(rec(int(DATA_SHARE * 100) + 1, 100)).less_data() == []
+    assert answer(None).less_data() == []
