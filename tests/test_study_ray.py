@@ -19,16 +19,22 @@ FAST = ["train.epochs=1", "train.warmup_epochs=1", "train.val_every=1"]
 
 def test_tiny_study_nested_resume_and_recipe(tmp_path, ray_tmp, fold_only_shards):  # noqa: F811
     """ce (nothing to tune) and logit_adjusted (tau in {0.5, 1}) x 3 folds: 3 + 6 CV trials and 12 inner
-    trials for logit_adjusted only; every trial trains without its evaluation fold (and its outer fold)."""
+    trials for logit_adjusted only; every trial trains without its evaluation fold (and its outer fold).
+    Run with --race on the real cluster: one wave per outer fold, each trial run or raced out, exit 0."""
     out = tmp_path / "study"
     (tmp_path / "space.yaml").write_text("logit_adjusted: {baseline.la_tau: [0.5, 1.0]}\nce: {}\n")
     cmd = [sys.executable, "tune/study.py", "--dataset", "imagefolder", "--shards", str(fold_only_shards),
            "--methods", "ce,logit_adjusted", "--space", str(tmp_path / "space.yaml"), "--output", str(out),
            "--config", "configs/digits_lt_tiny.yaml", "--progress-interval", "30", "--ray-temp-dir", str(ray_tmp),
-           *FAST]
+           "--race", *FAST]
     res = run_search(cmd, ray_env(tmp_path), timeout=360)
     assert res.returncode == 0, res.stdout[-4000:]
-    assert "21 trials: 21 finished" in res.stdout and "recommendation:" in res.stdout
+    assert all(f"race: fold {k} (7 trials; 21 in the study)" in res.stdout for k in range(3)), res.stdout[-4000:]
+    assert "recommendation:" in res.stdout and "PARTIAL" not in (out / "study.md").read_text()
+    raced = json.loads((out / "raced.json").read_text()) if (out / "raced.json").is_file() else {}
+    planned = json.loads((out / "search.json").read_text())["trials"]
+    assert len(planned) == 21 and all((out / "trials" / t["id"] / "metrics.json").is_file() or t["candidate"] in raced
+                                      for t in planned)
     for trial in (out / "trials").iterdir():
         cfg = load_config(trial / "config.yaml")
         metrics = json.loads((trial / "metrics.json").read_text())
