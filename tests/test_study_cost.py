@@ -66,3 +66,5 @@ def test_a_race_is_priced_as_a_range_down_to_its_floor():
     ce, adpm = 10 * 30 * 1.0 / 3600, 10 * 40 * 3.0 / 3600
     line = race_line(rows, total, 5, (1.0, 0.0, 2))
     assert f"between {0.4 * (ce + adpm) + 0.6 * ce:.3f} CPU-hours" in line and "after 2 of 5 folds" in line
+    unpriced = race_line(rows + [Row("la", 10, 30, None)], total, 5, (1.0, 0.0, 2))
+    assert "not priced until every candidate is" in unpriced and "CPU-hours" not in unpriced

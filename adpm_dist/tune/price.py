@@ -172,8 +172,11 @@ def race_line(rows: list[Row], total: dict, folds: int, held: tuple[float, float
     trial_resources."""
     from .study.race import MIN_WAVES, race_floor
 
+    if any(r.cost is None for r in rows):  # a floor of the priced candidates alone would read as the study's
+        return (f"  with --race: between the first {MIN_WAVES} of {folds} folds of every candidate and the total "
+                "above; not priced until every candidate is (--calibrate)")
     unit = "gpu" if total["gpu_hours"] > 0 else "cpu"
-    names = dict.fromkeys(r.name for r in rows if r.cost is not None)
+    names = dict.fromkeys(r.name for r in rows)
     floor = race_floor({n: estimate([r for r in rows if r.name == n], *held)[f"{unit}_hours"] for n in names}, folds)
     unit = unit.upper()
     return (f"  with --race: between {floor:.3f} {unit}-hours (every candidate but the cheapest raced out at the "
