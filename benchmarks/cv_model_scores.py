@@ -22,13 +22,17 @@ import numpy as np
 
 
 def trial_dirs(study: Path, candidate: str) -> list[Path]:
-    """The candidate's finished CV trials (outer None) as search.json lists them; one point only (the
+    """The candidate's CV trials (outer None) as search.json lists them, each with its best.pt; one point only (the
     calibration's space has one per candidate; a space of several would need the chosen point)."""
     trials = [t for t in json.loads((study / "search.json").read_text())["trials"]
               if t["candidate"] == candidate and t["outer"] is None]
     if len({t["point"] for t in trials}) > 1:
         raise ValueError(f"{study}: {candidate} has trials at several points; expected one")
-    return [study / "trials" / t["id"] for t in trials if (study / "trials" / t["id"] / "checkpoints" / "best.pt").is_file()]
+    runs = [study / "trials" / t["id"] for t in trials]
+    missing = [run.name for run in runs if not (run / "checkpoints" / "best.pt").is_file()]
+    if missing:  # a score of fewer models than the interval pooled would not be the same quantity
+        raise FileNotFoundError(f"{study}: no checkpoints/best.pt in trial(s) {', '.join(missing)}")
+    return runs
 
 
 def write_test_images(shards: Path, to: Path) -> list[Path]:
@@ -76,7 +80,7 @@ def cv_models_scores(where: Path, candidates: list[str]) -> dict[str, float]:
     computed once and cached in ``where/cv_models.json``."""
     cache = where / "cv_models.json"
     scores = json.loads(cache.read_text()) if cache.is_file() else {}
-    todo = [c for c in candidates if c not in scores and trial_dirs(where / "study", c)]
+    todo = [c for c in candidates if c not in scores]
     if todo:
         with tempfile.TemporaryDirectory() as tmp:
             write_test_images(where / "shards", Path(tmp))

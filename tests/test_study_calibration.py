@@ -96,6 +96,9 @@ def test_the_cv_models_score_pools_each_trials_test_predictions_once(digits_shar
     assert 0.9 < got["adpm"] < 1.0
     monkeypatch.setattr(predict, "load_model", lambda *a: pytest.fail("cached: nothing to predict"))
     assert cv_model_scores.cv_models_scores(where, ["adpm"]) == got
+    (where / "study" / "trials" / "adpm_adjusted_chain_p_seed0_fold1" / "checkpoints" / "best.pt").unlink()
+    with pytest.raises(FileNotFoundError, match="adpm_adjusted_chain_p_seed0_fold1"):  # never a score of fewer models
+        cv_model_scores.cv_models_scores(where, ["adpm_adjusted_chain"])
 
 
 def _test_samples(shards):
