@@ -228,7 +228,13 @@ def rule_summary(rows: list[dict], rule: str) -> dict:
                                      r[f"{rule}_interval"][0] <= r[f"{rule}_cv_models"] <= r[f"{rule}_interval"][1]
                                      for r in rows),
             "cv_models_scored": sum(r.get(f"{rule}_cv_models") is not None for r in rows),
-            "mean_spearman": float(np.nanmean([r[f"{rule}_spearman"] for r in rows])) if rows else math.nan}
+            "mean_spearman": mean_of_defined([r[f"{rule}_spearman"] for r in rows])}
+
+
+def mean_of_defined(values: list[float]) -> float:
+    """The mean of the values that are not NaN (a draw of two candidates has no rank correlation); NaN if none."""
+    defined = [v for v in values if not math.isnan(v)]
+    return float(np.mean(defined)) if defined else math.nan
 
 
 def summary(rows: list[dict]) -> dict:
