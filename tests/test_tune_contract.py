@@ -90,6 +90,20 @@ def test_the_cpu_clock_counts_this_processes_work():
     assert 0.15 <= clock.seconds() < 5
 
 
+def test_a_descendant_that_ends_unwaited_does_not_take_its_history_out_of_the_clock(monkeypatch):
+    """A Ray worker that burned 500 s and is reaped by the raylet (not by us) while the driver replays: the
+    clock counts each live descendant's growth since start, so its exit subtracts nothing (before: -500,
+    read as 0); and live_children=False counts this process alone."""
+    own = iter([10.0, 12.5])
+    live = iter([{1: 500.0, 2: 3.0}, {2: 4.0, 3: 0.5}])           # pid 1 ended; pid 3 started meanwhile
+    monkeypatch.setattr(cost_mod, "own_seconds", lambda: next(own))
+    monkeypatch.setattr(cost_mod, "live_children_seconds", lambda: next(live))
+    assert cost_mod.CpuClock().seconds() == pytest.approx(2.5 + 1.0 + 0.5)
+    own = iter([10.0, 12.5])
+    monkeypatch.setattr(cost_mod, "live_children_seconds", lambda: pytest.fail("descendants are not read"))
+    assert cost_mod.CpuClock(live_children=False).seconds() == pytest.approx(2.5)
+
+
 def test_the_estimate_prices_recorded_candidates_and_names_the_rest():
     rows = [Row("ce", 6, 10, EpochCost(wall_s=3.0, cpu_s=1.5, runs=2)), Row("adpm", 3, 20, None)]
     total = estimate(rows, cpus_per_trial=2, gpus_per_trial=0, at_once=3)

@@ -37,39 +37,57 @@ def trial_hours(cost: dict) -> dict:
     return {"cpu_hours": cpu / 3600, "gpu_hours": gpu / 3600, "wall_hours": wall / 3600, "cpu_source": source}
 
 
-def cpu_seconds() -> float:
-    """CPU seconds (user + system) used so far by this process, its ended children (waited for) and its
-    live ones (data-loader workers kept alive)."""
+def own_seconds() -> float:
+    """CPU seconds (user + system) used so far by this process (every thread) and its children that ended
+    and were waited for (data-loader workers shut down)."""
     own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    total = own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def live_children_seconds() -> dict[int, float]:
+    """{pid: CPU seconds so far} of this process's live descendants (data-loader workers kept alive)."""
     try:
         import psutil
-
-        for child in psutil.Process().children(recursive=True):
-            try:
-                t = child.cpu_times()
-                total += t.user + t.system
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
-                continue  # ended meanwhile: counted by RUSAGE_CHILDREN once waited for
     except ImportError:
-        pass
-    return total
+        return {}
+    found = {}
+    for child in psutil.Process().children(recursive=True):
+        try:
+            t = child.cpu_times()
+            found[child.pid] = t.user + t.system
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue  # ended meanwhile: counted by RUSAGE_CHILDREN once waited for
+    return found
+
+
+def cpu_seconds() -> float:
+    """CPU seconds used so far by this process, its ended children (waited for) and its live ones."""
+    return own_seconds() + sum(live_children_seconds().values())
 
 
 class CpuClock:
     """CPU seconds spent between start and `seconds()`: this process (all its threads, so a reused Ray actor
-    counts only what ran since start) and its children (data-loader workers that were waited for).
+    counts only what ran since start), its children that ended and were waited for, and what each live
+    descendant spent since start.
 
     A trial shares its process with nothing else (one Tune trial per actor at a time), so the process's
-    CPU time between start and stop is the trial's."""
-    def __init__(self):
-        self.start = cpu_seconds()
+    CPU time between start and stop is the trial's. Each live descendant counts only its own growth: one
+    that ends without being waited for (a Ray worker reaped by the raylet while the driver replays) takes
+    its whole history out of the sum, which once made a replay's clock go below zero and read 0.
+    ``live_children=False``: the driver's own work only (its descendants are the Ray cluster)."""
+    def __init__(self, live_children: bool = True):
+        self.live = live_children
+        self.own = own_seconds()
+        self.kids = live_children_seconds() if live_children else {}
 
     def seconds(self) -> float:
-        return max(0.0, cpu_seconds() - self.start)
+        spent = own_seconds() - self.own
+        if self.live:
+            spent += sum(max(0.0, s - self.kids.get(pid, 0.0)) for pid, s in live_children_seconds().items())
+        return max(0.0, spent)
 
 
-__all__ = ["COST_FILE", "trial_hours", "cpu_seconds", "CpuClock"]
+__all__ = ["COST_FILE", "trial_hours", "cpu_seconds", "own_seconds", "live_children_seconds", "CpuClock"]
 
 
 @dataclass(frozen=True)

@@ -168,7 +168,7 @@ def replay_derived(study, trials: list, threads: int = 1, say=print) -> dict[str
                 continue
             out, source = trial_dir(study.out, t), trial_dir_of(study.out, t.derived_from)
             attempt = record_attempt(out, t.id)
-            wall, clock = time.monotonic(), CpuClock()
+            wall, clock = time.monotonic(), CpuClock(live_children=False)   # this driver's descendants are Ray's
             try:
                 with logs_to(out / "train.log"):
                     print(f"== {t.id}: attempt {attempt}, replayed over {source}", flush=True)
