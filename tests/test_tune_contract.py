@@ -102,6 +102,10 @@ def test_a_descendant_that_ends_unwaited_does_not_take_its_history_out_of_the_cl
     own = iter([10.0, 12.5])
     monkeypatch.setattr(cost_mod, "live_children_seconds", lambda: pytest.fail("descendants are not read"))
     assert cost_mod.CpuClock(live_children=False).seconds() == pytest.approx(2.5)
+    own, live = iter([10.0, 12.0, 15.0]), iter([{2: 3.0}, {2: 4.0}, {2: 4.5}])
+    monkeypatch.setattr(cost_mod, "live_children_seconds", lambda: next(live))
+    clock = cost_mod.CpuClock()                 # lap: each epoch's share once (AttemptCost.tick)
+    assert clock.lap() == pytest.approx(3.0) and clock.lap() == pytest.approx(3.5)
 
 
 def test_the_estimate_prices_recorded_candidates_and_names_the_rest():

@@ -77,14 +77,24 @@ class CpuClock:
     ``live_children=False``: the driver's own work only (its descendants are the Ray cluster)."""
     def __init__(self, live_children: bool = True):
         self.live = live_children
-        self.own = own_seconds()
-        self.kids = live_children_seconds() if live_children else {}
+        self.own, self.kids = self.now()
+
+    def now(self) -> tuple[float, dict[int, float]]:
+        return own_seconds(), (live_children_seconds() if self.live else {})
 
     def seconds(self) -> float:
-        spent = own_seconds() - self.own
-        if self.live:
-            spent += sum(max(0.0, s - self.kids.get(pid, 0.0)) for pid, s in live_children_seconds().items())
-        return max(0.0, spent)
+        return self.since(*self.now())
+
+    def since(self, own: float, kids: dict[int, float]) -> float:
+        grown = sum(max(0.0, s - self.kids.get(pid, 0.0)) for pid, s in kids.items())
+        return max(0.0, own - self.own + grown)
+
+    def lap(self) -> float:
+        """Seconds since the start or the last lap, which then starts again (one epoch's share)."""
+        own, kids = self.now()
+        spent = self.since(own, kids)
+        self.own, self.kids = own, kids
+        return spent
 
 
 __all__ = ["COST_FILE", "trial_hours", "cpu_seconds", "own_seconds", "live_children_seconds", "CpuClock"]

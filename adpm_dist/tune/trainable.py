@@ -97,9 +97,9 @@ class AttemptCost:
         self.wall, self.clock = time.monotonic(), CpuClock()
 
     def tick(self) -> dict:
-        now, cpu = time.monotonic(), self.clock.seconds()
+        now, cpu = time.monotonic(), self.clock.lap()
         cost = add_cost(self.out, now - self.wall, self.res, cpu, new_attempt=self.new, note=self.note)
-        self.wall, self.clock.start, self.new = now, self.clock.start + cpu, False
+        self.wall, self.new = now, False
         return cost
 
 
