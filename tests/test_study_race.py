@@ -138,3 +138,16 @@ def test_race_reads_the_target_prior_file_the_answer_reads(tmp_path):
     assert balanced == json.loads((study.out / RACED_FILE).read_text())
     report = consolidate_study(study.out, target_prior=str(weights))
     assert report["decisions"]["ce"].verdict == "raced out (wave 2)"
+
+
+def test_a_resumed_race_neither_runs_nor_prices_what_it_dropped(tmp_path):
+    """still_racing: study.todo less the candidates raced.json names (the CLI prices and prints that)."""
+    from adpm_dist.tune.study.race import still_racing
+
+    study = plan(tmp_path, {"logit_adjusted": {"baseline.la_tau": [1.0]}}, parts=("fold0", "fold1", "fold2", "test"))
+    assert still_racing(study) == study.todo
+    study.out.mkdir(parents=True, exist_ok=True)
+    (study.out / RACED_FILE).write_text(json.dumps({"ce": {"wave": 2}}))
+    left = still_racing(study)
+    assert left and all(t.candidate != "ce" for t in left) and len(left) == len([t for t in study.todo
+                                                                                if t.candidate != "ce"])

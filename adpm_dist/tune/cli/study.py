@@ -107,6 +107,9 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, ValueError, FileNotFoundError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.race:  # a resumed race: what it dropped runs nothing more, so it is not priced either
+        from ..study.race import still_racing
+        study.todo = still_racing(study)
     per = ", ".join(f"{c.name} {len(c.points())}" for c in candidates)
     print(f"study: {len(study.trials)} trials (points per candidate: {per}; {folds} folds x {len(study.seeds)} "
           f"seed(s){', nested CV (no test part)' if study.protocol == 'nested' else ''}); {len(study.todo)} to run"

@@ -68,6 +68,13 @@ def load_raced(out: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def still_racing(study) -> list:
+    """``study.todo`` less the trials of candidates an earlier pass of this race dropped (raced.json): what a
+    resumed race will run, and so what its price counts."""
+    raced = load_raced(study.out)
+    return [t for t in study.todo if t.candidate not in raced]
+
+
 def interim(out: Path, search: dict, folds_done: int, *, prior: str = "balanced",
             eps: float = compare.EQUIVALENCE, dropped: set[str] = frozenset(), level: float = compare.LEVEL):
     """(leader, decisions) of the candidates still racing, on the first ``folds_done`` folds only."""
