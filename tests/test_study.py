@@ -29,12 +29,13 @@ def cli():
     return module
 
 
-def plan(tmp_path, space: dict, resume=False, overrides=("train.epochs=1",), parts=("fold0", "fold1", "fold2")):
+def plan(tmp_path, space: dict, resume=False, overrides=("train.epochs=1",), parts=("fold0", "fold1", "fold2"),
+         methods=("ce", "logit_adjusted", "adpm_isotropic")):
     shards = tmp_path / "shards"
     shards.mkdir(exist_ok=True)
     (shards / "manifest.json").write_text(json.dumps({"parts": {p: {} for p in parts}}))
     (tmp_path / "space.yaml").write_text(yaml.safe_dump(space))
-    candidates = build_candidates(["ce", "logit_adjusted", "adpm_isotropic"], str(tmp_path / "space.yaml"))
+    candidates = build_candidates(list(methods), str(tmp_path / "space.yaml"))
     spec = SearchSpec(dataset="imagefolder", config=TINY, output=str(tmp_path / "study"),
                       overrides=list(overrides))
     return plan_study(spec, candidates, shards, 3, [0], resume=resume)

@@ -151,3 +151,32 @@ def test_a_resumed_race_neither_runs_nor_prices_what_it_dropped(tmp_path):
     left = still_racing(study)
     assert left and all(t.candidate != "ce" for t in left) and len(left) == len([t for t in study.todo
                                                                                 if t.candidate != "ce"])
+
+
+def test_keep_sources_keeps_what_a_racing_candidate_replays_until_it_drops_too():
+    from adpm_dist.tune.study.race import keep_sources
+
+    needs = {"posthoc_la": {"ce"}, "b": {"a"}, "c": {"b"}}
+    assert keep_sources({"ce"}, {"ce", "posthoc_la", "la"}, needs) == {"ce": ["posthoc_la"]}
+    assert keep_sources({"ce", "posthoc_la"}, {"ce", "posthoc_la", "la"}, needs) == {}
+    # a chain: c stays, so b (which c replays) stays, so a (which b replays) stays
+    assert keep_sources({"a", "b"}, {"a", "b", "c"}, needs) == {"b": ["c"], "a": ["b"]}
+
+
+def test_a_source_a_racing_candidate_replays_is_not_raced_out(tmp_path):
+    """posthoc_la replays ce's training (shared training): ce, clearly worse after two folds, keeps running
+    while posthoc_la races, since dropping it would save nothing (posthoc_la would train it itself)."""
+    study = plan(tmp_path, {}, parts=("fold0", "fold1", "fold2", "test"), methods=("ce", "posthoc_la", "logit_adjusted"))
+    assert any(t.derived_from for t in study.trials if t.candidate == "posthoc_la")
+    write_search(study)
+    ran, said = [], []
+
+    def run_wave(trials):
+        ran.append(sorted(t.id for t in trials))
+        for t in trials:
+            write_trial(study, t)
+
+    raced = race(study, run_wave, say=said.append)
+    assert raced == {} and any(i.startswith("ce_") for i in ran[2])
+    assert any("ce is clearly worse after fold 1" in s and "posthoc_la replay(s) its training" in s for s in said)
+    assert consolidate_study(study.out)["decisions"]["ce"].verdict == "clearly worse"

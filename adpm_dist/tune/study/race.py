@@ -11,6 +11,11 @@ truly within the margin is dropped at any look stays within the final rule's. ``
 each drop with its evidence and wave; the consolidation lists them and the study counts as complete
 for the candidates it kept.
 
+A clearly worse candidate whose training a still-racing candidate replays (shared training: posthoc_la
+over ce, study/shared.py) keeps running: dropping it would save nothing, since the derived candidate
+would then train the same weights itself, and it would lose the source's own results. It drops at a
+later look once nothing racing replays it.
+
 Nested CV (fold-only shards): wave k is outer fold k whole, its CV trials on fold k and the inner trials
 that choose its point (trained without fold k, evaluated on the others), so each look compares the outer
 scores of the folds done exactly as the final answer would.
@@ -75,6 +80,29 @@ def still_racing(study) -> list:
     return [t for t in study.todo if t.candidate not in raced]
 
 
+def replayed_sources(trials: list) -> dict[str, set[str]]:
+    """Candidate -> the candidates whose trials its trials replay (study/shared.py ``derived_from``)."""
+    by_id = {t.id: t for t in trials}
+    needs: dict[str, set[str]] = {}
+    for t in trials:
+        if t.derived_from in by_id:
+            needs.setdefault(t.candidate, set()).add(by_id[t.derived_from].candidate)
+    return needs
+
+
+def keep_sources(drops: set[str], racing: set[str], needs: dict[str, set[str]]) -> dict[str, list[str]]:
+    """The candidates of ``drops`` that a candidate still racing after these drops replays, each with the
+    candidates replaying it: they keep running (racing: every candidate not yet dropped)."""
+    kept: dict[str, list[str]] = {}
+    while True:
+        staying = racing - (drops - set(kept))
+        more = {s: sorted(c for c in staying if s in needs.get(c, ())) for s in drops - set(kept)}
+        more = {s: by for s, by in more.items() if by}
+        if not more:
+            return kept
+        kept |= more
+
+
 def interim(out: Path, search: dict, folds_done: int, *, prior: str = "balanced",
             eps: float = compare.EQUIVALENCE, dropped: set[str] = frozenset(), level: float = compare.LEVEL):
     """(leader, decisions) of the candidates still racing, on the first ``folds_done`` folds only."""
@@ -94,6 +122,7 @@ def race(study, run_wave: Callable[[list], None], *, prior: str = "balanced", ep
     raced = load_raced(study.out)
     level = look_level(study.folds)
     todo = set(t.id for t in study.todo)
+    needs = replayed_sources(study.trials)
     for k, wave in enumerate(waves(study.trials, study.folds)):
         run = [t for t in wave if t.id in todo and t.candidate not in raced]
         if run:
@@ -102,8 +131,13 @@ def race(study, run_wave: Callable[[list], None], *, prior: str = "balanced", ep
             continue
         search = json.loads((study.out / "search.json").read_text())
         lead, decisions = interim(study.out, search, k + 1, prior=prior, eps=eps, dropped=set(raced), level=level)
+        worse = {name for name, d in decisions.items() if d.verdict == "clearly worse"}
+        kept = keep_sources(worse, set(decisions), needs)
+        for name, by in kept.items():
+            say(f"race: {name} is clearly worse after fold {k} ({decisions[name].diff_text()} to the leader "
+                f"{lead.name}) but keeps running: {', '.join(by)} replay(s) its training, so dropping it saves nothing")
         for name, d in decisions.items():
-            if d.verdict == "clearly worse":
+            if name in worse and name not in kept:
                 raced[name] = {"wave": k + 1, "folds": k + 1, "leader": lead.name, "difference": d.diff,
                                "interval": [d.diff_low, d.diff_high], "level": level, "equivalence": eps}
                 say(f"race: {name} dropped after fold {k} (wave {k + 1} of {study.folds}): {d.diff_text()} to the "
