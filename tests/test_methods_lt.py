@@ -464,6 +464,7 @@ def ddp_worker(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / f"rank{acc.process_index}.json").write_text(json.dumps(report, sort_keys=True))
     acc.wait_for_everyone()
+    acc.end_training()  # without it a gloo rank can abort at exit (SIGABRT, docs/distributed.md)
 
 
 def ddp_steps(acc, cfg, method, model, opt, rho: float) -> str:

@@ -60,11 +60,6 @@ def live_children_seconds() -> dict[int, float]:
     return found
 
 
-def cpu_seconds() -> float:
-    """CPU seconds used so far by this process, its ended children (waited for) and its live ones."""
-    return own_seconds() + sum(live_children_seconds().values())
-
-
 class CpuClock:
     """CPU seconds spent between start and `seconds()`: this process (all its threads, so a reused Ray actor
     counts only what ran since start), its children that ended and were waited for, and what each live
@@ -97,7 +92,7 @@ class CpuClock:
         return spent
 
 
-__all__ = ["COST_FILE", "trial_hours", "cpu_seconds", "own_seconds", "live_children_seconds", "CpuClock"]
+__all__ = ["COST_FILE", "trial_hours", "own_seconds", "live_children_seconds", "CpuClock"]
 
 
 @dataclass(frozen=True)
