@@ -34,6 +34,9 @@ class DataConfig:
     val_fraction: float = 0.15              # stratified validation carve-out of the training parts
     val_max_share: float = 0.2              # a class gives at most this share of its samples to the carve-out
     val_min_train: int = 2                  # ... and always keeps this many for training (rare classes: no validation)
+    train_share: float = 1.0                # share of the training images (after the carve-out) a run trains on:
+                                            # per class, whole groups, seeded; every class keeps one (a study's
+                                            # learning curve, docs/tune.md)
     image_size: int = 224
     hflip: bool = True                      # docs/algorithm.md, "Inputs and augmentation"
     vflip: bool = False
@@ -411,6 +414,7 @@ CHECKS: dict[str, dict[str, Callable[[Any], bool]]] = {
         "val_fraction": lambda d: 0.0 <= d.val_fraction < 1.0,
         "val_max_share": lambda d: 0.0 < d.val_max_share < 1.0,
         "val_min_train": lambda d: d.val_min_train >= 1,
+        "train_share": lambda d: 0.0 < d.train_share <= 1.0,
         "image_size": lambda d: d.image_size >= 8,
         "rotation": lambda d: 0.0 <= d.rotation <= 180.0,
         "crop_scale": lambda d: len(d.crop_scale) == 2 and 0.0 < d.crop_scale[0] <= d.crop_scale[1] <= 1.0,

@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.calibration_curve import curve_fields, curve_section
 from benchmarks.cv_model_scores import cv_models_scores
 from benchmarks.recipe_scores import score_and_spread, widened
 
@@ -89,6 +90,7 @@ def run_study(args, name: str, where: Path, shards: Path) -> int:
     return study.main(["--dataset", dataset, "--config", args.config, "--shards", str(shards), "--methods", methods,
                        "--space", args.space, "--seeds", *map(str, args.seeds), "--output", str(where / "study"),
                        "--max-concurrent", str(args.max_concurrent), "--progress-interval", "300",
+                       *(["--learning-curve"] if args.learning_curve else []),
                        *(["--resume"] if (where / "study" / "search.json").is_file() else []), *args.overrides])
 
 
@@ -208,7 +210,7 @@ def draw_row(name: str, report: dict, tests: dict[str, float], spreads: dict[str
             # the study's own warning that more epochs may change the order: such a draw breaks the benchmark's
             # condition (epochs enough that no candidate is under-trained), so the summary also leaves it out
             "under_trained": any(w.startswith("under-trained") for w in report.get("warnings", [])),
-            "tests": tests}
+            "tests": tests} | curve_fields(report, tests)
 
 
 def rule_summary(rows: list[dict], rule: str) -> dict:
@@ -275,7 +277,7 @@ def section(argv: list[str], rows: list[dict], pending: list[str]) -> str:
                      f"{'-' if r.get('new_cv_models') is None else format(r['new_cv_models'], '.3f')} | "
                      f"{r['old_rec']}, {r['old_test']:.3f}, [{r['old_interval'][0]:.3f}, {r['old_interval'][1]:.3f}], "
                      f"{r['old_regret']:.3f} | {r['new_spearman']:+.2f} / {r['old_spearman']:+.2f} |")
-    return "\n".join(lines)
+    return "\n".join(lines + curve_section(rows))
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -289,6 +291,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--max-concurrent", type=int, default=2)
     p.add_argument("--results", default=str(ROOT / "benchmarks" / "RESULTS.md"))
     p.add_argument("--no-run", action="store_true", help="only the table, from what has finished")
+    p.add_argument("--learning-curve", action="store_true",
+                   help="the studies also run their half runs (tune/study.py --learning-curve): the table adds the "
+                        "recipe's expected score")
     p.add_argument("overrides", nargs="*", help="key=value for every trial and recipe")
     return p.parse_args(argv)
 

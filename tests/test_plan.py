@@ -55,3 +55,24 @@ def test_a_named_part_selects_and_is_held_out_of_training(tmp_path):
         plan(m, "data.val_part=fold7")
     with pytest.raises(ValueError, match="data.train_parts includes the validation part 'fold2'"):
         plan(m, "data.eval_part=fold1", "data.val_part=fold2", "data.train_parts=fold0,fold2")
+
+
+def test_train_share_trains_on_a_seeded_per_class_share_never_on_the_carve_out(no_val_part):
+    full = plan(no_val_part, "data.val_fraction=0.15")
+    half = plan(no_val_part, "data.val_fraction=0.15", "data.train_share=0.5")
+    assert half.val_keys == full.val_keys                     # the same validation data chooses
+    assert not half.unused_keys & half.val_keys and half.not_trained == half.val_keys | half.unused_keys
+    assert [max(1, round(n / 2)) for n in full.class_counts] == half.class_counts
+    assert plan(no_val_part, "data.val_fraction=0.15", "data.train_share=0.5").unused_keys == half.unused_keys
+    assert plan(no_val_part, "data.val_fraction=0.15", "data.train_share=0.5", "run.seed=1").unused_keys != half.unused_keys
+    assert full.unused_keys == frozenset()
+
+
+def test_share_out_keeps_whole_groups_and_one_image_of_every_class():
+    from adpm_dist.data.validation import share_out
+
+    samples = [(f"p{i}_{j}", 0, f"p{i}") for i in range(10) for j in range(2)] + [("t0", 1, "t0")]
+    unused = share_out(samples, 0.3, seed=0)
+    assert "t0" not in unused                                 # a class of one image keeps it
+    assert all((f"p{i}_0" in unused) == (f"p{i}_1" in unused) for i in range(10))   # a patient is wholly in or out
+    assert len(unused) == 20 - 6                              # round(0.3 * 20) images kept, as 3 whole patients

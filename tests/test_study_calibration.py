@@ -54,6 +54,26 @@ def test_a_draw_scores_both_rules_against_every_recipe():
     assert (s["new"]["cv_models_covered"], s["new"]["cv_models_scored"]) == (1, 2)
 
 
+def test_the_learning_curve_columns_score_the_expected_recipe_and_its_own_pick():
+    """la recommended, its expected recipe score [0.80, 0.90] holds its test 0.83; the highest expected
+    recipe score is ce's (0.95), whose recipe scored 0.62: regret 0.21."""
+    from benchmarks.calibration_curve import curve_section
+    from adpm_dist.tune.study.curve import Curve
+
+    est = [_estimate("ce", [0.70, 0.71, 0.72], 0.01), _estimate("la", [0.60, 0.90, 0.50], 0.02)]
+    decisions = {"ce": Decision(0.60, 0.55, 0.65, 0.6, verdict="clearly worse"), "la": Decision(0.80, 0.75, 0.85, 0.8,
+                                                                                              verdict="leader")}
+    curves = [Curve("ce", 14, 7, 27, 0.6, 0.5, 0.3, 0.95, 0.9, 0.99), Curve("la", 14, 7, 27, 0.8, 0.8, 0.0, 0.85, 0.8, 0.9)]
+    report = {"estimates": est, "recommendation": est[1], "decisions": decisions, "curves": curves}
+    row = draw_row("x", report, {"ce": 0.62, "la": 0.83})
+    assert row["curve_covered"] and row["curve_interval"] == (0.8, 0.9) and row["curve_estimate"] == 0.85
+    assert row["curve_rec"] == "ce" and row["curve_regret"] == pytest.approx(0.21) and row["curve_all"]
+    text = "\n".join(curve_section([row, row | {"curve_covered": False}]))
+    assert "held its recipe's test score in 1/2" in text and "max 0.210" in text
+    plain = draw_row("x", report | {"curves": []}, {"ce": 0.62, "la": 0.83})
+    assert "curve_interval" not in plain and curve_section([plain]) == []
+
+
 def test_the_cv_models_score_pools_each_trials_test_predictions_once(digits_shards, tmp_path, monkeypatch):
     """cv_model_scores: the candidate's CV trials only (not another candidate sharing its name's prefix, not
     an outer trial), each predicting the whole `test` part (labels from the shard), confusions averaged over

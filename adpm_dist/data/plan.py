@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from ..config import Config
 from .manifest import Manifest
-from .validation import carve_validation
+from .validation import carve_validation, share_out
 
 VAL_PART = "val"  # the part name data.val_part=auto looks for; never trained on unless named in train_parts
 
@@ -27,6 +27,12 @@ class DataPlan:
     val_part: str | None = None  # a held-out validation part, or None for the carve-out
     num_val: int = 0
     warnings: list[str] = field(default_factory=list)
+    unused_keys: frozenset[str] = frozenset()  # training-part keys data.train_share leaves out
+
+    @property
+    def not_trained(self) -> frozenset[str]:
+        """Training-part keys the training stream skips: the carve-out and what data.train_share leaves out."""
+        return self.val_keys | self.unused_keys
 
     @property
     def has_validation(self) -> bool:
@@ -86,11 +92,13 @@ def plan_data(manifest: Manifest, cfg: Config) -> DataPlan:
         val_keys = carve_validation(((r.key, r.label, r.group) for r in rows), data.val_fraction, cfg.run.seed,
                                     max_share=data.val_max_share, min_train=data.val_min_train)
         num_val = len(val_keys)
+    unused = share_out(((r.key, r.label, r.group) for r in rows if r.key not in val_keys), data.train_share,
+                       cfg.run.seed)
     counts = [0] * len(manifest.class_names)
     for r in rows:
-        if r.key not in val_keys:
+        if r.key not in val_keys and r.key not in unused:
             counts[r.label] += 1
-    plan = DataPlan(train_parts, data.eval_part, val_keys, counts, val_part, num_val)
+    plan = DataPlan(train_parts, data.eval_part, val_keys, counts, val_part, num_val, unused_keys=unused)
     if val_part is None and data.val_part != "none":
         plan.warnings += carve_warnings(manifest.class_names, rows, val_keys)
     return plan

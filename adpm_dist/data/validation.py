@@ -49,3 +49,29 @@ def carve_validation(samples: Iterable[tuple[str, int, str]], fraction: float, s
             val.update(key for key, _ in members)
             taken.update(lbl for _, lbl in members)
     return frozenset(val)
+
+
+def share_out(samples: Iterable[tuple[str, int, str]], share: float, seed: int) -> frozenset[str]:
+    """Keys of (key, label, group) training samples a run of ``data.train_share`` leaves unused: each class
+    keeps max(1, round(share * n)) of its n samples, taken as whole groups in a seeded order (so a patient
+    is wholly in or out), the rest are unused. ``share`` 1 leaves nothing out."""
+    samples = sorted(samples)
+    if share >= 1 or not samples:
+        return frozenset()
+    by_group: dict[str, list[tuple[str, int]]] = defaultdict(list)
+    for key, label, group in samples:
+        by_group[group].append((key, label))
+    sizes = Counter(label for _, label, _ in samples)
+    keep = {c: max(1, round(share * n)) for c, n in sizes.items()}
+    groups = sorted(by_group)
+    random.Random(f"train_share:{seed}").shuffle(groups)
+    kept: Counter = Counter()
+    unused: set[str] = set()
+    for group in groups:
+        members = by_group[group]
+        label = Counter(lbl for _, lbl in members).most_common(1)[0][0]
+        if kept[label] < keep[label]:
+            kept.update(lbl for _, lbl in members)
+        else:
+            unused.update(key for key, _ in members)
+    return frozenset(unused)

@@ -196,7 +196,8 @@ def prepare_run(cfg: Config, acc, checked, lock) -> Run:
               prefix=checked.prefix)
     run.feed = DataFeed(cfg.data, manifest, acc.device, mean_std=normalisation(cfg))
     build_model_and_optimizer(run)
-    acc.print(f"data: {manifest.root} | train parts {plan.train_parts} ({sum(plan.class_counts)} samples) | "
+    acc.print(f"data: {manifest.root} | train parts {plan.train_parts} ({sum(plan.class_counts)} samples"
+              f"{f', {len(plan.unused_keys)} left out by data.train_share' if plan.unused_keys else ''}) | "
               f"{plan.describe_val()} | eval part {plan.eval_part!r} | {run.feed.describe()}")
     acc.print(f"method {cfg.method} | noise levels lambda_j: "
               + (", ".join(f"{n}={v:.3f}" for n, v in noise_levels(run).items()) or "none"))
@@ -282,7 +283,7 @@ def train_epoch(run: Run, epoch: int, resumed: dict | None) -> dict:
     cfg, t, acc = run.cfg, run.cfg.train, run.acc
     batches = run.feed.train_batches(run.plan.train_parts, t.batch_size, epoch=epoch, seed=cfg.run.seed,
                                      rank=acc.process_index, world_size=acc.num_processes,
-                                     num_workers=cfg.data.num_workers, exclude_keys=run.plan.val_keys,
+                                     num_workers=cfg.data.num_workers, exclude_keys=run.plan.not_trained,
                                      class_balanced=run.method.class_balanced(epoch))
     usable = len(batches) - len(batches) % t.grad_accum  # whole optimizer steps only
     if usable == 0:

@@ -48,6 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="macro-F1 margin within which a candidate counts as equal to the leader (default 0.01)")
     a.add_argument("--race", action="store_true",
                    help="run fold by fold and drop a candidate once clearly worse than the leader (held-out or nested CV)")
+    a.add_argument("--learning-curve", action="store_true",
+                   help="then train each candidate's CV trials again on half their images and extrapolate to the "
+                        "recipe's data: its expected score and interval (shards with a `test` part; about half the "
+                        "CV trials' cost again; docs/tune.md, 'The recipe's expected score')")
     g.add_argument("--keep-checkpoints", action="store_true",
                    help="keep a finished trial's resume checkpoints (by default a study deletes them once the trial "
                         "has finished: best.pt, metrics and predictions stay; docs/tune.md, 'Disk')")
@@ -115,6 +119,9 @@ def run(args: argparse.Namespace) -> int:
           f"seed(s){', nested CV (no test part)' if study.protocol == 'nested' else ''}); {len(study.todo)} to run"
           f"{f', {len(study.skipped)} skipped by --max-trials' if study.skipped else ''} -> {output}", flush=True)
     show_price(study, resources, sys.stdout, calibrate=args.calibrate, race_folds=folds if args.race else None)
+    if args.learning_curve:
+        print(f"  with --learning-curve: then one half run per CV trial of each candidate's selected point "
+              f"({len(study.seeds) * folds} per candidate), each about half a trial's cost", flush=True)
     if args.dry_run:
         return 0
     try:
@@ -125,6 +132,8 @@ def run(args: argparse.Namespace) -> int:
                 study, resources, cluster_options(args), early_stopping(args, base),
                 progress_interval=args.progress_interval), replay_threads(resources),
                 keep_checkpoints=args.keep_checkpoints)
+        if args.learning_curve:
+            run_curve(output, resources, args, answer)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -146,6 +155,24 @@ def run_raced(study, resources, args, base) -> None:
 
     with ray_cluster(cluster_options(args), resources, len(study.todo)):
         race(study, run_wave, prior=args.target_prior, eps=args.equivalence)
+
+
+def run_curve(output: Path, resources, args, answer: dict) -> None:
+    """--learning-curve: the half runs of every complete candidate's CV trials (study/curve.py), as a batch."""
+    import os
+
+    from ..batch import run_batch
+    from ..experiment import load_search
+    from ..price import at_once
+    from ..study.curve import CURVE_DIR, curve_runs
+    from ..study.report import consolidate_study
+
+    runs = curve_runs(output, load_search(output), consolidate_study(output, **answer)["estimates"])
+    if runs:
+        print(f"learning curve: {len(runs)} half run(s) (data.train_share) -> {output / CURVE_DIR}", flush=True)
+        run_batch(output / f"{CURVE_DIR}_batch", runs, jobs=at_once(resources, os.cpu_count() or 1),
+                  cpus_per_run=resources.cpus_per_trial, gpus_per_run=resources.gpus_per_trial,
+                  address=cluster_options(args).address)
 
 
 def replay_threads(resources) -> int:

@@ -31,6 +31,7 @@ class Answer:
     eps: float
     class_names: list[str]
     raced: dict = field(default_factory=dict)   # --race: candidate -> the drop's evidence (race.py)
+    curves: list = field(default_factory=list)  # --learning-curve: curve.Curve per candidate
 
     @property
     def chance(self) -> float:

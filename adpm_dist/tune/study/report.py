@@ -7,18 +7,21 @@ cv_results.csv and protocol.json (docs/tune.md, "Studies").
       compare.decide        -> per candidate the target-prior estimate, its interval, the paired difference
                                to the leader and the verdict (equal / undecided / clearly worse)
       compare.recommend     -> the rule; answer.Answer -> the warnings
+      curve.curves          -> with --learning-curve's half runs: each recipe's expected score (curve.json)
       then the files below (recipe.py: recipe.yaml; plot.py: leaderboard.png), each written atomically
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
-from ...files import atomic_write_text
+from ...files import atomic_write_json, atomic_write_text
 from ..cells import partial_banner, write_csv
 from ..experiment import load_search
 from ..protocol import NESTED, checkpoint_selection_parts, entry, mean_entry, write_protocol
 from . import compare, target
 from .answer import Answer
+from .curve import curve_markdown, curves
 from .plot import write_plot
 from .race import load_raced
 from .recipe import write_recipe
@@ -45,7 +48,8 @@ def consolidate_study(out: str | Path, *, target_prior: str = "balanced",
     raced = load_raced(out)
     for name in raced:  # dropped by --race: not missing, decided
         decisions[name].verdict = f"raced out (wave {raced[name]['wave']})"
-    answer = Answer(search, estimates, decisions, lead, rec, prior, target_prior, equivalence, names, raced)
+    answer = Answer(search, estimates, decisions, lead, rec, prior, target_prior, equivalence, names, raced,
+                    curves(out, search, estimates, names, prior))
     partial = [f"{e.name}: {len(e.components)}/{e.expected} (fold, seed) evaluated" for e in estimates
                if not e.complete and e.name not in raced]
     partial += [f"{len(search.get('skipped', []))} trial(s) skipped by --max-trials"] if search.get("skipped") else []
@@ -63,7 +67,11 @@ def consolidate_study(out: str | Path, *, target_prior: str = "balanced",
         written.append(out / "recipe.yaml")
     else:
         (out / "recipe.yaml").unlink(missing_ok=True)  # never leave a stale recommendation
+    if answer.curves:
+        atomic_write_json(out / "curve.json", [dataclasses.asdict(c) for c in answer.curves])
+        written.append(out / "curve.json")
     return {"estimates": estimates, "leader": lead, "recommendation": rec, "decisions": decisions, "rows": rows,
+            "curves": answer.curves,
             "partial": partial, "warnings": answer.warnings(), "written": written,
             "missing": [r for r in results.values() if r.status != "done"]}
 
@@ -122,7 +130,7 @@ def study_markdown(a: "Answer", rows: list[dict], results: dict) -> str:
                      f"{r['vs_leader']} | {r['verdict']} | {r['fold_macro_f1_mean']:.3f} ± {r['fold_macro_f1_std']:.3f} | "
                      f"{r['head_f1']:.3f} | {r['medium_f1']:.3f} | {r['tail_f1']:.3f} | {r['vs_reference']} | "
                      f"{r['cpu_hours']:.3f} | {r['gpu_hours']:.3f} |")
-    lines += ["", ESTIMATE_NOTE.format(eps=a.eps), ""]
+    lines += ["", ESTIMATE_NOTE.format(eps=a.eps), ""] + curve_markdown(a.curves)
     if a.raced:
         lines += ["## Raced out (--race)", "", "Dropped once clearly worse than the leader on the folds done; their "
                   "remaining trials never ran, and the study is complete for the candidates it kept.", ""]
