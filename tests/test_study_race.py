@@ -30,9 +30,9 @@ def write_trial(study, t) -> None:
     (d / "cost.json").write_text(json.dumps({"wall_s": 50.0, "cpus": 1, "gpus": 0, "attempts": 1, "processes": 1}))
 
 
-def test_race_drops_the_clearly_worse_and_the_answer_is_complete(tmp_path):
-    study = plan(tmp_path, {"logit_adjusted": {"baseline.la_tau": [1.0]}}, parts=("fold0", "fold1", "fold2", "test"))
-    assert study.protocol == "held_out_test"
+def held_out_race(study):
+    """(raced.json, the trial ids of each wave, what the race said, the wave runner): a race whose waves
+    'run' by writing write_trial's results."""
     write_search(study)
     ran, said = [], []
 
@@ -41,7 +41,13 @@ def test_race_drops_the_clearly_worse_and_the_answer_is_complete(tmp_path):
         for t in trials:
             write_trial(study, t)
 
-    raced = race(study, run_wave, say=said.append)
+    return race(study, run_wave, say=said.append), ran, said, run_wave
+
+
+def test_race_drops_the_clearly_worse_and_the_answer_is_complete(tmp_path):
+    study = plan(tmp_path, {"logit_adjusted": {"baseline.la_tau": [1.0]}}, parts=("fold0", "fold1", "fold2", "test"))
+    assert study.protocol == "held_out_test"
+    raced, ran, said, run_wave = held_out_race(study)
     assert list(raced) == ["ce"] and raced["ce"]["wave"] == 2 and raced["ce"]["interval"][1] < -0.01
     assert len(ran) == 3 and not any(i.startswith("ce_") for i in ran[2]) and len(ran[2]) == 2
     assert said and "ce dropped after fold 1" in said[0] and raced["ce"]["level"] == 0.95   # 3 folds: one look
@@ -168,15 +174,7 @@ def test_a_source_a_racing_candidate_replays_is_not_raced_out(tmp_path):
     while posthoc_la races, since dropping it would save nothing (posthoc_la would train it itself)."""
     study = plan(tmp_path, {}, parts=("fold0", "fold1", "fold2", "test"), methods=("ce", "posthoc_la", "logit_adjusted"))
     assert any(t.derived_from for t in study.trials if t.candidate == "posthoc_la")
-    write_search(study)
-    ran, said = [], []
-
-    def run_wave(trials):
-        ran.append(sorted(t.id for t in trials))
-        for t in trials:
-            write_trial(study, t)
-
-    raced = race(study, run_wave, say=said.append)
+    raced, ran, said, _ = held_out_race(study)
     assert raced == {} and any(i.startswith("ce_") for i in ran[2])
     assert any("ce is clearly worse after fold 1" in s and "posthoc_la replay(s) its training" in s for s in said)
     assert consolidate_study(study.out)["decisions"]["ce"].verdict == "clearly worse"

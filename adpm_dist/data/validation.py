@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 
 def carve_quota(n: int, *, fraction: float, max_share: float = 0.2, min_train: int = 2) -> int:
@@ -32,23 +32,8 @@ def carve_validation(samples: Iterable[tuple[str, int, str]], fraction: float, s
     samples = sorted(samples)
     if fraction <= 0 or not samples:
         return frozenset()
-    by_group: dict[str, list[tuple[str, int]]] = defaultdict(list)
-    for key, label, group in samples:
-        by_group[group].append((key, label))
-    class_sizes = Counter(label for _, label, _ in samples)
-    quota = {c: carve_quota(n, fraction=fraction, max_share=max_share, min_train=min_train)
-             for c, n in class_sizes.items()}
-    groups = sorted(by_group)
-    random.Random(seed).shuffle(groups)
-    taken: Counter = Counter()
-    val: set[str] = set()
-    for group in groups:
-        members = by_group[group]
-        label = Counter(lbl for _, lbl in members).most_common(1)[0][0]
-        if taken[label] < quota[label]:
-            val.update(key for key, _ in members)
-            taken.update(lbl for _, lbl in members)
-    return frozenset(val)
+    return take_groups(samples, lambda n: carve_quota(n, fraction=fraction, max_share=max_share, min_train=min_train),
+                       random.Random(seed))
 
 
 def share_out(samples: Iterable[tuple[str, int, str]], share: float, seed: int) -> frozenset[str]:
@@ -58,20 +43,25 @@ def share_out(samples: Iterable[tuple[str, int, str]], share: float, seed: int) 
     samples = sorted(samples)
     if share >= 1 or not samples:
         return frozenset()
+    kept = take_groups(samples, lambda n: max(1, round(share * n)), random.Random(f"train_share:{seed}"))
+    return frozenset(key for key, _, _ in samples) - kept
+
+
+def take_groups(samples: list[tuple[str, int, str]], quota: Callable[[int], int], rng: random.Random) -> frozenset[str]:
+    """Keys of whole groups of the sorted (key, label, group) ``samples``, visited in ``rng``'s order, each
+    taken while its majority class has fewer than ``quota(class size)`` samples taken."""
     by_group: dict[str, list[tuple[str, int]]] = defaultdict(list)
     for key, label, group in samples:
         by_group[group].append((key, label))
-    sizes = Counter(label for _, label, _ in samples)
-    keep = {c: max(1, round(share * n)) for c, n in sizes.items()}
+    wanted = {c: quota(n) for c, n in Counter(label for _, label, _ in samples).items()}
     groups = sorted(by_group)
-    random.Random(f"train_share:{seed}").shuffle(groups)
-    kept: Counter = Counter()
-    unused: set[str] = set()
+    rng.shuffle(groups)
+    taken: Counter = Counter()
+    keys: set[str] = set()
     for group in groups:
         members = by_group[group]
         label = Counter(lbl for _, lbl in members).most_common(1)[0][0]
-        if kept[label] < keep[label]:
-            kept.update(lbl for _, lbl in members)
-        else:
-            unused.update(key for key, _ in members)
-    return frozenset(unused)
+        if taken[label] < wanted[label]:
+            keys.update(key for key, _ in members)
+            taken.update(lbl for _, lbl in members)
+    return frozenset(keys)
