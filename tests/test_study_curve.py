@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 import pytest
-from test_study import LABELS, plan, write_trial
+from test_study import LABELS, plan, study, write_trial  # noqa: F401  (study: a fixture)
 from test_tune_consolidate import TINY
 
 from adpm_dist.config import load_config
@@ -100,3 +100,17 @@ def test_train_share_trains_on_half_the_images(digits_shards, tmp_path, capsys):
     full = json.loads((digits_shards / "manifest.json").read_text())["counts"]["train"]
     assert counts == {c: max(1, round(n / 2)) for c, n in full.items()}
     assert "left out by data.train_share" in capsys.readouterr().out
+
+
+def test_the_cli_refuses_a_learning_curve_under_nested_cv_before_any_trial(study, tmp_path, monkeypatch, capsys):  # noqa: F811
+    import adpm_dist.tune.search as search
+    from adpm_dist.tune.search import Resources
+    from test_study import cli
+
+    monkeypatch.setattr(search, "resources_and_shards", lambda args, output, base: (Resources(), tmp_path / "shards", 3))
+    monkeypatch.setattr(search, "run_search", lambda *a, **k: pytest.fail("a trial started"))
+    (tmp_path / "space.yaml").write_text("logit_adjusted: {baseline.la_tau: [0.5, 1.0]}\n")
+    code = cli().main(["--dataset", "imagefolder", "--config", TINY, "--output", str(study.out), "--resume",
+                       "--methods", "ce,logit_adjusted,adpm_isotropic", "--space", str(tmp_path / "space.yaml"),
+                       "--learning-curve", "train.epochs=1"])
+    assert code == 2 and "need a `test` part" in capsys.readouterr().err

@@ -111,6 +111,10 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, ValueError, FileNotFoundError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.learning_curve and study.protocol == "nested":
+        print("error: --learning-curve extrapolates to the recipe's test score: the shards need a `test` part "
+              "(fold-only shards run nested CV, whose recipe has no estimate to extrapolate)", file=sys.stderr)
+        return 2
     if args.race:  # a resumed race: what it dropped runs nothing more, so it is not priced either
         from ..study.race import still_racing
         study.todo = still_racing(study)
