@@ -86,7 +86,10 @@ def test_the_consolidation_extrapolates_each_candidate_to_the_recipes_images(tmp
     assert ce.low <= ce.recipe <= ce.high
     same = curves["logit_adjusted"]
     assert same.exponent == 0 and same.recipe == pytest.approx(same.cv)     # no gain seen, none read
-    assert "## The recipe's expected score (learning curve)" in (study.out / "study.md").read_text()
+    md = (study.out / "study.md").read_text()
+    assert "## The recipe's expected score (learning curve)" in md
+    rec = curves[report["recommendation"].name]
+    assert f"is expected to score macro-F1 **{rec.recipe:.3f} [{rec.low:.3f}, {rec.high:.3f}]**" in md
     assert json.loads((study.out / "curve.json").read_text())[0]["name"] in curves
 
 

@@ -21,7 +21,7 @@ from ..experiment import load_search
 from ..protocol import NESTED, checkpoint_selection_parts, entry, mean_entry, write_protocol
 from . import compare, target
 from .answer import Answer
-from .curve import curve_markdown, curves
+from .curve import curve_markdown, curves, recipe_expectation
 from .plot import write_plot
 from .race import load_raced
 from .recipe import write_recipe
@@ -111,6 +111,7 @@ def study_markdown(a: "Answer", rows: list[dict], results: dict) -> str:
     k, seeds = search["folds"], search["seeds"]
     lines = [f"# Study on {search['dataset']}: {len(a.estimates)} candidates, {k} folds x {len(seeds)} seed(s)", "",
              compare.sentence(a.rec, a.lead, a.decisions, a.estimates, FIGURE[search["protocol"]], a.eps), ""]
+    lines += recipe_expectation(a.rec, a.curves)
     lines += [f"> **Warning:** {w}" for w in a.warnings()] + ([""] if a.warnings() else [])
     lines += [f"- config: `{search['config']}`" + (f" with `{' '.join(search['overrides'])}`" if search["overrides"] else ""),
               f"- shards: `{search['shards']}` (parts: {', '.join(search['parts'])})",
