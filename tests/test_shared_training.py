@@ -133,46 +133,54 @@ def test_a_derived_trial_whose_source_does_not_run_trains_itself(tmp_path):
     assert status == {derived[0].id: "source not finished"}
 
 
-def test_race_replays_each_wave_and_trains_a_derived_trial_whose_source_was_raced_out(tmp_path, monkeypatch):
-    """ce is clearly worse after two waves; posthoc_la (right everywhere, as logit_adjusted) was replayed over
-    ce's weights until then, and trains itself on the third fold, where ce no longer runs."""
+def test_race_keeps_a_replayed_source_and_a_derived_trial_without_one_trains_itself(tmp_path, monkeypatch):
+    """ce is clearly worse after two waves, but posthoc_la (right everywhere, as logit_adjusted) replays ce's
+    weights, so ce keeps running and posthoc_la is replayed in every wave. A race resumed from a raced.json
+    that dropped ce (an earlier version's) trains posthoc_la itself, where ce no longer runs."""
     import adpm_dist.runtime.replay as replay_module
     from test_study_race import LABELS
 
-    from adpm_dist.tune.study.race import race
+    from adpm_dist.tune.study.race import RACED_FILE, race
 
-    s = plan(tmp_path, ["ce", "posthoc_la", "logit_adjusted"], space={"logit_adjusted": {"baseline.la_tau": [1.0]}})
-    assert s.protocol == "held_out_test"
-    write_search(s)
-    by_id = {t.id: t for t in s.trials}
+    def run(where, dropped: bool):
+        s = plan(where, ["ce", "posthoc_la", "logit_adjusted"], space={"logit_adjusted": {"baseline.la_tau": [1.0]}})
+        assert s.protocol == "held_out_test"
+        write_search(s)
+        by_id = {t.id: t for t in s.trials}
 
-    def write(t):
-        preds = ["head" if y == "tail" else y for y in LABELS] if t.candidate == "ce" else list(LABELS)
-        d = trial_dir(s.out, t)
-        (d / "checkpoints" / "validated").mkdir(parents=True, exist_ok=True)
-        (d / "checkpoints" / "validated" / "epoch_0001.pt").write_bytes(b"")
-        save_config(s.config_of(t), d / "config.yaml")
-        (d / "metrics.json").write_text(json.dumps(fake_metrics(0.8, t.fold)))
-        rows = ["key,label,prediction"] + [f"f{t.fold}k{i},{y},{p}" for i, (y, p) in enumerate(zip(LABELS, preds))]
-        (d / "predictions.csv").write_text("\n".join(rows) + "\n")
+        def write(t):
+            preds = ["head" if y == "tail" else y for y in LABELS] if t.candidate == "ce" else list(LABELS)
+            d = trial_dir(s.out, t)
+            (d / "checkpoints" / "validated").mkdir(parents=True, exist_ok=True)
+            (d / "checkpoints" / "validated" / "epoch_0001.pt").write_bytes(b"")
+            save_config(s.config_of(t), d / "config.yaml")
+            (d / "metrics.json").write_text(json.dumps(fake_metrics(0.8, t.fold)))
+            rows = ["key,label,prediction"] + [f"f{t.fold}k{i},{y},{p}" for i, (y, p) in enumerate(zip(LABELS, preds))]
+            (d / "predictions.csv").write_text("\n".join(rows) + "\n")
 
-    trained, replayed = [], []
-    monkeypatch.setattr(replay_module, "replay",
-                        lambda cfg, source: (replayed.append(Path(cfg.run.output_dir).name),
-                                             write(by_id[Path(cfg.run.output_dir).name])))
+        trained, replayed = [], []
+        monkeypatch.setattr(replay_module, "replay",
+                            lambda cfg, source: (replayed.append(Path(cfg.run.output_dir).name),
+                                                 write(by_id[Path(cfg.run.output_dir).name])))
 
-    def ray():
-        trained.extend(t.id for t in s.todo)
-        for t in s.todo:
-            write(t)
+        def ray():
+            trained.extend(t.id for t in s.todo)
+            for t in s.todo:
+                write(t)
 
-    raced = race(s, lambda trials: shared.run_then_replay(s, trials, ray, say=lambda line: None),
-                 say=lambda line: None)
-    assert list(raced) == ["ce"] and raced["ce"]["wave"] == 2
-    la = [t for t in s.trials if t.candidate == "posthoc_la"]
-    assert sorted(replayed) == sorted(t.id for t in la if t.fold < 2)
-    assert {t.id for t in la if t.fold == 2} <= set(trained) and not any(by_id[i].candidate == "ce" and
-                                                                            by_id[i].fold == 2 for i in trained)
+        if dropped:
+            (s.out / RACED_FILE).write_text(json.dumps({"ce": {"wave": 2}}))
+        raced = race(s, lambda trials: shared.run_then_replay(s, trials, ray, say=lambda line: None),
+                     say=lambda line: None)
+        return s, raced, [by_id[i] for i in trained], replayed
+
+    s, raced, trained, replayed = run(tmp_path / "kept", dropped=False)
+    la = [t.id for t in s.trials if t.candidate == "posthoc_la"]
+    ce = sorted(t.id for t in s.trials if t.candidate == "ce")
+    assert raced == {} and sorted(replayed) == sorted(la) and sorted(t.id for t in trained if t.candidate == "ce") == ce
+    s, raced, trained, replayed = run(tmp_path / "dropped", dropped=True)
+    assert list(raced) == ["ce"] and replayed == [] and not any(t.candidate == "ce" for t in trained)
+    assert sorted(t.id for t in trained if t.candidate == "posthoc_la") == sorted(la)
 
 
 def test_ctrl_c_while_replaying_is_the_studys_interruption(tmp_path, monkeypatch):
