@@ -46,14 +46,20 @@ def release_shared(study, say=print) -> list[Path]:
 
 
 def release_finished(study, trials: list, say=print) -> list[Path]:
-    """Delete the resume checkpoints (checkpoints/step_*, and any half-written .tmp-/.old- ones) of every
-    trial of ``trials`` that has finished (metrics.json). Returns the folders removed."""
+    """Delete the resume checkpoints of every trial of ``trials`` that has finished (release_runs)."""
+    return release_runs([trial_dir(study.out, t) for t in trials], say)
+
+
+def release_runs(run_dirs: list[Path], say=print) -> list[Path]:
+    """Delete the resume checkpoints (checkpoints/step_*, and any half-written .tmp-/.old- ones) of every run
+    directory that has finished (metrics.json). Returns the folders removed."""
     from ..runtime.checkpoint import complete_checkpoints
 
     removed = []
-    for t in filter(lambda t: finished(study, t), trials):  # an unfinished one's are what a retry resumes from
-        ckpt = trial_dir(study.out, t) / "checkpoints"
-        removed += delete([*complete_checkpoints(ckpt), *ckpt.glob(".tmp-step_*"), *ckpt.glob(".old-step_*")])
+    for run in run_dirs:
+        if (run / "metrics.json").is_file():  # an unfinished one's are what a retry resumes from
+            ckpt = run / "checkpoints"
+            removed += delete([*complete_checkpoints(ckpt), *ckpt.glob(".tmp-step_*"), *ckpt.glob(".old-step_*")])
     if removed:
         say(f"disk: removed {len(removed)} resume checkpoint(s) of finished trials (best.pt, metrics and "
             "predictions stay; --keep-checkpoints keeps them)")

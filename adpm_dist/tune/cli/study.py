@@ -125,7 +125,8 @@ def run(args: argparse.Namespace) -> int:
     show_price(study, resources, sys.stdout, calibrate=args.calibrate, race_folds=folds if args.race else None)
     if args.learning_curve:
         print(f"  with --learning-curve: then one half run per CV trial of each candidate's selected point "
-              f"({len(study.seeds) * folds} per candidate), each about half a trial's cost", flush=True)
+              f"({len(study.seeds) * folds} per candidate): 0.65-0.75x the CV trials' CPU time again on the "
+              "calibration draws (validation and evaluation do not shrink with the images)", flush=True)
     if args.dry_run:
         return 0
     try:
@@ -168,6 +169,7 @@ def run_curve(output: Path, resources, args, answer: dict) -> None:
     from ..batch import run_batch
     from ..experiment import load_search
     from ..price import at_once
+    from ..release import release_runs
     from ..study.curve import CURVE_DIR, curve_runs
     from ..study.report import consolidate_study
 
@@ -177,6 +179,8 @@ def run_curve(output: Path, resources, args, answer: dict) -> None:
         run_batch(output / f"{CURVE_DIR}_batch", runs, jobs=at_once(resources, os.cpu_count() or 1),
                   cpus_per_run=resources.cpus_per_trial, gpus_per_run=resources.gpus_per_trial,
                   address=cluster_options(args).address)
+        if not args.keep_checkpoints:  # as the study's own trials: predictions and best.pt are what stays
+            release_runs([r.run_dir for r in runs])
 
 
 def replay_threads(resources) -> int:
