@@ -50,8 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run fold by fold and drop a candidate once clearly worse than the leader (held-out or nested CV)")
     a.add_argument("--learning-curve", action="store_true",
                    help="then train each candidate's CV trials again on half their images and extrapolate to the "
-                        "recipe's data: its expected score and interval (shards with a `test` part; about half the "
-                        "CV trials' cost again; docs/tune.md, 'The recipe's expected score')")
+                        "recipe's data: its expected score and interval (shards with a `test` part; 0.65-0.75x the "
+                        "CV trials' CPU time again; docs/tune.md, 'The recipe's expected score')")
     g.add_argument("--keep-checkpoints", action="store_true",
                    help="keep a finished trial's resume checkpoints (by default a study deletes them once the trial "
                         "has finished: best.pt, metrics and predictions stay; docs/tune.md, 'Disk')")
@@ -112,8 +112,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.learning_curve and study.protocol == "nested":
-        print("error: --learning-curve extrapolates to the recipe's test score: the shards need a `test` part "
-              "(fold-only shards run nested CV, whose recipe has no estimate to extrapolate)", file=sys.stderr)
+        from ..study.curve import NEEDS_TEST
+        print(f"error: {NEEDS_TEST}", file=sys.stderr)
         return 2
     if args.race:  # a resumed race: what it dropped runs nothing more, so it is not priced either
         from ..study.race import still_racing
@@ -138,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
                 progress_interval=args.progress_interval), replay_threads(resources),
                 keep_checkpoints=args.keep_checkpoints)
         if args.learning_curve:
-            run_curve(output, resources, args, answer)
+            run_curve(output, resources, args)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -162,7 +162,7 @@ def run_raced(study, resources, args, base) -> None:
         race(study, run_wave, prior=args.target_prior, eps=args.equivalence)
 
 
-def run_curve(output: Path, resources, args, answer: dict) -> None:
+def run_curve(output: Path, resources, args) -> None:
     """--learning-curve: the half runs of every complete candidate's CV trials (study/curve.py), as a batch."""
     import os
 
@@ -171,9 +171,10 @@ def run_curve(output: Path, resources, args, answer: dict) -> None:
     from ..price import at_once
     from ..release import release_runs
     from ..study.curve import CURVE_DIR, curve_runs
-    from ..study.report import consolidate_study
+    from ..study.results import read_estimates
 
-    runs = curve_runs(output, load_search(output), consolidate_study(output, **answer)["estimates"])
+    search = load_search(output)  # the selected points, read back without writing the answer twice
+    runs = curve_runs(output, search, read_estimates(output, search)[2])
     if runs:
         print(f"learning curve: {len(runs)} half run(s) (data.train_share) -> {output / CURVE_DIR}", flush=True)
         run_batch(output / f"{CURVE_DIR}_batch", runs, jobs=at_once(resources, os.cpu_count() or 1),

@@ -20,7 +20,7 @@ Pure math in ``power_law_score``; the rest reads and plans files.
 """
 from __future__ import annotations
 
-import csv
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,10 +30,13 @@ import numpy as np
 from ...config import load_config
 from ..experiment import trial_dir
 from . import target
+from .results import oof_table
 from .trials import StudyTrial
 
 SHARE = 0.5          # the half runs' data.train_share
 CURVE_DIR = "curve"  # under the study's output: one run directory per CV trial, named by the trial
+NEEDS_TEST = ("--learning-curve extrapolates to the recipe's test score: the shards need a `test` part (fold-only "
+              "shards run nested CV, whose recipe has no estimate to extrapolate)")
 
 
 def power_law_score(f_cv, f_half, n_cv: float, n_half: float, n_target: float):
@@ -84,35 +87,23 @@ def curve_runs(out: Path, search: dict, estimates: list) -> list:
     from ..batch import batch_run
 
     if "test" not in search["parts"]:
-        raise ValueError("--learning-curve extrapolates to the recipe's test score: the shards need a `test` part "
-                         "(fold-only shards run nested CV, whose recipe has no estimate to extrapolate)")
+        raise ValueError(NEEDS_TEST)
     return [batch_run(t.id, e.name, curve_config(out, t)) for e in estimates if e.oof is not None
             for t in behind(e, search) if not (curve_dir(out, t) / "metrics.json").is_file()]
 
 
 def read_half(out: Path, estimate, search: dict, class_names: list[str]) -> tuple[np.ndarray, float] | None:
     """(half-run predictions (S, N) aligned with the estimate's out-of-fold table, mean images per half run),
-    or None until every half run has finished. ValueError naming the file if a run predicted other images."""
-    import json
-
-    index = {c: i for i, c in enumerate(class_names)}
-    pos = {k: n for n, k in enumerate(estimate.oof.keys)}
-    seeds = search["seeds"]
-    table = np.full((len(seeds), len(pos)), -1)
-    images = []
-    for t in behind(estimate, search):
-        d = curve_dir(out, t)
-        if not (d / "metrics.json").is_file():
-            return None
-        images.append(sum(json.loads((d / "metrics.json").read_text())["train_counts"].values()))
-        with open(d / "predictions.csv", newline="") as f:
-            for row in csv.DictReader(f):
-                if row["key"] not in pos:
-                    raise ValueError(f"{d / 'predictions.csv'}: key {row['key']!r} is no out-of-fold image of the study")
-                table[seeds.index(t.seed), pos[row["key"]]] = index[row["prediction"]]
-    if (table < 0).any():
-        raise ValueError(f"{out / CURVE_DIR}: the half runs of {estimate.name} left out-of-fold images unpredicted")
-    return table, float(np.mean(images))
+    or None until every half run has finished. ValueError naming the folder if they predicted other images."""
+    dirs = [(curve_dir(out, t), t) for t in behind(estimate, search)]
+    if not all((d / "metrics.json").is_file() for d, _ in dirs):
+        return None
+    half = oof_table([(d / "predictions.csv", t.fold, t.seed) for d, t in dirs], class_names, search["seeds"])
+    if half.keys != estimate.oof.keys:
+        raise ValueError(f"{out / CURVE_DIR}: the half runs of {estimate.name} predicted other images than its CV "
+                         "trials (the study's folds changed?)")
+    images = [sum(json.loads((d / "metrics.json").read_text())["train_counts"].values()) for d, _ in dirs]
+    return half.predictions, float(np.mean(images))
 
 
 def curves(out: Path, search: dict, estimates: list, class_names: list[str], prior: np.ndarray, *,

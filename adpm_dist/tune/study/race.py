@@ -29,7 +29,7 @@ from pathlib import Path
 
 from ...files import atomic_write_json
 from . import compare, target
-from .results import class_names_of, estimate, load_target, read_results, train_counts_of
+from .results import load_target, read_estimates, train_counts_of
 
 RACED_FILE = "raced.json"
 MIN_WAVES = 2  # never drop on one fold: its images are a third of the evidence at most
@@ -108,9 +108,7 @@ def interim(out: Path, search: dict, folds_done: int, *, prior: str = "balanced"
     """(leader, decisions) of the candidates still racing, on the first ``folds_done`` folds only."""
     partial = copy.deepcopy(search) | {"folds_done": folds_done}
     partial["candidates"] = [c for c in search["candidates"] if c["name"] not in dropped]
-    results = read_results(out, search)
-    names = class_names_of(results)
-    estimates = [estimate(out, results, partial, c, names) for c in partial["candidates"]]
+    results, names, estimates = read_estimates(out, partial)
     return compare.decide(estimates, target.target_prior(load_target(prior), names, train_counts_of(results)), eps=eps,
                           level=level)
 

@@ -2,8 +2,8 @@
 cv_results.csv and protocol.json (docs/tune.md, "Studies").
 
     consolidate_study(out)
-      results.read_results  -> every trial's status, metrics.json, cost.json
-      results.estimate      -> per candidate: selected points, (fold, seed) scores, pooled OOF macro-F1
+      results.read_estimates -> every trial's status, metrics.json, cost.json; per candidate: selected
+                               points, (fold, seed) scores, pooled OOF macro-F1
       compare.decide        -> per candidate the target-prior estimate, its interval, the paired difference
                                to the leader and the verdict (equal / undecided / clearly worse)
       compare.recommend     -> the rule; answer.Answer -> the warnings
@@ -25,7 +25,7 @@ from .curve import curve_markdown, curves, recipe_expectation
 from .plot import write_plot
 from .race import load_raced
 from .recipe import write_recipe
-from .results import Estimate, class_names_of, estimate, load_target, read_results, train_counts_of  # noqa: F401  (load_target: the CLI's)
+from .results import Estimate, load_target, read_estimates, train_counts_of  # noqa: F401  (load_target: the CLI's)
 
 FIGURE = {NESTED: "nested CV, pooled outer folds x seeds",
           "held_out_test": "pooled CV folds x seeds"}
@@ -37,9 +37,7 @@ def consolidate_study(out: str | Path, *, target_prior: str = "balanced",
     ``equivalence``: the margin within which a candidate counts as equal to the leader."""
     out = Path(out).resolve()
     search = load_search(out)
-    results = read_results(out, search)
-    names = class_names_of(results)
-    estimates = [estimate(out, results, search, c, names) for c in search["candidates"]]
+    results, names, estimates = read_estimates(out, search)
     prior = target.target_prior(load_target(target_prior), names, train_counts_of(results))
     lead, decisions = compare.decide(estimates, prior, eps=equivalence)
     ref = next((e for e in estimates if e.name == search.get("reference")), None)
@@ -217,9 +215,7 @@ def reported_runs(out: Path, search: dict) -> tuple[list[Path], str]:
     from ..experiment import trial_dir
     from .plan import StudyTrial
 
-    results = read_results(out, search)
-    names = class_names_of(results)
-    estimates = [estimate(out, results, search, c, names) for c in search["candidates"]]
+    _, names, estimates = read_estimates(out, search)
     _, decisions = compare.decide(estimates, target.target_prior("balanced", names), n_boot=200)
     rec = compare.recommend(estimates, decisions)
     if rec is None:

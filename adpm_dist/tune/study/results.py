@@ -34,19 +34,23 @@ class TrialResult:
     cost: dict
 
     def rows(self, out: Path) -> list[dict]:
-        path = trial_dir(out, self.trial) / "predictions.csv"
-        try:
-            with open(path, newline="") as f:
-                rows = list(csv.DictReader(f))
-        except OSError as e:
-            raise ValueError(f"{path}: cannot read the trial's predictions ({e.strerror or e})") from None
-        if rows and not {"key", "label", "prediction"} <= set(rows[0]):
-            raise ValueError(f"{path}: expected columns key, label, prediction; got {list(rows[0])}")
-        return rows
+        return read_predictions(trial_dir(out, self.trial) / "predictions.csv")
 
     def predictions(self, out: Path) -> tuple[list[str], list[str]]:
         rows = self.rows(out)
         return [r["label"] for r in rows], [r["prediction"] for r in rows]
+
+
+def read_predictions(path: Path) -> list[dict]:
+    """A run's predictions.csv rows (key, label, prediction); ValueError naming the file otherwise."""
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read the trial's predictions ({e.strerror or e})") from None
+    if rows and not {"key", "label", "prediction"} <= set(rows[0]):
+        raise ValueError(f"{path}: expected columns key, label, prediction; got {list(rows[0])}")
+    return rows
 
 
 @dataclass
@@ -181,19 +185,33 @@ def estimate(out: Path, results: dict[str, TrialResult], search: dict, candidate
     return Estimate(name, selections, components, folds * len(seeds), score, cost, oof, recipe_runs)
 
 
+def read_estimates(out: Path, search: dict) -> tuple[dict[str, TrialResult], list[str], list[Estimate]]:
+    """(every trial read back, the class names, an estimate per candidate of ``search``): what the answer,
+    a race's interim look and the learning curve all start from."""
+    results = read_results(out, search)
+    names = class_names_of(results)
+    return results, names, [estimate(out, results, search, c, names) for c in search["candidates"]]
+
+
 def out_of_fold(out: Path, runs: list[TrialResult], class_names: list[str], seeds: list[int]) -> OOF:
-    """The runs' predictions.csv as one (seed, image) table; ValueError naming the trial when a fold's seeds
-    predicted different images (the folds are the same data for every seed and candidate)."""
+    """The runs' predictions.csv as one (seed, image) table (oof_table)."""
+    return oof_table([(trial_dir(out, r.trial) / "predictions.csv", r.trial.fold, r.trial.seed) for r in runs],
+                     class_names, seeds)
+
+
+def oof_table(files: list[tuple[Path, int, int]], class_names: list[str], seeds: list[int]) -> OOF:
+    """(predictions.csv, evaluation fold, seed) of each run as one (seed, image) table; ValueError naming the
+    file when a row names an unknown class, or the trial when a fold's seeds predicted different images (the
+    folds are the same data for every seed and candidate)."""
     index = {c: i for i, c in enumerate(class_names)}
     label, fold, pred = {}, {}, {s: {} for s in seeds}
-    for r in runs:
-        for row in r.rows(out):
+    for path, k, seed in files:
+        for row in read_predictions(path):
             key = row["key"]
             if row["label"] not in index or row["prediction"] not in index:
-                raise ValueError(f"{trial_dir(out, r.trial) / 'predictions.csv'}: key {key!r} names a class that is "
-                                 f"not among {class_names}")
-            label[key], fold[key] = index[row["label"]], r.trial.fold
-            pred[r.trial.seed][key] = index[row["prediction"]]
+                raise ValueError(f"{path}: key {key!r} names a class that is not among {class_names}")
+            label[key], fold[key] = index[row["label"]], k
+            pred[seed][key] = index[row["prediction"]]
     keys = sorted(label)
     for s in seeds:
         if set(pred[s]) != set(keys):
