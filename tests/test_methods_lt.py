@@ -46,6 +46,22 @@ def _batch(k: int = 4, b: int = 6, seed: int = 0) -> tuple[torch.Tensor, torch.T
     return torch.randn(b, k, generator=g), torch.randint(0, k, (b,), generator=g)
 
 
+def test_tau_norm_reads_out_ce_weights_and_tau_zero_is_the_trained_classifier():
+    """tau_norm's model is ce's (the same state-dict keys, so a study replays it over ce's weights); its read-out
+    is w_j / ||w_j||^tau + b_j: at tau = 0 exactly ce's logits, at tau = 1 unit-norm rows plus the bias."""
+    torch.manual_seed(0)
+    ce = method_for(load_config(TINY, ["method=ce"])).build(COUNTS).eval()
+    tau = method_for(load_config(TINY, ["method=tau_norm"])).build(COUNTS).eval()
+    assert set(tau.state_dict()) == set(ce.state_dict())
+    tau.load_state_dict(ce.state_dict())
+    images = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        pooled = tau.pooled(images)
+        torch.testing.assert_close(tau.normalised_scores(pooled, 0.0), ce.outputs(images))
+        w, b = ce.classifier.head.weight, ce.classifier.head.bias
+        torch.testing.assert_close(tau.normalised_scores(pooled, 1.0), pooled @ (w / w.norm(dim=1, keepdim=True)).t() + b)
+
+
 # ---------------------------------------------------------------- losses: closed forms
 
 def test_posthoc_adjustment_and_tau_normalisation():

@@ -40,6 +40,7 @@ def same_figures(a: Path, b: Path) -> None:
 CASES = [("posthoc_la", ("method=ce",), ("method=posthoc_la",)),
          ("posthoc_la+eval_ema", ("method=ce", "train.eval_ema=true", "train.ema_decay=0.5"),
           ("method=posthoc_la", "train.eval_ema=true", "train.ema_decay=0.5")),
+         ("tau_norm", ("method=ce",), ("method=tau_norm",)),
          ("adpm+prior_readout", ("method=adpm",), ("method=adpm", "model.prior_readout=posthoc_la"))]
 
 
@@ -59,14 +60,14 @@ def test_replay_predicts_as_the_separately_trained_run(name, twin, readout, fold
 
     same_figures(tmp_path / "replayed", tmp_path / "trained")
     assert replayed["selection"]["replayed"] == str(source)
-    if name.startswith("adpm"):  # the read-out's own choice, made over the source's weights
+    if name.startswith("adpm") or name == "tau_norm":  # the read-out's own choice, over the source's weights
         assert "read-out tau" in replayed["choices"]
     assert (tmp_path / "replayed" / "checkpoints" / "best.pt").is_file()
 
 
 def test_training_twins():
     base = load_config(TINY, [])
-    cases = {("method=posthoc_la",): {"method": "ce"},
+    cases = {("method=posthoc_la",): {"method": "ce"}, ("method=tau_norm",): {"method": "ce"},
              ("method=posthoc_la", "baseline.posthoc_base=focal"): {"method": "focal"},
              ("method=adpm", "model.prior_readout=posthoc_la"): {"model.prior_readout": "raw"},
              ("method=adpm",): None, ("method=ce",): None}

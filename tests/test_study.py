@@ -30,7 +30,7 @@ def cli():
 
 
 def plan(tmp_path, space: dict, resume=False, overrides=("train.epochs=1",), parts=("fold0", "fold1", "fold2"),
-         methods=("ce", "logit_adjusted", "adpm_isotropic")):
+         methods=("ce", "logit_adjusted", "adpm_isotropic"), seeds=(0,)):
     shards = tmp_path / "shards"
     shards.mkdir(exist_ok=True)
     (shards / "manifest.json").write_text(json.dumps({"parts": {p: {} for p in parts}}))
@@ -38,7 +38,7 @@ def plan(tmp_path, space: dict, resume=False, overrides=("train.epochs=1",), par
     candidates = build_candidates(list(methods), str(tmp_path / "space.yaml"))
     spec = SearchSpec(dataset="imagefolder", config=TINY, output=str(tmp_path / "study"),
                       overrides=list(overrides))
-    return plan_study(spec, candidates, shards, 3, [0], resume=resume)
+    return plan_study(spec, candidates, shards, 3, list(seeds), resume=resume)
 
 
 def cv_score(t) -> float:

@@ -54,17 +54,22 @@ def test_the_race_floor_is_every_candidate_before_the_first_look_then_the_answer
 
 
 def test_a_race_is_priced_as_a_range_down_to_its_floor():
-    """race_floor: every candidate's first MIN_WAVES (2) of 5 waves, then the cheapest alone (closed form);
-    the price line of a --race study gives that floor and the full total as its range."""
+    """race_floor: every candidate's first MIN_WAVES (2) of 5 waves (of 10 with two seeds: the waves run seed
+    by seed), then the cheapest alone (closed form); the price line of a --race study gives that floor and
+    the full total as its range."""
     from adpm_dist.tune.price import race_line
     from adpm_dist.tune.study.race import race_floor
 
     assert race_floor({"ce": 1.0, "adpm": 4.0}, 5) == 0.4 * 5.0 + 0.6 * 1.0
     assert race_floor({"ce": 1.0, "adpm": 4.0}, 2) == 5.0  # no look before the last wave: nothing is saved
+    assert race_floor({"ce": 1.0, "adpm": 4.0}, 5, seeds=2) == 0.2 * 5.0 + 0.8 * 1.0
     rows = [Row("ce", 10, 30, EpochCost(2.0, 1.0, 3)), Row("adpm", 10, 40, EpochCost(3.0, 3.0, 3))]
     total = estimate(rows, 1.0, 0.0, 2)
     ce, adpm = 10 * 30 * 1.0 / 3600, 10 * 40 * 3.0 / 3600
-    line = race_line(rows, total, 5, (1.0, 0.0, 2))
-    assert f"between {0.4 * (ce + adpm) + 0.6 * ce:.3f} CPU-hours" in line and "after 2 of 5 folds" in line
-    unpriced = race_line(rows + [Row("la", 10, 30, None)], total, 5, (1.0, 0.0, 2))
+    line = race_line(rows, total, 5, held=(1.0, 0.0, 2))
+    assert f"between {0.4 * (ce + adpm) + 0.6 * ce:.3f} CPU-hours" in line and "after 2 of 5 folds)" in line
+    two_seeds = race_line(rows, total, 5, 2, held=(1.0, 0.0, 2))
+    assert f"between {0.2 * (ce + adpm) + 0.8 * ce:.3f} CPU-hours" in two_seeds
+    assert "after 2 of 5 folds of the first of 2 seeds" in two_seeds
+    unpriced = race_line(rows + [Row("la", 10, 30, None)], total, 5, held=(1.0, 0.0, 2))
     assert "not priced until every candidate is" in unpriced and "CPU-hours" not in unpriced

@@ -88,14 +88,34 @@ def test_race_under_nested_cv_runs_each_outer_fold_whole(tmp_path):
     la = next(e for e in report["estimates"] if e.name == "logit_adjusted")
     assert [la.selections[k].point for k in range(3)] == ["la_tau1", "la_tau1", "la_tau0.5"]
 
+def test_with_two_seeds_the_waves_run_seed_by_seed_and_the_looks_read_the_first_seed(tmp_path):
+    """Two seeds: the waves are (seed 0, folds 0-2), then (seed 1, folds 0-2); the looks follow seed 0's second
+    and third fold (2 looks at 97.5%) and read seed 0 alone. ce, clearly worse after seed 0's two first folds,
+    runs nothing of seed 0's third fold nor of seed 1; study.md says which seed the look read."""
+    study = plan(tmp_path, {"logit_adjusted": {"baseline.la_tau": [1.0]}}, parts=("fold0", "fold1", "fold2", "test"),
+                 seeds=(0, 1))
+    raced, ran, said, _ = held_out_race(study)
+    assert [sorted({(int(i.split("_seed")[1][0]), int(i[-1])) for i in wave}) for wave in ran] == \
+        [[(0, 0)], [(0, 1)], [(0, 2)], [(1, 0)], [(1, 1)], [(1, 2)]]
+    assert list(raced) == ["ce"] and raced["ce"]["wave"] == 2 and raced["ce"]["seeds"] == [0]
+    assert raced["ce"]["level"] == 0.975 and "ce dropped after fold 1 of seed 0 (wave 2 of 6)" in said[0]
+    assert sum(i.startswith("ce_") for wave in ran for i in wave) == 2
+    report = consolidate_study(study.out)
+    assert report["partial"] == [] and report["recommendation"].name == "logit_adjusted"
+    assert "- ce: after 2 fold(s) of seed 0 (the first seed's folds" in (study.out / "study.md").read_text()
+
+
 def test_each_look_reads_a_wider_interval_bonferroni_over_the_looks():
-    """A race looks after waves 2 .. folds - 1; its drop rule (upper end below -eps) is a one-sided test at
+    """A race looks after waves 2 .. folds - 1 (with more seeds: after the first seed's folds 2 .. folds, the
+    waves running seed by seed); its drop rule (upper end below -eps) is a one-sided test at
     2.5%, split over those looks: the chance of dropping, at any look, a candidate truly within eps of the
     leader stays at most the final verdict's."""
     from adpm_dist.tune.study.race import look_level, looks
 
     assert [looks(f) for f in (2, 3, 4, 5, 10)] == [0, 1, 2, 3, 8]
     assert look_level(3) == 0.95 and look_level(2) == 0.95
+    assert [looks(f, seeds=2) for f in (2, 3, 5)] == [1, 2, 4] and looks(5, seeds=3) == 4
+    assert look_level(5, seeds=2) == 1 - 0.05 / 4
     for folds in (4, 5, 10):
         level = look_level(folds)
         assert abs((1 - level) / 2 * looks(folds) - 0.025) < 1e-12   # the one-sided errors add up to 2.5%

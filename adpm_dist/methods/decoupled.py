@@ -7,9 +7,13 @@ recipe) and then re-balance only the classifier:
   backbone with class-balanced sampling (staged.py explains the two-stage mechanics).
 - lws: learnable weight scaling. Stage 2 learns one scale f_j per class on the fixed stage-1 head,
   class-balanced sampling.
-- tau_norm: no stage 2. The head is read out as w_j / ||w_j||^tau (losses.tau_normalised_weight),
-  tau chosen on validation data (readout.py). The head has no bias, so that tau = 0 is exactly the
-  trained classifier (a bias would not be normalised).
+- tau_norm: no stage 2, and no training of its own: it trains exactly the ``ce`` baseline (the same
+  network, linear head with its bias, loss and stream), so a study trains it once, as ``ce``, and
+  replays this read-out over ce's weights (``training_twin``; docs/tune.md, "Shared training"). The
+  head is read out as w_j / ||w_j||^tau + b_j (losses.tau_normalised_weight), tau chosen on validation
+  data (readout.py). The bias is kept as trained, not normalised, so that tau = 0 is exactly the
+  trained CE classifier (Kang et al.'s own read-out drops the bias of their CE head; keeping it lets a
+  validation that finds no gain in normalising keep the classifier as trained).
 """
 from __future__ import annotations
 
@@ -49,7 +53,8 @@ class TauNormModel(ChosenTau, ClassifierModel):
         return self.classifier.features(images).mean(dim=(2, 3)).float()
 
     def normalised_scores(self, pooled: torch.Tensor, tau: float) -> torch.Tensor:
-        return pooled @ losses.tau_normalised_weight(self.classifier.head.weight.float(), tau=tau).t()
+        head = self.classifier.head
+        return pooled @ losses.tau_normalised_weight(head.weight.float(), tau=tau).t() + head.bias.float()
 
     @torch.no_grad()
     def sample(self, images: torch.Tensor, **_ignored) -> tuple[torch.Tensor, torch.Tensor]:
@@ -64,10 +69,12 @@ class TauNormalised(ClassifierMethod):
         super().__init__(cfg)
         self.validation = ValidationTau(cfg, "tau_norm")
 
+    def training_twin(self) -> dict:
+        return {"method": "ce"}  # ce's network, loss and stream: only the read-out differs
+
     def make_model(self, class_counts: list[int]) -> TauNormModel:
-        network = self.network(len(class_counts))
-        network.head = nn.Linear(network.head.in_features, len(class_counts), bias=False)
-        model = add_readout_buffer(TauNormModel(network, class_counts, self.loss, loss_name=self.name))
+        model = add_readout_buffer(TauNormModel(self.network(len(class_counts)), class_counts, self.loss,
+                                                loss_name=self.name))
         model.validation = self.validation
         return model
 

@@ -155,29 +155,38 @@ def trial_resources(resources) -> tuple[float, float, int]:
             at_once(resources, os.cpu_count() or 1))
 
 
-def show_price(experiment, resources, stream, calibrate: bool = False, race_folds: int | None = None) -> dict:
+def show_price(experiment, resources, stream, calibrate: bool = False,
+               race_waves: tuple[int, int] | None = None) -> dict:
     """Print the price of `experiment` on `resources` (see `price`); the estimate (for tests and the caller).
-    ``race_folds``: a --race study of that many waves, whose price is a range (race_line)."""
+    ``race_waves``: (folds, seeds) of a --race study, whose price is a range (race_line)."""
     rows, total = price(experiment, resources, stream, calibrate)
     lines = price_lines(rows, total, replayed_counts(experiment))
-    if race_folds:
-        lines.append(race_line(rows, total, race_folds, trial_resources(resources)))
+    if race_waves:
+        lines.append(race_line(rows, total, *race_waves, held=trial_resources(resources)))
     print("\n".join(lines), file=stream, flush=True)
     return total
 
 
-def race_line(rows: list[Row], total: dict, folds: int, held: tuple[float, float, int]) -> str:
+def race_line(rows: list[Row], total: dict, folds: int, seeds: int = 1, *, held: tuple[float, float, int]) -> str:
     """What --race can save: the total is its price when nothing is raced out; the least it can cost is every
-    trial of the first looks' folds, then the cheapest candidate alone (study/race.py race_floor). ``held``:
-    trial_resources."""
-    from .study.race import MIN_WAVES, race_floor
+    trial of the waves before the first look (the first seed's first folds), then the cheapest candidate
+    alone (study/race.py race_floor). ``held``: trial_resources."""
+    from .study.race import race_floor
 
     if any(r.cost is None for r in rows):  # a floor of the priced candidates alone would read as the study's
-        return (f"  with --race: between the first {MIN_WAVES} of {folds} folds of every candidate and the total "
+        return (f"  with --race: between the first {first_waves(folds, seeds)} of every candidate and the total "
                 "above; not priced until every candidate is (--calibrate)")
     unit = "gpu" if total["gpu_hours"] > 0 else "cpu"
     names = dict.fromkeys(r.name for r in rows)
-    floor = race_floor({n: estimate([r for r in rows if r.name == n], *held)[f"{unit}_hours"] for n in names}, folds)
+    floor = race_floor({n: estimate([r for r in rows if r.name == n], *held)[f"{unit}_hours"] for n in names}, folds, seeds)
     unit = unit.upper()
     return (f"  with --race: between {floor:.3f} {unit}-hours (every candidate but the cheapest raced out at the "
-            f"first look, after {MIN_WAVES} of {folds} folds) and the total above (nothing raced out)")
+            f"first look, after {first_waves(folds, seeds)}) and the total above (nothing raced out)")
+
+
+def first_waves(folds: int, seeds: int) -> str:
+    """The waves every candidate runs before a race's first look, in words."""
+    from .study.race import MIN_WAVES
+
+    of_seed = f" of the first of {seeds} seeds" if seeds > 1 else ""
+    return f"{MIN_WAVES} of {folds} folds{of_seed}"

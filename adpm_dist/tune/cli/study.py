@@ -122,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"study: {len(study.trials)} trials (points per candidate: {per}; {folds} folds x {len(study.seeds)} "
           f"seed(s){', nested CV (no test part)' if study.protocol == 'nested' else ''}); {len(study.todo)} to run"
           f"{f', {len(study.skipped)} skipped by --max-trials' if study.skipped else ''} -> {output}", flush=True)
-    show_price(study, resources, sys.stdout, calibrate=args.calibrate, race_folds=folds if args.race else None)
+    show_price(study, resources, sys.stdout, calibrate=args.calibrate, race_waves=(folds, len(args.seeds)) if args.race else None)
     if args.learning_curve:
         print(f"  with --learning-curve: then one half run per CV trial of each candidate's selected point "
               f"({len(study.seeds) * folds} per candidate): 0.65-0.75x the CV trials' CPU time again on the "
@@ -146,13 +146,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_raced(study, resources, args, base) -> None:
-    """--race: the study's trials wave by wave (one fold each) on one cluster; the clearly worse drop out."""
+    """--race: the study's trials wave by wave (one seed's fold each) on one cluster; the clearly worse drop out."""
     from ..search import ray_cluster, run_search
     from ..study.race import race, wave_of
     from ..study.shared import run_then_replay
 
     def run_wave(trials):
-        print(f"race: fold {wave_of(trials[0])} ({len(trials)} trials; {len(study.trials)} in the study)", flush=True)
+        seed, fold = wave_of(trials[0])
+        print(f"race: seed {seed}, fold {fold} ({len(trials)} trials; {len(study.trials)} in the study)", flush=True)
         run_then_replay(study, trials, lambda: run_search(
             study, resources, cluster_options(args), early_stopping(args, base),
             progress_interval=args.progress_interval, connected=True), replay_threads(resources),

@@ -1,30 +1,35 @@
-"""Racing (``tune/study.py --race``): run a study fold by fold and drop a candidate once it is clearly worse
+"""Racing (``tune/study.py --race``): run a study wave by wave and drop a candidate once it is clearly worse
 than the leader, so the clearly worse stop costing trials (docs/tune.md, "Racing").
 
-A **wave** is one CV fold: every remaining candidate's trials evaluated on it, for every seed. After each
-wave from the second on, the candidates are compared on the folds done so far exactly as the final
-answer compares them (compare.decide: target-prior estimate of the pooled out-of-fold predictions, paired
-bootstrap, equivalence margin); a candidate whose difference to the leader lies wholly below -eps
-(``clearly worse``) runs no further trial. Looking after every wave is looking several times: each look
-reads a wider interval (look_level, Bonferroni over the planned looks), so the chance that a candidate
-truly within the margin is dropped at any look stays within the final rule's. ``raced.json`` records
-each drop with its evidence and wave; the consolidation lists them and the study counts as complete
-for the candidates it kept.
+A **wave** is one (seed, fold): every remaining candidate's trials of that seed evaluated on that fold.
+The waves run **seed by seed**: the first seed's folds 0 .. F-1, then the next seed's, and so on. After
+each of the first seed's waves from the second on (and after its last fold, when more seeds follow), the
+candidates are compared on the first seed's folds done so far exactly as the final answer compares them
+(compare.decide: target-prior estimate of the pooled out-of-fold predictions, paired bootstrap,
+equivalence margin); a candidate whose difference to the leader lies wholly below -eps (``clearly
+worse``) runs no further trial. Seed by seed, a clearly worse candidate stops after two trials of one
+seed instead of two folds of every seed: a look reads what a one-seed study would (one training run per
+fold), which is all the answer of a one-seed study ever reads. Looking after every wave is looking
+several times: each look reads a wider interval (look_level, Bonferroni over the planned looks), so the
+chance that a candidate truly within the margin is dropped at any look stays within the final rule's.
+``raced.json`` records each drop with its evidence and wave; the consolidation lists them and the study
+counts as complete for the candidates it kept.
 
 A clearly worse candidate whose training a still-racing candidate replays (shared training: posthoc_la
 over ce, study/shared.py) keeps running: dropping it would save nothing, since the derived candidate
 would then train the same weights itself, and it would lose the source's own results. It drops at a
 later look once nothing racing replays it.
 
-Nested CV (fold-only shards): wave k is outer fold k whole, its CV trials on fold k and the inner trials
-that choose its point (trained without fold k, evaluated on the others), so each look compares the outer
-scores of the folds done exactly as the final answer would.
+Nested CV (fold-only shards): wave (s, k) is outer fold k whole for seed s, its CV trials on fold k and the
+inner trials that choose its point (trained without fold k, evaluated on the others), so each look
+compares the outer scores of the folds done exactly as the final answer would.
 """
 from __future__ import annotations
 
 import copy
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from ...files import atomic_write_json
@@ -35,37 +40,55 @@ RACED_FILE = "raced.json"
 MIN_WAVES = 2  # never drop on one fold: its images are a third of the evidence at most
 
 
-def race_floor(hours: dict[str, float], folds: int) -> float:
-    """The least a race of ``folds`` waves can cost, given each candidate's hours over the whole study: every
-    candidate's share of the first MIN_WAVES waves (nothing is dropped before), then the cheapest alone."""
+@dataclass(frozen=True)
+class Wave:
+    """One (seed, fold) of a race: its trials, and whether the candidates are compared after it."""
+    seed: int
+    fold: int
+    trials: list
+    looks: bool
+
+    def where(self, seeds: int) -> str:
+        return f"fold {self.fold}" if seeds == 1 else f"fold {self.fold} of seed {self.seed}"
+
+
+def race_floor(hours: dict[str, float], folds: int, seeds: int = 1) -> float:
+    """The least a race of ``folds`` x ``seeds`` waves can cost, given each candidate's hours over the whole
+    study: every candidate's share of the first MIN_WAVES waves (nothing is dropped before), then the
+    cheapest alone."""
     if not hours:
         return 0.0
-    first = min(1.0, MIN_WAVES / folds)
+    first = min(1.0, MIN_WAVES / (folds * seeds))
     return first * sum(hours.values()) + (1 - first) * min(hours.values())
 
 
-def wave_of(trial) -> int:
-    """The outer fold a trial serves: its evaluation fold, or for an inner trial of nested CV its outer fold."""
-    return trial.fold if trial.outer is None else trial.outer
+def wave_of(trial) -> tuple[int, int]:
+    """(seed, outer fold) of the wave a trial serves: its evaluation fold, or for an inner trial of nested CV
+    its outer fold."""
+    return trial.seed, trial.fold if trial.outer is None else trial.outer
 
 
-def waves(trials: list, folds: int) -> list[list]:
-    """The trials grouped by outer fold, in fold order (every seed of fold k in wave k; nested: with the inner
-    trials choosing fold k's point)."""
-    return [[t for t in trials if wave_of(t) == k] for k in range(folds)]
+def waves(trials: list, folds: int, seeds: list[int]) -> list[Wave]:
+    """The trials as waves, seed by seed and fold by fold (nested: each with the inner trials choosing its
+    outer fold's point); a look follows each of the first seed's waves from the MIN_WAVES-th on, but never
+    the study's last wave (the answer decides there)."""
+    order = [(s, k) for s in seeds for k in range(folds)]
+    return [Wave(s, k, [t for t in trials if wave_of(t) == (s, k)],
+                 looks=s == seeds[0] and k + 1 >= MIN_WAVES and w + 1 < len(order))
+            for w, (s, k) in enumerate(order)]
 
 
-def looks(folds: int) -> int:
-    """How many interim looks a race of ``folds`` waves takes: after waves MIN_WAVES .. folds - 1."""
-    return max(0, folds - MIN_WAVES)
+def looks(folds: int, seeds: int = 1) -> int:
+    """How many interim looks a race of ``folds`` x ``seeds`` waves takes (waves())."""
+    return max(0, min(folds, folds * seeds - 1) - MIN_WAVES + 1)
 
 
-def look_level(folds: int, level: float = compare.LEVEL) -> float:
+def look_level(folds: int, level: float = compare.LEVEL, seeds: int = 1) -> float:
     """The two-sided level of each look's difference interval: the drop rule (upper end below -eps) is a
     one-sided test at (1 - level) / 2; split over the planned looks (Bonferroni), the chance of a drop at
     any look, for a candidate truly within eps of the leader, is at most that of the final verdict.
-    E.g. 5 folds: 3 looks at 98.3% each; 3 folds: 1 look at 95%."""
-    return 1 - (1 - level) / max(1, looks(folds))
+    E.g. 5 folds: 3 looks at 98.3% each (x 2 seeds: 4 looks at 98.75%); 3 folds: 1 look at 95%."""
+    return 1 - (1 - level) / max(1, looks(folds, seeds))
 
 
 def load_raced(out: Path) -> dict:
@@ -103,10 +126,11 @@ def keep_sources(drops: set[str], racing: set[str], needs: dict[str, set[str]]) 
         kept |= more
 
 
-def interim(out: Path, search: dict, folds_done: int, *, prior: str = "balanced",
+def interim(out: Path, search: dict, folds_done: int, *, seeds: list[int] | None = None, prior: str = "balanced",
             eps: float = compare.EQUIVALENCE, dropped: set[str] = frozenset(), level: float = compare.LEVEL):
-    """(leader, decisions) of the candidates still racing, on the first ``folds_done`` folds only."""
-    partial = copy.deepcopy(search) | {"folds_done": folds_done}
+    """(leader, decisions) of the candidates still racing, on the first ``folds_done`` folds of ``seeds``
+    (default: every seed) only."""
+    partial = copy.deepcopy(search) | {"folds_done": folds_done} | ({"seeds": list(seeds)} if seeds else {})
     partial["candidates"] = [c for c in search["candidates"] if c["name"] not in dropped]
     results, names, estimates = read_estimates(out, partial)
     return compare.decide(estimates, target.target_prior(load_target(prior), names, train_counts_of(results)), eps=eps,
@@ -118,27 +142,33 @@ def race(study, run_wave: Callable[[list], None], *, prior: str = "balanced", ep
     """Run ``study.todo`` wave by wave through ``run_wave(trials)``; returns raced.json's content (candidate ->
     wave, leader, difference and interval). A resumed race keeps its earlier drops."""
     raced = load_raced(study.out)
-    level = look_level(study.folds)
+    n_seeds = len(study.seeds)
+    level = look_level(study.folds, seeds=n_seeds)
     todo = set(t.id for t in study.todo)
     needs = replayed_sources(study.trials)
-    for k, wave in enumerate(waves(study.trials, study.folds)):
-        run = [t for t in wave if t.id in todo and t.candidate not in raced]
+    all_waves = waves(study.trials, study.folds, study.seeds)
+    for w, wave in enumerate(all_waves, start=1):
+        run = [t for t in wave.trials if t.id in todo and t.candidate not in raced]
         if run:
             run_wave(run)
-        if k + 1 < MIN_WAVES or k + 1 == study.folds:
+        if not wave.looks:
             continue
         search = json.loads((study.out / "search.json").read_text())
-        lead, decisions = interim(study.out, search, k + 1, prior=prior, eps=eps, dropped=set(raced), level=level)
+        lead, decisions = interim(study.out, search, wave.fold + 1, seeds=[wave.seed], prior=prior, eps=eps,
+                                  dropped=set(raced), level=level)
         worse = {name for name, d in decisions.items() if d.verdict == "clearly worse"}
         kept = keep_sources(worse, set(decisions), needs)
         for name, by in kept.items():
-            say(f"race: {name} is clearly worse after fold {k} ({decisions[name].diff_text()} to the leader "
-                f"{lead.name}) but keeps running: {', '.join(by)} replay(s) its training, so dropping it saves nothing")
+            say(f"race: {name} is clearly worse after {wave.where(n_seeds)} ({decisions[name].diff_text()} to the "
+                f"leader {lead.name}) but keeps running: {', '.join(by)} replay(s) its training, so dropping it "
+                "saves nothing")
         for name, d in decisions.items():
             if name in worse and name not in kept:
-                raced[name] = {"wave": k + 1, "folds": k + 1, "leader": lead.name, "difference": d.diff,
-                               "interval": [d.diff_low, d.diff_high], "level": level, "equivalence": eps}
-                say(f"race: {name} dropped after fold {k} (wave {k + 1} of {study.folds}): {d.diff_text()} to the "
-                    f"leader {lead.name} ({level:.1%} interval), below -{eps:g}")
+                seeds = {"seeds": [wave.seed]} if n_seeds > 1 else {}
+                raced[name] = {"wave": w, "folds": wave.fold + 1, **seeds, "leader": lead.name,
+                               "difference": d.diff, "interval": [d.diff_low, d.diff_high], "level": level,
+                               "equivalence": eps}
+                say(f"race: {name} dropped after {wave.where(n_seeds)} (wave {w} of {len(all_waves)}): "
+                    f"{d.diff_text()} to the leader {lead.name} ({level:.1%} interval), below -{eps:g}")
         atomic_write_json(study.out / RACED_FILE, raced)
     return raced

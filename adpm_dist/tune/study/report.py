@@ -133,7 +133,7 @@ def study_markdown(a: "Answer", rows: list[dict], results: dict) -> str:
     if a.raced:
         lines += ["## Raced out (--race)", "", "Dropped once clearly worse than the leader on the folds done; their "
                   "remaining trials never ran, and the study is complete for the candidates it kept.", ""]
-        lines += [f"- {name}: after {r['folds']} fold(s), {r['difference']:+.3f} [{r['interval'][0]:+.3f}, "
+        lines += [f"- {name}: after {r['folds']} fold(s){seed_text(r)}, {r['difference']:+.3f} [{r['interval'][0]:+.3f}, "
                   f"{r['interval'][1]:+.3f}]{level_text(r)} to the then leader {r['leader']}, below -{r['equivalence']:g}"
                   for name, r in a.raced.items()] + [""]
     lines += ["## Selected hyper-parameters", ""]
@@ -159,6 +159,12 @@ ESTIMATE_NOTE = (
     "lies below -{eps:g}) or undecided. (optimistic): a point of the candidate's space was chosen on these same "
     "folds. fold macro-F1: mean ± std of the per-(fold, seed) scores on the long-tailed folds, for reference. "
     "head / medium / tail: thirds of the classes by training count.")
+
+
+def seed_text(raced: dict) -> str:
+    """Which seed a look read, for a race of several seeds (single-seed races and older ones record none)."""
+    seeds = raced.get("seeds")
+    return f" of seed {seeds[0]} (the first seed's folds; the other seeds had not run)" if seeds else ""
 
 
 def level_text(raced: dict) -> str:
