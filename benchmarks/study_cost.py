@@ -126,8 +126,8 @@ def answer(where: Path) -> dict:
             "raced": load_raced(where)}
 
 
-def trial_costs(where: Path) -> list[tuple[str, int, float]]:
-    """(candidate, fold, CPU-hours) of every trial of the study in ``where`` (cv_results.csv, cost.json)."""
+def trial_costs(where: Path) -> list[tuple[str, int, int, float]]:
+    """(candidate, seed, fold, CPU-hours) of every trial of the study in ``where`` (cv_results.csv, cost.json)."""
     import csv
 
     from adpm_dist.tune.cost import COST_FILE, trial_hours
@@ -137,23 +137,31 @@ def trial_costs(where: Path) -> list[tuple[str, int, float]]:
         for r in csv.DictReader(f):
             path = where / "trials" / r["trial"] / COST_FILE
             if r["fold"] and path.is_file():
-                found.append((r["candidate"], int(r["fold"]), trial_hours(json.loads(path.read_text()))["cpu_hours"]))
+                found.append((r["candidate"], int(r["seed"]), int(r["fold"]),
+                              trial_hours(json.loads(path.read_text()))["cpu_hours"]))
     return found
 
 
 def race_floor(set_dir: Path, recommendation: str) -> float | None:
     """The least CPU-hours any race under the rule could cost (an oracle's race): every candidate's trials of
-    the first MIN_WAVES folds (with shared training), then only the full study's
-    recommendation on the other folds (as the full study trained it: alone, nothing left to share with)."""
+    the waves before the first look (the first seed's first MIN_WAVES folds; study/race.py runs seed by seed),
+    with shared training, then only the full study's recommendation in the other waves (as the full study
+    trained it: alone, nothing left to share with)."""
     from adpm_dist.tune.study.race import MIN_WAVES
 
-    # the first folds as shared training trains them: the shared study's, else the race's (nothing is dropped
+    # the first waves as shared training trains them: the shared study's, else the race's (nothing is dropped
     # before its first look), else the full study's
     first = next(set_dir / m for m in ("shared", "race", "full") if (set_dir / m / "cv_results.csv").is_file())
     if not (set_dir / "full" / "cv_results.csv").is_file():
         return None
-    early = sum(h for _, fold, h in trial_costs(first) if fold < MIN_WAVES)
-    late = sum(h for c, fold, h in trial_costs(set_dir / "full") if fold >= MIN_WAVES and c == recommendation)
+    seed0 = json.loads((set_dir / "full" / "search.json").read_text())["seeds"][0]
+
+    def before_look(seed: int, fold: int) -> bool:
+        return seed == seed0 and fold < MIN_WAVES
+
+    early = sum(h for _, seed, fold, h in trial_costs(first) if before_look(seed, fold))
+    late = sum(h for c, seed, fold, h in trial_costs(set_dir / "full") if not before_look(seed, fold)
+               and c == recommendation)
     return early + late
 
 
@@ -168,7 +176,8 @@ def row(name: str, mode: str, where: Path, r: dict, full: dict | None) -> str:
     else:
         same = f"{full['verdicts'].get(rec, '?')} in the full study"
     share = "" if full is None or mode == "full" else f" ({r['cpu_hours'] / full['cpu_hours']:.0%})"
-    raced = ", ".join(f"{c} (after {x['wave']} folds)" for c, x in r["raced"].items()) or "-"
+    raced = ", ".join(f"{c} (after {x['folds']} folds{' of seed %d' % x['seeds'][0] if x.get('seeds') else ''})"
+                      for c, x in r["raced"].items()) or "-"
     estimate = "-" if price is None else f"{price['cpu_hours']:.3f} / ~{price['wall_hours']:.2f} h"
     return (f"| {name} | {mode} | {r['trained']} + {r['replayed']} replayed | {r['cpu_hours']:.3f}{share} | "
             f"{r['wall_hours']:.2f} | {estimate} | {rec or '-'}{' (PARTIAL)' if r['partial'] else ''} | {same} | "
@@ -193,7 +202,7 @@ def section(argv: list[str], out: Path) -> str:
             floors.append(f"- {where.name}: {floor:.3f} CPU-hours ({floor / full['cpu_hours']:.0%} of full)")
     if floors:
         lines += ["", "The least any race could cost here (every candidate but the full study's recommendation "
-                  "dropped at the first look, after the first folds every candidate must train; an oracle, "
+                  "dropped at the first look, after the first waves every candidate must train; an oracle, "
                   "not a rule):", "", *floors]
     return "\n".join(lines)
 

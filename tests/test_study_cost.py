@@ -27,15 +27,17 @@ def test_measured_adds_trained_and_replayed_trials(tmp_path):
     assert abs(m["cpu_hours"] - (720 + 100 + 36) / 3600) < 1e-12  # CPU time; wall x CPUs where none was recorded
 
 
-def write_study(where, costs: dict) -> None:
-    """A study directory with cv_results.csv and each trial's cost.json: (candidate, fold) -> CPU seconds."""
+def write_study(where, costs: dict, seeds=(0,)) -> None:
+    """A study directory with search.json, cv_results.csv and each trial's cost.json: (candidate, fold) -> CPU
+    seconds of each seed's trial."""
     rows = ["trial,candidate,point,seed,fold,outer,status"]
-    for (cand, fold), cpu_s in costs.items():
-        tid = f"{cand}_fold{fold}"
-        rows.append(f"{tid},{cand},default,0,{fold},,done")
+    for ((cand, fold), cpu_s), seed in ((item, seed) for item in costs.items() for seed in seeds):
+        tid = f"{cand}_seed{seed}_fold{fold}"
+        rows.append(f"{tid},{cand},default,{seed},{fold},,done")
         (where / "trials" / tid).mkdir(parents=True)
         (where / "trials" / tid / "cost.json").write_text(json.dumps({"wall_s": cpu_s, "cpu_s": cpu_s, "cpus": 1}))
     (where / "cv_results.csv").write_text("\n".join(rows) + "\n")
+    (where / "search.json").write_text(json.dumps({"seeds": list(seeds)}))
 
 
 def test_the_race_floor_is_every_candidate_before_the_first_look_then_the_answer_alone(tmp_path):
@@ -51,6 +53,15 @@ def test_the_race_floor_is_every_candidate_before_the_first_look_then_the_answer
     write_study(tmp_path / "shared", shared)
     assert race_floor(tmp_path, "la") == 2 * 2 + 2 * 0.5 + 3  # adpm's first folds shared, la alone after them
     assert race_floor(tmp_path, "adpm") == 2 * 2 + 2 * 0.5 + 3  # its late folds as trained alone (full study)
+
+
+def test_with_two_seeds_the_race_floor_counts_the_first_seeds_first_folds(tmp_path):
+    """Waves run seed by seed: before the first look every candidate runs folds 0 and 1 of seed 0 only; the
+    recommendation then runs its 8 other (seed, fold) trials alone."""
+    from benchmarks.study_cost import race_floor
+
+    write_study(tmp_path / "full", {(c, k): 3600.0 for c in ("ce", "la", "adpm") for k in range(5)}, seeds=(0, 1))
+    assert race_floor(tmp_path, "la") == 3 * 2 + 8
 
 
 def test_a_race_is_priced_as_a_range_down_to_its_floor():
