@@ -43,7 +43,7 @@ def plan(tmp_path, space: dict, resume=False, overrides=("train.epochs=1",), par
 
 def cv_score(t) -> float:
     base = {"ce": 0.50, "adpm_isotropic": 0.60, "logit_adjusted": 0.65 if t.point == "la_tau1" else 0.55}
-    return base[t.candidate] + (0.01 * t.fold if t.fold < 2 else -0.08 * (t.point == "la_tau1"))
+    return base.get(t.candidate, 0.55) + (0.01 * t.fold if t.fold < 2 else -0.08 * (t.point == "la_tau1"))
 
 
 def predictions(t) -> list[str]:

@@ -13,7 +13,7 @@ from test_tune_consolidate import TINY
 
 from adpm_dist.config import load_config
 from adpm_dist.tune.experiment import write_search
-from adpm_dist.tune.study.curve import curve_config, curve_dir, curve_runs, power_law_score
+from adpm_dist.tune.study.curve import curve_config, curve_dir, curve_runs, power_law_score, share_half_runs
 from adpm_dist.tune.study.report import consolidate_study
 
 HELD_OUT = ("fold0", "fold1", "fold2", "test")
@@ -47,6 +47,24 @@ def test_half_runs_train_the_trials_config_on_half_the_images(tmp_path):
     assert cfg.data.train_share == 0.5 and cfg.data.eval_part == "fold0" and cfg.method == "ce"
     assert cfg.run.output_dir.endswith("curve/ce_default_seed0_fold0") and not cfg.train.prefix_from
     assert not cfg.train.keep_validated and report["curves"] == []     # no half run yet: no section
+
+
+def test_read_out_candidates_half_runs_are_replayed_over_ces(tmp_path):
+    """As in the study: posthoc_la's and tau_norm's half runs train exactly ce's half run of the same fold and
+    seed, so only ce's trains (keeping its validated weights) and theirs are replayed over it."""
+    study = plan(tmp_path, {}, parts=HELD_OUT, methods=("ce", "posthoc_la", "tau_norm", "logit_adjusted"))
+    write_search(study)
+    for t in study.trials:
+        write_trial(study, t)
+    report = consolidate_study(study.out)
+    runs = curve_runs(study.out, json.loads((study.out / "search.json").read_text()), report["estimates"])
+    train, replays = share_half_runs(runs)
+    assert sorted({r.group for r in train}) == ["ce", "logit_adjusted"] and len(train) == 2 * 3
+    assert all(r.config["train"]["keep_validated"] == (r.group == "ce") for r in train)
+    assert sorted((j.id, j.source.name) for j in replays) == sorted(
+        (f"{m}_default_seed0_fold{k}", f"ce_default_seed0_fold{k}") for m in ("posthoc_la", "tau_norm") for k in range(3))
+    assert all(j.out == curve_dir(study.out, next(t for t in study.trials if t.id == j.id)) for j in replays)
+    assert all(j.cfg.data.train_share == 0.5 for j in replays)
 
 
 def test_learning_curves_need_a_test_part(tmp_path):

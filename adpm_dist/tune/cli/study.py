@@ -164,25 +164,35 @@ def run_raced(study, resources, args, base) -> None:
 
 
 def run_curve(output: Path, resources, args) -> None:
-    """--learning-curve: the half runs of every complete candidate's CV trials (study/curve.py), as a batch."""
+    """--learning-curve: the half runs of every complete candidate's CV trials (study/curve.py), as a batch;
+    a read-out candidate's half runs replayed over its training twin's (study/shared.py)."""
     import os
 
     from ..batch import run_batch
     from ..experiment import load_search
     from ..price import at_once
-    from ..release import release_runs
-    from ..study.curve import CURVE_DIR, curve_runs
+    from ..release import delete, release_runs
+    from ..study.curve import CURVE_DIR, curve_runs, share_half_runs
     from ..study.results import read_estimates
+    from ..study.shared import has_validated, replay_runs
+    from ...runtime.checkpoint import VALIDATED
 
     search = load_search(output)  # the selected points, read back without writing the answer twice
     runs = curve_runs(output, search, read_estimates(output, search)[2])
-    if runs:
-        print(f"learning curve: {len(runs)} half run(s) (data.train_share) -> {output / CURVE_DIR}", flush=True)
-        run_batch(output / f"{CURVE_DIR}_batch", runs, jobs=at_once(resources, os.cpu_count() or 1),
+    if not runs:
+        return
+    train, replays = share_half_runs(runs)
+    print(f"learning curve: {len(runs)} half run(s) (data.train_share), {len(replays)} of them replayed over a "
+          f"twin's -> {output / CURVE_DIR}", flush=True)
+    if train:
+        run_batch(output / f"{CURVE_DIR}_batch", train, jobs=at_once(resources, os.cpu_count() or 1),
                   cpus_per_run=resources.cpus_per_trial, gpus_per_run=resources.gpus_per_trial,
                   address=cluster_options(args).address)
-        if not args.keep_checkpoints:  # as the study's own trials: predictions and best.pt are what stays
-            release_runs([r.run_dir for r in runs])
+    ready = [j for j in replays if has_validated(j.source)]  # a failed source: the next run trains them
+    replay_runs(ready, replay_threads(resources))
+    delete([r.run_dir / "checkpoints" / VALIDATED for r in train if (r.run_dir / "metrics.json").is_file()])
+    if not args.keep_checkpoints:  # as the study's own trials: predictions and best.pt are what stays
+        release_runs([r.run_dir for r in runs])
 
 
 def replay_threads(resources) -> int:

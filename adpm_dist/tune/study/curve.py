@@ -92,6 +92,30 @@ def curve_runs(out: Path, search: dict, estimates: list) -> list:
             for t in behind(e, search) if not (curve_dir(out, t) / "metrics.json").is_file()]
 
 
+def share_half_runs(runs: list) -> tuple[list, list]:
+    """(half runs to train, half runs to replay after them): as in the study (shared.py), a half run whose
+    training twin is another half run of ``runs`` at the same fold and seed (posthoc_la's and tau_norm's over
+    ce's) is replayed over that run's validated weights, which it therefore keeps."""
+    import copy
+
+    from ...config import from_dict
+    from ..batch import BatchRun
+    from .shared import Replay, twin_sources
+
+    configs = {r.id: from_dict(r.config) for r in runs}
+    sources = twin_sources([(r.id, (), configs[r.id]) for r in runs])
+    by_id = {r.id: r for r in runs}
+    train = []
+    for r in runs:
+        if r.id in set(sources.values()):
+            kept = copy.deepcopy(r.config)
+            kept["train"]["keep_validated"] = True
+            r = BatchRun(r.id, r.group, kept)
+        if r.id not in sources:
+            train.append(r)
+    return train, [Replay(i, configs[i], by_id[i].run_dir, by_id[s].run_dir) for i, s in sources.items()]
+
+
 def read_half(out: Path, estimate, search: dict, class_names: list[str]) -> tuple[np.ndarray, float] | None:
     """(half-run predictions (S, N) aligned with the estimate's out-of-fold table, mean images per half run),
     or None until every half run has finished. ValueError naming the folder if they predicted other images."""

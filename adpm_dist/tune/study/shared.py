@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from ...config import result_settings
@@ -34,28 +35,32 @@ from ..contract import apply_settings, trial_dir, trial_dir_of
 from ..release import release
 
 
-def training_key(trial, cfg) -> tuple:
-    """What makes two trials train the same weights: their CV position and every result-changing setting."""
-    return trial.fold, trial.seed, trial.outer, json.dumps(result_settings(cfg), sort_keys=True, default=str)
+def training_key(position: tuple, cfg) -> tuple:
+    """What makes two runs train the same weights: their CV position and every result-changing setting."""
+    return *position, json.dumps(result_settings(cfg), sort_keys=True, default=str)
 
 
-def share_training(study, trials: list) -> list:
-    """``trials`` with ``derived_from`` set where another trial trains exactly the same weights (its
-    training twin). Sources are trials without a twin; train.select=refit trains again after selection,
-    so it is never replayed."""
+def twin_sources(runs: list[tuple[str, tuple, object]]) -> dict[str, str]:
+    """{id: source id} for each (id, CV position, config) of ``runs`` whose training twin (Method.training_twin)
+    trains exactly what another run of the list trains at the same position; that other run is its source.
+    Sources are runs without a twin; train.select=refit trains again after selection, so it is never replayed."""
     from ...methods import method_for  # imports torch: the methods' own rule
 
     sources: dict[tuple, str] = {}
     twins: dict[str, tuple] = {}
-    for t in trials:
-        cfg = study.config_of(t)
+    for run_id, position, cfg in runs:
         twin = method_for(cfg).training_twin() if cfg.train.select != "refit" else None
         if twin is None:
-            sources.setdefault(training_key(t, cfg), t.id)
+            sources.setdefault(training_key(position, cfg), run_id)
         else:
-            twins[t.id] = training_key(t, apply_settings(cfg, twin, f"training twin of {t.id}"))
-    return [dataclasses.replace(t, derived_from=sources[twins[t.id]]) if sources.get(twins.get(t.id)) else t
-            for t in trials]
+            twins[run_id] = training_key(position, apply_settings(cfg, twin, f"training twin of {run_id}"))
+    return {run_id: sources[key] for run_id, key in twins.items() if key in sources}
+
+
+def share_training(study, trials: list) -> list:
+    """``trials`` with ``derived_from`` set where another trial trains exactly the same weights (twin_sources)."""
+    sources = twin_sources([(t.id, (t.fold, t.seed, t.outer), study.config_of(t)) for t in trials])
+    return [dataclasses.replace(t, derived_from=sources[t.id]) if t.id in sources else t for t in trials]
 
 
 def share_prefixes(study, trials: list) -> list:
@@ -72,7 +77,7 @@ def share_prefixes(study, trials: list) -> list:
         if prefix is None:
             out.append(t)
             continue
-        key = training_key(t, apply_settings(cfg, prefix.settings, f"shared prefix of {t.id}"))
+        key = training_key((t.fold, t.seed, t.outer), apply_settings(cfg, prefix.settings, f"shared prefix of {t.id}"))
         source = sources.setdefault(key, t.id)
         out.append(t if source == t.id else dataclasses.replace(t, prefix_from=source))
     return out
@@ -110,8 +115,12 @@ def prefix_passes(study, trials: list) -> tuple[list, list]:
 
 def replayable(out: Path, source_id: str) -> bool:
     """Whether the source trial has finished with its validated weights kept."""
-    source = trial_dir_of(out, source_id)
-    return (source / "metrics.json").is_file() and any((source / "checkpoints" / "validated").glob("epoch_*.pt"))
+    return has_validated(trial_dir_of(out, source_id))
+
+
+def has_validated(run_dir: Path) -> bool:
+    """Whether a run has finished with its validated weights kept (train.keep_validated)."""
+    return (run_dir / "metrics.json").is_file() and any((run_dir / "checkpoints" / "validated").glob("epoch_*.pt"))
 
 
 def split(study, trials: list) -> tuple[list, list]:
@@ -143,10 +152,32 @@ def run_then_replay(study, trials: list, run_trained, threads: int = 1, say=prin
     return status
 
 
+@dataclass(frozen=True)
+class Replay:
+    """One derived run to replay: its id, config and run directory, and its source's run directory."""
+    id: str
+    cfg: object
+    out: Path
+    source: Path
+
+
 def replay_derived(study, trials: list, threads: int = 1, say=print) -> dict[str, str]:
-    """Replay each derived trial of ``trials`` whose source has finished, in this process with ``threads``
-    torch threads (what Ray gives a trial of --cpus-per-trial); {trial id: status}. A failed replay leaves
-    its trial without metrics.json (a partial study: --resume tries again)."""
+    """Replay each derived trial of ``trials`` whose source has finished (replay_runs); {trial id: status}."""
+    status, jobs = {}, []
+    for t in trials:
+        if not t.derived_from or not replayable(study.out, t.derived_from):
+            status[t.id] = "source not finished"
+            say(f"shared training: {t.id} not replayed: its source {t.derived_from} has not finished")
+        else:
+            jobs.append(Replay(t.id, study.config_of(t), trial_dir(study.out, t), trial_dir_of(study.out, t.derived_from)))
+    return status | replay_runs(jobs, threads, say)
+
+
+def replay_runs(jobs: list[Replay], threads: int = 1, say=print) -> dict[str, str]:
+    """Replay each job in this process with ``threads`` torch threads (what Ray gives a trial of
+    --cpus-per-trial); {id: status}. Each run directory gets train.log, attempts.jsonl and a cost.json with its
+    own CPU time and ``replayed_from``. A failed replay leaves its run without metrics.json (a partial study:
+    --resume tries again)."""
     import signal
 
     import torch
@@ -161,31 +192,26 @@ def replay_derived(study, trials: list, threads: int = 1, say=print) -> dict[str
     before = torch.get_num_threads()
     torch.set_num_threads(max(1, threads))
     try:
-        for t in trials:
-            if not t.derived_from or not replayable(study.out, t.derived_from):
-                status[t.id] = "source not finished"
-                say(f"shared training: {t.id} not replayed: its source {t.derived_from} has not finished")
-                continue
-            out, source = trial_dir(study.out, t), trial_dir_of(study.out, t.derived_from)
-            attempt = record_attempt(out, t.id)
+        for job in jobs:
+            attempt = record_attempt(job.out, job.id)
             wall, clock = time.monotonic(), CpuClock(live_children=False)   # this driver's descendants are Ray's
             try:
-                with logs_to(out / "train.log"):
-                    print(f"== {t.id}: attempt {attempt}, replayed over {source}", flush=True)
-                    replay(study.config_of(t), source)
-                status[t.id] = "replayed"
+                with logs_to(job.out / "train.log"):
+                    print(f"== {job.id}: attempt {attempt}, replayed over {job.source}", flush=True)
+                    replay(job.cfg, job.source)
+                status[job.id] = "replayed"
             except KeyboardInterrupt:  # Ctrl-C while replaying: the study's own exit (130, the --resume line)
                 raise Interrupted(signal.SIGINT) from None
-            except Exception as e:  # noqa: BLE001 - named below; the trial stays unfinished
-                status[t.id] = f"failed: {e}"
-                say(f"shared training: replaying {t.id} failed ({e}); see {out / 'train.log'}")
+            except Exception as e:  # noqa: BLE001 - named below; the run stays unfinished
+                status[job.id] = f"failed: {e}"
+                say(f"shared training: replaying {job.id} failed ({e}); see {job.out / 'train.log'}")
             finally:
-                cost = add_cost(out, time.monotonic() - wall, {"workers": 1, "cpus": threads, "gpus": 0},
+                cost = add_cost(job.out, time.monotonic() - wall, {"workers": 1, "cpus": threads, "gpus": 0},
                                 clock.seconds())
-                atomic_write_json(out / COST_FILE, cost | {"replayed_from": t.derived_from})
+                atomic_write_json(job.out / COST_FILE, cost | {"replayed_from": job.source.name})
     finally:
         torch.set_num_threads(before)
-    done = sum(s == "replayed" for s in status.values())
-    if status:
-        say(f"shared training: {done} of {len(status)} derived trial(s) replayed over their source's weights")
+    if jobs:
+        done = sum(status.get(j.id) == "replayed" for j in jobs)
+        say(f"shared training: {done} of {len(jobs)} derived run(s) replayed over their source's weights")
     return status
