@@ -125,8 +125,9 @@ def run(args: argparse.Namespace) -> int:
     show_price(study, resources, sys.stdout, calibrate=args.calibrate, race_waves=(folds, len(args.seeds)) if args.race else None)
     if args.learning_curve:
         print(f"  with --learning-curve: then one half run per CV trial of each candidate's selected point "
-              f"({len(study.seeds) * folds} per candidate): 0.65-0.75x the CV trials' CPU time again on the "
-              "calibration draws (validation and evaluation do not shrink with the images)", flush=True)
+              f"({len(study.seeds) * folds} per candidate; a read-out candidate's replayed over its twin's): "
+              "0.65-0.75x the CV trials' CPU time again on the calibration draws (validation and evaluation do "
+              "not shrink with the images)", flush=True)
     if args.dry_run:
         return 0
     try:
