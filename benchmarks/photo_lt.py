@@ -17,6 +17,14 @@ patches are cut from the first only, test patches from the second only, so no te
 seen in training. A patch is a random square (side ``PATCH_SHARE`` of the shorter side, x0.8-1.2)
 at a random position inside its region, randomly mirrored, resized to ``--size`` pixels.
 
+``--tiles``: the training region is also cut into a grid of tiles, each at least as large as the
+largest patch, and every training patch lies inside one tile (the tiles in a seeded round-robin, so
+even a class of two patches has two). Patches of different tiles share no pixel, and ``DIR/groups.csv``
+names each training patch's tile as its group: prepared with ``--groups DIR/groups.csv``, the CV's
+folds hold disjoint pixels, as the test part does, instead of overlapping patches of one region (the
+way several images of one patient or lesion are kept in one fold). Without ``--tiles``, patches are
+placed anywhere in the training region, as before (the same files for the same arguments).
+
 Counts: the exponential profile of digits-LT (adpm_dist/data/digits_lt.py), n_i = round(n_max x
 IR^(-i/(K-1))) (at least 1) for the i-th class of a seeded random class order; the test part is
 balanced, ``--test-per-class`` per class. Everything is drawn from ``numpy.random.default_rng(seed)``:
@@ -34,6 +42,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,6 +110,15 @@ def split_regions(height: int, width: int) -> tuple[Region, Region]:
     return Region(0, height, 0, cut - gap), Region(0, height, cut, width)
 
 
+def tiles_of(region: Region, patch: int) -> list[Region]:
+    """``region`` cut into a row-major grid of tiles, each at least ``patch`` pixels high and wide."""
+    rows = max(1, (region.bottom - region.top) // patch)
+    cols = max(1, (region.right - region.left) // patch)
+    ys = np.linspace(region.top, region.bottom, rows + 1).round().astype(int)
+    xs = np.linspace(region.left, region.right, cols + 1).round().astype(int)
+    return [Region(int(ys[i]), int(ys[i + 1]), int(xs[j]), int(xs[j + 1])) for i in range(rows) for j in range(cols)]
+
+
 def draw_patch(photo: np.ndarray, region: Region, size: int, rng: np.random.Generator) -> tuple[Image.Image, tuple]:
     """A random square patch inside ``region``, mirrored at random, resized to ``size``; and its box."""
     base = PATCH_SHARE * min(photo.shape[:2])
@@ -115,7 +133,7 @@ def draw_patch(photo: np.ndarray, region: Region, size: int, rng: np.random.Gene
 
 
 def build(out: Path, *, ir: float = 100.0, classes: int = 14, size: int = 32, n_max: int = 200,
-          test_per_class: int = 50, seed: int = 0) -> dict:
+          test_per_class: int = 50, seed: int = 0, tiles: bool = False) -> dict:
     """Write the dataset under ``out`` (which must not hold one already); returns photo_lt.json's content."""
     if not 2 <= classes <= len(PHOTOS):
         raise ValueError(f"--classes must be in [2, {len(PHOTOS)}] (bundled photographs), got {classes}")
@@ -134,23 +152,42 @@ def build(out: Path, *, ir: float = 100.0, classes: int = 14, size: int = 32, n_
         train_region, test_region = split_regions(*photo.shape[:2])
         regions[name] = {"source": f"{package}:{filename}", "shape": list(photo.shape[:2]),
                          "train": vars(train_region), "test": vars(test_region)}
+        grid = tiles_of(train_region, math.ceil(1.2 * PATCH_SHARE * min(photo.shape[:2]))) if tiles else None
+        if grid:
+            regions[name]["tiles"] = [vars(t) for t in grid]
         for part, region, n in (("train", train_region, counts[name]), ("test", test_region, test_per_class)):
             folder = out / part / name
             folder.mkdir(parents=True, exist_ok=True)
+            tile_of = tile_order(len(grid), n, rng) if grid and part == "train" else [None] * n
             for k in range(n):
-                patch, (top, left, side) = draw_patch(photo, region, size, rng)
-                file = folder / f"{name}_{k:04d}.png"
+                inside = region if tile_of[k] is None else grid[tile_of[k]]
+                patch, (top, left, side) = draw_patch(photo, inside, size, rng)
+                # with tiles, test files get names of their own: groups.csv's paths must name training images only
+                file = folder / f"{name}{'_test' if tiles and part == 'test' else ''}_{k:04d}.png"
                 patch.save(file)
                 rows.append({"part": part, "class": name, "file": str(file.relative_to(out)), "top": top,
-                             "left": left, "side": side})
+                             "left": left, "side": side} | ({"tile": tile_of[k]} if tiles else {}))
+    if tiles:  # the group of each training patch: its tile (prepare --groups)
+        with open(out / "groups.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["image", "group"])
+            writer.writerows([str(Path(r["file"]).relative_to("train")), f"{r['class']}_tile{r['tile']}"]
+                             for r in rows if r["part"] == "train")
     with open(out / "patches.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
     info = {"ir": ir, "classes": classes, "size": size, "n_max": n_max, "test_per_class": test_per_class,
-            "seed": seed, "class_order": order, "train_counts": counts, "regions": regions}
+            "seed": seed, "tiles": tiles, "class_order": order, "train_counts": counts, "regions": regions}
     (out / "photo_lt.json").write_text(json.dumps(info, indent=1))
     return info
+
+
+def tile_order(tiles: int, n: int, rng: np.random.Generator) -> list[int]:
+    """The tile of each of ``n`` patches: seeded round-robin over the tiles (a random order, repeated), so the
+    patches spread evenly and a class of two patches has two tiles."""
+    order = [int(t) for t in rng.permutation(tiles)]
+    return [order[k % tiles] for k in range(n)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -162,10 +199,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-max", type=int, default=200, help="training patches of the head class (default 200)")
     ap.add_argument("--test-per-class", type=int, default=50, help="balanced test part (default 50 per class)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tiles", action="store_true",
+                    help="training patches inside a grid of tiles, each tile a group (DIR/groups.csv for --groups)")
     args = ap.parse_args(argv)
     try:
         info = build(args.out, ir=args.ir, classes=args.classes, size=args.size, n_max=args.n_max,
-                     test_per_class=args.test_per_class, seed=args.seed)
+                     test_per_class=args.test_per_class, seed=args.seed, tiles=args.tiles)
     except ValueError as e:
         print(f"photo_lt: {e}", file=sys.stderr)
         return 2

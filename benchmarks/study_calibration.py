@@ -5,8 +5,9 @@
         [--no-run] [key=value ...]
 
 A draw is a long-tailed set with a large balanced `test` part, named KIND_irR_sS: digits-LT, photo-LT
-(benchmarks/photo_lt.py) or shapes-LT (benchmarks/shapes_lt.py, neither digits nor photographs) at
-imbalance ratio R, data seed S. None of the draws' seeds was used while the study was built (those used
+(benchmarks/photo_lt.py), photot-LT (photo-LT with `--tiles`: each training patch inside one tile of
+its photograph's training region, the tile its group, folds prepared with `--groups`) or shapes-LT
+(benchmarks/shapes_lt.py, neither digits nor photographs) at imbalance ratio R, data seed S. None of the draws' seeds was used while the study was built (those used
 seed 0). Per draw, resumable draw by draw (run the same command again; on 2 cores the whole benchmark
 spans sessions):
 1. shards: 3 folds + `test`, prepared once;
@@ -45,16 +46,17 @@ from benchmarks.recipe_scores import score_and_spread, widened
 ROOT = Path(__file__).resolve().parents[1]
 MARKERS = ("<!-- study-calibration:begin -->", "<!-- study-calibration:end -->")
 HEADING = "## Study calibration: the answer on long-tailed sets it never saw (issue 32)"
+KINDS = ("digits", "photo", "photot", "shapes")
 DRAWS = [f"{kind}_ir{ir}_s{seed}" for seed in (1, 2) for ir in (50, 100, 10) for kind in ("digits", "photo", "shapes")]
 
 
 def parse_draw(name: str) -> tuple[str, float, int]:
     try:
         kind, ir, seed = name.split("_")
-        assert kind in ("digits", "photo", "shapes") and ir.startswith("ir") and seed.startswith("s")
+        assert kind in KINDS and ir.startswith("ir") and seed.startswith("s")
         return kind, float(ir[2:]), int(seed[1:])
     except (ValueError, AssertionError):
-        raise SystemExit(f"--draws: {name!r} is not KIND_irR_sS with KIND digits, photo or shapes (key=value "
+        raise SystemExit(f"--draws: {name!r} is not KIND_irR_sS with KIND {', '.join(KINDS)} (key=value "
                          "overrides go before --draws)") from None
 
 
@@ -70,14 +72,15 @@ def shards_for(name: str, where: Path, folds: int) -> Path:
         return shards
     images = where / "images"
     if not images.is_dir():
-        if kind == "photo":
+        if kind in ("photo", "photot"):
             from benchmarks.photo_lt import build
-            build(images, ir=ir, seed=seed)
+            build(images, ir=ir, seed=seed, tiles=kind == "photot")
         else:
             from benchmarks.shapes_lt import build
             build(images, ir=ir, seed=seed)
+    groups = {"groups": images / "groups.csv"} if kind == "photot" else {}
     prepare("imagefolder", shards, root=images / "train", test_root=images / "test", folds=folds, image_size=32,
-            seed=seed, progress=False)
+            seed=seed, progress=False, **groups)
     return shards
 
 

@@ -45,3 +45,29 @@ def test_bad_arguments_exit_2_with_one_line(tmp_path, capsys):
     build(tmp_path / "c", classes=2, n_max=2, test_per_class=1, size=8)
     assert main(["--out", str(tmp_path / "c"), "--classes", "2"]) == 2  # never over a built set
     assert "already holds a dataset" in capsys.readouterr().err
+
+
+def test_tiles_keep_each_training_patch_inside_one_tile_and_name_it_as_its_group(tmp_path):
+    """--tiles: the training region is a grid of non-overlapping tiles, every training patch lies inside its
+    tile, the tiles go round-robin (the two patches of the rarest class sit in two tiles), and groups.csv
+    names each training image's tile; the test part is drawn as without tiles."""
+    info = build(tmp_path / "t", ir=20, classes=4, size=16, n_max=40, test_per_class=3, seed=5, tiles=True)
+    rows = list(csv.DictReader(open(tmp_path / "t" / "patches.csv")))
+    groups = {r["image"]: r["group"] for r in csv.DictReader(open(tmp_path / "t" / "groups.csv"))}
+    train_rows = [r for r in rows if r["part"] == "train"]
+    assert len(groups) == len(train_rows) == sum(info["train_counts"].values())
+    for name, regions in info["regions"].items():
+        tiles = [Region(**t) for t in regions["tiles"]]
+        assert len(tiles) >= 4
+        for a in range(len(tiles)):
+            for b in range(a + 1, len(tiles)):
+                x, y = tiles[a], tiles[b]
+                assert not (x.top < y.bottom and y.top < x.bottom and x.left < y.right and y.left < x.right)
+        mine = [r for r in train_rows if r["class"] == name]
+        for r in mine:
+            assert tiles[int(r["tile"])].contains(int(r["top"]), int(r["left"]), int(r["side"]))
+            assert groups[r["file"].removeprefix("train/")] == f"{name}_tile{r['tile']}"
+        assert len({r["tile"] for r in mine}) == min(len(mine), len(tiles))
+    assert all(Region(**info["regions"][r["class"]]["test"]).contains(int(r["top"]), int(r["left"]), int(r["side"]))
+               for r in rows if r["part"] == "test")
+    assert all("_test_" in r["file"] for r in rows if r["part"] == "test")  # groups.csv's names are train-only
