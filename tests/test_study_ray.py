@@ -29,7 +29,7 @@ def test_tiny_study_nested_resume_and_recipe(tmp_path, ray_tmp, fold_only_shards
            "--race", *FAST]
     res = run_search(cmd, ray_env(tmp_path), timeout=360)
     assert res.returncode == 0, res.stdout[-4000:]
-    assert all(f"race: fold {k} (7 trials; 21 in the study)" in res.stdout for k in range(3)), res.stdout[-4000:]
+    assert all(f"race: seed 0, fold {k} (7 trials; 21 in the study)" in res.stdout for k in range(3)), res.stdout[-4000:]
     assert "recommendation:" in res.stdout and "PARTIAL" not in (out / "study.md").read_text()
     raced = json.loads((out / "raced.json").read_text()) if (out / "raced.json").is_file() else {}
     planned = json.loads((out / "search.json").read_text())["trials"]
