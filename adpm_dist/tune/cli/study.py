@@ -122,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"study: {len(study.trials)} trials (points per candidate: {per}; {folds} folds x {len(study.seeds)} "
           f"seed(s){', nested CV (no test part)' if study.protocol == 'nested' else ''}); {len(study.todo)} to run"
           f"{f', {len(study.skipped)} skipped by --max-trials' if study.skipped else ''} -> {output}", flush=True)
-    show_price(study, resources, sys.stdout, calibrate=args.calibrate, race_waves=(folds, len(args.seeds)) if args.race else None)
+    show_price(study, resources, sys.stdout, calibrate=args.calibrate, race_waves=(folds, len(study.seeds)) if args.race else None)
     if args.learning_curve:
         print(f"  with --learning-curve: then one half run per CV trial of each candidate's selected point "
               f"({len(study.seeds) * folds} per candidate; a read-out candidate's replayed over its twin's): "

@@ -104,10 +104,10 @@ def share_half_runs(runs: list) -> tuple[list, list]:
 
     configs = {r.id: from_dict(r.config) for r in runs}
     sources = twin_sources([(r.id, (), configs[r.id]) for r in runs])
-    by_id = {r.id: r for r in runs}
+    by_id, kept_for_others = {r.id: r for r in runs}, set(sources.values())
     train = []
     for r in runs:
-        if r.id in set(sources.values()):
+        if r.id in kept_for_others:
             kept = copy.deepcopy(r.config)
             kept["train"]["keep_validated"] = True
             r = BatchRun(r.id, r.group, kept)

@@ -79,8 +79,8 @@ def waves(trials: list, folds: int, seeds: list[int]) -> list[Wave]:
 
 
 def looks(folds: int, seeds: int = 1) -> int:
-    """How many interim looks a race of ``folds`` x ``seeds`` waves takes (waves())."""
-    return max(0, min(folds, folds * seeds - 1) - MIN_WAVES + 1)
+    """How many interim looks a race of ``folds`` x ``seeds`` waves takes (the rule is waves()'s)."""
+    return sum(w.looks for w in waves([], folds, list(range(seeds))))
 
 
 def look_level(folds: int, level: float = compare.LEVEL, seeds: int = 1) -> float:
