@@ -32,7 +32,11 @@ CASES = [("mislas smoothing", ("method=mislas", *STAGED, "baseline.mislas_smooth
          ("adjusted chain from adpm", ("method=adpm", "train.epochs=2"),  # a buffer more than the prefix's model
           ("method=adpm_adjusted_chain", "train.epochs=2")),
          ("adpm from adjusted chain", ("method=adpm_adjusted_chain", "train.epochs=2"),  # a buffer less
-          ("method=adpm", "train.epochs=2", "noise.alpha=0"))]
+          ("method=adpm", "train.epochs=2", "noise.alpha=0")),
+         # CE's whole training is cRT's and LWS's stage 1: their stage-2 module and its Adam state are their own
+         ("crt from ce", ("method=ce", "train.epochs=2"), ("method=crt", *STAGED)),
+         ("lws from ce", ("method=ce", "train.epochs=2", "train.ema_decay=0.9"), ("method=lws", *STAGED, "train.ema_decay=0.9")),
+         ("lws from crt", ("method=crt", *STAGED), ("method=lws", "train.epochs=2", "baseline.stage2_epochs=3"))]
 
 
 def config(shards: Path, out: Path, *extra: str):
@@ -93,7 +97,8 @@ def test_a_wrong_or_missing_prefix_is_refused_before_anything_is_written(source,
     refused = [(("method=mislas", *STAGED, "baseline.mislas_mixup_alpha=0.5"), "baseline.mislas_mixup_alpha"),
                (("method=mislas", "train.epochs=3", "baseline.stage2_epochs=1"), "ends at epoch 2"),
                (("method=crt", *STAGED), "method"),
-               (("method=ce",), "no shared prefix"),
+               (("method=ce",), "its whole training"),
+               (("method=posthoc_la",), "no shared prefix"),
                (("method=adpm", "train.prior_warmup_epochs=2"), "other settings in method")]  # ADPM never starts from MiSLAS
     for i, (settings, says) in enumerate(refused):
         out = tmp_path / f"refused{i}"
@@ -109,12 +114,47 @@ def test_shared_prefixes_name_only_keys_that_act_after_them():
     def prefix(*overrides):
         return method_for(load_config(TINY, list(overrides))).shared_prefix()
 
-    assert prefix("method=ce") is None and prefix("method=posthoc_la") is None
+    assert prefix("method=posthoc_la") is None and prefix("method=mislas").source_only is False
+    ce, crt = prefix("method=ce", "train.epochs=4"), prefix("method=crt", "train.epochs=4")
+    assert ce.source_only and ce.epochs == crt.epochs == 4 and ce.settings == crt.settings  # cRT's stage 1 is CE
+    assert crt.settings["method"] == "ce" and crt.own_state == ("prior", "in_stage2")
     assert prefix("method=adpm", "train.prior_warmup_epochs=0") is None
     assert prefix("method=mislas", "train.epochs=4").epochs == 4
     assert "baseline.mislas_mixup_alpha" not in prefix("method=mislas").settings  # mixup is stage 1's
-    assert set(prefix("method=lws").settings) == {"baseline.stage2_epochs"}
+    assert set(prefix("method=lws").settings) == {"baseline.stage2_epochs", "method"}
+    assert set(prefix("method=gcl").settings) == {"baseline.stage2_epochs"}  # its stage 1 is no other method's
     adpm = prefix("method=adpm", "train.prior_warmup_epochs=3")
     assert adpm.epochs == 3 and "noise.alpha" in adpm.settings and "levels" in adpm.own_state
     assert adpm.settings == prefix("method=adpm_adjusted_chain", "train.prior_warmup_epochs=3").settings
     assert not any(k.startswith(("model.", "diffusion.", "train.")) for k in adpm.settings if k != "model.chain_tau")
+
+
+def test_an_idle_groups_adam_state_is_its_closed_form():
+    """runtime/optim.py: what Adam leaves in a group that stepped with zero gradients (a stage-2 module through
+    stage 1) is idle_state's closed form, bit for bit, and with_own_groups gives it to a prefix that lacks it."""
+    import torch
+
+    from adpm_dist.runtime.optim import with_own_groups
+
+    torch.manual_seed(0)
+    trained, idle = torch.nn.Linear(3, 2), torch.nn.Linear(3, 4)
+    built = {k: v.clone() for k, v in idle.state_dict().items()}
+    full = torch.optim.Adam([{"params": list(trained.parameters()), "name": "classifier"},
+                             {"params": list(idle.parameters()), "name": "prior", "amsgrad": True, "lr": 2e-4}])
+    for _ in range(5):
+        loss = trained(torch.randn(8, 3)).square().mean() + 0.0 * sum(p.sum() for p in idle.parameters())
+        loss.backward()
+        full.step()
+        full.zero_grad(set_to_none=True)
+    assert all(torch.equal(v, built[k]) for k, v in idle.state_dict().items())  # zero gradients moved nothing
+
+    alone = torch.optim.Adam([{"params": list(trained.parameters()), "name": "classifier"}])  # CE's optimizer
+    alone.load_state_dict({"state": {i: full.state_dict()["state"][i] for i in (0, 1)},
+                           "param_groups": [full.state_dict()["param_groups"][0]]})
+    params = [p for g in full.param_groups for p in g["params"]]
+    converted = with_own_groups(alone.state_dict(), full.state_dict(), params, ("prior",))
+    expected = full.state_dict()
+    assert converted["param_groups"] == expected["param_groups"]
+    for i, state in expected["state"].items():
+        assert set(converted["state"][i]) == set(state)
+        assert all(torch.equal(converted["state"][i][k], v) for k, v in state.items())

@@ -205,19 +205,18 @@ def test_ctrl_c_while_replaying_is_the_studys_interruption(tmp_path, monkeypatch
 def test_points_that_differ_after_their_prefix_start_from_one_source(tmp_path):
     """MiSLAS's points differ only in stage-2 smoothing: per (fold, seed) one trains stage 1 and keeps it, the
     others start from it. ADPM's noise points and its adjusted chain's share the prior warm-up; cRT and LWS
-    share nothing (their stage-2 modules differ)."""
+    share their stage 1 (CE's training; their stage-2 modules are their own)."""
     s = plan(tmp_path, ["mislas", "crt", "lws"], space={"crt": {"baseline.stage2_epochs": [1, 2]}})
     by_id = {t.id: t for t in s.trials}
-    for name, points in (("mislas", 6), ("crt", 2)):
-        group = [t for t in s.trials if t.candidate == name]
+    for names, points in ((("mislas",), 6), (("crt", "lws"), 3)):
+        group = [t for t in s.trials if t.candidate in names]
         starts = [t for t in group if t.prefix_from]
         assert len(starts) == (points - 1) * 3 * 2
         for t in starts:
             source = by_id[t.prefix_from]
-            assert (source.candidate, source.fold, source.seed, source.prefix_from) == (name, t.fold, t.seed, None)
+            assert (source.candidate, source.fold, source.seed, source.prefix_from) == (names[0], t.fold, t.seed, None)
             assert s.config_of(source).train.keep_prefix and not s.config_of(t).train.keep_prefix
             assert s.config_of(t).train.prefix_from == str(trial_dir(s.out, source))
-    assert not any(t.prefix_from or s.config_of(t).train.keep_prefix for t in s.trials if t.candidate == "lws")
     write_search(s)
     stored = {t["id"]: t for t in json.loads((s.out / "search.json").read_text())["trials"]}
     assert all(stored[t.id]["prefix_from"] == t.prefix_from for t in s.trials)
@@ -235,6 +234,26 @@ def test_points_that_differ_after_their_prefix_start_from_one_source(tmp_path):
     s = plan(tmp_path / "nowarmup", ["adpm"], overrides=("train.epochs=1", "train.prior_warmup_epochs=0"),
              space={"adpm": {"noise.alpha": [0.0, 0.5]}})
     assert not any(t.prefix_from for t in s.trials)
+
+
+def test_crt_and_lws_start_their_stage_2_from_ce_whatever_the_order(tmp_path):
+    """CE's whole training is cRT's and LWS's stage 1: every cRT and LWS trial starts from CE's trial of its
+    (fold, seed), even listed before it; CE never starts from theirs, and posthoc_la still replays CE."""
+    s = plan(tmp_path, ["crt", "lws", "ce", "posthoc_la"])
+    by_id = {t.id: t for t in s.trials}
+    for t in s.trials:
+        if t.candidate in ("crt", "lws"):
+            source = by_id[t.prefix_from]
+            assert (source.candidate, source.fold, source.seed) == ("ce", t.fold, t.seed)
+        else:
+            assert t.prefix_from is None
+    assert {t.id for t in s.trials if t.candidate == "ce"} == s.prefix_sources
+    assert all(s.config_of(by_id[i]).train.keep_prefix for i in s.prefix_sources)
+    assert {by_id[t.derived_from].candidate for t in s.trials if t.derived_from} == {"ce"}
+    cfg = s.config_of(s.trials[0])
+    rows = {(r.name, r.from_prefix): (r.trials, r.epochs) for r in plan_rows(s)}  # the price: their stage 2 only
+    assert rows[("crt", True)] == rows[("lws", True)] == (6, cfg.baseline.stage2_epochs)
+    assert ("crt", False) not in rows and rows[("ce", False)] == (6, cfg.train.epochs)
 
 
 def keep_prefix(s, t):

@@ -24,11 +24,15 @@ class SharedPrefix:
     train those epochs identically (same weights, optimizer state, RNG and stream position), so one run
     can start from the other's checkpoint at the end of epoch ``epochs``. ``settings``: dotted key ->
     canonical value of every key that acts only after the prefix (a stage-2 loss, ADPM's noise law).
-    ``own_state``: model buffers that such keys set when the model is built and that no training
-    changes (ADPM's lambda_j): a run started from another run's prefix keeps its own."""
+    ``own_state``: model state the prefix does not decide, which a run started from another run's prefix
+    keeps as built: buffers that such keys set when the model is built and that no training changes (ADPM's
+    lambda_j), or a module the prefix never trains (a two-stage method's stage-2 module, named by its
+    prefix ``prior``: every key under it). ``source_only``: the prefix is the method's whole training
+    (CE's, which is cRT's and LWS's stage 1): other runs start from it, this method never does."""
     epochs: int
     settings: dict
     own_state: tuple[str, ...] = ()
+    source_only: bool = False
 
 
 def defaults_of(keys) -> dict:

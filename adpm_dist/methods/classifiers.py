@@ -17,7 +17,7 @@ from torch import nn
 
 from ..models.backbone import FeatureMap
 from . import losses
-from .base import Method
+from .base import Method, SharedPrefix, defaults_of
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int], torch.Tensor]  # (logits, labels, n_j, epoch)
 
@@ -105,8 +105,19 @@ class ClassifierMethod(Method):
         model.set_epoch(epoch)
 
 
+def ce_stage1_settings() -> dict:
+    """What CE's whole training and the stage 1 of cRT and LWS (staged.py: ``stage1_of = "ce"``) are compared
+    under: the method named ``ce`` and the stage-2 length at its default, which CE never reads."""
+    return {"method": "ce"} | defaults_of(("baseline.stage2_epochs",))
+
+
 class CrossEntropy(ClassifierMethod):
     name, title = "ce", "cross-entropy"
+
+    def shared_prefix(self) -> SharedPrefix:
+        """CE's whole training is cRT's and LWS's stage 1 (the same network, loss, stream and schedule): a study
+        keeps it for them to start their stage 2 from; CE itself never starts from another run's epochs."""
+        return SharedPrefix(self.cfg.train.epochs, ce_stage1_settings(), source_only=True)
 
 
 class WeightedCrossEntropy(ClassifierMethod):

@@ -31,6 +31,7 @@ from .staged import ClassScales, NewHead, TwoStageMethod
 
 class ClassifierRetraining(TwoStageMethod):
     name, title = "crt", "decoupled: classifier re-training (cRT)"
+    stage1_of = "ce"
 
     def stage2_module(self, network: PooledClassifier) -> nn.Module:
         return NewHead(network.head)
@@ -38,6 +39,7 @@ class ClassifierRetraining(TwoStageMethod):
 
 class LearnableWeightScaling(TwoStageMethod):
     name, title = "lws", "decoupled: learnable weight scaling (LWS)"
+    stage1_of = "ce"
 
     def stage2_module(self, network: PooledClassifier) -> nn.Module:
         return ClassScales(network.head.out_features)

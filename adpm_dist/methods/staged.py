@@ -14,6 +14,9 @@ scales, a copy of the head) on a class-balanced stream, with the backbone fixed.
   stage-2 head (mislas, gcl); the persistent ``in_stage2`` buffer (saved with the weights) says it
   was done, so a resume inside stage 2 does not copy again and one at the boundary does. The same
   buffer tells a loaded checkpoint (best.pt) which head predicts.
+- The stage-2 module is built from its own generator (seeded by run.seed), never from the global RNG:
+  stage 1 then draws exactly what the single-stage method draws, so cRT and LWS (``stage1_of = "ce"``)
+  can start their stage 2 from a CE run's last epoch (``shared_prefix``; docs/tune.md, "Shared training").
 - DDP: in stage 2 the backbone runs under torch.no_grad (no backward through it) and in stage 1 the
   stage-2 module is not used; both would leave parameters without a gradient, which DDP without
   ``find_unused_parameters`` rejects at the next step. Instead the loss gets 0 x (sum of the idle
@@ -21,7 +24,9 @@ scales, a copy of the head) on a class-balanced stream, with the backbone fixed.
   engine turned ``find_unused_parameters`` on (``has_idle_parameters`` depends on ADPM's keys), and
   single-process, DDP and ZeRO see the same gradients. The price: Adam's step count of the
   stage-2 group runs through stage 1, so its bias correction is already ~1 when stage 2 starts
-  (the first stage-2 steps move with a larger effective lr than a fresh Adam's).
+  (the first stage-2 steps move with a larger effective lr than a fresh Adam's). Its moments stay
+  exactly 0 and its parameters exactly as built (Adam without weight decay, zero gradients), which is
+  what lets runtime/prefix.py give a CE checkpoint that group's state in closed form.
 - Validation (and so checkpoint selection) starts with stage 2: a stage-1 checkpoint is the plain
   CE classifier, not the method.
 """
@@ -141,6 +146,8 @@ class TwoStageMethod(ClassifierMethod):
     length_key = "baseline.stage2_epochs"  # validations start with stage 2: train.epochs does not lengthen them
     # Keys its stage 2 alone reads (besides baseline.stage2_epochs): stage 1 is the same for every value
     stage2_keys: tuple[str, ...] = ()
+    # The single-stage method whose whole training is this method's stage 1 (cRT, LWS: "ce"), or None
+    stage1_of: str | None = None
 
     def epochs(self) -> StagedPlan:
         t = self.cfg.train
@@ -148,9 +155,13 @@ class TwoStageMethod(ClassifierMethod):
 
     def shared_prefix(self) -> SharedPrefix:
         """Stage 1 (train.epochs): its stream, losses and LR schedule never read the stage-2 keys, and the
-        stage-2 module is built the same whatever they are. Only within one method: another method's
-        stage-2 module (cRT's new head, LWS's scales) is another model and optimizer group."""
-        return SharedPrefix(self.cfg.train.epochs, defaults_of(("baseline.stage2_epochs", *self.stage2_keys)))
+        stage-2 module is built the same whatever they are. With ``stage1_of`` stage 1 is that method's whole
+        training (cRT's and LWS's: CE's), so a run of it, or of another such method, is a source too: the
+        stage-2 module (``prior``) and ``in_stage2`` are then this run's own, as built."""
+        settings = defaults_of(("baseline.stage2_epochs", *self.stage2_keys))
+        if self.stage1_of is None:
+            return SharedPrefix(self.cfg.train.epochs, settings)
+        return SharedPrefix(self.cfg.train.epochs, settings | {"method": self.stage1_of}, own_state=("prior", "in_stage2"))
 
     def in_stage2(self, epoch: int) -> bool:
         return epoch >= self.cfg.train.epochs
@@ -176,5 +187,8 @@ class TwoStageMethod(ClassifierMethod):
 
     def make_model(self, class_counts: list[int]) -> TwoStageModel:
         network = self.network(len(class_counts))
-        return TwoStageModel(network, self.stage2_module(network), class_counts, (self.loss, self.stage2_loss),
+        with torch.random.fork_rng(devices=[]):  # its own draws: stage 1 draws what the one-stage method draws
+            torch.manual_seed(self.cfg.run.seed * 7919 + 2)
+            stage2 = self.stage2_module(network)
+        return TwoStageModel(network, stage2, class_counts, (self.loss, self.stage2_loss),
                              loss_name=self.name, score_scale=self.score_scale(), shifted_bn=self.shifted_bn)

@@ -19,6 +19,7 @@ import json
 import os
 import random
 import shutil
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -190,11 +191,13 @@ def load_training_state(acc, path: Path, strict: bool = True) -> tuple[dict, dic
 
 
 def resume(acc, cfg: Config, ckpt_dir: Path, gen: torch.Generator, ema, data: dict | None = None,
-           prefix: Path | None = None, strict_prefix: bool = True) -> tuple[dict, dict | None]:
+           prefix: Path | None = None, strict_prefix: bool = True, own_state: tuple[str, ...] = (),
+           optimizer=None) -> tuple[dict, dict | None]:
     """(loop state, this rank's saved state or None): restores model, optimizer, EMA and RNGs in place.
     ``data``: this run's data identity (record.data_identity); runtime/rundir.py has already refused a
     resume on other data that train.resume_changes does not allow. ``prefix``: another run's kept prefix
-    (runtime/prefix.py, checked by rundir.py) that a run without a checkpoint of its own starts from."""
+    (runtime/prefix.py, checked by rundir.py) that a run without a checkpoint of its own starts from, keeping
+    the state ``own_state`` names as built (in the model, the EMA and ``optimizer``'s groups)."""
     fresh = {"epoch": 0, "batch": 0, "step": 0, "best": {"epoch": -1, "macro_f1": None}, "history": [],
              "validations": [], "resume_changes": [], "prefix_from": None}
     path = resolve_resume(cfg.train.resume, ckpt_dir)
@@ -214,7 +217,9 @@ def resume(acc, cfg: Config, ckpt_dir: Path, gen: torch.Generator, ema, data: di
             for p in stale:
                 shutil.rmtree(p)
         acc.wait_for_everyone()
-        return (fresh, None) if prefix is None else start_from_prefix(acc, prefix, gen, ema, fresh, strict_prefix)
+        if prefix is None:
+            return fresh, None
+        return start_from_prefix(acc, prefix, gen, ema, fresh, strict_prefix, own_state, optimizer)
     loop, rank_state, ema_state = load_training_state(acc, path)
     gen.set_state(rank_state["gen"])
     if ema is not None and ema_state is not None:
@@ -239,15 +244,23 @@ def resume(acc, cfg: Config, ckpt_dir: Path, gen: torch.Generator, ema, data: di
     return state, rank_state | {"batch": loop["batch"]}
 
 
-def start_from_prefix(acc, path: Path, gen: torch.Generator, ema, fresh: dict, strict: bool = True
-                      ) -> tuple[dict, dict]:
+def start_from_prefix(acc, path: Path, gen: torch.Generator, ema, fresh: dict, strict: bool = True,
+                      own_state: tuple[str, ...] = (), optimizer=None) -> tuple[dict, dict]:
     """A fresh run's start from another run's kept prefix (train.prefix_from): everything a resume restores,
-    the loop position and history included; the prefix's own run is named in the loop (``prefix_from``)."""
-    loop, rank_state, ema_state = load_training_state(acc, path, strict)
+    the loop position and the training history included, but nothing the prefix's run validated (CE's run,
+    whose whole training is cRT's stage 1, validated; its choices are not this run's); the prefix's own run
+    is named in the loop (``prefix_from``). ``own_state``: what this run keeps as built (SharedPrefix)."""
+    from .optim import taking_own_groups
+    from .prefix import is_own
+
+    with taking_own_groups(optimizer, own_state) if optimizer is not None and own_state else nullcontext():
+        loop, rank_state, ema_state = load_training_state(acc, path, strict)
     gen.set_state(rank_state["gen"])
     if ema is not None and ema_state is not None:
-        ema.load_state_dict(ema_state)
-    state = {k: loop.get(k, v) for k, v in fresh.items()} | {"prefix_from": str(path)}
+        ema.load_state_dict(ema_state, own=lambda name: is_own(name, own_state))
+    history = [{k: v for k, v in row.items() if not k.startswith("val_")} for row in loop.get("history", [])]
+    state = {k: loop.get(k, v) for k, v in fresh.items()} | {"prefix_from": str(path), "history": history,
+                                                            "best": fresh["best"], "validations": []}
     acc.print(f"started from the shared prefix {path}: epoch {loop['epoch'] + 1}, step {loop['step']} "
               "(train.prefix_from: model, optimizer, LR position, EMA, RNG states)")
     return state, rank_state | {"batch": loop["batch"]}

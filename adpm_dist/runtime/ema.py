@@ -36,9 +36,12 @@ class EMA:
     def state_dict(self) -> dict:
         return {"decay": self.decay, "shadow": {k: v.cpu() for k, v in self.shadow.items()}}
 
-    def load_state_dict(self, state: dict) -> None:
-        missing = set(self.shadow) ^ set(state["shadow"])
+    def load_state_dict(self, state: dict, own=lambda name: False) -> None:
+        """``own(name)``: parameters another run's prefix never trained (runtime/prefix.py): they keep their
+        shadow as built, which is exactly what averaging an unchanged parameter leaves (lerp toward itself)."""
+        missing = {k for k in set(self.shadow) ^ set(state["shadow"]) if not own(k)}
         if missing:
             raise ValueError(f"EMA state does not match the model (differing keys: {sorted(missing)[:5]} ...)")
         for k, v in state["shadow"].items():
-            self.shadow[k].copy_(v)
+            if k in self.shadow and not own(k):
+                self.shadow[k].copy_(v)

@@ -259,9 +259,9 @@ def noise_levels(run: Run) -> dict[str, float]:
 def start_position(run: Run) -> dict | None:
     """A fresh run, or the position of a checkpoint (train.resume); the run log starts there."""
     t, acc = run.cfg.train, run.acc
-    own, strict = prefix_loading(run.prefix, run.raw, run.method)
+    own, strict, own_state = prefix_loading(run.prefix, run.raw, run.method, deepspeed=bool(zero_stage(acc)))
     run.loop, resumed = resume(acc, run.cfg, run.ckpt_dir, run.gen, run.ema, data=data_of(run), prefix=run.prefix,
-                               strict_prefix=strict)
+                               strict_prefix=strict, own_state=own_state, optimizer=run.optimizer)
     restore_buffers(run.raw, own)  # a prefix's run set them from its own config (SharedPrefix.own_state)
     run.validations = [selection.Validation(**v) for v in run.loop.get("validations", [])]
     run.skipped = {(r["shard"], r["key"]): r for r in (resumed or {}).get("skipped", [])}

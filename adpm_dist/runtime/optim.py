@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 
 import torch
 
@@ -75,3 +76,52 @@ def restart_group(optimizer, group_name: str) -> int:
     else:
         keys = [p for g in inner.param_groups if g.get("name") == group_name for p in g["params"]]
     return sum(inner.state.pop(k, None) is not None for k in keys)
+
+
+def idle_state(param: torch.Tensor, step: torch.Tensor, amsgrad: bool) -> dict:
+    """Adam's state for ``param`` after ``step`` steps with zero gradients (a two-stage method's stage-2 module
+    through stage 1, staged.py): the moments stay exactly 0 (0 lerp 0, 0 * beta2 + 0) and the parameter as
+    built (its update is 0 / (0 + eps) x lr; Adam here has no weight decay); only the step count moves."""
+    state = {"step": step.clone(), "exp_avg": torch.zeros_like(param), "exp_avg_sq": torch.zeros_like(param)}
+    if amsgrad:
+        state["max_exp_avg_sq"] = torch.zeros_like(param)
+    return state
+
+
+def with_own_groups(saved: dict, own: dict, params: list[torch.Tensor], own_names: tuple[str, ...]) -> dict:
+    """An optimizer state dict of another run's model (a shared prefix: runtime/prefix.py) made this optimizer's:
+    groups matched by name; a group that ``own_names`` names, or that ``saved`` lacks, is this run's own module
+    that the prefix never trained, so it gets its hyper-parameters from ``own`` (this optimizer's state_dict())
+    and the closed-form state of ``idle_state`` at the prefix's step count. ``params``: this optimizer's
+    parameters in state-dict order."""
+    named = {g.get("name"): g for g in saved["param_groups"]}
+    step = next((s["step"] for s in saved["state"].values() if "step" in s), None)
+    groups, state = [], {}
+    for group in own["param_groups"]:
+        source = named.get(group.get("name"))
+        if source is not None and group.get("name") not in own_names:
+            if len(source["params"]) != len(group["params"]):
+                raise ValueError(f"optimizer group {group.get('name')!r}: {len(source['params'])} parameters in the "
+                                 f"prefix, {len(group['params'])} in this run's model")
+            state.update({i: saved["state"][j] for j, i in zip(source["params"], group["params"]) if j in saved["state"]})
+            groups.append({**source, "params": list(group["params"])})
+            continue
+        if step is not None:
+            state.update({i: idle_state(params[i], step, group.get("amsgrad", False)) for i in group["params"]})
+        groups.append(dict(group))
+    return {"state": state, "param_groups": groups}
+
+
+@contextmanager
+def taking_own_groups(optimizer, own_names: tuple[str, ...]):
+    """While loading another run's prefix: the optimizer's state_dict is converted by ``with_own_groups``."""
+    inner = optimizer
+    while hasattr(inner, "optimizer"):  # accelerate's wrapper around the torch optimizer
+        inner = inner.optimizer
+    params = [p for g in inner.param_groups for p in g["params"]]
+    handle = inner.register_load_state_dict_pre_hook(
+        lambda opt, saved: with_own_groups(saved, opt.state_dict(), params, own_names))
+    try:
+        yield
+    finally:
+        handle.remove()

@@ -44,9 +44,10 @@ def find_prefix(cfg: Config, method, data: dict, num_processes: int) -> Path:
     """The kept prefix checkpoint ``train.prefix_from`` names, checked against this run (ConfigError otherwise)."""
     source = Path(cfg.train.prefix_from)
     prefix = method.shared_prefix()
-    if prefix is None:
-        raise ConfigError(f"train.prefix_from={source}: method {cfg.method!r} with these settings has no shared "
-                          "prefix to start from (Method.shared_prefix); leave train.prefix_from empty")
+    if prefix is None or prefix.source_only:
+        why = "whose shared prefix is its whole training: other runs start from it" if prefix else "has no shared prefix"
+        raise ConfigError(f"train.prefix_from={source}: method {cfg.method!r} with these settings {why} "
+                          "(Method.shared_prefix); leave train.prefix_from empty")
     found = complete_checkpoints(prefix_root(source / "checkpoints"))
     if not found:
         raise ConfigError(f"train.prefix_from={source}: no kept prefix in {prefix_root(source / 'checkpoints')}; "
@@ -82,10 +83,17 @@ def method_of(saved: dict):
     return method_for(from_dict(saved))
 
 
-def load_strictly(path: Path, model, own_state: tuple[str, ...]) -> bool:
-    """Whether the prefix's weights load strictly into ``model``: False when they differ only in buffers the
-    run keeps as its own (ADPM's prefix for its adjusted chain: ``chain_logit_shift``); a ConfigError when
-    they differ in anything else. Checked on the safetensors file accelerate writes (else: strict)."""
+def is_own(key: str, own_state: tuple[str, ...]) -> bool:
+    """Whether a state key is one ``SharedPrefix.own_state`` names: the name itself or a key under it."""
+    return any(key == n or key.startswith(n + ".") for n in own_state)
+
+
+def load_strictly(path: Path, model, own_state: tuple[str, ...], deepspeed: bool = False) -> bool:
+    """Whether the prefix's weights load strictly into ``model``: False when they differ only in state the run
+    keeps as its own (ADPM's prefix for its adjusted chain: ``chain_logit_shift``; CE's for cRT: the stage-2
+    module); a ConfigError when they differ in anything else, or in parameters under DeepSpeed (whose sharded
+    optimizer state the conversion of runtime/optim.py cannot reach). Checked on the safetensors file
+    accelerate writes (else: strict)."""
     file = path / "model.safetensors"
     if not file.is_file():
         return True
@@ -93,25 +101,28 @@ def load_strictly(path: Path, model, own_state: tuple[str, ...]) -> bool:
 
     with safe_open(str(file), framework="pt") as f:
         differ = set(f.keys()) ^ set(model.state_dict())
-    if differ - set(own_state):
+    if foreign := sorted(k for k in differ if not is_own(k, own_state)):
         raise ConfigError(f"train.prefix_from: the model in {path} differs from this run's in "
-                          f"{', '.join(sorted(differ - set(own_state))[:5])}: not this run's prefix")
+                          f"{', '.join(foreign[:5])}: not this run's prefix")
+    if deepspeed and differ & {n for n, _ in model.named_parameters()}:
+        raise ConfigError(f"train.prefix_from: {path} is another model's prefix (its parameters differ in "
+                          f"{', '.join(sorted(differ)[:3])}), which cannot be loaded under DeepSpeed ZeRO; leave "
+                          "train.prefix_from empty to train from epoch 0")
     return not differ
 
 
-def prefix_loading(prefix: Path | None, model, method) -> tuple[dict, bool]:
-    """(the model's own buffers to restore after the load, whether the load is strict) for a run that starts
-    from ``prefix`` (None: a fresh run or a resume, nothing to restore)."""
+def prefix_loading(prefix: Path | None, model, method, deepspeed: bool = False) -> tuple[dict, bool, tuple]:
+    """(the model's own buffers to restore after the load, whether the load is strict, the state names the run
+    keeps as its own) for a run that starts from ``prefix`` (None: a fresh run or a resume, nothing to keep)."""
     if prefix is None:
-        return {}, True
+        return {}, True, ()
     own_state = method.shared_prefix().own_state
-    return own_buffers(model, own_state), load_strictly(prefix, model, own_state)
+    return own_buffers(model, own_state), load_strictly(prefix, model, own_state, deepspeed), own_state
 
 
 def own_buffers(model, names: tuple[str, ...]) -> dict:
-    """Copies of the model's buffers ``names`` (those present): what a run started from a prefix keeps."""
-    found = dict(model.named_buffers())
-    return {n: found[n].detach().clone() for n in names if n in found}
+    """Copies of the model's buffers that ``names`` name (is_own): what a run started from a prefix keeps."""
+    return {n: b.detach().clone() for n, b in model.named_buffers() if is_own(n, names)}
 
 
 def restore_buffers(model, saved: dict) -> None:

@@ -65,22 +65,30 @@ def share_training(study, trials: list) -> list:
 
 def share_prefixes(study, trials: list) -> list:
     """``trials`` with ``prefix_from`` set on each trial that trains and whose shared prefix (Method.shared_prefix)
-    equals that of an earlier trial of the list for the same (fold, seed, outer): that earlier one is the
-    source. A replayed trial trains nothing; refit trains its selection pass and its refit differently."""
+    equals that of another trial of the list for the same (fold, seed, outer): the source is the first trial
+    whose whole training is that prefix (``source_only``: CE for cRT and LWS), else the first of the list. A
+    replayed trial trains nothing; refit trains its selection pass and its refit differently."""
+    keyed = [(t, prefix_key(study, t)) for t in trials]
+    sources: dict[tuple, str] = {}
+    for only in (True, False):  # whole-training prefixes first: they never start from another run's
+        for t, (key, source_only) in keyed:
+            if key is not None and source_only == only:
+                sources.setdefault(key, t.id)
+    return [t if key is None or source_only or sources[key] == t.id else dataclasses.replace(t, prefix_from=sources[key])
+            for t, (key, source_only) in keyed]
+
+
+def prefix_key(study, t) -> tuple[tuple | None, bool]:
+    """(what a trial's shared prefix trains: its CV position, length and settings, or None; whether it is the
+    trial's whole training)."""
     from ...methods import method_for  # imports torch: the methods' own rule
 
-    sources: dict[tuple, str] = {}
-    out = []
-    for t in trials:
-        cfg = study.config_of(t)
-        prefix = method_for(cfg).shared_prefix() if not t.derived_from and cfg.train.select != "refit" else None
-        if prefix is None:
-            out.append(t)
-            continue
-        key = training_key((t.fold, t.seed, t.outer), apply_settings(cfg, prefix.settings, f"shared prefix of {t.id}"))
-        source = sources.setdefault(key, t.id)
-        out.append(t if source == t.id else dataclasses.replace(t, prefix_from=source))
-    return out
+    cfg = study.config_of(t)
+    prefix = method_for(cfg).shared_prefix() if not t.derived_from and cfg.train.select != "refit" else None
+    if prefix is None:
+        return None, False
+    settings = apply_settings(cfg, prefix.settings, f"shared prefix of {t.id}")
+    return (*training_key((t.fold, t.seed, t.outer), settings), prefix.epochs), prefix.source_only
 
 
 def prefix_settings(study, trial) -> dict:
