@@ -196,5 +196,16 @@ def test_a_source_a_racing_candidate_replays_is_not_raced_out(tmp_path):
     assert any(t.derived_from for t in study.trials if t.candidate == "posthoc_la")
     raced, ran, said, _ = held_out_race(study)
     assert raced == {} and any(i.startswith("ce_") for i in ran[2])
-    assert any("ce is clearly worse after fold 1" in s and "posthoc_la replay(s) its training" in s for s in said)
+    assert any("ce is clearly worse after fold 1" in s and "posthoc_la reuse(s) its training" in s for s in said)
     assert consolidate_study(study.out)["decisions"]["ce"].verdict == "clearly worse"
+
+
+def test_what_a_race_keeps_for_others_is_whole_training_reused(tmp_path):
+    """posthoc_la replays CE and cRT starts its stage 2 from CE's whole run: both keep CE racing. The adjusted
+    chain starts from ADPM's warm-up only, so a clearly worse ADPM may drop (the chain trains its warm-up)."""
+    from adpm_dist.tune.study.race import reused_sources
+
+    study = plan(tmp_path, {}, methods=("ce", "posthoc_la", "crt", "adpm", "adpm_adjusted_chain"),
+                 overrides=("train.epochs=1", "train.prior_warmup_epochs=1"))
+    assert any(t.prefix_from for t in study.trials if t.candidate == "adpm_adjusted_chain")
+    assert reused_sources(study) == {"posthoc_la": {"ce"}, "crt": {"ce"}}

@@ -103,13 +103,21 @@ def still_racing(study) -> list:
     return [t for t in study.todo if t.candidate not in raced]
 
 
-def replayed_sources(trials: list) -> dict[str, set[str]]:
-    """Candidate -> the candidates whose trials its trials replay (study/shared.py ``derived_from``)."""
-    by_id = {t.id: t for t in trials}
+def reused_sources(study) -> dict[str, set[str]]:
+    """Candidate -> the candidates whose whole training its trials reuse (study/shared.py): replayed over
+    (``derived_from``: posthoc_la over CE) or started from (a ``prefix_from`` whose source's prefix is its
+    whole training, ``SharedPrefix.source_only``: cRT's stage 2 from CE). Dropping such a source saves
+    nothing: the candidate that reuses it would train the same epochs itself."""
+    from ...methods import method_for  # imports torch: the methods' own rule
+
+    by_id = {t.id: t for t in study.trials}
+    whole = {i for i in {t.prefix_from for t in study.trials} if i in by_id
+             and getattr(method_for(study.config_of(by_id[i])).shared_prefix(), "source_only", False)}
     needs: dict[str, set[str]] = {}
-    for t in trials:
-        if t.derived_from in by_id:
-            needs.setdefault(t.candidate, set()).add(by_id[t.derived_from].candidate)
+    for t in study.trials:
+        for source in (t.derived_from, t.prefix_from if t.prefix_from in whole else None):
+            if source in by_id:
+                needs.setdefault(t.candidate, set()).add(by_id[source].candidate)
     return needs
 
 
@@ -145,7 +153,7 @@ def race(study, run_wave: Callable[[list], None], *, prior: str = "balanced", ep
     n_seeds = len(study.seeds)
     level = look_level(study.folds, seeds=n_seeds)
     todo = set(t.id for t in study.todo)
-    needs = replayed_sources(study.trials)
+    needs = reused_sources(study)
     all_waves = waves(study.trials, study.folds, study.seeds)
     for w, wave in enumerate(all_waves, start=1):
         run = [t for t in wave.trials if t.id in todo and t.candidate not in raced]
@@ -160,8 +168,8 @@ def race(study, run_wave: Callable[[list], None], *, prior: str = "balanced", ep
         kept = keep_sources(worse, set(decisions), needs)
         for name, by in kept.items():
             say(f"race: {name} is clearly worse after {wave.where(n_seeds)} ({decisions[name].diff_text()} to the "
-                f"leader {lead.name}) but keeps running: {', '.join(by)} replay(s) its training, so dropping it "
-                "saves nothing")
+                f"leader {lead.name}) but keeps running: {', '.join(by)} reuse(s) its training (read out of it or "
+                "started from it), so dropping it saves nothing")
         for name, d in decisions.items():
             if name in worse and name not in kept:
                 seeds = {"seeds": [wave.seed]} if n_seeds > 1 else {}
