@@ -158,3 +158,19 @@ def test_an_idle_groups_adam_state_is_its_closed_form():
     for i, state in expected["state"].items():
         assert set(converted["state"][i]) == set(state)
         assert all(torch.equal(converted["state"][i][k], v) for k, v in state.items())
+
+
+def test_another_models_prefix_is_refused_under_deepspeed(source, fold_only_shards, tmp_path):
+    """CE's prefix for cRT needs the optimizer-state conversion of runtime/optim.py, which DeepSpeed's sharded
+    state does not pass through: refused there in one line; without DeepSpeed it loads non-strictly."""
+    from adpm_dist.runtime.prefix import load_strictly
+
+    src = source("method=ce", "train.epochs=2")
+    kept = complete_checkpoints(prefix_root(src / "checkpoints"))[-1]
+    crt = method_for(config(fold_only_shards, tmp_path / "crt", "method=crt", *STAGED))
+    model, own = crt.build([24, 15, 9]), crt.shared_prefix().own_state
+    assert load_strictly(kept, model, own) is False
+    with pytest.raises(ConfigError, match="DeepSpeed"):
+        load_strictly(kept, model, own, deepspeed=True)
+    ce = method_for(config(fold_only_shards, tmp_path / "ce", "method=ce", "train.epochs=2"))
+    assert load_strictly(kept, ce.build([24, 15, 9]), (), deepspeed=True) is True  # its own model: strict
