@@ -105,10 +105,11 @@ class ClassifierMethod(Method):
         model.set_epoch(epoch)
 
 
-def ce_stage1_settings() -> dict:
-    """What CE's whole training and the stage 1 of cRT and LWS (staged.py: ``stage1_of = "ce"``) are compared
-    under: the method named ``ce`` and the stage-2 length at its default, which CE never reads."""
-    return {"method": "ce"} | defaults_of(("baseline.stage2_epochs",))
+def stage1_settings(method: str | None, stage2_keys: tuple[str, ...] = ()) -> dict:
+    """What a two-stage method's stage 1 is compared under (SharedPrefix.settings): the stage-2 keys at their
+    defaults, and with ``method`` (staged.py ``stage1_of``) the single-stage method whose whole training it is,
+    so that CE's run and cRT's or LWS's stage 1 compare equal."""
+    return defaults_of(("baseline.stage2_epochs", *stage2_keys)) | ({"method": method} if method else {})
 
 
 class CrossEntropy(ClassifierMethod):
@@ -117,7 +118,7 @@ class CrossEntropy(ClassifierMethod):
     def shared_prefix(self) -> SharedPrefix:
         """CE's whole training is cRT's and LWS's stage 1 (the same network, loss, stream and schedule): a study
         keeps it for them to start their stage 2 from; CE itself never starts from another run's epochs."""
-        return SharedPrefix(self.cfg.train.epochs, ce_stage1_settings(), source_only=True)
+        return SharedPrefix(self.cfg.train.epochs, stage1_settings(self.name), source_only=True)
 
 
 class WeightedCrossEntropy(ClassifierMethod):

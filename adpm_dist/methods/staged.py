@@ -39,8 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import EpochPlan, SharedPrefix, defaults_of
-from .classifiers import ClassifierMethod, ClassifierModel, PooledClassifier
+from .base import EpochPlan, SharedPrefix
+from .classifiers import ClassifierMethod, ClassifierModel, PooledClassifier, stage1_settings
 
 
 @dataclass(frozen=True)
@@ -158,10 +158,8 @@ class TwoStageMethod(ClassifierMethod):
         stage-2 module is built the same whatever they are. With ``stage1_of`` stage 1 is that method's whole
         training (cRT's and LWS's: CE's), so a run of it, or of another such method, is a source too: the
         stage-2 module (``prior``) and ``in_stage2`` are then this run's own, as built."""
-        settings = defaults_of(("baseline.stage2_epochs", *self.stage2_keys))
-        if self.stage1_of is None:
-            return SharedPrefix(self.cfg.train.epochs, settings)
-        return SharedPrefix(self.cfg.train.epochs, settings | {"method": self.stage1_of}, own_state=("prior", "in_stage2"))
+        own = ("prior", "in_stage2") if self.stage1_of else ()
+        return SharedPrefix(self.cfg.train.epochs, stage1_settings(self.stage1_of, self.stage2_keys), own_state=own)
 
     def in_stage2(self, epoch: int) -> bool:
         return epoch >= self.cfg.train.epochs

@@ -108,11 +108,10 @@ def reused_sources(study) -> dict[str, set[str]]:
     (``derived_from``: posthoc_la over CE) or started from (a ``prefix_from`` whose source's prefix is its
     whole training, ``SharedPrefix.source_only``: cRT's stage 2 from CE). Dropping such a source saves
     nothing: the candidate that reuses it would train the same epochs itself."""
-    from ...methods import method_for  # imports torch: the methods' own rule
+    from .shared import prefix_key  # the planner's own reading of a trial's prefix
 
     by_id = {t.id: t for t in study.trials}
-    whole = {i for i in {t.prefix_from for t in study.trials} if i in by_id
-             and getattr(method_for(study.config_of(by_id[i])).shared_prefix(), "source_only", False)}
+    whole = {i for i in {t.prefix_from for t in study.trials} if i in by_id and prefix_key(study, by_id[i])[1]}
     needs: dict[str, set[str]] = {}
     for t in study.trials:
         for source in (t.derived_from, t.prefix_from if t.prefix_from in whole else None):
