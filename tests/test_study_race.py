@@ -8,7 +8,7 @@ from test_study import plan
 from test_tune_consolidate import fake_metrics
 
 from adpm_dist.tune.experiment import trial_dir, write_search
-from adpm_dist.tune.study.race import RACED_FILE, race
+from adpm_dist.tune.study.race import RACED_FILE, batch_text, race
 from adpm_dist.tune.study.report import consolidate_study
 
 LABELS = ["head"] * 15 + ["mid"] * 10 + ["tail"] * 5
@@ -49,7 +49,9 @@ def test_race_drops_the_clearly_worse_and_the_answer_is_complete(tmp_path):
     assert study.protocol == "held_out_test"
     raced, ran, said, run_wave = held_out_race(study)
     assert list(raced) == ["ce"] and raced["ce"]["wave"] == 2 and raced["ce"]["interval"][1] < -0.01
-    assert len(ran) == 3 and not any(i.startswith("ce_") for i in ran[2]) and len(ran[2]) == 2
+    # folds 0-1 run as one batch (no look between them), then the look, then fold 2 without ce
+    assert len(ran) == 2 and not any(i.startswith("ce_") for i in ran[1]) and len(ran[1]) == 2
+    assert sorted({int(i[-1]) for i in ran[0]}) == [0, 1]
     assert said and "ce dropped after fold 1" in said[0] and raced["ce"]["level"] == 0.95   # 3 folds: one look
     report = consolidate_study(study.out)
     assert report["partial"] == [] and report["recommendation"].name == "logit_adjusted"
@@ -81,8 +83,8 @@ def test_race_under_nested_cv_runs_each_outer_fold_whole(tmp_path):
 
     raced = race(study, run_wave, say=lambda _: None)
     assert list(raced) == ["ce"] and raced["ce"]["wave"] == 2
-    assert [{(t.outer if t.outer is not None else t.fold) for t in wave} for wave in ran] == [{0}, {1}, {2}]
-    assert {t.outer for t in ran[2] if t.outer is not None} == {2} and not any(t.candidate == "ce" for t in ran[2])
+    assert [{(t.outer if t.outer is not None else t.fold) for t in wave} for wave in ran] == [{0, 1}, {2}]
+    assert {t.outer for t in ran[1] if t.outer is not None} == {2} and not any(t.candidate == "ce" for t in ran[1])
     report = consolidate_study(study.out)
     assert report["partial"] == [] and report["decisions"]["ce"].verdict == "raced out (wave 2)"
     la = next(e for e in report["estimates"] if e.name == "logit_adjusted")
@@ -90,13 +92,14 @@ def test_race_under_nested_cv_runs_each_outer_fold_whole(tmp_path):
 
 def test_with_two_seeds_the_waves_run_seed_by_seed_and_the_looks_read_the_first_seed(tmp_path):
     """Two seeds: the waves are (seed 0, folds 0-2), then (seed 1, folds 0-2); the looks follow seed 0's second
-    and third fold (2 looks at 97.5%) and read seed 0 alone. ce, clearly worse after seed 0's two first folds,
-    runs nothing of seed 0's third fold nor of seed 1; study.md says which seed the look read."""
+    and third fold (2 looks at 97.5%) and read seed 0 alone, so the batches are seed 0's folds 0-1, its fold 2,
+    and seed 1 whole. ce, clearly worse after seed 0's two first folds, runs nothing of seed 0's third fold nor
+    of seed 1; study.md says which seed the look read."""
     study = plan(tmp_path, {"logit_adjusted": {"baseline.la_tau": [1.0]}}, parts=("fold0", "fold1", "fold2", "test"),
                  seeds=(0, 1))
     raced, ran, said, _ = held_out_race(study)
     assert [sorted({(int(i.split("_seed")[1][0]), int(i[-1])) for i in wave}) for wave in ran] == \
-        [[(0, 0)], [(0, 1)], [(0, 2)], [(1, 0)], [(1, 1)], [(1, 2)]]
+        [[(0, 0), (0, 1)], [(0, 2)], [(1, 0), (1, 1), (1, 2)]]
     assert list(raced) == ["ce"] and raced["ce"]["wave"] == 2 and raced["ce"]["seeds"] == [0]
     assert raced["ce"]["level"] == 0.975 and "ce dropped after fold 1 of seed 0 (wave 2 of 6)" in said[0]
     assert sum(i.startswith("ce_") for wave in ran for i in wave) == 2
@@ -195,7 +198,7 @@ def test_a_source_a_racing_candidate_replays_is_not_raced_out(tmp_path):
     study = plan(tmp_path, {}, parts=("fold0", "fold1", "fold2", "test"), methods=("ce", "posthoc_la", "logit_adjusted"))
     assert any(t.derived_from for t in study.trials if t.candidate == "posthoc_la")
     raced, ran, said, _ = held_out_race(study)
-    assert raced == {} and any(i.startswith("ce_") for i in ran[2])
+    assert raced == {} and any(i.startswith("ce_") for i in ran[-1])  # the last batch: fold 2
     assert any("ce is clearly worse after fold 1" in s and "posthoc_la reuse(s) its training" in s for s in said)
     assert consolidate_study(study.out)["decisions"]["ce"].verdict == "clearly worse"
 
@@ -209,3 +212,10 @@ def test_what_a_race_keeps_for_others_is_whole_training_reused(tmp_path):
                  overrides=("train.epochs=1", "train.prior_warmup_epochs=1"))
     assert any(t.prefix_from for t in study.trials if t.candidate == "adpm_adjusted_chain")
     assert reused_sources(study) == {"posthoc_la": {"ce"}, "crt": {"ce"}}
+
+
+def test_a_batch_says_which_waves_it_holds(tmp_path):
+    study = plan(tmp_path, {"logit_adjusted": {"baseline.la_tau": [1.0]}}, parts=("fold0", "fold1", "fold2", "test"),
+                 seeds=(0, 1))
+    in_waves = [t for t in study.trials if (t.seed, t.fold) in {(0, 0), (0, 1), (1, 2)}]
+    assert batch_text(in_waves) == "seed 0, folds 0-1; seed 1, fold 2"

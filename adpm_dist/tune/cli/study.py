@@ -147,14 +147,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_raced(study, resources, args, base) -> None:
-    """--race: the study's trials wave by wave (one seed's fold each) on one cluster; the clearly worse drop out."""
+    """--race: the study's trials wave by wave (one seed's fold each; the waves between two looks as one batch) on
+    one cluster; the clearly worse drop out."""
     from ..search import ray_cluster, run_search
-    from ..study.race import race, wave_of
+    from ..study.race import batch_text, race
     from ..study.shared import run_then_replay
 
     def run_wave(trials):
-        seed, fold = wave_of(trials[0])
-        print(f"race: seed {seed}, fold {fold} ({len(trials)} trials; {len(study.trials)} in the study)", flush=True)
+        print(f"race: {batch_text(trials)} ({len(trials)} trials; {len(study.trials)} in the study)", flush=True)
         run_then_replay(study, trials, lambda: run_search(
             study, resources, cluster_options(args), early_stopping(args, base),
             progress_interval=args.progress_interval, connected=True), replay_threads(resources),

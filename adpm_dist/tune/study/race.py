@@ -78,6 +78,16 @@ def waves(trials: list, folds: int, seeds: list[int]) -> list[Wave]:
             for w, (s, k) in enumerate(order)]
 
 
+def batch_text(trials: list) -> str:
+    """The waves of a batch of trials, in words: "seed 0, folds 0-1; seed 1, fold 0" (a batch's folds of a
+    seed are consecutive)."""
+    by_seed: dict[int, list[int]] = {}
+    for s, k in sorted({wave_of(t) for t in trials}):
+        by_seed.setdefault(s, []).append(k)
+    return "; ".join(f"seed {s}, " + (f"fold {ks[0]}" if len(ks) == 1 else f"folds {ks[0]}-{ks[-1]}")
+                     for s, ks in by_seed.items())
+
+
 def looks(folds: int, seeds: int = 1) -> int:
     """How many interim looks a race of ``folds`` x ``seeds`` waves takes (the rule is waves()'s)."""
     return sum(w.looks for w in waves([], folds, list(range(seeds))))
@@ -147,17 +157,23 @@ def interim(out: Path, search: dict, folds_done: int, *, seeds: list[int] | None
 def race(study, run_wave: Callable[[list], None], *, prior: str = "balanced", eps: float = compare.EQUIVALENCE,
          say: Callable[[str], None] = print) -> dict:
     """Run ``study.todo`` wave by wave through ``run_wave(trials)``; returns raced.json's content (candidate ->
-    wave, leader, difference and interval). A resumed race keeps its earlier drops."""
+    wave, leader, difference and interval). A resumed race keeps its earlier drops. The waves between two
+    looks go to ``run_wave`` together (the first two; a later seed's whole): one batch keeps every core busy
+    to its end, where wave by wave each wave's last trials left cores idle."""
     raced = load_raced(study.out)
     n_seeds = len(study.seeds)
     level = look_level(study.folds, seeds=n_seeds)
     todo = set(t.id for t in study.todo)
     needs = reused_sources(study)
     all_waves = waves(study.trials, study.folds, study.seeds)
+    pending: list = []  # the waves since the last look run as one batch: nothing is decided between them
     for w, wave in enumerate(all_waves, start=1):
-        run = [t for t in wave.trials if t.id in todo and t.candidate not in raced]
-        if run:
-            run_wave(run)
+        pending += [t for t in wave.trials if t.id in todo and t.candidate not in raced]
+        if not wave.looks and w < len(all_waves):
+            continue
+        if pending:
+            run_wave(pending)
+            pending = []
         if not wave.looks:
             continue
         search = json.loads((study.out / "search.json").read_text())
