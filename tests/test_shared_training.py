@@ -348,3 +348,26 @@ def test_a_finished_trials_resume_checkpoints_are_deleted_an_unfinished_ones_kep
         shared.run_then_replay(s, wave, lambda: [finish(s, t) for t in s.todo], say=lambda line: None,
                                keep_checkpoints=keep)
         assert all((trial_dir(s.out, t) / "checkpoints" / "step_00000009").is_dir() == keep for t in wave)
+
+
+def test_each_pass_runs_the_trials_with_most_epochs_to_train_first(tmp_path):
+    """Longest first (Ray starts them in order, so a pass does not end on one long trial): ADPM (warm-up +
+    joint epochs) before the classifiers in the first pass; in the second, ADPM's other points' and the
+    adjusted chain's joint epochs before cRT's stage 2 (each less the prefix it starts from)."""
+    s = plan(tmp_path, ["ce", "crt", "adpm", "adpm_adjusted_chain"],
+             overrides=("train.epochs=3", "train.prior_warmup_epochs=2", "baseline.stage2_epochs=1"))
+    write_search(s)
+    wave = [t for t in s.todo if t.fold == 0 and t.seed == 0]
+    passes = []
+
+    def run_on_ray():
+        passes.append([(t.candidate, shared.epochs_to_train(s, t)) for t in s.todo])
+        for t in s.todo:
+            keep_prefix(s, t)
+            finish(s, t)
+
+    shared.run_then_replay(s, wave, run_on_ray, say=lambda line: None)
+    first, second = passes
+    assert first == [("adpm", 5), ("ce", 3)]  # ADPM's first point; its other points start from its warm-up
+    assert [e for _, e in second] == sorted((e for _, e in second), reverse=True) and second[-1] == ("crt", 1)
+    assert {c for c, e in second if e == 3} == {"adpm", "adpm_adjusted_chain"}

@@ -121,6 +121,23 @@ def prefix_passes(study, trials: list) -> tuple[list, list]:
     return first, second
 
 
+def epochs_to_train(study, t) -> int:
+    """The epochs a trial trains: its method's epoch plan, less the shared prefix it starts from."""
+    from ...methods import method_for  # imports torch: the methods' own rule
+    from ..search import epochs_per_trial
+
+    cfg = study.config_of(t)
+    prefix = method_for(cfg).shared_prefix() if t.prefix_from else None
+    return epochs_per_trial(cfg) - (prefix.epochs if prefix else 0)
+
+
+def longest_first(study, trials: list) -> list:
+    """A pass's trials, the most epochs to train first (ties in plan order): Ray starts them in this order, so
+    a pass does not end on one long trial while the other cores idle (longest-processing-time-first; epochs
+    stand in for time, which also differs per epoch between methods)."""
+    return sorted(trials, key=lambda t: -epochs_to_train(study, t))
+
+
 def replayable(out: Path, source_id: str) -> bool:
     """Whether the source trial has finished with its validated weights kept."""
     return has_validated(trial_dir_of(out, source_id))
@@ -149,10 +166,10 @@ def run_then_replay(study, trials: list, run_trained, threads: int = 1, say=prin
     (tune/release.py; a finished trial's resume checkpoints too unless ``keep_checkpoints``)."""
     trained, replays = split(study, trials)
     first, second = prefix_passes(study, trained)
-    study.todo = first
+    study.todo = longest_first(study, first)
     run_trained()
     if second:  # their sources have run: each starts from its source's kept prefix, or from epoch 0 without one
-        study.todo = prefix_passes(study, second)[0]
+        study.todo = longest_first(study, prefix_passes(study, second)[0])
         say(f"shared training: {len(second)} trial(s) start from their source's kept prefix (a second Ray pass)")
         run_trained()
     status = replay_derived(study, replays, threads, say)
