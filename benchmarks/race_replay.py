@@ -47,7 +47,7 @@ def replay(study_dir: Path, first_look: int) -> dict:
     """What a race with its first look after ``first_look`` waves does on the finished study: the trials it runs,
     their CPU-hours, its drops and its recommendation."""
     from adpm_dist.tune.cost import COST_FILE, trial_hours
-    from adpm_dist.tune.study import race as racing
+    from adpm_dist.tune.study.race import race
     from adpm_dist.tune.study.report import consolidate_study
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -64,11 +64,7 @@ def replay(study_dir: Path, first_look: int) -> dict:
                 ran.append(t.id)
 
         said: list[str] = []
-        old, racing.MIN_WAVES = racing.MIN_WAVES, first_look
-        try:
-            raced = racing.race(study, run_wave, say=said.append)
-        finally:
-            racing.MIN_WAVES = old
+        raced = race(study, run_wave, say=said.append, first_look=first_look)
         with contextlib.redirect_stdout(io.StringIO()):
             report = consolidate_study(scratch)
         hours = sum(trial_hours(json.loads((study_dir / "trials" / i / COST_FILE).read_text()))["cpu_hours"]

@@ -119,6 +119,8 @@ def test_each_look_reads_a_wider_interval_bonferroni_over_the_looks():
     assert look_level(3) == 0.95 and look_level(2) == 0.95
     assert [looks(f, seeds=2) for f in (2, 3, 5)] == [1, 2, 4] and looks(5, seeds=3) == 4
     assert look_level(5, seeds=2) == 1 - 0.05 / 4
+    # a first look after one wave (what benchmarks/race_replay.py compares with): one look more, each wider
+    assert looks(3, first_look=1) == 2 and look_level(3, first_look=1) == 0.975 and looks(5, seeds=2, first_look=1) == 5
     for folds in (4, 5, 10):
         level = look_level(folds)
         assert abs((1 - level) / 2 * looks(folds) - 0.025) < 1e-12   # the one-sided errors add up to 2.5%

@@ -68,13 +68,13 @@ def wave_of(trial) -> tuple[int, int]:
     return trial.seed, trial.fold if trial.outer is None else trial.outer
 
 
-def waves(trials: list, folds: int, seeds: list[int]) -> list[Wave]:
+def waves(trials: list, folds: int, seeds: list[int], first_look: int = MIN_WAVES) -> list[Wave]:
     """The trials as waves, seed by seed and fold by fold (nested: each with the inner trials choosing its
-    outer fold's point); a look follows each of the first seed's waves from the MIN_WAVES-th on, but never
+    outer fold's point); a look follows each of the first seed's waves from the ``first_look``-th on, but never
     the study's last wave (the answer decides there)."""
     order = [(s, k) for s in seeds for k in range(folds)]
     return [Wave(s, k, [t for t in trials if wave_of(t) == (s, k)],
-                 looks=s == seeds[0] and k + 1 >= MIN_WAVES and w + 1 < len(order))
+                 looks=s == seeds[0] and k + 1 >= first_look and w + 1 < len(order))
             for w, (s, k) in enumerate(order)]
 
 
@@ -88,17 +88,17 @@ def batch_text(trials: list) -> str:
                      for s, ks in by_seed.items())
 
 
-def looks(folds: int, seeds: int = 1) -> int:
+def looks(folds: int, seeds: int = 1, first_look: int = MIN_WAVES) -> int:
     """How many interim looks a race of ``folds`` x ``seeds`` waves takes (the rule is waves()'s)."""
-    return sum(w.looks for w in waves([], folds, list(range(seeds))))
+    return sum(w.looks for w in waves([], folds, list(range(seeds)), first_look))
 
 
-def look_level(folds: int, level: float = compare.LEVEL, seeds: int = 1) -> float:
+def look_level(folds: int, level: float = compare.LEVEL, seeds: int = 1, first_look: int = MIN_WAVES) -> float:
     """The two-sided level of each look's difference interval: the drop rule (upper end below -eps) is a
     one-sided test at (1 - level) / 2; split over the planned looks (Bonferroni), the chance of a drop at
     any look, for a candidate truly within eps of the leader, is at most that of the final verdict.
     E.g. 5 folds: 3 looks at 98.3% each (x 2 seeds: 4 looks at 98.75%); 3 folds: 1 look at 95%."""
-    return 1 - (1 - level) / max(1, looks(folds, seeds))
+    return 1 - (1 - level) / max(1, looks(folds, seeds, first_look))
 
 
 def load_raced(out: Path) -> dict:
@@ -155,17 +155,18 @@ def interim(out: Path, search: dict, folds_done: int, *, seeds: list[int] | None
 
 
 def race(study, run_wave: Callable[[list], None], *, prior: str = "balanced", eps: float = compare.EQUIVALENCE,
-         say: Callable[[str], None] = print) -> dict:
+         say: Callable[[str], None] = print, first_look: int = MIN_WAVES) -> dict:
     """Run ``study.todo`` wave by wave through ``run_wave(trials)``; returns raced.json's content (candidate ->
     wave, leader, difference and interval). A resumed race keeps its earlier drops. The waves between two
     looks go to ``run_wave`` together (the first two; a later seed's whole): one batch keeps every core busy
-    to its end, where wave by wave each wave's last trials left cores idle."""
+    to its end, where wave by wave each wave's last trials left cores idle. ``first_look``: the waves before
+    the first look (the rule's MIN_WAVES; benchmarks/race_replay.py measures another)."""
     raced = load_raced(study.out)
     n_seeds = len(study.seeds)
-    level = look_level(study.folds, seeds=n_seeds)
+    level = look_level(study.folds, seeds=n_seeds, first_look=first_look)
     todo = set(t.id for t in study.todo)
     needs = reused_sources(study)
-    all_waves = waves(study.trials, study.folds, study.seeds)
+    all_waves = waves(study.trials, study.folds, study.seeds, first_look)
     pending: list = []  # the waves since the last look run as one batch: nothing is decided between them
     for w, wave in enumerate(all_waves, start=1):
         pending += [t for t in wave.trials if t.id in todo and t.candidate not in raced]
