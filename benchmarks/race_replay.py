@@ -1,7 +1,7 @@
 """A race replayed on a finished study, without training (issue 33): what `--race` would have dropped, what it
 would have cost and what it would have recommended, read off a study whose every trial is already trained.
 
-    python -m benchmarks.race_replay STUDY [STUDY ...] [--first-look 1 2] [--test-scores calibration.json]
+    python -m benchmarks.race_replay STUDY [STUDY ...] [--first-look 1 2] [--test-scores]
 
 Each STUDY is a finished study directory (shared training, as `tune/study.py` runs by default). The replay
 runs the real race (adpm_dist/tune/study/race.py) on a scratch copy of the study's plan, and each wave "runs"
@@ -10,8 +10,8 @@ read exactly what they would have read live, since a trial's results do not depe
 (shared training writes every trial byte for byte as trained alone; RESULTS.md, "What a study costs").
 ``--first-look`` sets the wave after which the race first looks (the rule's is race.MIN_WAVES); each setting
 is one replay. The cost is the CPU-hours of the trials the race ran (their cost.json); the recommendation is
-the answer of the raced study, against the finished study's. With a calibration draw's ``calibration.json``
-(benchmarks/study_calibration.py) the test macro-F1 of the recommendation's recipe and of the test-best
+the answer of the raced study, against the finished study's. With ``--test-scores``, from the
+``calibration.json`` beside a calibration draw's study (benchmarks/study_calibration.py), the test macro-F1 of the recommendation's recipe and of the test-best
 candidate is shown beside it, so a race that drops the test-best, or changes the answer for a worse one,
 shows as regret.
 """
@@ -46,9 +46,9 @@ def plan_of(study_dir: Path, scratch: Path):
 def replay(study_dir: Path, first_look: int) -> dict:
     """What a race with its first look after ``first_look`` waves does on the finished study: the trials it runs,
     their CPU-hours, its drops and its recommendation."""
-    from adpm_dist.tune.cost import COST_FILE, trial_hours
     from adpm_dist.tune.study.race import race
     from adpm_dist.tune.study.report import consolidate_study
+    from benchmarks.study_cost import measured
 
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Path(tmp)
@@ -63,15 +63,12 @@ def replay(study_dir: Path, first_look: int) -> dict:
                         shutil.copy2(study_dir / "trials" / t.id / name, scratch / "trials" / t.id / name)
                 ran.append(t.id)
 
-        said: list[str] = []
-        raced = race(study, run_wave, say=said.append, first_look=first_look)
+        raced = race(study, run_wave, say=lambda _: None, first_look=first_look)
         with contextlib.redirect_stdout(io.StringIO()):
-            report = consolidate_study(scratch)
-        hours = sum(trial_hours(json.loads((study_dir / "trials" / i / COST_FILE).read_text()))["cpu_hours"]
-                    for i in ran if (study_dir / "trials" / i / COST_FILE).is_file())
-        rec = report["recommendation"]
-        return {"first_look": first_look, "trials": len(ran), "cpu_hours": hours, "raced": raced, "said": said,
-                "recommendation": rec.name if rec else None}
+            rec = consolidate_study(scratch)["recommendation"]
+        # the ran trials' cost.json files are the scratch study's: what the race paid
+        return {"first_look": first_look, "trials": len(ran), "cpu_hours": measured(scratch)["cpu_hours"],
+                "raced": raced, "recommendation": rec.name if rec else None}
 
 
 def finished(study_dir: Path) -> dict:
@@ -88,11 +85,9 @@ def finished(study_dir: Path) -> dict:
     return {"cpu_hours": hours, "recommendation": rec.name if rec else None}
 
 
-def test_scores(path: Path | None) -> dict[str, float]:
+def test_scores(path: Path) -> dict[str, float]:
     """Candidate -> its recipe's test macro-F1, from a calibration draw's calibration.json (else empty)."""
-    if path is None or not path.is_file():
-        return {}
-    return json.loads(path.read_text()).get("tests", {})
+    return json.loads(path.read_text()).get("tests", {}) if path.is_file() else {}
 
 
 def rows(study_dir: Path, first_looks: list[int], tests: dict[str, float]) -> list[str]:
