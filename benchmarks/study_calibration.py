@@ -42,6 +42,7 @@ import numpy as np
 from benchmarks.calibration_curve import curve_fields, curve_section
 from benchmarks.cv_model_scores import cv_models_scores
 from benchmarks.recipe_scores import score_and_spread, widened
+from benchmarks.recipe_seeds import seed_fields, seed_section
 
 ROOT = Path(__file__).resolve().parents[1]
 MARKERS = ("<!-- study-calibration:begin -->", "<!-- study-calibration:end -->")
@@ -97,33 +98,55 @@ def run_study(args, name: str, where: Path, shards: Path) -> int:
                        *(["--resume"] if (where / "study" / "search.json").is_file() else []), *args.overrides])
 
 
-def train_recipes(args, where: Path, report: dict) -> tuple[dict[str, float], dict[str, float]]:
+def train_recipes(args, where: Path, report: dict) -> tuple[dict[str, float], dict[str, float], dict]:
     """Every complete candidate's recipe trained (a Ray batch, --max-concurrent at a time) and scored on
-    `test`: (name -> test macro-F1 under the balanced prior, name -> its test_spread)."""
+    `test`: (name -> test macro-F1 under the balanced prior, name -> its test_spread, training seed -> name ->
+    test macro-F1 for the recipe's own `run.seed` and each of --recipe-seeds)."""
     from adpm_dist.config import load_config
-    from adpm_dist.tune.batch import batch_run, run_batch
+    from adpm_dist.tune.batch import run_batch
     from adpm_dist.tune.experiment import load_search
     from adpm_dist.tune.study.recipe import write_recipe
 
     search = load_search(where / "study")
     runs, todo = {}, []
+    own = None  # the recipes' own training seed: the study's base config's run.seed
     for e in report["estimates"]:
         if e.oof is None or e.selections[None].point is None:
             continue
         recipe = where / "recipes" / f"{e.name}.yaml"
         recipe.parent.mkdir(parents=True, exist_ok=True)
         write_recipe(recipe, search, e, where / "study", "calibration", "-")
-        body = recipe.read_text().split("\n", 1)[1]  # the header names the file; the config is what counts
-        runs[e.name] = run = (trained_run(where, e.name, load_config(recipe)) or
-                              where / "recipe_runs" / f"{e.name}-{hashlib.sha256(body.encode()).hexdigest()[:12]}")
-        if not (run / "metrics.json").is_file():
-            # no key=value here: the recipe holds the study's base config with them, and its fixed choices
-            # (train.epochs above all) must not be overridden again
-            todo.append(batch_run(run.name, e.name, load_config(recipe, [f"run.output_dir={run}", "train.resume=auto"])))
+        own = load_config(recipe).run.seed
+        for seed in [own, *(s for s in args.recipe_seeds if s != own)]:
+            runs[seed, e.name] = recipe_run(where, e.name, recipe, seed, own, todo)
     if todo and not args.no_run:
         run_batch(where / "recipe_batch", todo, jobs=args.max_concurrent, cpus_per_run=1.0)
-    scored = {name: score_and_spread(run) for name, run in runs.items() if (run / "metrics.json").is_file()}
-    return {name: s for name, (s, _) in scored.items()}, {name: spread for name, (_, spread) in scored.items()}
+    scored = {key: score_and_spread(run) for key, run in runs.items() if (run / "metrics.json").is_file()}
+    by_seed: dict[int, dict[str, float]] = {}
+    for (seed, name), (score, _) in scored.items():
+        by_seed.setdefault(seed, {})[name] = score
+    own_runs = {name: v for (seed, name), v in scored.items() if seed == own}
+    return ({name: s for name, (s, _) in own_runs.items()}, {name: spread for name, (_, spread) in own_runs.items()},
+            by_seed)
+
+
+def recipe_run(where: Path, name: str, recipe: Path, seed: int, own: int, todo: list) -> Path:
+    """The run directory of ``recipe`` trained at ``seed`` (an earlier run of it, or a new one queued on
+    ``todo``). The recipe's own seed keeps the directory name it always had (recipe text hash), so finished
+    draws are not trained again; another seed is the same recipe with `run.seed` changed."""
+    from adpm_dist.config import load_config
+    from adpm_dist.tune.batch import batch_run
+
+    seed_keys = [] if seed == own else [f"run.seed={seed}"]
+    body = recipe.read_text().split("\n", 1)[1]  # the header names the file; the config is what counts
+    label = f"{name}-{hashlib.sha256(body.encode()).hexdigest()[:12]}" + ("" if seed == own else f"-seed{seed}")
+    run = trained_run(where, name, load_config(recipe, seed_keys)) or where / "recipe_runs" / label
+    if not (run / "metrics.json").is_file():
+        # no other key=value here: the recipe holds the study's base config with them, and its fixed choices
+        # (train.epochs above all) must not be overridden again
+        todo.append(batch_run(run.name, name if seed == own else f"{name}_seed{seed}",
+                              load_config(recipe, [*seed_keys, f"run.output_dir={run}", "train.resume=auto"])))
+    return run
 
 
 def trained_run(where: Path, name: str, cfg) -> Path | None:
@@ -280,7 +303,7 @@ def section(argv: list[str], rows: list[dict], pending: list[str]) -> str:
                      f"{'-' if r.get('new_cv_models') is None else format(r['new_cv_models'], '.3f')} | "
                      f"{r['old_rec']}, {r['old_test']:.3f}, [{r['old_interval'][0]:.3f}, {r['old_interval'][1]:.3f}], "
                      f"{r['old_regret']:.3f} | {r['new_spearman']:+.2f} / {r['old_spearman']:+.2f} |")
-    return "\n".join(lines + curve_section(rows))
+    return "\n".join(lines + curve_section(rows) + seed_section(rows))
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -297,6 +320,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--learning-curve", action="store_true",
                    help="the studies also run their half runs (tune/study.py --learning-curve): the table adds the "
                         "recipe's expected score")
+    p.add_argument("--recipe-seeds", type=int, nargs="+", default=[],
+                   help="also train every recipe at these run.seed values: the table adds its regret on the mean "
+                        "over training runs and the floor of a one-run regret (benchmarks/recipe_seeds.py)")
     p.add_argument("overrides", nargs="*", help="key=value for every trial and recipe")
     return p.parse_args(argv)
 
@@ -326,8 +352,9 @@ def main(argv: list[str] | None = None) -> int:
             continue
         report = consolidate_study(where / "study")
         rec = report["recommendation"]
-        row = draw_row(name, report, *train_recipes(args, where, report),
-                       cv_models_scores(where, [rec.name]) if rec is not None else {})
+        tests, spreads, by_seed = train_recipes(args, where, report)
+        row = draw_row(name, report, tests, spreads, cv_models_scores(where, [rec.name]) if rec is not None else {})
+        row = row and row | seed_fields(rec.name, by_seed)
         (rows.append(row) if row else pending.append(name))
         if row:
             (where / "calibration.json").write_text(json.dumps(row, indent=1, default=str))

@@ -161,3 +161,43 @@ def test_the_prediction_interval_adds_the_test_parts_own_spread(tmp_path):
 
     assert test_spread(run("right", 0)) < 0.01     # only Jeffreys' half image wrong per class moves it
     assert 0.005 < test_spread(run("some_wrong", 10)) < 0.05
+
+
+def test_the_recipe_seeds_read_regret_on_the_mean_and_the_one_run_floor():
+    """Two candidates, three training seeds, by hand: a leads on seeds 0 and 2, b on seed 1. Recommending b:
+    regret per seed 0.04, 0, 0.02; on the means (a 0.82, b 0.81) 0.01; a perfect pick on seed 1 (b) judged on
+    seed 0 loses 0.04, the floor."""
+    from benchmarks.recipe_seeds import seed_fields, seed_section
+
+    by_seed = {0: {"a": 0.84, "b": 0.80}, 1: {"a": 0.78, "b": 0.81}, 2: {"a": 0.84, "b": 0.82, "c": 0.99}}
+    f = seed_fields("b", by_seed)  # c, scored at one seed only, does not count
+    assert f["seed_count"] == 3 and set(f["seed_mean"]) == {"a", "b"} and f["seed_best"] == "a"
+    assert f["seed_mean"]["a"] == pytest.approx(0.82) and f["seed_regret"] == pytest.approx(0.01)
+    assert f["seed_regrets"] == pytest.approx([0.04, 0.0, 0.02]) and f["seed_floor"] == pytest.approx(0.04)
+    assert f["seed_best_by_seed"] == ["a", "b", "a"]
+    assert f["seed_sd"]["b"] == pytest.approx(np.std([0.80, 0.81, 0.82], ddof=1))
+    assert seed_fields("b", {0: by_seed[0]}) == {} and seed_fields("c", by_seed) == {}
+    lines = seed_section([{"draw": "d", "new_rec": "b"} | f, {"draw": "e"}])
+    assert "median 0.010, max 0.010" in lines[1] and lines[-1].startswith("| d | 3 | b | 0.040, 0.000, 0.020 | 0.010 |")
+    assert seed_section([{"draw": "e"}]) == []
+
+
+def test_a_recipe_at_another_seed_is_its_own_run_and_the_own_seed_keeps_its_name(tmp_path):
+    """recipe_run: the recipe's own seed keeps the directory named by the recipe's text (finished draws are
+    not trained again); another seed is queued as the same recipe with run.seed changed, in its own directory."""
+    from benchmarks.study_calibration import recipe_run
+
+    recipe = tmp_path / "recipes" / "ce.yaml"
+    recipe.parent.mkdir()
+    recipe.write_text("# header naming the file\nmethod: ce\nrun:\n  seed: 0\n")
+    todo = []
+    own, other = (recipe_run(tmp_path, "ce", recipe, s, 0, todo) for s in (0, 3))
+    digest = hashlib.sha256(b"method: ce\nrun:\n  seed: 0\n").hexdigest()[:12]
+    assert own.name == f"ce-{digest}" and other.name == f"ce-{digest}-seed3"
+    assert [r.config["run"]["seed"] for r in todo] == [0, 3]
+    assert [r.config["run"]["output_dir"] for r in todo] == [str(own), str(other)]
+    (other / "metrics.json").parent.mkdir(parents=True)
+    (other / "metrics.json").write_text("{}")
+    (other / "config.yaml").write_text(recipe.read_text().replace("seed: 0", "seed: 3"))
+    todo = []
+    assert recipe_run(tmp_path, "ce", recipe, 3, 0, todo) == other and todo == []  # trained: found, not queued
