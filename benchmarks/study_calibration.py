@@ -1,8 +1,10 @@
 """Does the study's answer hold on long-tailed sets it never saw? (issue 32, "A calibration benchmark")
 
-    python -m benchmarks.study_calibration [--draws all|NAME ...] [--out runs/study_calibration]
+    python -m benchmarks.study_calibration [--out runs/study_calibration]
         [--space benchmarks/calibration_space.yaml] [--folds 3] [--seeds 0] [--results benchmarks/RESULTS.md]
-        [--no-run] [key=value ...]
+        [--no-run] [--learning-curve] [key=value ...] [--recipe-seeds S ...] [--draws all|NAME ...]
+
+(key=value overrides go before the options that take several values: --recipe-seeds and --draws would take them.)
 
 A draw is a long-tailed set with a large balanced `test` part, named KIND_irR_sS: digits-LT, photo-LT
 (benchmarks/photo_lt.py), photot-LT (photo-LT with `--tiles`: each training patch inside one tile of
@@ -14,7 +16,9 @@ spans sessions):
 2. the study (tune/study.py on Ray) over the candidates of --space; the CV never reads `test`;
 3. **every** candidate's recipe (recipe.py's rules: its CV choices fixed, trained on every CV fold)
    trained and scored once on `test`, each in its own run directory keyed by the recipe's text; its test
-   macro-F1 is taken under the balanced prior (digits-LT's test part is what the draw left, not balanced).
+   macro-F1 is taken under the balanced prior (digits-LT's test part is what the draw left, not balanced);
+   with `--recipe-seeds`, every recipe is also trained at those `run.seed` values (benchmarks/recipe_seeds.py:
+   the regret on the mean over training runs, and what a perfect pick on one run loses on another).
 Then, over the draws, for the current rule and, side by side, the rule before issue 32 (leader = best
 fold-mean macro-F1, tie = the 3-pair bootstrap interval of the per-fold difference includes 0, the
 cheapest tied candidate):
