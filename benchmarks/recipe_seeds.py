@@ -22,7 +22,8 @@ def seed_fields(rec: str, by_seed: dict[int, dict[str, float]]) -> dict:
     - ``seed_regrets``: its regret seed by seed (the first is the table's single-run regret when the
       recipe's own seed comes first);
     - ``seed_floor``: the largest regret of a perfect pick on one seed judged on another seed;
-    - ``seed_sd``: each candidate's standard deviation over the seeds (ddof 1).
+    - ``seed_sd``: each candidate's standard deviation over the seeds (ddof 1);
+    - ``seed_rec_scores``: the recommendation's test score seed by seed.
     """
     seeds = sorted(by_seed)
     if len(seeds) < 2:
@@ -41,6 +42,7 @@ def seed_fields(rec: str, by_seed: dict[int, dict[str, float]]) -> dict:
     return {"seed_count": len(seeds), "seed_mean": mean, "seed_best": best, "seed_regret": mean[best] - mean[rec],
             "seed_regrets": [regret(s, rec) for s in seeds], "seed_floor": floor,
             "seed_best_by_seed": [max(names, key=scores[s].get) for s in seeds],
+            "seed_rec_scores": [scores[s][rec] for s in seeds],
             "seed_sd": {n: float(np.std([scores[s][n] for s in seeds], ddof=1)) for n in names}}
 
 
@@ -52,10 +54,13 @@ def seed_section(rows: list[dict]) -> list[str]:
         return []
     mean_regret = [r["seed_regret"] for r in done]
     floor = [r["seed_floor"] for r in done]
+    runs = [(r["new_interval"], x) for r in done for x in r["seed_rec_scores"]]
+    held = sum(lo <= x <= hi for (lo, hi), x in runs)
     lines = ["", f"**The recipes' own training seed (`--recipe-seeds`), {len(done)} draw(s)**: the recommendation's "
              f"regret on the seed mean: median {np.median(mean_regret):.3f}, max {max(mean_regret):.3f}; a perfect "
              f"pick on one run judged on another run of the same recipes (the floor of a one-run regret): median "
-             f"{np.median(floor):.3f}, max {max(floor):.3f}.", "",
+             f"{np.median(floor):.3f}, max {max(floor):.3f}. The recommendation's 95% interval held {held} of its "
+             f"recipe's {len(runs)} training runs' test scores.", "",
              "| draw | seeds | rec | its regret seed by seed | on the seed mean | test-best seed by seed | floor | "
              "seed sd, median over candidates (max) |", "|---|---:|---|---|---:|---|---:|---|"]
     for r in done:

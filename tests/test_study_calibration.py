@@ -174,11 +174,11 @@ def test_the_recipe_seeds_read_regret_on_the_mean_and_the_one_run_floor():
     assert f["seed_count"] == 3 and set(f["seed_mean"]) == {"a", "b"} and f["seed_best"] == "a"
     assert f["seed_mean"]["a"] == pytest.approx(0.82) and f["seed_regret"] == pytest.approx(0.01)
     assert f["seed_regrets"] == pytest.approx([0.04, 0.0, 0.02]) and f["seed_floor"] == pytest.approx(0.04)
-    assert f["seed_best_by_seed"] == ["a", "b", "a"]
+    assert f["seed_best_by_seed"] == ["a", "b", "a"] and f["seed_rec_scores"] == [0.80, 0.81, 0.82]
     assert f["seed_sd"]["b"] == pytest.approx(np.std([0.80, 0.81, 0.82], ddof=1))
     assert seed_fields("b", {0: by_seed[0]}) == {} and seed_fields("c", by_seed) == {}
-    lines = seed_section([{"draw": "d", "new_rec": "b"} | f, {"draw": "e"}])
-    assert "median 0.010, max 0.010" in lines[1] and lines[-1].startswith("| d | 3 | b | 0.040, 0.000, 0.020 | 0.010 |")
+    lines = seed_section([{"draw": "d", "new_rec": "b", "new_interval": (0.805, 0.9)} | f, {"draw": "e"}])
+    assert "median 0.010, max 0.010" in lines[1] and "held 2 of its recipe's 3 training runs" in lines[1] and lines[-1].startswith("| d | 3 | b | 0.040, 0.000, 0.020 | 0.010 |")
     assert seed_section([{"draw": "e"}]) == []
 
 
