@@ -166,7 +166,7 @@ def test_the_prediction_interval_adds_the_test_parts_own_spread(tmp_path):
 def test_the_recipe_seeds_read_regret_on_the_mean_and_the_one_run_floor():
     """Two candidates, three training seeds, by hand: a leads on seeds 0 and 2, b on seed 1. Recommending b:
     regret per seed 0.04, 0, 0.02; on the means (a 0.82, b 0.81) 0.01; a perfect pick on seed 1 (b) judged on
-    seed 0 loses 0.04, the floor."""
+    seed 0 loses 0.04, the floor; a, the right answer, loses 0.03 on seed 1."""
     from benchmarks.recipe_seeds import seed_fields, seed_section
 
     by_seed = {0: {"a": 0.84, "b": 0.80}, 1: {"a": 0.78, "b": 0.81}, 2: {"a": 0.84, "b": 0.82, "c": 0.99}}
@@ -174,11 +174,13 @@ def test_the_recipe_seeds_read_regret_on_the_mean_and_the_one_run_floor():
     assert f["seed_count"] == 3 and set(f["seed_mean"]) == {"a", "b"} and f["seed_best"] == "a"
     assert f["seed_mean"]["a"] == pytest.approx(0.82) and f["seed_regret"] == pytest.approx(0.01)
     assert f["seed_regrets"] == pytest.approx([0.04, 0.0, 0.02]) and f["seed_floor"] == pytest.approx(0.04)
+    assert f["seed_best_regrets"] == pytest.approx([0.0, 0.03, 0.0])  # a, the best on the mean, loses seed 1
     assert f["seed_best_by_seed"] == ["a", "b", "a"] and f["seed_rec_scores"] == [0.80, 0.81, 0.82]
     assert f["seed_sd"]["b"] == pytest.approx(np.std([0.80, 0.81, 0.82], ddof=1))
     assert seed_fields("b", {0: by_seed[0]}) == {} and seed_fields("c", by_seed) == {}
     lines = seed_section([{"draw": "d", "new_rec": "b", "new_interval": (0.805, 0.9)} | f, {"draw": "e"}])
-    assert "median 0.010, max 0.010" in lines[1] and "held 2 of its recipe's 3 training runs" in lines[1] and lines[-1].startswith("| d | 3 | b | 0.040, 0.000, 0.020 | 0.010 |")
+    assert "median 0.010, max 0.010" in lines[1] and "held 2 of its recipe's 3 training runs" in lines[1] and lines[-1].startswith("| d | 3 | b | 0.040, 0.000, 0.020 | 0.010 | a, b, a | a: 0.000, 0.030, 0.000 | 0.040 |")
+    assert "judged run by run: max 0.030" in lines[1]
     assert seed_section([{"draw": "e"}]) == []
 
 
