@@ -30,6 +30,19 @@ def test_spread(run: Path, n_boot: int = 1000) -> float:
     return score_and_spread(run, n_boot)[1]
 
 
+def balanced_score(run: Path) -> float:
+    """The recipe's test macro-F1 as a balanced test set measures it: score_and_spread's score without the
+    bootstrap (a recipe trained again at another seed needs no spread of its own)."""
+    return balanced_macro_f1(*test_predictions(run))
+
+
+def balanced_macro_f1(labels: np.ndarray, predictions: np.ndarray, prior: np.ndarray) -> float:
+    """macro-F1 with each test confusion row rescaled to ``prior`` (here 1/K)."""
+    from adpm_dist.tune.study import target
+
+    return float(target.prior_scores(target.confusions(labels, predictions, prior.size), prior)["macro_f1"])
+
+
 def score_and_spread(run: Path, n_boot: int = 1000) -> tuple[float, float]:
     """(the recipe's test macro-F1 as a balanced test set measures it, test_spread), from one read of its
     predictions: its test confusion rows rescaled to 1/K (photo-LT's and shapes-LT's test parts are
@@ -37,7 +50,7 @@ def score_and_spread(run: Path, n_boot: int = 1000) -> tuple[float, float]:
     from adpm_dist.tune.study import target
 
     labels, predictions, prior = test_predictions(run)
-    score = float(target.prior_scores(target.confusions(labels, predictions, prior.size), prior)["macro_f1"])
+    score = balanced_macro_f1(labels, predictions, prior)
     reps = target.paired_bootstrap({"r": predictions[None, :]}, labels, np.zeros_like(labels), prior.size, prior,
                                    n_boot=n_boot)["r"]
     return score, float(np.std(reps, ddof=1))

@@ -4,9 +4,9 @@ the mean over training runs instead of on the one run each recipe got.
 
 Why: regret is "the test-best recipe's macro-F1 minus the recommendation's", each from one training run.
 On a long-tailed draw a tail class has 1-3 training images, and which of them a run gets right moves its
-balanced test score by points. The part of a regret no rule could avoid is what a perfect pick made on one
-training run loses on another run of the same recipes ("another run's best", below): the noise floor of a
-regret measured on one run.
+balanced test score by points. What a perfect pick made on one training run loses on another run of the
+same recipes (``seed_floor``) is the noise floor of a regret measured on one run; what the candidate best on
+the mean loses run by run (``seed_best_regrets``) is what even the right answer pays for being judged on one.
 """
 from __future__ import annotations
 

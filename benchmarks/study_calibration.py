@@ -45,7 +45,7 @@ import numpy as np
 
 from benchmarks.calibration_curve import curve_fields, curve_section
 from benchmarks.cv_model_scores import cv_models_scores
-from benchmarks.recipe_scores import score_and_spread, widened
+from benchmarks.recipe_scores import balanced_score, score_and_spread, widened
 from benchmarks.recipe_seeds import seed_fields, seed_section
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -125,31 +125,31 @@ def train_recipes(args, where: Path, report: dict) -> tuple[dict[str, float], di
             runs[seed, e.name] = recipe_run(where, e.name, recipe, seed, own, todo)
     if todo and not args.no_run:
         run_batch(where / "recipe_batch", todo, jobs=args.max_concurrent, cpus_per_run=1.0)
-    scored = {key: score_and_spread(run) for key, run in runs.items() if (run / "metrics.json").is_file()}
+    done = {key: run for key, run in runs.items() if (run / "metrics.json").is_file()}
+    scored = {name: score_and_spread(run) for (seed, name), run in done.items() if seed == own}
     by_seed: dict[int, dict[str, float]] = {}
-    for (seed, name), (score, _) in scored.items():
-        by_seed.setdefault(seed, {})[name] = score
-    own_runs = {name: v for (seed, name), v in scored.items() if seed == own}
-    return ({name: s for name, (s, _) in own_runs.items()}, {name: spread for name, (_, spread) in own_runs.items()},
-            by_seed)
+    for (seed, name), run in done.items():
+        by_seed.setdefault(seed, {})[name] = scored[name][0] if seed == own else balanced_score(run)
+    return {name: s for name, (s, _) in scored.items()}, {name: spread for name, (_, spread) in scored.items()}, by_seed
 
 
 def recipe_run(where: Path, name: str, recipe: Path, seed: int, own: int, todo: list) -> Path:
     """The run directory of ``recipe`` trained at ``seed`` (an earlier run of it, or a new one queued on
     ``todo``). The recipe's own seed keeps the directory name it always had (recipe text hash), so finished
     draws are not trained again; another seed is the same recipe with `run.seed` changed."""
-    from adpm_dist.config import load_config
+    from adpm_dist.config import load_config, set_key
     from adpm_dist.tune.batch import batch_run
 
-    seed_keys = [] if seed == own else [f"run.seed={seed}"]
+    cfg = load_config(recipe, [] if seed == own else [f"run.seed={seed}"])
     body = recipe.read_text().split("\n", 1)[1]  # the header names the file; the config is what counts
     label = f"{name}-{hashlib.sha256(body.encode()).hexdigest()[:12]}" + ("" if seed == own else f"-seed{seed}")
-    run = trained_run(where, name, load_config(recipe, seed_keys)) or where / "recipe_runs" / label
+    run = trained_run(where, name, cfg) or where / "recipe_runs" / label
     if not (run / "metrics.json").is_file():
         # no other key=value here: the recipe holds the study's base config with them, and its fixed choices
         # (train.epochs above all) must not be overridden again
-        todo.append(batch_run(run.name, name if seed == own else f"{name}_seed{seed}",
-                              load_config(recipe, [*seed_keys, f"run.output_dir={run}", "train.resume=auto"])))
+        set_key(cfg, "run.output_dir", str(run))
+        set_key(cfg, "train.resume", "auto")
+        todo.append(batch_run(run.name, name if seed == own else f"{name}_seed{seed}", cfg))
     return run
 
 
