@@ -164,6 +164,10 @@ class TrainConfig:
     keep_last: bool = False                 # also save the last epoch's weights as checkpoints/last.pt (to compare rules)
     keep_validated: bool = False            # also keep every validated epoch's weights (checkpoints/validated/): what
                                             # a study's read-out candidates are replayed from (runtime/replay.py)
+    track_eval: bool = False                # also score the eval part wherever the run validates (every val_every
+                                            # epochs, with or without validation data), its confusion counts kept in
+                                            # metrics.json `eval_track`: what a study's recipe chooses its epoch count
+                                            # from (pooled out-of-fold, docs/tune.md); never read by the run itself
     stop_patience: int = 0                  # stop after this many validations without the validation loss (ADPM: its
                                             # diffusion loss) improving by > stop_min_delta; 0 = all train.epochs
     stop_min_delta: float = 0.01            # relative improvement that counts (runtime/selection.py, "Stopping")
@@ -376,7 +380,7 @@ def flatten(tree: dict, prefix: str = "") -> dict:
 NON_RESULT_KEYS = ("run.output_dir", "run.overwrite", "train.resume", "train.resume_changes", "train.log_every",
                    "train.log_with",
                    "train.checkpoint_every_steps", "train.checkpoint_every_epochs", "train.keep_checkpoints",
-                   "train.keep_last", "train.keep_validated", "data.verify", "data.shards",
+                   "train.keep_last", "train.keep_validated", "train.track_eval", "data.verify", "data.shards",
                    # a run started from another run's identical prefix trains the same numbers (Method.shared_prefix,
                    # checked against the prefix's config before it starts; tests/test_prefix.py shows it)
                    "train.keep_prefix", "train.prefix_from")

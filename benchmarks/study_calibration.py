@@ -2,7 +2,7 @@
 
     python -m benchmarks.study_calibration [--out runs/study_calibration]
         [--space benchmarks/calibration_space.yaml] [--folds 3] [--seeds 0] [--results benchmarks/RESULTS.md]
-        [--no-run] [--learning-curve] [key=value ...] [--recipe-seeds S ...] [--draws all|NAME ...]
+        [--no-run] [--learning-curve] [--epoch-rules] [key=value ...] [--recipe-seeds S ...] [--draws all|NAME ...]
 
 (key=value overrides go before the options that take several values: --recipe-seeds and --draws would take them.)
 
@@ -45,6 +45,7 @@ import numpy as np
 
 from benchmarks.calibration_curve import curve_fields, curve_section
 from benchmarks.cv_model_scores import cv_models_scores
+from benchmarks.recipe_epochs import draw_epoch_fields, epoch_section
 from benchmarks.recipe_scores import balanced_score, score_and_spread, widened
 from benchmarks.recipe_seeds import seed_fields, seed_section
 
@@ -307,7 +308,7 @@ def section(argv: list[str], rows: list[dict], pending: list[str]) -> str:
                      f"{'-' if r.get('new_cv_models') is None else format(r['new_cv_models'], '.3f')} | "
                      f"{r['old_rec']}, {r['old_test']:.3f}, [{r['old_interval'][0]:.3f}, {r['old_interval'][1]:.3f}], "
                      f"{r['old_regret']:.3f} | {r['new_spearman']:+.2f} / {r['old_spearman']:+.2f} |")
-    return "\n".join(lines + curve_section(rows) + seed_section(rows))
+    return "\n".join(lines + curve_section(rows) + seed_section(rows) + epoch_section(rows))
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -327,6 +328,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--recipe-seeds", type=int, nargs="+", default=[],
                    help="also train every recipe at these run.seed values: the table adds its regret on the mean "
                         "over training runs and the floor of a one-run regret (benchmarks/recipe_seeds.py)")
+    p.add_argument("--epoch-rules", action="store_true",
+                   help="also train every recipe over its whole plan with `test` tracked: the table adds the regret "
+                        "when recipes stop by each epoch rule (benchmarks/recipe_epochs.py)")
     p.add_argument("overrides", nargs="*", help="key=value for every trial and recipe")
     return p.parse_args(argv)
 
@@ -359,6 +363,13 @@ def main(argv: list[str] | None = None) -> int:
         tests, spreads, by_seed = train_recipes(args, where, report)
         row = draw_row(name, report, tests, spreads, cv_models_scores(where, [rec.name]) if rec is not None else {})
         row = row and row | seed_fields(rec.name, by_seed)
+        if row and args.epoch_rules:
+            def run_todo(todo: list, where: Path = where) -> None:
+                from adpm_dist.tune.batch import run_batch
+
+                if not args.no_run:
+                    run_batch(where / "tracked_batch", todo, jobs=args.max_concurrent, cpus_per_run=1.0)
+            row["epoch_rules"] = draw_epoch_fields(where, report, tests, run_todo)
         (rows.append(row) if row else pending.append(name))
         if row:
             (where / "calibration.json").write_text(json.dumps(row, indent=1, default=str))

@@ -199,7 +199,7 @@ def resume(acc, cfg: Config, ckpt_dir: Path, gen: torch.Generator, ema, data: di
     (runtime/prefix.py, checked by rundir.py) that a run without a checkpoint of its own starts from, keeping
     the state ``own_state`` names as built (in the model, the EMA and ``optimizer``'s groups)."""
     fresh = {"epoch": 0, "batch": 0, "step": 0, "best": {"epoch": -1, "macro_f1": None}, "history": [],
-             "validations": [], "resume_changes": [], "prefix_from": None}
+             "validations": [], "resume_changes": [], "prefix_from": None, "eval_track": []}
     path = resolve_resume(cfg.train.resume, ckpt_dir)
     if acc.is_main_process and ckpt_dir.is_dir():  # saves a killed run left half-written
         for p in [*ckpt_dir.glob(".tmp-step_*"), *ckpt_dir.glob(".old-step_*")]:
@@ -260,7 +260,7 @@ def start_from_prefix(acc, path: Path, gen: torch.Generator, ema, fresh: dict, s
         ema.load_state_dict(ema_state, own=lambda name: is_own(name, own_state))
     history = [{k: v for k, v in row.items() if not k.startswith("val_")} for row in loop.get("history", [])]
     state = {k: loop.get(k, v) for k, v in fresh.items()} | {"prefix_from": str(path), "history": history,
-                                                            "best": fresh["best"], "validations": []}
+                                                            "best": fresh["best"], "validations": [], "eval_track": []}
     acc.print(f"started from the shared prefix {path}: epoch {loop['epoch'] + 1}, step {loop['step']} "
               "(train.prefix_from: model, optimizer, LR position, EMA, RNG states)")
     return state, rank_state | {"batch": loop["batch"]}

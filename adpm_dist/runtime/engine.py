@@ -25,7 +25,7 @@ from ..data.manifest import Manifest
 from ..data.plan import DataPlan
 from ..data.feed import DataFeed
 from ..data.transforms import normalisation
-from ..evaluate import class_losses, format_table
+from ..evaluate import class_losses, confusion_matrix, format_table
 from ..files import atomic_write_json, remove_leftovers
 from ..methods import EpochPlan, Method, method_for
 from . import selection
@@ -135,8 +135,12 @@ def run_phases(run: Run, on_epoch, evaluate: bool, selection_record: dict | None
             started = time.perf_counter()
             row.update(validate_and_select(run, epoch))
             row["val_time_s"] = time.perf_counter() - started  # what a validation costs (the price: calibrate.py)
-        elif not run.plan.has_validation and epoch == run.epochs.total - 1:
-            keep_last(run, epoch)
+        elif not run.plan.has_validation:
+            if cfg.train.track_eval and run.epochs.validates(epoch, cfg.train.val_every):
+                current_weights(run)
+                row.update(track_eval(run, epoch))
+            if epoch == run.epochs.total - 1:
+                keep_last(run, epoch)
         end_epoch(run, epoch, row)
         if on_epoch is not None:
             on_epoch(row)
@@ -442,7 +446,22 @@ def validate_and_select(run: Run, epoch: int, weights: dict | None = None) -> di
                          "ema": run.cfg.train.eval_ema})
     # the prior's own score only where the method has a prior beside it (a baseline's "prior" is itself)
     prior = {"val_prior_macro_f1": val["prior"]["macro_f1"]} if run.method.has_diffusion else {}
-    return {"val_macro_f1": val["macro_f1"], **prior, "val_nll": val["nll"], **losses}
+    tracked = track_eval(run, epoch) if run.cfg.train.track_eval else {}
+    return {"val_macro_f1": val["macro_f1"], **prior, "val_nll": val["nll"], **losses, **tracked}
+
+
+def track_eval(run: Run, epoch: int) -> dict:
+    """The eval part scored with the weights now in ``run.eval_model`` (train.track_eval): its confusion counts
+    join ``run.loop["eval_track"]`` (metrics.json) and its macro-F1 the epoch's row. On a CV trial the eval
+    part is the held-out fold: a study pools these over folds to fix its recipe's epoch count (study/recipe.py).
+    The final evaluation's predict seed, so the last epoch's counts are the final evaluation's; nothing here is
+    read by the run's selection, and predict draws from its own generators, so training is unchanged."""
+    part = run.plan.eval_part
+    pred = predict(run.method, run.eval_model, run.batches([part]), run.acc, run.cfg.run.seed + 1, f"tracking {part}")
+    counts = confusion_matrix(pred["labels"], pred["scores"].argmax(1), len(run.names))
+    tracked = [t for t in run.loop.setdefault("eval_track", []) if t["epoch"] != epoch + 1]  # a resume re-tracks
+    run.loop["eval_track"] = tracked + [{"epoch": epoch + 1, "confusion": counts.tolist()}]
+    return {"tracked_macro_f1": score(pred, run.names)["macro_f1"]}
 
 
 def stopped(run: Run) -> bool:
@@ -514,6 +533,7 @@ def final_evaluation(run: Run, selected: dict, asked: Config) -> dict:
         method=run.cfg.method, method_title=run.method.title, has_diffusion=run.method.has_diffusion,
         noise_levels=noise_levels(run),
         train_counts=dict(zip(run.names, plan.class_counts)), history=run.loop["history"],
+        **({"eval_track": run.loop["eval_track"]} if run.loop.get("eval_track") else {}),
         resume_changes=run.loop.get("resume_changes", []), skipped_samples=skipped,
         **({"prefix_from": run.loop["prefix_from"]} if run.loop.get("prefix_from") else {}),
         **run_record(asked, run.manifest.shards),

@@ -79,7 +79,7 @@ def curve_config(out: Path, trial: StudyTrial):
     for sharing (a kept prefix or validated weights are the full-data trial's)."""
     return load_config(trial_dir(out, trial) / "config.yaml", [
         f"data.train_share={SHARE}", f"run.output_dir={curve_dir(out, trial)}", "train.resume=auto",
-        "train.keep_validated=false", "train.keep_prefix=false", "train.prefix_from="])
+        "train.keep_validated=false", "train.keep_prefix=false", "train.prefix_from=", "train.track_eval=false"])
 
 
 def curve_runs(out: Path, search: dict, estimates: list) -> list:

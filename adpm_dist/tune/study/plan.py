@@ -62,8 +62,9 @@ class Study:
 
     def settings_of(self, trial: StudyTrial) -> dict:
         kept = {"train.keep_validated": True} if trial.id in self.sources else {}  # for the trials replaying it
+        tracked = {"train.track_eval": True}  # the held-out fold at every validation: the recipe's epoch (recipe.py)
         return (point_settings(self.candidate(trial.candidate), self.point(trial), trial.seed)
-                | cv_settings(trial, self.folds, self.out) | kept | prefix_settings(self, trial))
+                | cv_settings(trial, self.folds, self.out) | kept | tracked | prefix_settings(self, trial))
 
     def config_of(self, trial: StudyTrial) -> Config:
         return apply_settings(self.base, self.settings_of(trial), f"candidate {trial.candidate}, point {trial.point}")

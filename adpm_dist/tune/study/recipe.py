@@ -8,17 +8,23 @@ A fresh carve-out of a long-tailed set holds 0-1 images of the rarest classes, s
 count or tau is noise (docs/tune.md, "What the recipe trains"); the CV's choices are not.
 
 Aggregation over the trials: the lower median of each setting's values (a value some trial used; for a
-one-element list, of its element), recorded with every trial's value in the recipe's header.
+one-element list, of its element), recorded with every trial's value in the recipe's header. The epoch
+count, where the trials tracked their held-out folds (``train.track_eval``: a study's trials do), is
+instead the one whose pooled out-of-fold predictions score best (``pooled_epoch``): each trial chose its
+epoch on a carve-out holding 0-1 images of the rarest classes, while the held-out folds together hold
+every image of every class once.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from ...config import from_dict, set_key, to_dict
 from ...files import atomic_write_text
+from .target import prior_scores
 
 # What a recipe run is, whatever the method: every labelled part, the fixed choices, nothing re-chosen.
 RECIPE_SETTINGS = {"data.val_part": "none", "train.select": "last", "train.stop_patience": 0}
@@ -37,10 +43,28 @@ def fix_of(name: str, choice: dict) -> dict:
     return choice["fix"]
 
 
-def fixed_choices(runs: list[dict]) -> tuple[dict, list[str]]:
+def pooled_epoch(runs: list[dict], prior: np.ndarray | None = None) -> tuple[int, dict[int, float]] | None:
+    """(the epoch whose pooled out-of-fold macro-F1 is highest, that figure at every epoch) or None where a run
+    tracked nothing. Each run's held-out-fold confusion counts (metrics.json ``eval_track``) are summed over
+    the runs at every epoch all of them scored, and read under ``prior`` (target.py's rescaled rows; default
+    balanced). A tie goes to the earliest such epoch, the cheapest to train."""
+    tracks = [{int(t["epoch"]): np.asarray(t["confusion"], dtype=float) for t in m.get("eval_track") or []}
+              for m in runs]
+    common = sorted(set.intersection(*map(set, tracks))) if tracks and all(tracks) else []
+    if not common:
+        return None
+    k = len(tracks[0][common[0]])
+    prior = np.full(k, 1.0 / k) if prior is None else np.asarray(prior, dtype=float)
+    scores = {e: float(prior_scores(sum(t[e] for t in tracks), prior)["macro_f1"]) for e in common}
+    best = max(scores.values())
+    return min(e for e in common if scores[e] == best), scores
+
+
+def fixed_choices(runs: list[dict], prior: np.ndarray | None = None) -> tuple[dict, list[str]]:
     """(settings that fix every choice the runs made, one note per choice: its per-run values and flags).
     ``runs``: metrics.json of the CV trials at the recommended point. A run without ``choices`` (written
-    before they were recorded) contributes its kept epoch only."""
+    before they were recorded) contributes its kept epoch only. The kept epoch is the pooled out-of-fold
+    one (``pooled_epoch`` under ``prior``) where every run tracked its held-out fold."""
     values: dict[str, list] = {}
     notes: dict[str, list[str]] = {}
     unrecorded = sum("choices" not in m for m in runs)
@@ -53,6 +77,15 @@ def fixed_choices(runs: list[dict]) -> tuple[dict, list[str]]:
     settings = {key: [lower_median([x[0] for x in v])] if isinstance(v[0], list) else lower_median(v)
                 for key, v in values.items()}
     lines = [f"{key} = {settings[key]} (trials: {', '.join(map(str, v))})" for key, v in values.items()]
+    pooled = pooled_epoch(runs, prior) if "train.stop_at_epoch" in settings else None
+    if pooled is not None:
+        epoch, scores = pooled
+        settings["train.stop_at_epoch"] = epoch
+        curve = ", ".join(f"{e} {f:.3f}" for e, f in scores.items())
+        lines = [f"train.stop_at_epoch = {epoch}: the best pooled out-of-fold macro-F1 over {len(runs)} trial(s) "
+                 f"(epoch figure: {curve}); the trials' own choices on their carve-outs: "
+                 f"{', '.join(map(str, values['train.stop_at_epoch']))}" if line.startswith("train.stop_at_epoch")
+                 else line for line in lines]
     lines += [f"{name}: flagged in {len(f)} trial(s): {f[0]}" for name, f in notes.items()]
     if unrecorded:
         lines.append(f"{unrecorded} trial(s) recorded no choices (written by an older version): the base config's "
@@ -60,12 +93,14 @@ def fixed_choices(runs: list[dict]) -> tuple[dict, list[str]]:
     return settings, lines
 
 
-def write_recipe(path: Path, search: dict, rec, out: Path, figure: str, estimate_text: str) -> dict:
+def write_recipe(path: Path, search: dict, rec, out: Path, figure: str, estimate_text: str,
+                 prior: np.ndarray | None = None) -> dict:
     """The recommendation, ready for launch/train.py: the candidate's point with its CV choices fixed, trained
-    on every labelled part, scored once on `test` (fold-only shards: fold0, said not to be an estimate)."""
+    on every labelled part, scored once on `test` (fold-only shards: fold0, said not to be an estimate).
+    ``prior``: the study's target prior, which the pooled out-of-fold epoch is chosen under."""
     cand = next(c for c in search["candidates"] if c["name"] == rec.name)
     point = next(p for p in cand["points"] if p["label"] == rec.selections[None].point)
-    fixes, notes = fixed_choices(rec.recipe_runs)
+    fixes, notes = fixed_choices(rec.recipe_runs, prior)
     c = from_dict(json.loads(json.dumps(search["base_config"])))
     has_test = "test" in search["parts"]
     # the CV's folds, all of them: a `val` part the trials validated on is not added, since no trial trained

@@ -61,7 +61,7 @@ def consolidate_study(out: str | Path, *, target_prior: str = "balanced",
     written = [out / n for n in ("study.md", "leaderboard.csv", "leaderboard.png", "cv_results.csv", "protocol.json")]
     if rec is not None and rec.selections[None].point is not None:
         write_recipe(out / "recipe.yaml", search, rec, out, FIGURE[search["protocol"]],
-                     decisions[rec.name].interval_text())
+                     decisions[rec.name].interval_text(), prior)
         written.append(out / "recipe.yaml")
     else:
         (out / "recipe.yaml").unlink(missing_ok=True)  # never leave a stale recommendation
