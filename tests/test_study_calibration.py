@@ -203,3 +203,32 @@ def test_a_recipe_at_another_seed_is_its_own_run_and_the_own_seed_keeps_its_name
     (other / "config.yaml").write_text(recipe.read_text().replace("seed: 0", "seed: 3"))
     todo = []
     assert recipe_run(tmp_path, "ce", recipe, 3, 0, todo) == other and todo == []  # trained: found, not queued
+
+
+def test_the_epoch_rules_read_each_stop_from_one_tracked_curve():
+    """--epoch-rules: each rule's stop epoch as recipe.py fixes it (the trials' lower median without their
+    tracked folds, the pooled out-of-fold epoch with them), and the regret under each rule, by hand."""
+    from benchmarks.recipe_epochs import epoch_fields, epoch_section, rule_epochs, test_curve
+
+    good, poor = [[2, 0], [0, 2]], [[2, 0], [2, 0]]  # per trial, two images per class: macro-F1 1 and 1/3 (P .5)
+
+    def trial(kept: int, track: dict[int, list]) -> dict:
+        return {"choices": {"epochs": {"value": kept, "fix": {"train.stop_at_epoch": kept}}},
+                "eval_track": [{"epoch": e, "confusion": c} for e, c in track.items()]}
+
+    trials = [trial(10, {10: good, 20: good, 30: poor}), trial(20, {10: poor, 20: good, 30: poor}),
+              trial(30, {10: poor, 20: good, 30: good})]
+    curve = test_curve({"eval_track": [{"epoch": e, "confusion": c} for e, c in ((10, poor), (20, good), (30, good))]})
+    assert curve[10] == pytest.approx((2 / 3 + 0) / 2) and curve[20] == 1.0
+    assert rule_epochs(trials, curve) == {"median": 20, "pooled": 20, "last": 30, "oracle": 20}
+    late = [trial(10, {10: good, 20: poor, 30: good})] * 3  # kept 10 everywhere; the pooled folds say 10 too
+    assert rule_epochs(late, curve)["median"] == 10 and rule_epochs(late, curve)["pooled"] == 10
+
+    curves = {"a": {10: 0.5, 20: 0.9, 30: 0.8}, "b": {10: 0.7, 20: 0.6, 30: 0.6}}
+    epochs = {"a": {"median": 10, "pooled": 20, "last": 30, "oracle": 20},
+              "b": {"median": 10, "pooled": 10, "last": 30, "oracle": 10}}
+    f = epoch_fields("a", curves, epochs, {"a": 0.9, "b": 0.69})
+    assert f["median"]["regret"] == pytest.approx(0.2) and f["median"]["best"] == "b"
+    assert f["pooled"]["regret"] == 0.0 and f["last"]["regret"] == 0.0 and f["check"] == pytest.approx(0.01)
+    table = epoch_section([{"draw": "d", "new_rec": "a", "epoch_rules": f}])
+    assert "| median | 0.200 | 0.200 | 1/1 |" in table and "| d | a | 10 / 20 / 30 / 20 |" in "\n".join(table)
