@@ -154,9 +154,10 @@ def recipe_run(where: Path, name: str, recipe: Path, seed: int, own: int, todo: 
     return run
 
 
-def trained_run(where: Path, name: str, cfg) -> Path | None:
-    """An earlier run of this very recipe: its config.yaml, read with today's defaults for keys added since,
-    equals ``cfg`` but for where it ran (a newer version of the package must not retrain a finished draw)."""
+def trained_run(where: Path, name: str, cfg, runs: str = "recipe_runs") -> Path | None:
+    """An earlier run of this very recipe under ``where / runs``: its config.yaml, read with today's defaults for
+    keys added since, equals ``cfg`` but for where it ran (a newer version of the package, or a reworded recipe
+    header, must not retrain a finished draw)."""
     from adpm_dist.config import load_config
     from adpm_dist.tune.experiment import config_differences
 
@@ -168,7 +169,7 @@ def trained_run(where: Path, name: str, cfg) -> Path | None:
         return d
 
     want = comparable(cfg)
-    for run in sorted((where / "recipe_runs").glob(f"{name}-*")):
+    for run in sorted((where / runs).glob(f"{name}-*")):
         if (run / "metrics.json").is_file() and (run / "config.yaml").is_file():
             if not config_differences(comparable(load_config(run / "config.yaml")), want):
                 return run

@@ -60,6 +60,14 @@ def pooled_epoch(runs: list[dict], prior: np.ndarray | None = None) -> tuple[int
     return min(e for e in common if scores[e] == best), scores
 
 
+def pooled_note(pooled: tuple[int, dict[int, float]], trials: int, own: list[int]) -> str:
+    """The recipe header's line for a pooled out-of-fold epoch: the curve it was read on, the trials' own."""
+    epoch, scores = pooled
+    curve = ", ".join(f"{e} {f:.3f}" for e, f in scores.items())
+    return (f"train.stop_at_epoch = {epoch}: the best pooled out-of-fold macro-F1 over {trials} trial(s) (epoch "
+            f"figure: {curve}); the trials' own choices on their carve-outs: {', '.join(map(str, own))}")
+
+
 def fixed_choices(runs: list[dict], prior: np.ndarray | None = None) -> tuple[dict, list[str]]:
     """(settings that fix every choice the runs made, one note per choice: its per-run values and flags).
     ``runs``: metrics.json of the CV trials at the recommended point. A run without ``choices`` (written
@@ -79,14 +87,12 @@ def fixed_choices(runs: list[dict], prior: np.ndarray | None = None) -> tuple[di
     lines = [f"{key} = {settings[key]} (trials: {', '.join(map(str, v))})" for key, v in values.items()]
     pooled = pooled_epoch(runs, prior) if "train.stop_at_epoch" in settings else None
     if pooled is not None:
-        epoch, scores = pooled
-        settings["train.stop_at_epoch"] = epoch
-        curve = ", ".join(f"{e} {f:.3f}" for e, f in scores.items())
-        lines = [f"train.stop_at_epoch = {epoch}: the best pooled out-of-fold macro-F1 over {len(runs)} trial(s) "
-                 f"(epoch figure: {curve}); the trials' own choices on their carve-outs: "
-                 f"{', '.join(map(str, values['train.stop_at_epoch']))}" if line.startswith("train.stop_at_epoch")
+        settings["train.stop_at_epoch"] = pooled[0]
+        lines = [pooled_note(pooled, len(runs), values["train.stop_at_epoch"]) if line.startswith("train.stop_at_epoch")
                  else line for line in lines]
-    lines += [f"{name}: flagged in {len(f)} trial(s): {f[0]}" for name, f in notes.items()]
+    lines += [f"{name}: flagged in {len(f)} trial(s): {f[0]}"
+              + ("; not the recipe's: its epoch is read on the held-out folds, which hold every image" if
+                 name == "epochs" and pooled is not None else "") for name, f in notes.items()]
     if unrecorded:
         lines.append(f"{unrecorded} trial(s) recorded no choices (written by an older version): the base config's "
                      "train.epochs is used")
