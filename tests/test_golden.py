@@ -13,8 +13,11 @@ im2col + MKL GEMM), MKL in its conditional-numerical-reproducibility mode ``COMP
 results on every x86 CPU), one thread. Measured on the AMD EPYC (AVX2) this was pinned on: any one of
 these settings left at its default moves the losses by 2e-4 .. 2e-3, while the portable path gives
 bit-identical losses with MKL_ENABLE_INSTRUCTIONS=SSE4_2, DNNL_MAX_CPU_ISA=SSE41 or glibc's FMA/AVX2
-variants switched off (docs/distributed.md, "Reproducible numbers"). The pins stay exact (rel 1e-5),
-so a change to the training maths still fails.
+variants switched off (docs/distributed.md, "Reproducible numbers"). On an Intel Xeon (2026-12-08) the
+portable path still matched the EPYC pins exactly for the first 11 steps and then drifted: at most
+1.9e-3 relative on ADPM's losses, 3e-4 on logit adjustment's, and 1.3e-3 on a final macro-F1 (one test
+image). So the first EXACT_STEPS losses stay pinned exactly (rel 1e-5), which any change to the training
+maths breaks, and the rest of the trajectory and the final figures are pinned to what crosses CPUs.
 """
 from __future__ import annotations
 
@@ -31,6 +34,9 @@ TINY = ROOT / "configs" / "digits_lt_tiny.yaml"
 PINS = Path(__file__).with_name("golden.json")
 FIRST_STEPS = 80  # every step of the tiny runs (ADPM 39: warm-up and joint; a classifier 26)
 METHODS = ("adpm", "logit_adjusted")
+EXACT_STEPS = 10     # identical on every x86 CPU measured (see the docstring)
+DRIFT_REL = 5e-3     # the later losses: 2.5x the largest cross-CPU drift measured
+METRIC_ABS = 5e-3    # the final figures: a few test images of the tiny run
 # Read by the libraries at load time, so they are set in the child's environment, not in this process.
 PORTABLE_NUMERICS = {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE", "OMP_NUM_THREADS": "1",
                      "MKL_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
@@ -80,9 +86,11 @@ def run_tiny_portable(method: str, shards: Path, out: Path) -> dict:
 def test_tiny_run_matches_its_golden_numbers(method, digits_shards, tmp_path):
     pinned = json.loads(PINS.read_text())[method]
     got = run_tiny_portable(method, digits_shards, tmp_path / method)
-    assert got["first_losses"] == pytest.approx(pinned["first_losses"], rel=1e-5, abs=1e-6)
+    exact = pinned["first_losses"][:EXACT_STEPS]
+    assert got["first_losses"][:EXACT_STEPS] == pytest.approx(exact, rel=1e-5, abs=1e-6)
+    assert got["first_losses"] == pytest.approx(pinned["first_losses"], rel=DRIFT_REL)
     for key in ("macro_f1", "prior_macro_f1", "accuracy"):
-        assert got[key] == pytest.approx(pinned[key], abs=1e-6), key
+        assert got[key] == pytest.approx(pinned[key], abs=METRIC_ABS), key
     assert got["best_epoch"] == pinned["best_epoch"]
 
 
