@@ -16,7 +16,6 @@ the tracked run's figure at its epoch (``check``: their largest difference).
 """
 from __future__ import annotations
 
-import hashlib
 import math
 from pathlib import Path
 
@@ -27,19 +26,10 @@ RULES = ("median", "pooled", "last", "oracle")
 
 def tracked_run(where: Path, name: str, recipe: Path, todo: list) -> Path:
     """The recipe trained over its whole plan with `test` tracked (queued on ``todo`` unless finished)."""
-    from adpm_dist.config import load_config, set_key
-    from adpm_dist.tune.batch import batch_run
-    from benchmarks.study_calibration import trained_run  # here: study_calibration imports this module
+    from benchmarks.study_calibration import recipe_run  # here: study_calibration imports this module
 
-    cfg = load_config(recipe, ["train.stop_at_epoch=0", "train.track_eval=true"])
-    body = recipe.read_text().split("\n", 1)[1]
-    run = trained_run(where, name, cfg, "recipe_tracked") or \
-        where / "recipe_tracked" / f"{name}-{hashlib.sha256(body.encode()).hexdigest()[:12]}"
-    if not (run / "metrics.json").is_file():
-        set_key(cfg, "run.output_dir", str(run))
-        set_key(cfg, "train.resume", "auto")
-        todo.append(batch_run(run.name, f"{name}_tracked", cfg))
-    return run
+    return recipe_run(where, name, recipe, None, None, todo, runs="recipe_tracked", group=f"{name}_tracked",
+                      overrides=("train.stop_at_epoch=0", "train.track_eval=true"))
 
 
 def test_curve(metrics: dict) -> dict[int, float]:

@@ -134,23 +134,25 @@ def train_recipes(args, where: Path, report: dict) -> tuple[dict[str, float], di
     return {name: s for name, (s, _) in scored.items()}, {name: spread for name, (_, spread) in scored.items()}, by_seed
 
 
-def recipe_run(where: Path, name: str, recipe: Path, seed: int, own: int, todo: list) -> Path:
+def recipe_run(where: Path, name: str, recipe: Path, seed: int, own: int, todo: list, *, runs: str = "recipe_runs",
+               overrides: tuple[str, ...] = (), group: str | None = None) -> Path:
     """The run directory of ``recipe`` trained at ``seed`` (an earlier run of it, or a new one queued on
     ``todo``). The recipe's own seed keeps the directory name it always had (recipe text hash), so finished
-    draws are not trained again; another seed is the same recipe with `run.seed` changed."""
+    draws are not trained again; another seed is the same recipe with `run.seed` changed. ``runs``, ``overrides``,
+    ``group``: the same recipe run another way, in its own directory (recipe_epochs.py: over its whole plan)."""
     from adpm_dist.config import load_config, set_key
     from adpm_dist.tune.batch import batch_run
 
-    cfg = load_config(recipe, [] if seed == own else [f"run.seed={seed}"])
+    cfg = load_config(recipe, ([] if seed == own else [f"run.seed={seed}"]) + list(overrides))
     body = recipe.read_text().split("\n", 1)[1]  # the header names the file; the config is what counts
     label = f"{name}-{hashlib.sha256(body.encode()).hexdigest()[:12]}" + ("" if seed == own else f"-seed{seed}")
-    run = trained_run(where, name, cfg) or where / "recipe_runs" / label
+    run = trained_run(where, name, cfg, runs) or where / runs / label
     if not (run / "metrics.json").is_file():
         # no other key=value here: the recipe holds the study's base config with them, and its fixed choices
         # (train.epochs above all) must not be overridden again
         set_key(cfg, "run.output_dir", str(run))
         set_key(cfg, "train.resume", "auto")
-        todo.append(batch_run(run.name, name if seed == own else f"{name}_seed{seed}", cfg))
+        todo.append(batch_run(run.name, group or (name if seed == own else f"{name}_seed{seed}"), cfg))
     return run
 
 

@@ -25,7 +25,7 @@ from ..data.manifest import Manifest
 from ..data.plan import DataPlan
 from ..data.feed import DataFeed
 from ..data.transforms import normalisation
-from ..evaluate import class_losses, confusion_matrix, format_table
+from ..evaluate import class_losses, classification_metrics, confusion_matrix, format_table
 from ..files import atomic_write_json, remove_leftovers
 from ..methods import EpochPlan, Method, method_for
 from . import selection
@@ -458,10 +458,11 @@ def track_eval(run: Run, epoch: int) -> dict:
     read by the run's selection, and predict draws from its own generators, so training is unchanged."""
     part = run.plan.eval_part
     pred = predict(run.method, run.eval_model, run.batches([part]), run.acc, run.cfg.run.seed + 1, f"tracking {part}")
-    counts = confusion_matrix(pred["labels"], pred["scores"].argmax(1), len(run.names))
+    predicted = pred["scores"].argmax(1)
+    counts = confusion_matrix(pred["labels"], predicted, len(run.names))
     tracked = [t for t in run.loop.setdefault("eval_track", []) if t["epoch"] != epoch + 1]  # a resume re-tracks
     run.loop["eval_track"] = tracked + [{"epoch": epoch + 1, "confusion": counts.tolist()}]
-    return {"tracked_macro_f1": score(pred, run.names)["macro_f1"]}
+    return {"tracked_macro_f1": classification_metrics(pred["labels"], predicted, run.names)["macro_f1"]}
 
 
 def stopped(run: Run) -> bool:

@@ -84,12 +84,11 @@ def fixed_choices(runs: list[dict], prior: np.ndarray | None = None) -> tuple[di
                 notes.setdefault(name, []).append(choice["flag"])
     settings = {key: [lower_median([x[0] for x in v])] if isinstance(v[0], list) else lower_median(v)
                 for key, v in values.items()}
-    lines = [f"{key} = {settings[key]} (trials: {', '.join(map(str, v))})" for key, v in values.items()]
     pooled = pooled_epoch(runs, prior) if "train.stop_at_epoch" in settings else None
     if pooled is not None:
         settings["train.stop_at_epoch"] = pooled[0]
-        lines = [pooled_note(pooled, len(runs), values["train.stop_at_epoch"]) if line.startswith("train.stop_at_epoch")
-                 else line for line in lines]
+    lines = [pooled_note(pooled, len(runs), v) if pooled is not None and key == "train.stop_at_epoch"
+             else f"{key} = {settings[key]} (trials: {', '.join(map(str, v))})" for key, v in values.items()]
     lines += [f"{name}: flagged in {len(f)} trial(s): {f[0]}"
               + ("; not the recipe's: its epoch is read on the held-out folds, which hold every image" if
                  name == "epochs" and pooled is not None else "") for name, f in notes.items()]
